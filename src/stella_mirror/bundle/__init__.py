@@ -1,0 +1,1 @@
+"""The bundle library: canonical JSON, digests, keys and signatures, and pure verification."""

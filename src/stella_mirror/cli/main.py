@@ -1,0 +1,57 @@
+"""The ``stella-mirror`` command: parse, call, report. Errors map to documented exit codes.
+
+Exit codes (also in README.md):
+  0 ok · 1 unexpected error · 2 usage · 3 configuration · 4 source unreachable/failed ·
+  5 malformed input document / export rejected · 6 export root locked ·
+  10 signature · 11 digest · 12 expired · 13 rollback · 14 malformed bundle
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from stella_mirror.cli import export, keys, verify
+from stella_mirror.errors import StellaMirrorError
+
+app = typer.Typer(
+    name="stella-mirror",
+    help="Concelier & Excititor mirror: export, sync, verify and serve signed advisory and VEX bundles.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(keys.app, name="keys")
+app.add_typer(export.app, name="export")
+app.command("verify")(verify.verify)
+
+# Command groups added by later modules register themselves here (serve, demo, sync, …).
+for _module in ("server_commands", "sync_commands", "ops_commands"):
+    try:
+        _mod = __import__(f"stella_mirror.cli.{_module}", fromlist=["register"])
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"stella_mirror.cli.{_module}":
+            raise
+        continue
+    _mod.register(app)
+
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def report_error(exc: StellaMirrorError) -> int:
+    """Print one clear line for a known error and return its exit code."""
+    _err.print(f"[bold red]error[/] {escape(f'[{exc.kind}] {exc}')}", markup=True)
+    return exc.exit_code
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except StellaMirrorError as exc:
+        sys.exit(report_error(exc))
+    except KeyboardInterrupt:
+        sys.exit(130)
