@@ -40,7 +40,9 @@ def advisory(key: str, ecosystem: str = "PyPI", package: str = "demo") -> dict[s
     }
 
 
-def stamp(export_id: str, sequence: int, now: datetime | None = None, ttl: timedelta = timedelta(days=7)) -> ExportStamp:
+def stamp(
+    export_id: str, sequence: int, now: datetime | None = None, ttl: timedelta = timedelta(days=7)
+) -> ExportStamp:
     now = now or datetime.now(UTC).replace(microsecond=0)
     return ExportStamp(export_id, sequence, rfc3339(now), rfc3339(now + ttl))
 
@@ -87,6 +89,8 @@ def publish_excititor(
                         out.write(canonical.dumps(records))
                         return len(records)
 
-                    arts.append(ExcititorArtifact(export_key, "json", "consensus", f"{export_key}.json", write, ["test"]))
+                    arts.append(
+                        ExcititorArtifact(export_key, "json", "consensus", f"{export_key}.json", write, ["test"])
+                    )
                 write_excititor_domain(stage, domain_id, domain_id.title(), st, arts, key)
             return er.commit(stage, export_id)

@@ -57,10 +57,18 @@ class ExportRoot:
         return self.path / active if active else None
 
     def export_ids(self) -> list[str]:
-        """Published export directories, oldest first (by modification time, then name)."""
+        """Published export directories, oldest first (by modification time, then name).
+
+        Only directories that look like exports (they hold ``mirror/``) count, so pruning never
+        removes anything else an operator keeps beside the exports.
+        """
         if not self.path.is_dir():
             return []
-        dirs = [p for p in self.path.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")]
+        dirs = [
+            p
+            for p in self.path.iterdir()
+            if p.is_dir() and not p.is_symlink() and not p.name.startswith(".") and (p / "mirror").is_dir()
+        ]
         dirs.sort(key=lambda p: (p.stat().st_mtime_ns, p.name))
         return [p.name for p in dirs]
 

@@ -1,0 +1,34 @@
+"""Canonical JSON: streaming output is byte-identical to whole-object output."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from stella_mirror.bundle import canonical
+
+
+def test_dumps_sorts_keys_and_ends_with_newline() -> None:
+    assert canonical.dumps({"b": 1, "a": {"d": [1, 2], "c": "é"}}) == '{"a":{"c":"é","d":[1,2]},"b":1}\n'.encode()
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 50])
+def test_streaming_writer_matches_dumps(n: int) -> None:
+    items = [{"z": i, "a": [i, {"y": "x" * i}]} for i in range(n)]
+    early = {"advisor": "x", "aa": 1}
+    late = {"advisoryCount": n, "schemaVersion": 1, "zeta": None}
+    buf = io.BytesIO()
+    w = canonical.StreamingObjectWriter(buf, "advisories", early)
+    w.write_items(items)
+    w.finish(late)
+    assert w.count == n
+    assert buf.getvalue() == canonical.dumps({**early, **late, "advisories": items})
+
+
+def test_streaming_writer_rejects_misplaced_fields() -> None:
+    with pytest.raises(ValueError, match="finish"):
+        canonical.StreamingObjectWriter(io.BytesIO(), "advisories", {"zeta": 1})
+    w = canonical.StreamingObjectWriter(io.BytesIO(), "m", {})
+    with pytest.raises(ValueError, match="up front"):
+        w.finish({"a": 1})
