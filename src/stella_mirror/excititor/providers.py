@@ -1,0 +1,130 @@
+"""Load every provider's documents into claims.
+
+Two passes over the files: the first parses every document and registers CycloneDX BOMs (so a VEX
+document's BOM-Links resolve whatever order the files come in); the second reads claims.
+
+* A document whose bytes were already read (same SHA-256, e.g. the same advisory mirrored by a vendor
+  and a hub) counts once: it stays with the first provider in configuration order, and the repeat is
+  listed in :attr:`LoadReport.duplicates`.
+* A malformed document is set aside (:attr:`LoadReport.rejected`, each a
+  :class:`~stella_mirror.errors.MalformedDocumentError` naming file and JSON pointer) and loading goes
+  on; ``--strict`` turns any rejection into a refused export (the caller's decision).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stella_mirror.bundle.digest import sha256_bytes
+from stella_mirror.errors import MalformedDocumentError
+from stella_mirror.excititor.claims import Claim
+from stella_mirror.excititor.config import Provider
+from stella_mirror.excititor.sources import ReadContext, detect, parse_json, read_parsed
+from stella_mirror.excititor.sources.cyclonedx import BomIndex, is_cyclonedx
+
+
+@dataclass
+class ProviderStats:
+    """Per-provider counts, for the export summary."""
+
+    documents: int = 0
+    claims: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class LoadReport:
+    """What loading found besides the claims."""
+
+    documents: int = 0
+    boms: int = 0
+    rejected: list[MalformedDocumentError] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    """(path skipped, path first read with the same digest)."""
+    warnings: list[str] = field(default_factory=list)
+    providers: dict[str, ProviderStats] = field(default_factory=dict)
+
+
+@dataclass
+class ClaimSet:
+    """All claims of a configuration, and the report of how they were obtained."""
+
+    claims: list[Claim]
+    report: LoadReport
+
+
+def provider_files(provider: Provider, base_dir: Path) -> list[Path]:
+    """Files matched by a provider's globs (relative to ``base_dir``), sorted, without repeats."""
+    found: dict[str, Path] = {}
+    for pattern in provider.paths:
+        full = pattern if os.path.isabs(pattern) else os.path.join(base_dir, pattern)
+        for match in glob.glob(full, recursive=True):
+            path = Path(match)
+            if path.is_file():
+                found.setdefault(str(path.resolve()), path)
+    return [found[k] for k in sorted(found)]
+
+
+def _display(path: Path, base_dir: Path) -> str:
+    try:
+        return path.resolve().relative_to(base_dir.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def load_claims(providers: Iterable[Provider], base_dir: Path) -> ClaimSet:
+    """Read every provider's documents; malformed ones are reported, not raised."""
+    report = LoadReport()
+    seen: dict[str, str] = {}
+    parsed: list[tuple[ReadContext, Any]] = []
+    boms = BomIndex()
+    for provider in providers:
+        stats = report.providers.setdefault(provider.id, ProviderStats())
+        files = provider_files(provider, base_dir)
+        if not files:
+            report.warnings.append(f"provider {provider.id}: no file matches {', '.join(provider.paths)}")
+        for path in files:
+            shown = _display(path, base_dir)
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                report.rejected.append(MalformedDocumentError(shown, "", f"cannot read: {exc.strerror or exc}"))
+                stats.rejected += 1
+                continue
+            digest = sha256_bytes(data)
+            if digest in seen:
+                report.duplicates.append((shown, seen[digest]))
+                continue
+            seen[digest] = shown
+            ctx = ReadContext(shown, provider.id, digest)
+            try:
+                doc = parse_json(data, shown)
+                if detect(doc) is None:
+                    raise ctx.error("", "not a VEX document (no OpenVEX @context, CSAF document, CycloneDX bomFormat)")
+                if is_cyclonedx(doc) and boms.add(doc, ctx):
+                    report.boms += 1
+            except MalformedDocumentError as exc:
+                report.rejected.append(exc)
+                stats.rejected += 1
+                continue
+            parsed.append((ctx, doc))
+    claims: list[Claim] = []
+    for ctx, doc in parsed:
+        stats = report.providers[ctx.provider_id]
+        try:
+            result = read_parsed(doc, ctx, boms)
+        except MalformedDocumentError as exc:
+            report.rejected.append(exc)
+            stats.rejected += 1
+            continue
+        report.documents += 1
+        stats.documents += 1
+        stats.claims += len(result.claims)
+        report.warnings.extend(result.warnings)
+        claims.extend(result.claims)
+    return ClaimSet(claims, report)
