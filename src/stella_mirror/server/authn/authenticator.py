@@ -1,0 +1,270 @@
+"""Who is calling: Basic (per-domain htpasswd) or Bearer (Authority JWT), or anonymous where allowed.
+
+Rules, in order:
+
+* no ``Authorization`` header: anonymous when neither the domain nor the global switch requires
+  authentication, else ``401 missing``;
+* ``Basic``: checked against *this domain's* htpasswd file only, so a credential of one domain never opens
+  another; a wrong credential is ``401`` even on an open domain (a client that sends credentials expects them
+  to be checked, and silently downgrading it to anonymous would hide mistakes);
+* ``Bearer``: a JWT checked against the Authority's JWKS, issuer, audiences and expiry, then for one of the
+  domain's scopes (``403 insufficient-scope`` when the token is valid but lacks it);
+* any other scheme: ``401 malformed``.
+
+bcrypt is slow on purpose, so :meth:`Authenticator.authenticate_async` runs it in a worker thread; successful
+checks are cached (see :mod:`stella_mirror.server.authn.basic`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio.to_thread
+
+from stella_mirror.errors import ConfigError
+from stella_mirror.server.authn.basic import (
+    REJECTED_DETAIL,
+    BasicCredentials,
+    SuccessCache,
+    check_password,
+    parse_basic,
+)
+from stella_mirror.server.authn.bearer import BearerVerifier, JwksStore, TokenHeader, read_header
+from stella_mirror.server.authn.failure import AuthFailure, Reason
+from stella_mirror.server.authn.htpasswd import HtpasswdTable, load_htpasswd
+from stella_mirror.server.context import DomainPolicy, Principal
+
+__all__ = ["ANONYMOUS", "AuthFailure", "AuthSettings", "Authenticator", "Reason"]
+
+ANONYMOUS = Principal(name="anonymous", method="anonymous")
+
+MAX_AUTHORIZATION_LENGTH = 16 * 1024
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Authentication settings shared by all domains (each domain adds its own htpasswd and flag)."""
+
+    issuer: str | None = None
+    """AUTHORITY__ISSUER: the exact ``iss`` bearer tokens must carry."""
+    audiences: tuple[str, ...] = ()
+    """AUTHORITY__AUDIENCES__<n>: a token's ``aud`` must contain at least one of these."""
+    jwks_file: Path | None = None
+    """AUTHORITY__JWKSFILE: the Authority's public keys, re-read on reload."""
+    jwks_url: str | None = None
+    """AUTHORITY__JWKSURL: fetched lazily, cached, refreshed on an unknown ``kid`` at most every 60 s."""
+    leeway_seconds: int = 30
+    """Clock skew tolerated on ``exp``, ``nbf`` and ``iat``."""
+    basic_cache_ttl_seconds: float = 60.0
+    """How long a successful bcrypt check is remembered (0 disables the cache)."""
+    require_authentication: bool = False
+    """Global switch; a domain's own ``require_authentication`` also applies (either true: required)."""
+    jwks_min_refresh_seconds: float = 60.0
+    """The shortest interval between two JWKS URL fetches triggered by unknown key ids."""
+
+    @property
+    def token_auth(self) -> bool:
+        """Whether bearer tokens are accepted (an issuer or a JWKS is configured)."""
+        return bool(self.issuer or self.jwks_file or self.jwks_url)
+
+
+@dataclass(frozen=True)
+class _BasicAttempt:
+    creds: BasicCredentials
+    table: HtpasswdTable
+
+
+@dataclass(frozen=True)
+class _BearerAttempt:
+    token: str
+    header: TokenHeader
+
+
+def _quote(value: str) -> str:
+    """An RFC 9110 quoted-string body (the realm is configuration, but quoting keeps the header well-formed)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+class Authenticator:
+    """Authenticates requests for any configured domain. Safe to share between threads and tasks.
+
+    ``domains`` (optional) are the domains whose htpasswd files are loaded and validated up front, so a bad
+    file fails at startup with a :class:`ConfigError` instead of on the first request; files of other
+    domains are loaded on first use.
+    """
+
+    def __init__(self, settings: AuthSettings, domains: Iterable[DomainPolicy] = ()) -> None:
+        self.settings = settings
+        self._bearer: BearerVerifier | None = None
+        if settings.token_auth:
+            if not (settings.jwks_file or settings.jwks_url):
+                raise ConfigError("authority.jwksFile", "an issuer is set but neither a JWKS file nor a JWKS URL")
+            if not settings.issuer:
+                raise ConfigError("authority.issuer", "required when a JWKS is configured")
+            if not settings.audiences:
+                raise ConfigError("authority.audiences", "at least one audience is required when a JWKS is configured")
+            store = JwksStore(
+                settings.jwks_file, settings.jwks_url, min_refresh_seconds=settings.jwks_min_refresh_seconds
+            )
+            self._bearer = BearerVerifier(store, settings.issuer, settings.audiences, settings.leeway_seconds)
+        self._cache = SuccessCache(settings.basic_cache_ttl_seconds)
+        self._lock = threading.Lock()
+        self._tables: dict[Path, HtpasswdTable] = {}
+        for domain in domains:
+            if domain.htpasswd is not None:
+                self._table(domain.htpasswd)
+
+    # --- public API ------------------------------------------------------------------------------
+
+    @property
+    def token_auth(self) -> bool:
+        """Whether bearer tokens are accepted."""
+        return self._bearer is not None
+
+    @property
+    def jwks(self) -> JwksStore | None:
+        """The JWKS store (``None`` without token auth); exposed for readiness checks and tests."""
+        return self._bearer.store if self._bearer else None
+
+    def required(self, domain: DomainPolicy) -> bool:
+        """Whether anonymous requests to ``domain`` are refused."""
+        return self.settings.require_authentication or domain.require_authentication
+
+    def challenge(self, domain: DomainPolicy, failure: AuthFailure | None = None, bearer_error: bool = False) -> str:
+        """The ``WWW-Authenticate`` value for ``domain``: Basic where an htpasswd exists (or nothing else is
+        possible), Bearer with the accepted scopes where tokens are; RFC 6750 error codes on Bearer."""
+        realm = _quote(domain.realm)
+        bearer = ""
+        if self.token_auth:
+            bearer = f'Bearer realm="{realm}", scope="{_quote(" ".join(domain.scopes()))}"'
+            if failure is not None and failure.status == 403:
+                return bearer + ', error="insufficient_scope"'
+            if bearer_error:
+                bearer += ', error="invalid_token"'
+        parts = []
+        if domain.htpasswd is not None or not self.token_auth:
+            parts.append(f'Basic realm="{realm}", charset="UTF-8"')
+        if bearer:
+            parts.append(bearer)
+        return ", ".join(parts)
+
+    def authenticate(self, domain: DomainPolicy, authorization: str | None) -> Principal:
+        """Return the principal (anonymous when allowed) or raise :class:`AuthFailure`. Blocking (bcrypt,
+        JWKS fetch): on the event loop use :meth:`authenticate_async`."""
+        attempt = self._begin(domain, authorization)
+        if isinstance(attempt, Principal):
+            return attempt
+        if isinstance(attempt, _BasicAttempt):
+            return self._finish_basic(domain, attempt)
+        assert self._bearer is not None
+        try:
+            return self._bearer.verify(attempt.token, domain.scopes(), header=attempt.header)
+        except AuthFailure as exc:
+            raise exc.with_challenge(self.challenge(domain, exc, bearer_error=True)) from None
+
+    async def authenticate_async(self, domain: DomainPolicy, authorization: str | None) -> Principal:
+        """:meth:`authenticate` without blocking the event loop: bcrypt and JWKS fetches run in a worker thread."""
+        attempt = self._begin(domain, authorization)
+        if isinstance(attempt, Principal):
+            return attempt
+        if isinstance(attempt, _BasicAttempt):
+            return await anyio.to_thread.run_sync(self._finish_basic, domain, attempt)
+        bearer = self._bearer
+        assert bearer is not None
+        header = attempt.header
+        if bearer.store.wants_fetch(header.kid, header.alg):
+            await anyio.to_thread.run_sync(bearer.store.refresh, header.kid, header.alg)
+        try:
+            return bearer.verify_with_current_keys(attempt.token, domain.scopes(), header)
+        except AuthFailure as exc:
+            raise exc.with_challenge(self.challenge(domain, exc, bearer_error=True)) from None
+
+    def reload(self) -> None:
+        """Re-read every htpasswd file and the JWKS file, and drop the Basic cache.
+
+        All files are read before anything is replaced: when one is invalid, :class:`ConfigError` is raised
+        and the previous state stays in force.
+        """
+        with self._lock:
+            paths = list(self._tables)
+        fresh = {path: load_htpasswd(path) for path in paths}
+        if self._bearer is not None:
+            self._bearer.store.reload()
+        with self._lock:
+            self._tables.update(fresh)
+        self._cache.clear()
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _fail(self, domain: DomainPolicy, status: int, reason: Reason, detail: str) -> AuthFailure:
+        failure = AuthFailure(status, reason, detail)
+        return failure.with_challenge(self.challenge(domain, failure))
+
+    def _table(self, path: Path) -> HtpasswdTable:
+        with self._lock:
+            table = self._tables.get(path)
+        if table is None:
+            table = load_htpasswd(path)
+            with self._lock:
+                table = self._tables.setdefault(path, table)
+        return table
+
+    def _begin(self, domain: DomainPolicy, authorization: str | None) -> Principal | _BasicAttempt | _BearerAttempt:
+        """Everything that is fast: header parsing, table lookup, the Basic cache. Returns a principal when
+        done, else what is left to check."""
+        if authorization is None or not authorization.strip():
+            if self.required(domain):
+                raise self._fail(domain, 401, "missing", "this mirror domain requires authentication")
+            return ANONYMOUS
+        if len(authorization) > MAX_AUTHORIZATION_LENGTH:
+            raise self._fail(domain, 401, "malformed", "the Authorization header is too long")
+        scheme, _, value = authorization.strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic":
+            try:
+                creds = parse_basic(value)
+            except AuthFailure as exc:
+                raise exc.with_challenge(self.challenge(domain, exc)) from None
+            if domain.htpasswd is None:
+                raise self._fail(domain, 401, "bad-credentials", "this mirror domain does not accept Basic credentials")
+            table = self._table(domain.htpasswd)
+            stored = table.users.get(creds.user)
+            if stored is not None and self._cache.hit(self._realm_key(domain), creds, stored):
+                return Principal(name=creds.user, method="basic")
+            return _BasicAttempt(creds, table)
+        if scheme == "bearer":
+            if self._bearer is None:
+                raise self._fail(domain, 401, "bad-credentials", "bearer tokens are not accepted here")
+            try:
+                header = read_header(value.strip())
+            except AuthFailure as exc:
+                raise exc.with_challenge(self.challenge(domain, exc, bearer_error=True)) from None
+            return _BearerAttempt(value.strip(), header)
+        raise self._fail(domain, 401, "malformed", "unsupported authentication scheme")
+
+    @staticmethod
+    def _realm_key(domain: DomainPolicy) -> str:
+        return f"{domain.product}/{domain.domain_id}"
+
+    def _finish_basic(self, domain: DomainPolicy, attempt: _BasicAttempt) -> Principal:
+        """The slow part of Basic: one bcrypt check (a dummy one for unknown users)."""
+        creds, table = attempt.creds, attempt.table
+        if check_password(table, creds):
+            self._cache.remember(self._realm_key(domain), creds, table.users[creds.user])
+            return Principal(name=creds.user, method="basic")
+        reason: Reason
+        if creds.user in table.users:
+            reason = "bad-credentials"
+        elif self._known_elsewhere(creds.user, table):
+            reason = "wrong-domain"  # for metrics only: the client sees the same 401 either way
+        else:
+            reason = "unknown-user"
+        raise self._fail(domain, 401, reason, REJECTED_DETAIL)
+
+    def _known_elsewhere(self, user: str, table: HtpasswdTable) -> bool:
+        with self._lock:
+            others = [t for t in self._tables.values() if t is not table]
+        return any(user in other.users for other in others)

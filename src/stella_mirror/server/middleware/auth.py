@@ -1,0 +1,86 @@
+"""Authentication middleware: sets ``ctx.principal`` or answers 401/403 with a problem document.
+
+Runs after the domain middleware (which puts a :class:`~stella_mirror.server.context.RequestContext` in the
+scope) and before quotas, so rejected credentials never consume a client's quota. Ops routes (context
+without a domain: ``/healthz``, ``/metrics``...) and non-HTTP scopes pass through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from stella_mirror.errors import ConfigError
+from stella_mirror.server.authn.authenticator import Authenticator
+from stella_mirror.server.authn.failure import AuthFailure
+from stella_mirror.server.context import CONTEXT_KEY, RequestContext
+from stella_mirror.server.problems import send_problem
+
+log = logging.getLogger(__name__)
+
+_TITLES = {401: "Authentication required", 403: "Insufficient scope"}
+_SLUGS = {401: "unauthorized", 403: "insufficient-scope"}
+_CONFIG_LOG_INTERVAL = 30.0
+
+
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _context(scope: Scope) -> RequestContext | None:
+    # get_context() is typed for dict; an ASGI scope is a MutableMapping, so read the key directly.
+    ctx = scope.get(CONTEXT_KEY) if scope["type"] == "http" else None
+    return ctx if isinstance(ctx, RequestContext) else None
+
+
+class AuthMiddleware:
+    """Raw ASGI middleware applying an :class:`Authenticator` per request.
+
+    ``authenticator`` returns the *current* authenticator, so a reload can swap it atomically.
+    ``on_failure(ctx, reason)`` is called for every rejected request (metrics); it must not raise.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: Callable[[], Authenticator],
+        on_failure: Callable[[RequestContext, str], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.on_failure = on_failure
+        self._config_logged_at = float("-inf")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx = _context(scope)
+        if ctx is None or ctx.domain is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            ctx.principal = await self.authenticator().authenticate_async(ctx.domain, _authorization(scope))
+        except AuthFailure as failure:
+            if self.on_failure is not None:
+                self.on_failure(ctx, failure.reason)
+            headers = {"WWW-Authenticate": failure.challenge} if failure.challenge else {}
+            await send_problem(
+                send, failure.status, _SLUGS.get(failure.status, "unauthorized"),
+                _TITLES.get(failure.status, "Unauthorized"), failure.detail, headers,
+            )
+            return
+        except ConfigError as exc:
+            # An htpasswd file that only fails when first used (not preloaded at startup): the operator's
+            # problem, not the client's. Log it (path and line, never a secret) at most every 30 s.
+            now = time.monotonic()
+            if now - self._config_logged_at >= _CONFIG_LOG_INTERVAL:
+                self._config_logged_at = now
+                log.error("authentication unavailable for domain %s: %s", ctx.domain.domain_id, exc)
+            await send_problem(send, 503, "auth-unavailable", "Authentication unavailable",
+                               "the server cannot check credentials for this domain right now")
+            return
+        await self.app(scope, receive, send)

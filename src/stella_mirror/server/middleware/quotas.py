@@ -1,0 +1,147 @@
+"""Quota middleware: counts each domain request against the domain's hourly budget.
+
+Budgets (``DomainPolicy``): ``max_index_requests_per_hour`` covers ``index`` *and* ``metadata`` routes —
+indexes, manifests and signatures are the small files a client polls — and
+``max_download_requests_per_hour`` covers ``download`` routes (bundles, exports), the bandwidth-heavy ones.
+``0`` means unlimited: no counting, no headers. Each budget is counted per client: the authenticated
+principal's name, else ``ip:<client address>``; the key is ``<product>:<domain>:<budget>:<who>``.
+
+Every counted response carries ``RateLimit-Limit``, ``RateLimit-Remaining``, ``RateLimit-Reset`` (integer
+seconds) and ``RateLimit-Policy: <limit>;w=<window>`` (draft-ietf-httpapi-ratelimit-headers). Over quota is
+``429`` problem+json with ``Retry-After``. When the backend cannot count (Redis down) it answers by its fail
+mode: open lets the request through without RateLimit headers (we do not know them), closed answers ``503``
+``quota-unavailable`` with ``Retry-After`` — the client is not over quota, the server cannot tell.
+
+Runs after authentication, so rejected credentials never consume a budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stella_mirror.server.context import CONTEXT_KEY, RequestContext
+from stella_mirror.server.problems import send_problem
+from stella_mirror.server.quotas.backend import QuotaBackend, QuotaDecision
+
+log = logging.getLogger(__name__)
+
+_BUDGETS = {"index": "index", "metadata": "index", "download": "download"}
+_HEADER_NAMES = {b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset", b"ratelimit-policy"}
+_ERROR_LOG_INTERVAL = 30.0
+
+
+def quota_key(ctx: RequestContext, budget: str) -> str:
+    """The counter key for this request: ``<product>:<domain>:<budget>:<principal or ip:client>``."""
+    assert ctx.domain is not None
+    principal = ctx.principal
+    who = principal.name if principal is not None and principal.method != "anonymous" else f"ip:{ctx.client}"
+    return f"{ctx.product or ctx.domain.product}:{ctx.domain.domain_id}:{budget}:{who}"
+
+
+def ratelimit_headers(decision: QuotaDecision, window_seconds: int) -> dict[str, str]:
+    """The ``RateLimit-*`` headers for a decision."""
+    return {
+        "RateLimit-Limit": str(decision.limit),
+        "RateLimit-Remaining": str(decision.remaining),
+        "RateLimit-Reset": str(decision.reset_seconds),
+        "RateLimit-Policy": f"{decision.limit};w={window_seconds}",
+    }
+
+
+def _context(scope: Scope) -> RequestContext | None:
+    # get_context() is typed for dict; an ASGI scope is a MutableMapping, so read the key directly.
+    ctx = scope.get(CONTEXT_KEY) if scope["type"] == "http" else None
+    return ctx if isinstance(ctx, RequestContext) else None
+
+
+class QuotaMiddleware:
+    """Raw ASGI middleware enforcing per-domain quotas with a :class:`QuotaBackend`.
+
+    ``backend`` returns the *current* backend (so a reload can swap it). ``on_reject(ctx)`` is called for
+    every ``429`` (metrics); ``on_unavailable(ctx)`` for every request the backend could not count. The
+    decision is left in ``ctx.extra["quota"]`` for the access log.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        backend: Callable[[], QuotaBackend],
+        window_seconds: int = 3600,
+        on_reject: Callable[[RequestContext], None] | None = None,
+        on_unavailable: Callable[[RequestContext], None] | None = None,
+    ) -> None:
+        if window_seconds <= 0:
+            raise ValueError("window_seconds must be positive")
+        self.app = app
+        self.backend = backend
+        self.window = window_seconds
+        self.on_reject = on_reject
+        self.on_unavailable = on_unavailable
+        self._error_logged_at = float("-inf")
+
+    def limit_for(self, ctx: RequestContext) -> tuple[str, int] | None:
+        """The budget name and limit that apply to this request, or ``None`` when it is not counted."""
+        budget = _BUDGETS.get(ctx.route_kind)
+        if ctx.domain is None or budget is None:
+            return None
+        if budget == "index":
+            limit = ctx.domain.max_index_requests_per_hour
+        else:
+            limit = ctx.domain.max_download_requests_per_hour
+        return (budget, limit) if limit > 0 else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx = _context(scope)
+        applies = self.limit_for(ctx) if ctx is not None else None
+        if ctx is None or applies is None:
+            await self.app(scope, receive, send)
+            return
+        budget, limit = applies
+        decision = await self._hit(quota_key(ctx, budget), limit)
+        ctx.extra["quota"] = decision
+        if decision.degraded:
+            if self.on_unavailable is not None:
+                self.on_unavailable(ctx)
+            if decision.allowed:
+                await self.app(scope, receive, send)
+            else:
+                await send_problem(
+                    send, 503, "quota-unavailable", "Quota service unavailable",
+                    "the server cannot check request quotas right now; retry later",
+                    {"Retry-After": str(decision.reset_seconds)},
+                )
+            return
+        headers = ratelimit_headers(decision, self.window)
+        if not decision.allowed:
+            if self.on_reject is not None:
+                self.on_reject(ctx)
+            await send_problem(
+                send, 429, "quota-exceeded", "Too many requests",
+                f"the {budget} request quota of {limit} per {self.window} s for this domain is used up",
+                {**headers, "Retry-After": str(decision.reset_seconds)},
+            )
+            return
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", ()) if bytes(k).lower() not in _HEADER_NAMES]
+                message = {**message, "headers": kept + raw}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    async def _hit(self, key: str, limit: int) -> QuotaDecision:
+        # Backends promise not to raise; a third-party one that does must not turn into a 500 per request.
+        try:
+            return await self.backend().hit(key, limit, self.window)
+        except Exception as exc:
+            now = time.monotonic()
+            if now - self._error_logged_at >= _ERROR_LOG_INTERVAL:
+                self._error_logged_at = now
+                log.warning("quota backend failed (%s: %s); letting requests through", type(exc).__name__, exc)
+            return QuotaDecision(allowed=True, limit=limit, remaining=limit, reset_seconds=1, degraded=True)
