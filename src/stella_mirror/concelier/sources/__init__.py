@@ -1,1 +1,130 @@
-"""concelier/sources."""
+"""Advisory sources: find the documents of a source directory and read one document into records.
+
+:func:`read_document` is the unit of work handed to reader processes: it takes plain values and
+returns plain values (compact canonical JSON per record), so it pickles cheaply. Every document is
+identified by its path and the SHA-256 digest of its bytes (the provenance digest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from stella_mirror.concelier import merge
+from stella_mirror.concelier.model import Advisory
+from stella_mirror.concelier.sources import csaf, osv
+from stella_mirror.errors import ConfigError, MalformedDocumentError
+
+KINDS = ("osv", "csaf")
+DEFAULT_MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
+OSV_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One configured source: a directory of documents of one kind.
+
+    ``priority`` is its position in the configuration: lower wins when merged records disagree.
+    """
+
+    name: str
+    kind: str
+    path: Path
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError("sources", f"unknown source kind {self.kind!r} (expected one of {', '.join(KINDS)})")
+
+
+def iter_files(spec: SourceSpec) -> Iterator[str]:
+    """Every regular file below the source directory, in a stable (sorted) order; symlinks not followed."""
+    if not spec.path.is_dir():
+        raise ConfigError("sources", f"source {spec.name}: {spec.path} is not a directory")
+    stack = [str(spec.path)]
+    while stack:
+        top = stack.pop()
+        with os.scandir(top) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        dirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                dirs.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                yield entry.path
+        stack.extend(reversed(dirs))
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """What a reader process needs to know about one document."""
+
+    path: str
+    source: str
+    kind: str
+    priority: int
+    max_bytes: int
+
+
+# (status, path, payload): status "ok" → list of (order key, own key, aliases, record bytes);
+# "skipped" → reason; "rejected" → (pointer, message).
+RecordRow = tuple[str, str, list[str], bytes]
+DocResult = tuple[str, str, object]
+
+
+def order_key(priority: int, record: Advisory) -> str:
+    """The sort key of a record within its merge group (source priority, document id, digest, key)."""
+    prov = record["provenance"][0]
+    return f"{priority:06d}\x00{prov['documentId']}\x00{prov['digest']}\x00{record['advisoryKey']}"
+
+
+def read_document(task: ReadTask) -> DocResult:
+    """Read one file: ``("ok", path, rows)``, ``("skipped", path, reason)`` or ``("rejected", path, (ptr, msg))``."""
+    path = task.path
+    if task.kind == "csaf" and not path.endswith(".json"):
+        return ("skipped", path, "not a .json file (signature, hash, feed index or listing)")
+    if task.kind == "osv" and not path.endswith(OSV_SUFFIXES):
+        return ("skipped", path, "not an OSV .json/.yaml file")
+    try:
+        try:
+            size = os.stat(path).st_size
+            if size > task.max_bytes:
+                raise MalformedDocumentError(
+                    path, "", f"document is {size} bytes, over the {task.max_bytes}-byte limit"
+                )
+            with open(path, "rb") as fh:
+                data = fh.read(task.max_bytes + 1)
+        except OSError as exc:
+            raise MalformedDocumentError(path, "", f"cannot read: {exc.strerror}") from None
+        if len(data) > task.max_bytes:
+            raise MalformedDocumentError(path, "", f"document is over the {task.max_bytes}-byte limit")
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if task.kind == "osv":
+            records: list[Advisory] | None = osv.parse(path, data, task.source, digest)
+        else:
+            records = csaf.parse(path, data, task.source, digest)
+        if records is None:
+            return ("skipped", path, "JSON but not a CSAF document (no document.csaf_version)")
+    except MalformedDocumentError as exc:
+        return ("rejected", path, (exc.pointer, str(exc)))
+    except RecursionError:
+        return ("rejected", path, ("", f"{path}: document nests too deeply"))
+    rows: list[RecordRow] = []
+    for rec in records:
+        final = merge.merge(rec["advisoryKey"], [rec])
+        rows.append(
+            (
+                order_key(task.priority, final),
+                final["advisoryKey"],
+                final["aliases"],
+                orjson.dumps(final, option=orjson.OPT_SORT_KEYS),
+            )
+        )
+    return ("ok", path, rows)

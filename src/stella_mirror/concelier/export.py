@@ -1,0 +1,572 @@
+"""The Concelier export: sources → records → alias merge → signed bundles per domain.
+
+Memory stays bounded as the corpus grows: records never stay in memory together.
+
+1. *Read* (a process pool of ``workers`` readers): each document becomes compact canonical records,
+   appended to a spill file in the staging directory; only each record's offset, its sort key and
+   its aliases (for the union-find) are kept.
+2. *Group*: union-find over aliases; each group's key is its lowest CVE, else its best record's id.
+3. *Merge + write*: groups stream in key order; each group's records are read back from the spill
+   file, folded (``merge.merge``), filtered per domain and streamed into ``bundle.json`` by
+   ``bundle.writer``. The first domain's pass also writes the merged advisories to a second spill
+   file (with a bit mask of the domains that select them), which later domains stream from.
+
+Delta (B7): next to each export, ``state/<domain>.digests.jsonl`` lists ``[advisoryKey, sha256]`` of
+every published advisory, sorted by key (the digest is over the advisory's canonical bytes as they
+appear in the bundle). The next export compares its stream against the previous active export's
+file with a merge-join — constant memory — to fill ``manifest.delta``. The file lives outside
+``mirror/``, so it is never served; when an older export lacks it, its bundle is read instead (up to
+``DELTA_FALLBACK_MAX_BYTES``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mmap
+import multiprocessing
+import os
+import re
+import shutil
+import time
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import orjson
+
+from stella_mirror.bundle import canonical
+from stella_mirror.bundle.model import Delta, SourceStat
+from stella_mirror.bundle.signing import SigningKey
+from stella_mirror.bundle.writer import ConcelierDomain, ExportStamp, read_sequence, write_concelier_export
+from stella_mirror.concelier import merge as mergelib
+from stella_mirror.concelier.filters import DomainFilter
+from stella_mirror.concelier.model import Advisory, is_cve
+from stella_mirror.concelier.sources import (
+    DEFAULT_MAX_DOCUMENT_BYTES,
+    DocResult,
+    ReadTask,
+    RecordRow,
+    SourceSpec,
+    iter_files,
+    read_document,
+)
+from stella_mirror.errors import ConfigError, ExportRejectedError
+from stella_mirror.publish import ExportRoot, check_export_id, next_sequence
+from stella_mirror.timeutil import rfc3339, utcnow
+
+STATE_DIR = "state"
+DELTA_FALLBACK_MAX_BYTES = 256 * 1024 * 1024
+_DOMAIN_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_IN_PROCESS_BELOW = 400  # documents; under this a process pool costs more than it saves
+
+
+class Progress(Protocol):
+    """Progress reporting: a rich bar on a terminal, periodic log lines otherwise."""
+
+    def phase(self, name: str, total: int | None) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def done(self) -> None: ...
+
+
+class NoProgress:
+    """Reports nothing."""
+
+    def phase(self, name: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """A mirror domain to publish and the filter that selects its advisories."""
+
+    domain_id: str
+    display_name: str
+    filter: DomainFilter = field(default_factory=DomainFilter)
+
+
+@dataclass
+class ExportRequest:
+    """Everything one export needs."""
+
+    sources: list[SourceSpec]
+    domains: list[DomainSpec]
+    key: SigningKey
+    out: Path
+    export_id: str | None = None
+    generated_at: datetime | None = None
+    expires_in: timedelta = timedelta(days=7)
+    keep: int = 3
+    strict: bool = False
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    workers: int | None = None
+    progress: Progress = field(default_factory=NoProgress)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A document that was not exported, and why."""
+
+    path: str
+    pointer: str
+    message: str
+
+
+@dataclass
+class DomainResult:
+    """What one domain published."""
+
+    domain_id: str
+    advisory_count: int = 0
+    delta: Delta | None = None
+
+
+@dataclass
+class ExportSummary:
+    """The outcome of an export (what the CLI prints)."""
+
+    documents_read: int = 0
+    documents_skipped: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    records: int = 0
+    advisories: int = 0
+    merges: int = 0
+    merged_advisories: int = 0
+    domains: list[DomainResult] = field(default_factory=list)
+    export_id: str = ""
+    sequence: int = 0
+    generated_at: str = ""
+    expires_at: str = ""
+    path: Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def merges_made(self) -> int:
+        """Records folded into another record's advisory (records − advisories)."""
+        return self.records - self.advisories
+
+
+def compact_id(dt: datetime) -> str:
+    """The default export id: generated-at in compact form, e.g. ``20261129T163000Z``."""
+    return dt.strftime("%Y%m%dT%H%M%SZ")
+
+
+# --- pass 1: reading -------------------------------------------------------------------------------
+
+
+class _Spill:
+    """Append-only file of byte blobs, read back through a memory map."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = path.open("wb", buffering=1 << 20)
+        self.offsets = array("q")
+        self.lengths = array("q")
+        self._pos = 0
+        self._map: mmap.mmap | None = None
+
+    def append(self, blob: bytes) -> int:
+        self._fh.write(blob)
+        self.offsets.append(self._pos)
+        self.lengths.append(len(blob))
+        self._pos += len(blob)
+        return len(self.offsets) - 1
+
+    def seal(self) -> None:
+        self._fh.close()
+        if self._pos:
+            with self.path.open("rb") as fh:
+                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def get(self, i: int) -> bytes:
+        assert self._map is not None
+        off = self.offsets[i]
+        return self._map[off : off + self.lengths[i]]
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
+@dataclass
+class _Pass1:
+    spill: _Spill
+    uf: mergelib.UnionFind = field(default_factory=mergelib.UnionFind)
+    order: list[str] = field(default_factory=list)
+    own_keys: list[str] = field(default_factory=list)
+    nodes: array = field(default_factory=lambda: array("q"))  # type: ignore[type-arg]
+
+
+def _tasks(req: ExportRequest) -> list[ReadTask]:
+    tasks: list[ReadTask] = []
+    for spec in req.sources:
+        tasks.extend(
+            ReadTask(path, spec.name, spec.kind, spec.priority, req.max_document_bytes) for path in iter_files(spec)
+        )
+    return tasks
+
+
+def _results(tasks: list[ReadTask], workers: int) -> Iterator[DocResult]:
+    if workers <= 1 or len(tasks) < _IN_PROCESS_BELOW:
+        for task in tasks:
+            yield read_document(task)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with ctx.Pool(workers) as pool:
+        yield from pool.imap_unordered(read_document, tasks, chunksize=64)
+
+
+def _read_all(req: ExportRequest, summary: ExportSummary, work: Path) -> _Pass1:
+    tasks = _tasks(req)
+    workers = req.workers if req.workers is not None else min(2, os.cpu_count() or 1)
+    state = _Pass1(_Spill(work / "records.bin"))
+    uf = state.uf
+    req.progress.phase("reading documents", len(tasks))
+    for status, path, payload in _results(tasks, workers):
+        req.progress.advance()
+        if status == "skipped":
+            summary.documents_skipped += 1
+            continue
+        if status == "rejected":
+            pointer, message = cast(tuple[str, str], payload)
+            summary.rejected.append(Rejected(path, str(pointer), str(message)))
+            continue
+        summary.documents_read += 1
+        for order, own_key, aliases, blob in cast(list[RecordRow], payload):
+            state.spill.append(blob)
+            state.order.append(order)
+            state.own_keys.append(own_key)
+            first = uf.node(own_key)
+            for alias in aliases:
+                uf.union(first, uf.node(alias))
+            state.nodes.append(first)
+    state.spill.seal()
+    summary.records = len(state.order)
+    summary.rejected.sort(key=lambda r: r.path)
+    req.progress.done()
+    return state
+
+
+# --- pass 2: grouping ------------------------------------------------------------------------------
+
+
+def _groups(state: _Pass1) -> list[tuple[str, list[int]]]:
+    """``[(advisoryKey, [record index…])]`` sorted by key; records sorted by priority within a group."""
+    uf = state.uf
+    best_cve: dict[int, str] = {}
+    for alias, node in uf.items():
+        if is_cve(alias):
+            root = uf.find(node)
+            best_cve[root] = mergelib.better_cve(best_cve.get(root), alias)
+    members: dict[int, list[int]] = {}
+    for i, node in enumerate(state.nodes):
+        members.setdefault(uf.find(node), []).append(i)
+    groups: list[tuple[str, list[int]]] = []
+    order = state.order
+    for root, idx in members.items():
+        idx.sort(key=order.__getitem__)
+        groups.append((best_cve.get(root) or state.own_keys[idx[0]], idx))
+    groups.sort(key=lambda g: g[0])
+    return groups
+
+
+# --- pass 3: merging and writing -------------------------------------------------------------------
+
+
+class _DeltaTracker:
+    """Merge-join of this export's (key, digest) stream against the previous export's digest list."""
+
+    def __init__(self, previous: Iterator[tuple[str, str]] | None, base: str | None, out: Any) -> None:
+        self._prev = previous
+        self._base = base
+        self._out = out
+        self._pending = next(previous, None) if previous is not None else None
+        self.added: list[str] = []
+        self.changed: list[str] = []
+        self.removed: list[str] = []
+        self._result: Delta | None = None
+
+    def see(self, key: str, digest: str) -> None:
+        self._out.write(orjson.dumps([key, digest]) + b"\n")
+        if self._prev is None:
+            if self._base is not None:
+                self.added.append(key)
+            return
+        while self._pending is not None and self._pending[0] < key:
+            self.removed.append(self._pending[0])
+            self._pending = next(self._prev, None)
+        if self._pending is not None and self._pending[0] == key:
+            if self._pending[1] != digest:
+                self.changed.append(key)
+            self._pending = next(self._prev, None)
+        else:
+            self.added.append(key)
+
+    def finish(self) -> Delta:
+        """The delta, once the stream has ended (idempotent)."""
+        if self._result is None:
+            if self._prev is not None:
+                while self._pending is not None:
+                    self.removed.append(self._pending[0])
+                    self._pending = next(self._prev, None)
+            self._result = {
+                "baseExportId": self._base,
+                "added": self.added,
+                "changed": self.changed,
+                "removed": self.removed,
+            }
+        return self._result
+
+
+def _previous_digests(prev_dir: Path | None, domain_id: str) -> Iterator[tuple[str, str]] | None:
+    """The previous export's (key, digest) list for a domain, sorted by key; None when it has no such domain."""
+    if prev_dir is None:
+        return None
+    side = prev_dir / STATE_DIR / f"{domain_id}.digests.jsonl"
+    if side.is_file():
+
+        def lines() -> Iterator[tuple[str, str]]:
+            with side.open("rb") as fh:
+                for line in fh:
+                    key, digest = orjson.loads(line)
+                    yield key, digest
+
+        return lines()
+    bundle = prev_dir / "mirror" / domain_id / "bundle.json"
+    if not bundle.is_file():
+        return None
+    if bundle.stat().st_size > DELTA_FALLBACK_MAX_BYTES:
+        return None
+    with contextlib.suppress(OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        doc = orjson.loads(bundle.read_bytes())
+        pairs = sorted(
+            (a["advisoryKey"], "sha256:" + hashlib.sha256(canonical.dumps_compact(a)).hexdigest())
+            for a in doc["advisories"]
+        )
+        return iter(pairs)
+    return None
+
+
+@dataclass
+class _DomainStats:
+    count: int = 0
+    sources: dict[str, list[Any]] = field(default_factory=dict)
+
+    def add(self, adv: Advisory) -> None:
+        self.count += 1
+        seen: set[str] = set()
+        for p in adv["provenance"]:
+            stat = self.sources.setdefault(p["source"], [0, None])
+            if p["source"] not in seen:
+                stat[0] += 1
+                seen.add(p["source"])
+            if p["recordedAt"] and (stat[1] is None or p["recordedAt"] > stat[1]):
+                stat[1] = p["recordedAt"]
+
+    def source_stats(self) -> list[SourceStat]:
+        return [
+            {"source": name, "advisoryCount": c, "lastRecordedAt": last}
+            for name, (c, last) in sorted(self.sources.items())
+        ]
+
+
+class _Writer:
+    """Feeds ``write_concelier_export``: merges once, serves every domain."""
+
+    def __init__(
+        self,
+        req: ExportRequest,
+        state: _Pass1,
+        groups: list[tuple[str, list[int]]],
+        work: Path,
+        stage: Path,
+        prev_dir: Path | None,
+        prev_id: str | None,
+        summary: ExportSummary,
+    ) -> None:
+        self.req = req
+        self.state = state
+        self.groups = groups
+        self.summary = summary
+        self.domains = sorted(req.domains, key=lambda d: d.domain_id)
+        self.kinds = {s.name: s.kind for s in req.sources}
+        self.stats = [_DomainStats() for _ in self.domains]
+        self.multi = len(self.domains) > 1
+        self.merged = _Spill(work / "merged.bin") if self.multi else None
+        self.masks = array("q")
+        self.digests: list[str] = []
+        (stage / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        self.state_dir = stage / STATE_DIR
+        self.prev_dir = prev_dir
+        self.prev_id = prev_id
+        self.trackers: list[_DeltaTracker | None] = [None] * len(self.domains)
+        self._files: list[Any] = []
+
+    def _tracker(self, i: int) -> _DeltaTracker:
+        tracker = self.trackers[i]
+        if tracker is None:
+            dom = self.domains[i]
+            fh = (self.state_dir / f"{dom.domain_id}.digests.jsonl").open("wb", buffering=1 << 20)
+            self._files.append(fh)
+            tracker = _DeltaTracker(_previous_digests(self.prev_dir, dom.domain_id), self.prev_id, fh)
+            self.trackers[i] = tracker
+        return tracker
+
+    def _merged_stream(self) -> Iterator[tuple[Advisory, str, int]]:
+        """First pass over the groups: merge, digest, evaluate every domain's filter."""
+        spill = self.state.spill
+        progress = self.req.progress
+        progress.phase("merging and writing", len(self.groups))
+        for key, idx in self.groups:
+            if len(idx) == 1 and self.state.own_keys[idx[0]] == key:
+                blob = spill.get(idx[0])
+                adv: Advisory = orjson.loads(blob)
+            else:
+                adv = mergelib.merge(key, [orjson.loads(spill.get(i)) for i in idx])
+                blob = orjson.dumps(adv, option=orjson.OPT_SORT_KEYS)
+                if len(idx) > 1:
+                    self.summary.merged_advisories += 1
+            digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+            mask = 0
+            for i, dom in enumerate(self.domains):
+                if dom.filter.matches(adv, self.kinds):
+                    mask |= 1 << i
+                    self.stats[i].add(adv)
+            if self.merged is not None:
+                self.merged.append(blob)
+                self.masks.append(mask)
+                self.digests.append(digest)
+            progress.advance()
+            yield adv, digest, mask
+        progress.done()
+        if self.merged is not None:
+            self.merged.seal()
+
+    def advisories(self, i: int) -> Iterator[dict[str, Any]]:
+        """The advisories of domain ``i`` (in domain-id order), sorted by key."""
+        bit = 1 << i
+        tracker = self._tracker(i)
+        if i == 0:
+            for adv, digest, mask in self._merged_stream():
+                if mask & bit:
+                    tracker.see(adv["advisoryKey"], digest)
+                    yield adv  # type: ignore[misc]
+            return
+        assert self.merged is not None
+        for j, mask in enumerate(self.masks):
+            if mask & bit:
+                adv = orjson.loads(self.merged.get(j))
+                tracker.see(adv["advisoryKey"], self.digests[j])
+                yield adv
+
+    def delta(self, i: int) -> Delta:
+        return self._tracker(i).finish()
+
+    def close(self) -> None:
+        for fh in self._files:
+            fh.close()
+        if self.merged is not None:
+            self.merged.close()
+
+
+def _stamp(req: ExportRequest, sequence: int) -> ExportStamp:
+    generated = (req.generated_at or utcnow()).replace(microsecond=0)
+    export_id = req.export_id or compact_id(generated)
+    return ExportStamp(export_id, sequence, rfc3339(generated), rfc3339(generated + req.expires_in))
+
+
+def _check_request(req: ExportRequest) -> None:
+    if not req.sources:
+        raise ConfigError("sources", "at least one source is needed (--source osv:DIR or csaf:DIR)")
+    if not req.domains:
+        raise ConfigError("domains", "at least one domain is needed")
+    ids = [d.domain_id for d in req.domains]
+    for i, domain_id in enumerate(ids):
+        if not _DOMAIN_ID.match(domain_id):
+            raise ConfigError(f"domains.{i}.id", f"{domain_id!r} is not a valid domain id ([a-z0-9][a-z0-9._-]*)")
+    if len(set(ids)) != len(ids):
+        raise ConfigError("domains", f"domain ids must be unique: {ids}")
+    if len(ids) > 62:
+        raise ConfigError("domains", "at most 62 domains per export")
+    if req.keep < 1:
+        raise ConfigError("keep", "must be at least 1")
+    if req.expires_in <= timedelta(0):
+        raise ConfigError("expiresIn", "must be positive")
+    if req.export_id is not None:
+        check_export_id(req.export_id)
+
+
+def run_export(req: ExportRequest) -> ExportSummary:
+    """Read, merge, write, sign and publish one Concelier export; return what happened.
+
+    With ``strict``, any rejected document raises :class:`ExportRejectedError` before anything is
+    published: the staging directory is removed and ``latest`` is untouched.
+    """
+    _check_request(req)
+    started = time.monotonic()
+    summary = ExportSummary()
+    root = ExportRoot(req.out)
+    with root.locked():
+        sequence = next_sequence(root, read_sequence)
+        stamp = _stamp(req, sequence)
+        summary.export_id, summary.sequence = stamp.export_id, stamp.sequence
+        summary.generated_at, summary.expires_at = stamp.generated_at, stamp.expires_at
+        with root.staging(stamp.export_id) as stage:
+            work = stage / ".work"
+            work.mkdir()
+            state = _read_all(req, summary, work)
+            try:
+                if req.strict and summary.rejected:
+                    first = summary.rejected[0]
+                    raise ExportRejectedError(
+                        f"{len(summary.rejected)} document(s) rejected and --strict is set; nothing was published "
+                        f"(first: {first.message})"
+                    )
+                groups = _groups(state)
+                summary.advisories = len(groups)
+                prev_dir = root.active_dir()
+                prev_id = root.active_id() if prev_dir is not None and prev_dir.is_dir() else None
+                writer = _Writer(req, state, groups, work, stage, prev_dir if prev_id else None, prev_id, summary)
+                try:
+                    domains = [
+                        ConcelierDomain(
+                            dom.domain_id,
+                            dom.display_name,
+                            writer.advisories(i),
+                            sources=lambda i=i: writer.stats[i].source_stats(),  # type: ignore[misc]
+                            delta=lambda i=i: writer.delta(i),  # type: ignore[misc]
+                        )
+                        for i, dom in enumerate(writer.domains)
+                    ]
+                    write_concelier_export(stage, stamp, domains, req.key)
+                finally:
+                    writer.close()
+                for i, dom in enumerate(writer.domains):
+                    tracker = writer.trackers[i]
+                    summary.domains.append(
+                        DomainResult(dom.domain_id, writer.stats[i].count, tracker.finish() if tracker else None)
+                    )
+            finally:
+                state.spill.close()
+            shutil.rmtree(work)
+            summary.path = root.commit(stage, stamp.export_id, req.keep)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+ProgressFactory = Callable[[], Progress]

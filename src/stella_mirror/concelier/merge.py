@@ -1,0 +1,162 @@
+"""Alias merging: records that share any alias become one canonical advisory.
+
+Grouping is a union-find over alias strings (only the strings live in memory, never the records).
+A group's ``advisoryKey`` is its lowest CVE id — compared numerically by year, then number, so the
+choice does not depend on input order — and, when the group knows no CVE, the id of its
+highest-priority record (source order as configured, then document id).
+
+Folding a group is deterministic whatever order the records arrive in, because records are first
+sorted by ``(source priority, documentId, digest, record key)``:
+
+- ``aliases``, ``cwes``: sorted union; ``cvss``: union by (version, vector), sorted;
+- ``title``, ``summary``, ``description``: first non-empty in record order (source priority);
+- ``published``: earliest; ``modified``: latest; ``withdrawn``: latest, but only when *every*
+  record is withdrawn (one live source keeps the advisory live);
+- ``severity``: the highest any record states;
+- ``references``: union by (url, type), sorted; ``provenance``: every record's, sorted;
+- ``affected``: one entry per (ecosystem, package, purl), sorted; ranges unioned and sorted,
+  versions unioned in record order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from stella_mirror.concelier.model import SEVERITY_RANK, Advisory, Affected, Range, cve_order, is_cve
+
+
+class UnionFind:
+    """Union-find over strings, with path halving and union by size."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._parent: list[int] = []
+        self._size: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def node(self, name: str) -> int:
+        """The node of ``name``, created on first use."""
+        nid = self._ids.get(name)
+        if nid is None:
+            nid = len(self._parent)
+            self._ids[name] = nid
+            self._parent.append(nid)
+            self._size.append(1)
+        return nid
+
+    def find(self, nid: int) -> int:
+        parent = self._parent
+        while parent[nid] != nid:
+            parent[nid] = parent[parent[nid]]
+            nid = parent[nid]
+        return nid
+
+    def union(self, a: int, b: int) -> bool:
+        """Join the sets of ``a`` and ``b``; True when they were separate."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return False
+        if self._size[ra] < self._size[rb]:
+            ra, rb = rb, ra
+        self._parent[rb] = ra
+        self._size[ra] += self._size[rb]
+        return True
+
+    def items(self) -> Iterable[tuple[str, int]]:
+        """Every (name, node) pair."""
+        return self._ids.items()
+
+
+def better_cve(current: str | None, candidate: str) -> str:
+    """The lower of two CVE ids (numeric order)."""
+    return candidate if current is None or cve_order(candidate) < cve_order(current) else current
+
+
+def _time_order(stamp: str) -> str:
+    # Normalised stamps differ only in whether they carry microseconds; pad so text order is time order.
+    return stamp if "." in stamp else stamp[:-1] + ".000000Z"
+
+
+def _range_key(r: Range) -> tuple[str, str, str, str]:
+    return (r["type"], r["introduced"] or "", r["fixed"] or "", r["lastAffected"] or "")
+
+
+def merge_affected(entries: Iterable[Affected]) -> list[Affected]:
+    """Deduplicate affected entries by (ecosystem, package, purl); sort everything."""
+    merged: dict[tuple[str, str, str], Affected] = {}
+    for aff in entries:
+        key = (aff["ecosystem"], aff["package"], aff["purl"] or "")
+        into = merged.get(key)
+        if into is None:
+            merged[key] = {
+                "ecosystem": aff["ecosystem"],
+                "package": aff["package"],
+                "purl": aff["purl"],
+                "ranges": list(aff["ranges"]),
+                "versions": list(aff["versions"]),
+            }
+        else:
+            into["ranges"].extend(aff["ranges"])
+            into["versions"].extend(aff["versions"])
+    out = []
+    for key in sorted(merged):
+        aff = merged[key]
+        ranges = {_range_key(r): r for r in aff["ranges"]}
+        aff["ranges"] = [ranges[k] for k in sorted(ranges)]
+        aff["versions"] = list(dict.fromkeys(aff["versions"]))
+        out.append(aff)
+    return out
+
+
+def merge(key: str, records: list[Advisory]) -> Advisory:
+    """Fold records already sorted by priority into one advisory keyed ``key``."""
+    if len(records) == 1:
+        only = records[0]
+        if only["advisoryKey"] != key:
+            only = {**only, "advisoryKey": key}
+            only["aliases"] = sorted({*only["aliases"], key})
+        only["affected"] = merge_affected(only["affected"])
+        return only
+
+    def first(field: str) -> str | None:
+        for r in records:
+            value = r[field]  # type: ignore[literal-required]
+            if value:
+                return str(value)
+        return None
+
+    published = [r["published"] for r in records if r["published"]]
+    modified = [r["modified"] for r in records if r["modified"]]
+    withdrawn = [r["withdrawn"] for r in records]
+    severities = [r["severity"] for r in records if r["severity"] in SEVERITY_RANK]
+    cvss = {(c["version"], c["vector"]): c for r in records for c in r["cvss"]}
+    refs = {(ref["url"], ref["type"]): ref for r in records for ref in r["references"]}
+    prov = {(p["source"], p["documentId"], p["digest"]): p for r in records for p in r["provenance"]}
+    return {
+        "advisoryKey": key,
+        "aliases": sorted({key, *(a for r in records for a in r["aliases"])}),
+        "title": first("title"),
+        "summary": first("summary"),
+        "description": first("description"),
+        "published": min(published, key=_time_order) if published else None,
+        "modified": max(modified, key=_time_order) if modified else None,
+        "withdrawn": max((w for w in withdrawn if w), key=_time_order) if all(withdrawn) else None,
+        "severity": max(severities, key=lambda s: SEVERITY_RANK[s or "none"]) if severities else None,
+        "cvss": [cvss[k] for k in sorted(cvss)],
+        "cwes": sorted({c for r in records for c in r["cwes"]}),
+        "references": [refs[k] for k in sorted(refs)],
+        "affected": merge_affected(a for r in records for a in r["affected"]),
+        "provenance": [prov[k] for k in sorted(prov)],
+    }
+
+
+def group_key(cve: str | None, record_keys: list[str]) -> str:
+    """The advisory key of a group: its lowest CVE, else the first record's own key."""
+    if cve is not None:
+        return cve
+    return record_keys[0]
+
+
+__all__ = ["UnionFind", "better_cve", "group_key", "is_cve", "merge", "merge_affected"]

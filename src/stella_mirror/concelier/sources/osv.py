@@ -1,0 +1,187 @@
+"""OSV (schema 1.x, JSON or YAML) → one canonical source record per document.
+
+Mapping (documented in docs/concelier.md):
+
+- ``advisoryKey``: the lowest CVE among ``id`` + ``aliases``, else ``id``; ``aliases`` = id + aliases.
+- ``title`` and ``summary`` = ``summary``; ``description`` = ``details``.
+- ``severity[]`` → ``cvss[]`` (CVSS_V3 scores computed from the vector; CVSS_V2/CVSS_V4 keep the vector
+  and a null score); other severity types (e.g. ``Ubuntu``) are ignored.
+- ``severity`` = ``database_specific.severity`` (``MODERATE`` → ``medium``), else the rating of the
+  highest CVSS score.
+- ``affected[].ranges[].events`` → ``ranges[{type, introduced, fixed, lastAffected}]``: each
+  ``introduced`` opens a range closed by the next ``fixed``/``last_affected``; ``limit`` events bound
+  the search in a git history and have no place in the canonical range, so they are dropped.
+- ``related``, ``credits`` and ``*_specific`` are validated for type only where we read them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stella_mirror.concelier import cvss as cvsslib
+from stella_mirror.concelier.model import (
+    Advisory,
+    Affected,
+    Cvss,
+    Doc,
+    Range,
+    Reference,
+    lowest_cve,
+    normalise_time,
+    purl_for,
+    severity_from_cvss,
+    severity_word,
+    split_purl,
+    unique,
+)
+from stella_mirror.concelier.sources.safeload import load_json, load_yaml
+
+RANGE_TYPES = ("ECOSYSTEM", "SEMVER", "GIT")
+_EVENTS = ("introduced", "fixed", "last_affected", "limit")
+
+
+def load(path: str, data: bytes) -> Any:
+    """Parse an OSV file by extension: ``.yaml``/``.yml`` as YAML, anything else as JSON."""
+    if path.endswith((".yaml", ".yml")):
+        return load_yaml(path, data)
+    return load_json(path, data)
+
+
+def parse(path: str, data: bytes, source: str, digest: str) -> list[Advisory]:
+    """Read one OSV document into its canonical source record."""
+    return [to_record(Doc(path), load(path, data), source, digest)]
+
+
+def _cvss(d: Doc, entries: list[Any]) -> list[Cvss]:
+    out: list[Cvss] = []
+    for i, raw in enumerate(entries):
+        ptr = f"/severity/{i}"
+        entry = d.obj(raw, ptr)
+        kind = d.req_str(entry, "type", ptr)
+        vector = d.req_str(entry, "score", ptr).strip()
+        if kind == "CVSS_V3":
+            version = cvsslib.v3_version(vector)
+            if version is None:
+                raise d.fail(f"{ptr}/score", f"not a CVSS v3 vector: {vector!r}")
+            try:
+                score: float | None = cvsslib.v3_base_score(vector)
+            except cvsslib.CvssError as exc:
+                raise d.fail(f"{ptr}/score", str(exc)) from None
+            out.append({"version": version, "vector": vector, "baseScore": score})
+        elif kind == "CVSS_V2":
+            out.append({"version": "2.0", "vector": vector, "baseScore": None})
+        elif kind == "CVSS_V4":
+            out.append({"version": "4.0", "vector": vector, "baseScore": None})
+    return out
+
+
+def _ranges(d: Doc, raw_ranges: list[Any], ptr: str) -> list[Range]:
+    out: list[Range] = []
+    for j, raw in enumerate(raw_ranges):
+        rptr = f"{ptr}/{j}"
+        rng = d.obj(raw, rptr)
+        rtype = d.req_str(rng, "type", rptr)
+        if rtype not in RANGE_TYPES:
+            raise d.fail(f"{rptr}/type", f"unknown range type {rtype!r} (expected one of {', '.join(RANGE_TYPES)})")
+        events = d.arr(rng.get("events"), f"{rptr}/events")
+        current: Range | None = None
+        for k, raw_ev in enumerate(events):
+            eptr = f"{rptr}/events/{k}"
+            ev = d.obj(raw_ev, eptr)
+            kinds = [e for e in _EVENTS if e in ev]
+            if len(kinds) != 1:
+                raise d.fail(eptr, "an event must have exactly one of introduced, fixed, last_affected, limit")
+            kind = kinds[0]
+            value = d.string(ev[kind], f"{eptr}/{kind}")
+            if kind == "introduced":
+                if current is not None:
+                    out.append(current)
+                current = {"type": rtype, "introduced": value, "fixed": None, "lastAffected": None}
+            elif kind in ("fixed", "last_affected"):
+                if current is None:
+                    current = {"type": rtype, "introduced": None, "fixed": None, "lastAffected": None}
+                current["fixed" if kind == "fixed" else "lastAffected"] = value
+                out.append(current)
+                current = None
+        if current is not None:
+            out.append(current)
+    return out
+
+
+def _affected(d: Doc, entries: list[Any]) -> list[Affected]:
+    out: list[Affected] = []
+    for i, raw in enumerate(entries):
+        ptr = f"/affected/{i}"
+        entry = d.obj(raw, ptr)
+        pkg = d.opt_obj(entry, "package", ptr)
+        ranges = _ranges(d, d.opt_arr(entry, "ranges", ptr), f"{ptr}/ranges")
+        versions = [d.string(v, f"{ptr}/versions/{k}") for k, v in enumerate(d.opt_arr(entry, "versions", ptr))]
+        if pkg:
+            ecosystem = d.req_str(pkg, "ecosystem", f"{ptr}/package")
+            name = d.req_str(pkg, "name", f"{ptr}/package")
+            purl = d.opt_str(pkg, "purl", f"{ptr}/package")
+            if purl:
+                parsed = split_purl(purl)
+                purl = parsed[2] if parsed else purl
+            else:
+                purl = purl_for(ecosystem, name)
+        else:
+            # OSV allows git-only entries: the repository stands in for the package.
+            repos = [r.get("repo") for r in entry.get("ranges") or [] if isinstance(r, dict) and r.get("repo")]
+            if not repos:
+                raise d.fail(f"{ptr}/package", "required field is missing (and no range names a repo)")
+            ecosystem, name, purl = "GIT", d.string(repos[0], f"{ptr}/ranges/0/repo"), None
+        out.append(
+            {"ecosystem": ecosystem, "package": name, "purl": purl, "ranges": ranges, "versions": unique(versions)}
+        )
+    return out
+
+
+def _references(d: Doc, entries: list[Any]) -> list[Reference]:
+    out: list[Reference] = []
+    for i, raw in enumerate(entries):
+        ref = d.obj(raw, f"/references/{i}")
+        out.append(
+            {"url": d.req_str(ref, "url", f"/references/{i}"), "type": d.req_str(ref, "type", f"/references/{i}")}
+        )
+    return out
+
+
+def to_record(d: Doc, raw: Any, source: str, digest: str) -> Advisory:
+    """Map a parsed OSV document onto the canonical advisory."""
+    doc = d.obj(raw, "")
+    osv_id = d.req_str(doc, "id", "").strip()
+    aliases = [d.string(a, f"/aliases/{i}").strip() for i, a in enumerate(d.opt_arr(doc, "aliases", ""))]
+    for i, rel in enumerate(d.opt_arr(doc, "related", "")):
+        d.string(rel, f"/related/{i}")
+    if "modified" not in doc:
+        raise d.fail("/modified", "required field is missing")
+    modified = normalise_time(doc["modified"], d.path, "/modified")
+    published = normalise_time(doc["published"], d.path, "/published") if doc.get("published") is not None else None
+    withdrawn = normalise_time(doc["withdrawn"], d.path, "/withdrawn") if doc.get("withdrawn") is not None else None
+    summary = d.opt_str(doc, "summary", "")
+    details = d.opt_str(doc, "details", "")
+    cvss = _cvss(d, d.opt_arr(doc, "severity", ""))
+    dbs = d.opt_obj(doc, "database_specific", "")
+    severity = None
+    if isinstance(dbs.get("severity"), str):
+        severity = severity_word(dbs["severity"])
+    severity = severity or severity_from_cvss(cvss)
+    cwes = [c for c in dbs.get("cwe_ids") or [] if isinstance(c, str)] if isinstance(dbs.get("cwe_ids"), list) else []
+    all_ids = unique([osv_id, *[a for a in aliases if a]])
+    return {
+        "advisoryKey": lowest_cve(all_ids) or osv_id,
+        "aliases": sorted(all_ids),
+        "title": summary or None,
+        "summary": summary or None,
+        "description": details or None,
+        "published": published,
+        "modified": modified,
+        "withdrawn": withdrawn,
+        "severity": severity,
+        "cvss": sorted(cvss, key=lambda c: (c["version"], c["vector"])),
+        "cwes": sorted(set(cwes)),
+        "references": sorted(_references(d, d.opt_arr(doc, "references", "")), key=lambda r: (r["url"], r["type"])),
+        "affected": _affected(d, d.opt_arr(doc, "affected", "")),
+        "provenance": [{"source": source, "documentId": osv_id, "digest": digest, "recordedAt": modified}],
+    }
