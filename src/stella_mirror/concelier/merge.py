@@ -15,7 +15,8 @@ sorted by ``(source priority, documentId, digest, record key)``:
 - ``severity``: the highest any record states;
 - ``references``: union by (url, type), sorted; ``provenance``: every record's, sorted;
 - ``affected``: one entry per (ecosystem, package, purl), sorted; ranges unioned and sorted,
-  versions unioned in record order.
+  versions unioned in record order; a bare ``{fixed: X}`` range is dropped when another range of the
+  entry already ends at X.
 """
 
 from __future__ import annotations
@@ -104,7 +105,13 @@ def merge_affected(entries: Iterable[Affected]) -> list[Affected]:
     for key in sorted(merged):
         aff = merged[key]
         ranges = {_range_key(r): r for r in aff["ranges"]}
-        aff["ranges"] = [ranges[k] for k in sorted(ranges)]
+        # A bare "fixed in X" (CSAF fixed products) says nothing a full range ending at X does not.
+        bounded = {r["fixed"] for r in ranges.values() if r["introduced"] is not None}
+        aff["ranges"] = [
+            ranges[k]
+            for k in sorted(ranges)
+            if not (ranges[k]["introduced"] is None and ranges[k]["lastAffected"] is None and k[2] in bounded)
+        ]
         aff["versions"] = list(dict.fromkeys(aff["versions"]))
         out.append(aff)
     return out

@@ -11,6 +11,7 @@ Mapping (documented in docs/concelier.md):
 - ``affected[].ranges[].events`` → ``ranges[{type, introduced, fixed, lastAffected}]``: each
   ``introduced`` opens a range closed by the next ``fixed``/``last_affected``; ``limit`` events bound
   the search in a git history and have no place in the canonical range, so they are dropped.
+- Go's zero time ``0001-01-01T00:00:00Z`` (vulndb's "not tracked") becomes null.
 - ``related``, ``credits`` and ``*_specific`` are validated for type only where we read them.
 """
 
@@ -147,6 +148,17 @@ def _references(d: Doc, entries: list[Any]) -> list[Reference]:
     return out
 
 
+# Go's vulndb writes Go's zero time for dates it does not track; that means "unknown", not year 1.
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def _time(d: Doc, doc: dict[str, Any], key: str) -> str | None:
+    if doc.get(key) is None:
+        return None
+    stamp = normalise_time(doc[key], d.path, f"/{key}")
+    return None if stamp == ZERO_TIME else stamp
+
+
 def to_record(d: Doc, raw: Any, source: str, digest: str) -> Advisory:
     """Map a parsed OSV document onto the canonical advisory."""
     doc = d.obj(raw, "")
@@ -156,9 +168,9 @@ def to_record(d: Doc, raw: Any, source: str, digest: str) -> Advisory:
         d.string(rel, f"/related/{i}")
     if "modified" not in doc:
         raise d.fail("/modified", "required field is missing")
-    modified = normalise_time(doc["modified"], d.path, "/modified")
-    published = normalise_time(doc["published"], d.path, "/published") if doc.get("published") is not None else None
-    withdrawn = normalise_time(doc["withdrawn"], d.path, "/withdrawn") if doc.get("withdrawn") is not None else None
+    modified = _time(d, doc, "modified")
+    published = _time(d, doc, "published")
+    withdrawn = _time(d, doc, "withdrawn")
     summary = d.opt_str(doc, "summary", "")
     details = d.opt_str(doc, "details", "")
     cvss = _cvss(d, d.opt_arr(doc, "severity", ""))
