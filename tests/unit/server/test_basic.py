@@ -213,8 +213,8 @@ def test_unknown_users_cost_a_bcrypt_check(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_async_variant_runs_bcrypt_off_the_event_loop(tmp_path: Path) -> None:
-    """While bcrypt checks run, the event loop keeps ticking (it would stall for ~100 ms per check inline)."""
-    path = make_htpasswd(tmp_path / "a.htpasswd", {"alice": "pw"}, cost=11)
+    """While bcrypt checks run, the event loop keeps ticking (it would stall for ~250 ms per check inline)."""
+    path = make_htpasswd(tmp_path / "a.htpasswd", {"alice": "pw"}, cost=12)
     domain = DomainPolicy("concelier", "a", htpasswd=path)
     auth = Authenticator(AuthSettings(basic_cache_ttl_seconds=0), [domain])
     gaps: list[float] = []
@@ -235,4 +235,4 @@ async def test_async_variant_runs_bcrypt_off_the_event_loop(tmp_path: Path) -> N
         with pytest.raises(AuthFailure):
             await auth.authenticate_async(domain, basic("alice", "nope"))
         done.set()
-    assert gaps and max(gaps) < 0.05, f"event loop stalled for {max(gaps):.3f}s"
+    assert gaps and max(gaps) < 0.1, f"event loop stalled for {max(gaps):.3f}s"
