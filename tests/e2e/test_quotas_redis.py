@@ -62,6 +62,25 @@ def test_backend_counts_in_redis_and_windows_expire(redis_server: RedisProcess) 
     asyncio.run(run())
 
 
+def test_concurrent_hits_are_counted_exactly_once_each(redis_server: RedisProcess) -> None:
+    """A burst far above the connection pool size: every hit counted once, none degraded (atomic script, callers
+    wait for a pooled connection instead of failing). The timeout is generous because this checks counting, not
+    latency: 2000 hits queued on one event loop take longer than the production 0.25 s on a slow CI machine."""
+
+    async def run() -> None:
+        backend = RedisQuotaBackend(redis_server.url, "closed", key_prefix="t3:", timeout_seconds=10,
+                                    max_connections=16)
+        try:
+            decisions = await asyncio.gather(*(backend.hit("burst", 1500, 60) for _ in range(2000)))
+        finally:
+            await backend.close()
+        assert not any(d.degraded for d in decisions)
+        assert sum(d.allowed for d in decisions) == 1500
+        assert sorted(d.remaining for d in decisions if d.allowed) == list(range(1500))
+
+    asyncio.run(run())
+
+
 def test_backend_outage_is_one_warning_then_recovers(
     redis_server: RedisProcess, caplog: pytest.LogCaptureFixture
 ) -> None:

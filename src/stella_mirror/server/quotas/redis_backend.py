@@ -64,6 +64,7 @@ class RedisQuotaBackend:
         timeout_seconds: float = 0.25,
         *,
         retry_interval_seconds: float = 1.0,
+        max_connections: int = 64,
         log_interval_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -76,14 +77,20 @@ class RedisQuotaBackend:
         self._log_interval = log_interval_seconds
         self._clock = clock
         self._where = redact_redis_url(url)
-        # No client-side retries: one bounded attempt per hit, the circuit breaker below does the rest.
-        self._client = aioredis.Redis.from_url(
+        # A blocking pool: a burst of concurrent requests waits (within the timeout) for one of
+        # ``max_connections`` connections instead of failing with "Too many connections", which the default
+        # pool does past its cap. No client-side retries: one bounded attempt per hit, the circuit breaker
+        # below does the rest.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout_seconds,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
         )
+        self._client = aioredis.Redis(connection_pool=pool)
         self._script = self._client.register_script(_HIT_SCRIPT)
         self._down_until = float("-inf")
         self._logged_at = float("-inf")
@@ -132,4 +139,4 @@ class RedisQuotaBackend:
 
     async def close(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        await self._client.aclose(close_connection_pool=True)
