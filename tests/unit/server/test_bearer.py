@@ -276,3 +276,50 @@ async def test_async_path_fetches_the_url_off_loop(jwks_server: JwksServer, issu
     with pytest.raises(AuthFailure) as info:
         await auth.authenticate_async(CONCELIER, f"Bearer {issuer.mint(aud='x')}")
     assert info.value.reason == "bad-audience"
+
+
+# --- the verified-token cache -----------------------------------------------------------------------
+
+
+def test_verified_tokens_are_cached_but_still_expire_and_scope_checked(tmp_path: Path, issuer: TokenIssuer) -> None:
+    import time
+
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(issuer.jwks()))
+    verifier = BearerVerifier(JwksStore(jwks), issuer.issuer, [issuer.audience], leeway_seconds=0)
+    exp = int(time.time()) + 2
+    token = issuer.mint(exp=exp)
+    assert verifier.verify(token, ["concelier.mirror.read"]).name == "downstream-1"
+    assert len(verifier._verified) == 1
+    assert verifier.verify(token, ["concelier.mirror.read"]).name == "downstream-1"
+    with pytest.raises(AuthFailure, match="insufficient-scope"):  # the scope is checked per domain, cached or not
+        verifier.verify(token, ["excititor.mirror.read"])
+    time.sleep(max(exp - time.time(), 0) + 0.05)
+    with pytest.raises(AuthFailure) as info:
+        verifier.verify(token, ["concelier.mirror.read"])
+    assert info.value.reason == "expired"
+
+
+def test_cached_token_rejected_after_its_key_is_removed(tmp_path: Path, issuer: TokenIssuer) -> None:
+    auth = make_auth(tmp_path, issuer)
+    token = issuer.mint()
+    assert outcome(auth, token) == "ok:downstream-1"
+    (tmp_path / "jwks.json").write_text(json.dumps(TokenIssuer(kid="other").jwks()))
+    auth.reload()
+    assert outcome(auth, token) == "401:bad-signature"
+
+
+def test_cached_verification_is_fast(tmp_path: Path) -> None:
+    import time
+
+    minter = TokenIssuer(alg="RS256")
+    auth = make_auth(tmp_path, minter)
+    token = f"Bearer {minter.mint()}"
+    start = time.perf_counter()
+    auth.authenticate(CONCELIER, token)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(100):
+        auth.authenticate(CONCELIER, token)
+    cached = (time.perf_counter() - start) / 100
+    assert cached < first / 3, (first, cached)

@@ -12,10 +12,12 @@ older than ``max_age_seconds`` (so revoked keys disappear). A failed fetch keeps
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +146,11 @@ class JwksStore:
             self._attempted_at = None
             self._fetched_at = None if self._fetched_at is None else self._fetched_at - self._max_age
 
+    @property
+    def generation(self) -> object:
+        """An object that changes identity whenever the key set changes (for caches of verified tokens)."""
+        return self._state
+
     def keys(self) -> tuple[dict[str, Any], ...]:
         """All current keys (file first, then URL)."""
         return self._state.keys
@@ -253,13 +260,52 @@ def token_scopes(claims: Mapping[str, Any]) -> frozenset[str]:
 
 
 class BearerVerifier:
-    """Checks a JWT's signature, ``iss``, ``aud``, ``exp`` (required), ``nbf`` and ``iat``, then its scope."""
+    """Checks a JWT's signature, ``iss``, ``aud``, ``exp`` (required), ``nbf`` and ``iat``, then its scope.
 
-    def __init__(self, store: JwksStore, issuer: str, audiences: Iterable[str], leeway_seconds: float = 30) -> None:
+    Clients reuse one token for many requests, and a signature check costs ~0.2 ms on the event loop, so
+    verified tokens are remembered (by SHA-256 of the token) until they expire, for at most
+    ``cache_seconds``, and only while the key set they were verified against is still the current one — a
+    reload or a JWKS refresh that changes the keys invalidates every entry.
+    """
+
+    def __init__(
+        self,
+        store: JwksStore,
+        issuer: str,
+        audiences: Iterable[str],
+        leeway_seconds: float = 30,
+        *,
+        cache_seconds: float = 300.0,
+        cache_entries: int = 10_000,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.issuer = issuer
         self.audiences = tuple(audiences)
         self.leeway = leeway_seconds
+        self._cache_seconds = cache_seconds
+        self._cache_entries = cache_entries
+        self._wall = wall_clock
+        self._verified: OrderedDict[bytes, tuple[object, Principal, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _cached(self, digest: bytes) -> Principal | None:
+        with self._lock:
+            entry = self._verified.get(digest)
+            if entry is None:
+                return None
+            generation, principal, valid_until = entry
+            if generation is not self.store.generation or self._wall() >= valid_until:
+                del self._verified[digest]
+                return None
+            return principal
+
+    def _remember(self, digest: bytes, generation: object, principal: Principal, exp: float) -> None:
+        valid_until = min(exp + self.leeway, self._wall() + self._cache_seconds)
+        with self._lock:
+            self._verified[digest] = (generation, principal, valid_until)
+            while len(self._verified) > self._cache_entries:
+                self._verified.popitem(last=False)
 
     def verify(self, token: str, required_scopes: Iterable[str], *, header: TokenHeader | None = None) -> Principal:
         """The token's principal, or :class:`AuthFailure`. May block on a JWKS fetch (see :meth:`JwksStore.refresh`)."""
@@ -270,6 +316,19 @@ class BearerVerifier:
 
     def verify_with_current_keys(self, token: str, required_scopes: Iterable[str], header: TokenHeader) -> Principal:
         """Like :meth:`verify` but never fetches: used on the event loop after an off-loop refresh."""
+        wanted = tuple(required_scopes)
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        principal = self._cached(digest)
+        if principal is None:
+            generation = self.store.generation
+            principal, exp = self._check(token, header)
+            self._remember(digest, generation, principal, exp)
+        if not principal.scopes.intersection(wanted):
+            raise AuthFailure(403, "insufficient-scope", f"the bearer token lacks the scope {' or '.join(wanted)}")
+        return principal
+
+    def _check(self, token: str, header: TokenHeader) -> tuple[Principal, float]:
+        """Full verification; the principal and the token's ``exp``."""
         keys = self.store.candidates(header.kid, header.alg)
         if not keys:
             raise AuthFailure(401, "bad-signature", "the bearer token is signed by an unknown key")
@@ -296,11 +355,7 @@ class BearerVerifier:
         name = claims.get("sub") or claims.get("client_id")
         if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
             raise AuthFailure(401, "malformed", "the bearer token names no subject")
-        scopes = token_scopes(claims)
-        wanted = tuple(required_scopes)
-        if not scopes.intersection(wanted):
-            raise AuthFailure(403, "insufficient-scope", f"the bearer token lacks the scope {' or '.join(wanted)}")
-        return Principal(name=name, method="bearer", scopes=scopes)
+        return Principal(name=name, method="bearer", scopes=token_scopes(claims)), float(claims["exp"])
 
 
 def _claim_failure(exc: jwt.PyJWTError) -> AuthFailure:
