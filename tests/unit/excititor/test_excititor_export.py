@@ -1,0 +1,245 @@
+"""Excititor export: sample and corpus exports, formats against schemas, round trip, strict, publish."""
+
+from __future__ import annotations
+
+import collections
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from jsonschema import Draft202012Validator, FormatChecker
+from vexhelpers import write_json
+
+from stella_mirror.bundle import canonical, store
+from stella_mirror.bundle.signing import SigningKey, TrustedKeys
+from stella_mirror.errors import ExportRejectedError
+from stella_mirror.excititor.config import load_config, parse_config
+from stella_mirror.excititor.export import ExportSummary, export_samples, run_export, samples_config
+from stella_mirror.excititor.sources import openvex
+from stella_mirror.excititor.sources.base import ReadContext
+from stella_mirror.publish import ExportRoot
+
+REPO = Path(__file__).resolve().parents[3]
+SCHEMAS = REPO / "schema"
+HERE = Path(__file__).parent
+NOW = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def _validator(path: Path) -> Draft202012Validator:
+    return Draft202012Validator(orjson.loads(path.read_bytes()), format_checker=FormatChecker())
+
+
+def _valid(validator: Draft202012Validator, doc: Any) -> None:
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]]
+
+
+def _valid_openvex(doc: dict[str, Any]) -> None:
+    """Validate against the OpenVEX schema; ``uniqueItems`` over thousands of statements is quadratic in
+    jsonschema, so large documents are checked statement by statement plus a hashed uniqueness test."""
+    validator = _validator(HERE / "openvex_json_schema.json")
+    statements = doc["statements"]
+    if len(statements) <= 200:
+        _valid(validator, doc)
+        return
+    _valid(validator, {**doc, "statements": statements[:1]})
+    statement = validator.evolve(schema={"$defs": validator.schema["$defs"], "$ref": "#/$defs/statement"})
+    for st in statements:
+        _valid(statement, st)
+    assert len({canonical.dumps(st) for st in statements}) == len(statements)
+
+
+def _artifact(export_dir: Path, domain: str, key: str) -> tuple[dict[str, Any], bytes]:
+    index = orjson.loads((export_dir / "mirror" / domain / "index.json").read_bytes())
+    (entry,) = [e for e in index["exports"] if e["exportKey"] == key]
+    return entry, (export_dir / "mirror" / domain / entry["path"]).read_bytes()
+
+
+@pytest.fixture
+def sample_export(tmp_path: Path, signing_key: SigningKey) -> ExportSummary:
+    return run_export(load_config(samples_config()), signing_key, tmp_path / "root", generated_at=NOW, strict=True)
+
+
+def test_sample_export_verifies_and_matches_schemas(sample_export: ExportSummary, signing_key: SigningKey) -> None:
+    verdict = store.verify_path(sample_export.export_dir.parent, TrustedKeys([signing_key.public]), NOW)
+    assert verdict.domains == ["community", "primary"] and verdict.sequence == 1
+    index_schema = _validator(SCHEMAS / "excititor-index.schema.json")
+    consensus_schema = _validator(SCHEMAS / "excititor-consensus.schema.json")
+    claim_schema = _validator(SCHEMAS / "excititor-claim.schema.json")
+    for domain in ("primary", "community"):
+        index = orjson.loads((sample_export.export_dir / "mirror" / domain / "index.json").read_bytes())
+        _valid(index_schema, index)
+        assert index["expiresAt"] == "2024-06-08T12:00:00Z" and index["sequence"] == 1
+        for entry in index["exports"]:
+            data = (sample_export.export_dir / "mirror" / domain / entry["path"]).read_bytes()
+            if entry["format"] == "jsonl":
+                lines = data.splitlines()
+                assert len(lines) == entry["recordCount"]
+                for line in lines:
+                    assert canonical.dumps_compact(orjson.loads(line)) == line
+                    _valid(claim_schema, orjson.loads(line))
+                assert "policyRevision" not in entry
+                continue
+            doc = orjson.loads(data)
+            assert canonical.dumps(doc) == data  # streamed bytes are exactly the canonical form
+            if entry["format"] == "json":
+                _valid(consensus_schema, doc)
+                assert len(doc["records"]) == doc["recordCount"] == entry["recordCount"]
+                assert doc["policyRevision"] == entry["policyRevision"]
+            else:
+                _valid_openvex(doc)
+                assert len(doc["statements"]) == entry["recordCount"]
+                for st in doc["statements"]:
+                    datetime.fromisoformat(st["timestamp"].replace("Z", "+00:00"))  # date-time, checked by hand
+
+
+def test_sample_disagreements_are_resolved_and_kept(sample_export: ExportSummary) -> None:
+    _, data = _artifact(sample_export.export_dir, "primary", "consensus")
+    records = {(r["vulnerabilityId"], r["productKey"]): r for r in orjson.loads(data)["records"]}
+    webapp = records[("CVE-2024-990001", "pkg:pypi/acme-webapp@2.4.1")]
+    assert (webapp["status"], webapp["justification"]) == ("not_affected", "vulnerable_code_not_in_execute_path")
+    assert webapp["aliases"] == ["GHSA-q7w3-x8v4-9m2p"]  # the hub said GHSA-…, folded into the CVE
+    assert [(c["providerId"], c["status"]) for c in webapp["conflicts"]] == [("vexhub", "affected")]
+    assert {c["providerId"] for c in webapp["claims"]} == {"acme", "northwind", "vexhub"}
+    libacme = records[("CVE-2024-990004", "pkg:apk/northwind/libacme@1.2.3-r1")]
+    assert libacme["status"] == "under_investigation" and libacme["resolution"] == "weighted"
+    agent = records[("CVE-2024-990003", "pkg:golang/example.com/acme/agent@v1.7.0")]
+    assert agent["status"] == "fixed"
+    assert [c["reason"] for c in agent["claims"] if c["providerId"] == "vexhub"] == ["unjustified"]
+
+
+def test_openvex_round_trip_gives_the_same_statuses(sample_export: ExportSummary) -> None:
+    _, consensus_bytes = _artifact(sample_export.export_dir, "primary", "consensus")
+    expected = {
+        (r["vulnerabilityId"], r["productKey"]): (r["status"], r["justification"])
+        for r in orjson.loads(consensus_bytes)["records"]
+    }
+    _, vex_bytes = _artifact(sample_export.export_dir, "primary", "openvex")
+    result = openvex.read(orjson.loads(vex_bytes), ReadContext("openvex.json", "mirror", "sha256:" + "0" * 64))
+    got = {(c.vulnerability_id, c.product_key): (c.status, c.justification) for c in result.claims}
+    assert got == expected
+    assert len(expected) == 9
+
+
+def test_filters_shape_the_domains(sample_export: ExportSummary) -> None:
+    entry, data = _artifact(sample_export.export_dir, "community", "consensus")
+    doc = orjson.loads(data)
+    assert entry["sourceProviders"] == ["northwind", "vexhub"]
+    assert {c["providerId"] for r in doc["records"] for c in r["claims"]} == {"northwind", "vexhub"}
+    assert [p["id"] for p in doc["providers"]] == ["northwind", "vexhub"]
+    # Without the vendor's under_investigation (1.0), northwind's fixed (0.8) beats the hub's affected (0.5).
+    records = {(r["vulnerabilityId"], r["productKey"]): r["status"] for r in doc["records"]}
+    assert records[("CVE-2024-990004", "pkg:apk/northwind/libacme@1.2.3-r1")] == "fixed"
+    _, primary = _artifact(sample_export.export_dir, "primary", "consensus")
+    assert orjson.loads(primary)["policyRevision"] != doc["policyRevision"]
+    _, vex = _artifact(sample_export.export_dir, "community", "openvex")
+    keys = [st["products"][0]["@id"] for st in orjson.loads(vex)["statements"]]
+    assert keys and all(k.startswith(("pkg:pypi/", "pkg:golang/")) for k in keys)
+
+
+def _config_with_bad_doc(tmp_path: Path) -> Path:
+    good = {
+        "@context": "https://openvex.dev/ns/v0.2.0",
+        "@id": "https://example.test/1",
+        "author": "a",
+        "timestamp": "2024-01-01T00:00:00Z",
+        "version": 1,
+        "statements": [{"vulnerability": {"name": "CVE-2024-1"}, "products": ["pkg:pypi/a@1"], "status": "fixed"}],
+    }
+    write_json(tmp_path / "vex/vendor/good.json", good)
+    bad = {**good, "statements": [{**good["statements"][0], "status": "kaput"}]}
+    write_json(tmp_path / "vex/vendor/bad.json", bad)
+    config = {
+        "providers": [{"id": "vendor", "kind": "vendor", "weight": 1, "paths": ["vex/vendor/*.json"]}],
+        "domains": [{"id": "primary", "exports": [{"key": "consensus", "format": "json"}]}],
+    }
+    (tmp_path / "excititor.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path / "excititor.yaml"
+
+
+def test_malformed_document_is_skipped_and_counted(tmp_path: Path, signing_key: SigningKey) -> None:
+    summary = run_export(load_config(_config_with_bad_doc(tmp_path)), signing_key, tmp_path / "root")
+    (err,) = summary.report.rejected
+    assert (err.path, err.pointer) == ("vex/vendor/bad.json", "/statements/0/status")
+    assert summary.claims == 1 and summary.report.documents == 1
+    assert ExportRoot(tmp_path / "root").active_id() == summary.export_id
+
+
+def test_strict_publishes_nothing(tmp_path: Path, signing_key: SigningKey) -> None:
+    with pytest.raises(ExportRejectedError) as info:
+        run_export(load_config(_config_with_bad_doc(tmp_path)), signing_key, tmp_path / "root", strict=True)
+    assert "vex/vendor/bad.json#/statements/0/status" in str(info.value)
+    root = tmp_path / "root"
+    assert not root.exists() or not any(p for p in root.iterdir() if p.name != ".lock")
+
+
+def test_sequence_grows_and_old_exports_are_pruned(tmp_path: Path, signing_key: SigningKey) -> None:
+    cfg = load_config(samples_config())
+    root = tmp_path / "root"
+    first = run_export(cfg, signing_key, root, export_id="one", generated_at=NOW)
+    second = run_export(cfg, signing_key, root, export_id="two", generated_at=NOW + timedelta(hours=1))
+    assert (first.sequence, second.sequence) == (1, 2)
+    claims = "mirror/primary/exports/claims/claims.jsonl"
+    assert (root / "one" / claims).read_bytes() == (root / "two" / claims).read_bytes()  # deterministic output
+    third = run_export(cfg, signing_key, root, export_id="three", generated_at=NOW + timedelta(hours=2), keep=1)
+    assert third.sequence == 3
+    assert ExportRoot(root).active_id() == "three" and ExportRoot(root).export_ids() == ["three"]
+    index = orjson.loads((root / "latest/mirror/primary/index.json").read_bytes())
+    assert (index["sequence"], index["exportId"], index["generatedAt"]) == (3, "three", "2024-06-01T14:00:00Z")
+
+
+def test_export_samples_for_the_demo(tmp_path: Path, signing_key: SigningKey) -> None:
+    summary = export_samples(tmp_path / "excititor", signing_key, generated_at=NOW)
+    assert summary.claims == 15 and not summary.report.rejected
+    counts = {(a.domain_id, a.export_key): a.record_count for a in summary.artifacts}
+    assert counts == {
+        ("primary", "consensus"): 9,
+        ("primary", "claims"): 15,
+        ("primary", "openvex"): 9,
+        ("community", "consensus"): 7,
+        ("community", "openvex"): 6,
+    }
+    store.verify_path(tmp_path / "excititor", TrustedKeys([signing_key.public]), NOW)
+
+
+def test_corpus_export(corpus: Path, tmp_path: Path, signing_key: SigningKey) -> None:
+    """All VEX families of the corpus in one export: 408 documents, 9050 claims, 9040 pairs.
+
+    csaf/**/*.json also matches 9 files that are not CSAF documents (ROLIE feeds, aggregator and
+    provider metadata): they are rejected and counted. Three CycloneDX BOMs are byte-identical copies
+    of others (Case-6 repeats Case-13's bom-1..3): counted once.
+    """
+    cfg = parse_config(
+        {
+            "providers": [
+                {"id": "openvex", "kind": "vendor", "weight": 1.0, "paths": [str(corpus / "openvex/**/*.json")]},
+                {"id": "csaf", "kind": "distro", "weight": 0.8, "paths": [str(corpus / "csaf/**/*.json")]},
+                {"id": "cdx", "kind": "hub", "weight": 0.5, "paths": [str(corpus / "cyclonedx-vex/**/*.json")]},
+            ],
+            "domains": [
+                {
+                    "id": "all",
+                    "exports": [
+                        {"key": "consensus", "format": "json"},
+                        {"key": "claims", "format": "jsonl"},
+                        {"key": "openvex", "format": "openvex"},
+                    ],
+                },
+            ],
+        },
+        corpus,
+    )
+    summary = run_export(cfg, signing_key, tmp_path / "root", generated_at=NOW)
+    report = summary.report
+    assert (report.documents, summary.claims, len(report.rejected), len(report.duplicates)) == (408, 9050, 9, 3)
+    assert {p: s.claims for p, s in report.providers.items()} == {"openvex": 19, "csaf": 8937, "cdx": 94}
+    counts = {a.export_key: a.record_count for a in summary.artifacts}
+    assert counts == {"consensus": 9040, "claims": 9050, "openvex": 9040}
+    _, data = _artifact(summary.export_dir, "all", "openvex")
+    _valid_openvex(orjson.loads(data))
+    _, data = _artifact(summary.export_dir, "all", "consensus")
+    statuses = collections.Counter(r["status"] for r in orjson.loads(data)["records"])
+    assert sum(statuses.values()) == 9040 and statuses["affected"] > statuses["fixed"] > 0
