@@ -33,7 +33,8 @@ class QuotaDecision:
             allowed=count <= limit,
             limit=limit,
             remaining=max(limit - count, 0),
-            reset_seconds=max(math.ceil(remaining_window), 1),
+            # The small epsilon absorbs float noise: (t + 3600) - t can be 3600.0000000002, which is 3600 s.
+            reset_seconds=max(math.ceil(remaining_window - 1e-6), 1),
         )
 
 
