@@ -6,6 +6,7 @@ Only CVSS v3.0/v3.1 base scores are computed (FIRST's specification, §7.1 formu
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -46,6 +47,7 @@ def _roundup_30(value: float) -> float:
     return math.ceil(value * 10) / 10.0
 
 
+@functools.lru_cache(maxsize=4096)
 def v3_base_score(vector: str) -> float:
     """The base score of a CVSS v3.0 or v3.1 vector; :class:`CvssError` when the vector is invalid."""
     version = v3_version(vector)

@@ -78,6 +78,7 @@ _SEVERITY_WORDS = {
     "critical": "critical",
 }
 
+_CANONICAL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
 _CVE = re.compile(r"^CVE-(\d{4})-(\d{4,})$")
 
 
@@ -118,6 +119,8 @@ def normalise_time(value: Any, path: str, pointer: str) -> str:
     YAML readers hand us strings (timestamps are not resolved, see ``sources.osv``); a datetime is
     accepted too, so a different YAML loader still yields the same text.
     """
+    if type(value) is str and _CANONICAL_TIME.match(value):
+        return value  # already RFC 3339 UTC in the form we write: the common case, skip parsing
     if isinstance(value, datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=UTC)
         return rfc3339(dt)
@@ -169,6 +172,16 @@ class Doc:
             raise self.fail(pointer, f"expected an array, got {type_name(value)}")
         return value
 
+    def strings(self, parent: dict[str, Any], key: str, pointer: str) -> list[str]:
+        """An optional array of strings (empty when absent)."""
+        value = parent.get(key)
+        if value is None:
+            return []
+        if type(value) is list and all(type(v) is str for v in value):
+            return value
+        items = self.arr(value, f"{pointer}/{key}")
+        return [self.string(v, f"{pointer}/{key}/{i}") for i, v in enumerate(items)]
+
     def string(self, value: Any, pointer: str) -> str:
         if not isinstance(value, str):
             raise self.fail(pointer, f"expected a string, got {type_name(value)}")
@@ -188,6 +201,8 @@ class Doc:
 
     def req_str(self, parent: dict[str, Any], key: str, pointer: str) -> str:
         value = parent.get(key)
+        if type(value) is str and value and not value.isspace():
+            return value
         if value is None:
             raise self.fail(f"{pointer}/{key}", "required field is missing")
         text = self.string(value, f"{pointer}/{key}")

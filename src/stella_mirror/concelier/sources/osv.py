@@ -38,7 +38,7 @@ from stella_mirror.concelier.model import (
 from stella_mirror.concelier.sources.safeload import load_json, load_yaml
 
 RANGE_TYPES = ("ECOSYSTEM", "SEMVER", "GIT")
-_EVENTS = ("introduced", "fixed", "last_affected", "limit")
+_EVENTS = ("introduced", "fixed", "last_affected", "limit")  # a tuple: order matters for messages
 
 
 def load(path: str, data: bytes) -> Any:
@@ -87,13 +87,18 @@ def _ranges(d: Doc, raw_ranges: list[Any], ptr: str) -> list[Range]:
         events = d.arr(rng.get("events"), f"{rptr}/events")
         current: Range | None = None
         for k, raw_ev in enumerate(events):
-            eptr = f"{rptr}/events/{k}"
-            ev = d.obj(raw_ev, eptr)
-            kinds = [e for e in _EVENTS if e in ev]
-            if len(kinds) != 1:
-                raise d.fail(eptr, "an event must have exactly one of introduced, fixed, last_affected, limit")
-            kind = kinds[0]
-            value = d.string(ev[kind], f"{eptr}/{kind}")
+            if type(raw_ev) is dict and len(raw_ev) == 1:
+                ((kind, value),) = raw_ev.items()
+            else:
+                kind = value = None
+            if kind not in _EVENTS or type(value) is not str:
+                eptr = f"{rptr}/events/{k}"
+                ev = d.obj(raw_ev, eptr)
+                kinds = [e for e in _EVENTS if e in ev]
+                if len(kinds) != 1:
+                    raise d.fail(eptr, "an event must have exactly one of introduced, fixed, last_affected, limit")
+                kind = kinds[0]
+                value = d.string(ev[kind], f"{eptr}/{kind}")
             if kind == "introduced":
                 if current is not None:
                     out.append(current)
@@ -116,7 +121,7 @@ def _affected(d: Doc, entries: list[Any]) -> list[Affected]:
         entry = d.obj(raw, ptr)
         pkg = d.opt_obj(entry, "package", ptr)
         ranges = _ranges(d, d.opt_arr(entry, "ranges", ptr), f"{ptr}/ranges")
-        versions = [d.string(v, f"{ptr}/versions/{k}") for k, v in enumerate(d.opt_arr(entry, "versions", ptr))]
+        versions = d.strings(entry, "versions", ptr)
         if pkg:
             ecosystem = d.req_str(pkg, "ecosystem", f"{ptr}/package")
             name = d.req_str(pkg, "name", f"{ptr}/package")
@@ -141,6 +146,9 @@ def _affected(d: Doc, entries: list[Any]) -> list[Affected]:
 def _references(d: Doc, entries: list[Any]) -> list[Reference]:
     out: list[Reference] = []
     for i, raw in enumerate(entries):
+        if type(raw) is dict and type(raw.get("url")) is str and type(raw.get("type")) is str and raw["url"]:
+            out.append({"url": raw["url"], "type": raw["type"]})
+            continue
         ref = d.obj(raw, f"/references/{i}")
         out.append(
             {"url": d.req_str(ref, "url", f"/references/{i}"), "type": d.req_str(ref, "type", f"/references/{i}")}
@@ -163,9 +171,8 @@ def to_record(d: Doc, raw: Any, source: str, digest: str) -> Advisory:
     """Map a parsed OSV document onto the canonical advisory."""
     doc = d.obj(raw, "")
     osv_id = d.req_str(doc, "id", "").strip()
-    aliases = [d.string(a, f"/aliases/{i}").strip() for i, a in enumerate(d.opt_arr(doc, "aliases", ""))]
-    for i, rel in enumerate(d.opt_arr(doc, "related", "")):
-        d.string(rel, f"/related/{i}")
+    aliases = [a.strip() for a in d.strings(doc, "aliases", "")]
+    d.strings(doc, "related", "")
     if "modified" not in doc:
         raise d.fail("/modified", "required field is missing")
     modified = _time(d, doc, "modified")
