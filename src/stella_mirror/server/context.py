@@ -8,6 +8,7 @@ lets each middleware stay in its own file without importing the others.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -70,7 +71,7 @@ class RequestContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def get_context(scope: dict[str, Any]) -> RequestContext | None:
+def get_context(scope: MutableMapping[str, Any]) -> RequestContext | None:
     """The request's context, when the domain middleware has set one."""
     ctx = scope.get(CONTEXT_KEY)
     return ctx if isinstance(ctx, RequestContext) else None
