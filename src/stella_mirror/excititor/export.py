@@ -27,12 +27,12 @@ from stella_mirror.bundle.digest import Writable
 from stella_mirror.bundle.model import SCHEMA_VERSION
 from stella_mirror.bundle.signing import SigningKey, TrustedKeys
 from stella_mirror.bundle.writer import ExcititorArtifact, ExportStamp, read_sequence, write_excititor_domain
-from stella_mirror.errors import ExportRejectedError
+from stella_mirror.errors import ConfigError, ExportRejectedError
 from stella_mirror.excititor.claims import AFFECTED, NOT_AFFECTED, Claim, time_key
 from stella_mirror.excititor.config import Domain, ExcititorConfig, ExportSpec, Filters, Provider, load_config
 from stella_mirror.excititor.consensus import Consensus, PairKey
 from stella_mirror.excititor.providers import ClaimSet, LoadReport, load_claims
-from stella_mirror.publish import ExportRoot, next_sequence
+from stella_mirror.publish import ExportRoot, check_export_id, next_sequence
 from stella_mirror.timeutil import rfc3339, utcnow
 
 OPENVEX_CONTEXT = "https://openvex.dev/ns/v0.2.0"
@@ -285,6 +285,13 @@ def run_export(
     claim_set: ClaimSet | None = None,
 ) -> ExportSummary:
     """Load claims, compute consensus, write every domain, verify the staged tree and publish it."""
+    # Argument mistakes are refused before any document is read or the root is touched.
+    if keep < 1:
+        raise ConfigError("keep", "must be at least 1")
+    if expires_in <= timedelta(0):
+        raise ConfigError("expiresIn", "must be positive")
+    if export_id is not None:
+        check_export_id(export_id)
     loaded = claim_set if claim_set is not None else load_claims(config.providers, config.base_dir)
     if strict and loaded.report.rejected:
         first = loaded.report.rejected[0]

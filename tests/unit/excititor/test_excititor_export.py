@@ -243,3 +243,16 @@ def test_corpus_export(corpus: Path, tmp_path: Path, signing_key: SigningKey) ->
     _, data = _artifact(summary.export_dir, "all", "consensus")
     statuses = collections.Counter(r["status"] for r in orjson.loads(data)["records"])
     assert sum(statuses.values()) == 9040 and statuses["affected"] > statuses["fixed"] > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [({"keep": 0}, "keep"), ({"expires_in": timedelta(0)}, "expiresIn"), ({"export_id": "../x"}, "exportId")],
+)
+def test_bad_arguments_touch_nothing(tmp_path: Path, signing_key: SigningKey, kwargs: dict[str, Any], key: str) -> None:
+    from stella_mirror.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        run_export(load_config(samples_config()), signing_key, tmp_path / "root", **kwargs)
+    assert info.value.key_path == key
+    assert not (tmp_path / "root").exists()
