@@ -1,0 +1,124 @@
+"""Server commands: ``serve``, ``demo``, ``reload``, ``config check`` and ``compress``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import orjson
+import typer
+import yaml
+
+from stella_mirror.config import LoadReport, MirrorConfig, load_config, redacted
+
+ServiceOpt = Literal["all", "concelier", "excititor"]
+
+CONFIG_ENV = "STELLA_MIRROR_CONFIG"
+"""Configuration file used when ``--config`` is not given."""
+CONFIG_HELP = f"YAML configuration file (or ${CONFIG_ENV})."
+
+
+def _config_path(config: Path | None) -> Path | None:
+    if config is not None:
+        return config
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else None
+
+
+def serve(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Listen address [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Listen port [default: mirror.port, 8080].")] = None,
+    service: Annotated[
+        ServiceOpt | None, typer.Option("--service", help="Product lines to serve [default: mirror.service, all].")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, max=64, help="Worker processes [default: mirror.workers, 1].")
+    ] = None,
+    pid_file: Annotated[Path | None, typer.Option("--pid-file", help="Write the server's pid here.")] = None,
+) -> None:
+    """Serve the Concelier and Excititor mirror routes from their export roots (SIGHUP reloads)."""
+    from stella_mirror.server.runner import ServeOptions, run
+
+    path = _config_path(config)
+
+    def loader() -> MirrorConfig:
+        return load_config(path)
+
+    raise typer.Exit(run(ServeOptions(loader, host, port, service, workers, pid_file)))
+
+
+def reload(
+    pid_file: Annotated[Path | None, typer.Option("--pid-file", help="The server's pid file.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Read mirror.pidFile from here.")] = None,
+) -> None:
+    """Ask a running server to re-read configuration, htpasswd files and certificates (SIGHUP)."""
+    from stella_mirror.errors import ConfigError
+    from stella_mirror.server.runner import send_reload
+
+    if pid_file is None:
+        pid_file = load_config(_config_path(config)).mirror.pid_file
+    if pid_file is None:
+        raise ConfigError("mirror.pidFile", "no pid file: pass --pid-file or set mirror.pidFile")
+    pid = send_reload(pid_file)
+    typer.echo(f"sent SIGHUP to {pid}")
+
+
+config_app = typer.Typer(help="Inspect the server configuration.", no_args_is_help=True)
+
+
+@config_app.command("check")
+def config_check(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
+    output: Annotated[Literal["yaml", "json"], typer.Option("--output", "-o", help="Output format.")] = "yaml",
+) -> None:
+    """Validate the configuration (file + environment) and print it with secrets redacted."""
+    report = LoadReport()
+    cfg = load_config(_config_path(config), report=report)
+    data = redacted(cfg)
+    if output == "json":
+        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    else:
+        typer.echo(yaml.safe_dump(data, sort_keys=True, default_flow_style=False).rstrip())
+    for key in report.ignored_env:
+        typer.echo(f"warning: environment key {key} matches no setting and was ignored", err=True)
+    from stella_mirror.server.state import NOT_CONFIGURED, build_sites
+
+    _, problems = build_sites(cfg)
+    for problem in problems:
+        product, _, message = problem.partition(": ")
+        typer.echo(f"warning: {product}: {message}" if message == NOT_CONFIGURED else f"warning: {problem}", err=True)
+
+
+def compress(
+    path: Annotated[Path, typer.Argument(help="An export directory (or staging directory) to precompress.")],
+    min_size: Annotated[int, typer.Option("--min-size", help="Skip files smaller than this many bytes.")] = 1024,
+) -> None:
+    """Write .zst and .gz variants beside every JSON payload (before publishing — never in a served root)."""
+    from stella_mirror.server.files import precompress_tree
+
+    written = precompress_tree(path, min_size)
+    typer.echo(f"wrote {len(written)} compressed variant(s) under {path}")
+
+
+def demo(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 8080,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Where to build the demo mirror [default: a new temp directory].")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=16, help="Worker processes.")] = 1,
+) -> None:
+    """Build a signed demo mirror from the built-in samples and serve it, printing smoke-test commands."""
+    from stella_mirror.demo import run_demo
+
+    raise typer.Exit(run_demo(port, directory, workers))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the server commands to the ``stella-mirror`` CLI."""
+    app.command("serve")(serve)
+    app.command("reload")(reload)
+    app.command("demo")(demo)
+    app.command("compress")(compress)
+    app.add_typer(config_app, name="config")

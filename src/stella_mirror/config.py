@@ -1,0 +1,451 @@
+"""The mirror server's configuration: one typed model, read from a YAML file and then the environment.
+
+Names follow the runbook (S9): ``CONCELIER__MIRROR__EXPORTROOT``,
+``CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADREQUESTSPERHOUR``, ``EXCITITOR__ARTIFACTS__FILESYSTEM__ROOT``,
+``AUTHORITY__ISSUER``, ``MIRROR__QUOTAS__BACKEND``… ``__`` nests, names are case-insensitive, a numeric
+segment is a list index (``DOMAINS__0__ID``) and merges with the file's list item of that index, and the
+environment beats the file. The YAML file uses the same keys in camelCase (any case is accepted).
+
+Every key and its default is documented in ``docs/configuration.md``. An invalid configuration raises
+:class:`~stella_mirror.errors.ConfigError` naming the dotted key path (e.g.
+``concelier.mirror.domains.0.maxDownloadRequestsPerHour``) and the reason.
+
+Secrets are read from files only: the Authority client secret from ``authority.clientSecretFile``
+(default ``/run/secrets/concelier-authority-client``); a secret value in the environment is refused.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from stella_mirror.errors import ConfigError
+
+SECTIONS = ("concelier", "excititor", "authority", "mirror")
+"""Top-level sections; environment variables under other prefixes are not ours and are ignored."""
+
+DEFAULT_CLIENT_SECRET_FILE = Path("/run/secrets/concelier-authority-client")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_EXPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+RESERVED_DOMAIN_IDS = frozenset({"domains", "latest"})
+"""``/excititor/mirror/domains`` is the domain list, ``latest`` is the export pointer."""
+
+_SECRET_ENV_KEYS = {
+    ("authority", "clientsecret"): "authority.clientSecretFile",
+    ("excititor", "authority", "clientsecret"): "authority.clientSecretFile",
+    ("concelier", "authority", "clientsecret"): "authority.clientSecretFile",
+}
+
+
+class _Model(BaseModel):
+    """camelCase keys on the wire, snake_case in code, unknown keys refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class TlsFiles(_Model):
+    """A PEM certificate chain and its private key."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _both(self) -> TlsFiles:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("certFile and keyFile must be given together")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self.cert_file is not None
+
+
+class DomainConfig(_Model):
+    """One mirror domain of one product line."""
+
+    id: str
+    display_name: str = ""
+    require_authentication: bool | None = None
+    """None: inherit the product's ``requireAuthentication``."""
+    max_index_requests_per_hour: int | None = Field(default=None, ge=0)
+    """None: inherit the product's ``maxIndexRequestsPerHour``; 0: unlimited."""
+    max_download_requests_per_hour: int = Field(default=0, ge=0)
+    htpasswd: Path | None = None
+    hostnames: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
+    tls: TlsFiles = TlsFiles()
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError(f"{value!r} is not a valid domain id ([A-Za-z0-9._-], at most 64 characters)")
+        if value.lower() in RESERVED_DOMAIN_IDS:
+            raise ValueError(f"{value!r} is reserved")
+        return value
+
+    @field_validator("hostnames")
+    @classmethod
+    def _hostnames(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for host in value:
+            h = host.strip().lower().rstrip(".")
+            if not _HOSTNAME.match(h):
+                raise ValueError(f"{host!r} is not a valid host name")
+            out.append(h)
+        return tuple(out)
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for scope in value:
+            if not scope or any(c.isspace() for c in scope):
+                raise ValueError(f"{scope!r} is not a valid scope")
+        return value
+
+
+class ProductMirror(_Model):
+    """``concelier.mirror`` / ``excititor.mirror``."""
+
+    enabled: bool = True
+    export_root: Path | None = None
+    active_export_id: str = "latest"
+    require_authentication: bool = False
+    max_index_requests_per_hour: int = Field(default=0, ge=0)
+    htpasswd: Path | None = None
+    """Credentials for product-wide routes (Concelier ``index.json``, Excititor ``domains``) requested on a
+    host that no domain claims; a host claimed by a domain uses that domain's file."""
+    domains: tuple[DomainConfig, ...] = ()
+
+    @field_validator("active_export_id")
+    @classmethod
+    def _active(cls, value: str) -> str:
+        if value != "latest" and not _EXPORT_ID.match(value):
+            raise ValueError(f"{value!r} is neither 'latest' nor a valid export id")
+        return value
+
+    @field_validator("domains")
+    @classmethod
+    def _unique(cls, value: tuple[DomainConfig, ...]) -> tuple[DomainConfig, ...]:
+        seen: set[str] = set()
+        for dom in value:
+            if dom.id in seen:
+                raise ValueError(f"domain id {dom.id!r} is configured twice")
+            seen.add(dom.id)
+        return value
+
+
+class ConcelierConfig(_Model):
+    mirror: ProductMirror = ProductMirror()
+
+
+class FilesystemArtifacts(_Model):
+    root: Path | None = None
+
+
+class ExcititorArtifacts(_Model):
+    filesystem: FilesystemArtifacts = FilesystemArtifacts()
+
+
+class ExcititorConfig(_Model):
+    artifacts: ExcititorArtifacts = ExcititorArtifacts()
+    mirror: ProductMirror = ProductMirror()
+
+    @property
+    def export_root(self) -> Path | None:
+        """``excititor.mirror.exportRoot`` when set, else ``excititor.artifacts.filesystem.root``."""
+        return self.mirror.export_root or self.artifacts.filesystem.root
+
+
+class AuthorityConfig(_Model):
+    issuer: str | None = None
+    audiences: tuple[str, ...] = ()
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    client_secret_file: Path = DEFAULT_CLIENT_SECRET_FILE
+    leeway_seconds: int = Field(default=30, ge=0, le=3600)
+    require_authentication: bool = False
+    """Global switch: every domain requires authentication when true."""
+    basic_cache_ttl_seconds: float = Field(default=60.0, ge=0, le=3600)
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    def client_secret(self) -> str | None:
+        """The client secret read from its file (never logged, never printed); None when absent."""
+        try:
+            return self.client_secret_file.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+
+class QuotaConfig(_Model):
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    fail_mode: Literal["open", "closed"] = "open"
+    window_seconds: int = Field(default=3600, ge=1, le=86400)
+
+    @model_validator(mode="after")
+    def _redis(self) -> QuotaConfig:
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("redisUrl is required when backend is 'redis'")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redisUrl must be a redis://, rediss:// or unix:// URL")
+        return self
+
+
+class MirrorServer(_Model):
+    """``mirror``: the process-wide settings."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    service: Literal["all", "concelier", "excititor"] = "all"
+    access_log: str = "-"
+    """A file path, ``-`` for stdout, or ``off``."""
+    metrics: bool = True
+    pid_file: Path | None = None
+    sendfile: bool = False
+    """Send large file bodies with ``os.sendfile`` (plain HTTP only); see docs/benchmarks.md for why off."""
+    quotas: QuotaConfig = QuotaConfig()
+    tls: TlsFiles = TlsFiles()
+
+
+class MirrorConfig(_Model):
+    """The whole configuration."""
+
+    concelier: ConcelierConfig = ConcelierConfig()
+    excititor: ExcititorConfig = ExcititorConfig()
+    authority: AuthorityConfig = AuthorityConfig()
+    mirror: MirrorServer = MirrorServer()
+
+    def tls_enabled(self) -> bool:
+        """Whether the server terminates TLS (a default certificate or any per-domain one)."""
+        doms = [*self.concelier.mirror.domains, *self.excititor.mirror.domains]
+        return self.mirror.tls.configured or any(d.tls.configured for d in doms)
+
+    @model_validator(mode="after")
+    def _tls(self) -> MirrorConfig:
+        doms = [*self.concelier.mirror.domains, *self.excititor.mirror.domains]
+        if any(d.tls.configured for d in doms) and not self.mirror.tls.configured:
+            raise ValueError("per-domain TLS certificates need a default mirror.tls certificate for other names")
+        return self
+
+
+# --- environment → nested dict ----------------------------------------------------------------------
+
+
+@dataclass
+class LoadReport:
+    """What loading noticed besides errors: environment keys that matched nothing (likely typos)."""
+
+    ignored_env: list[str] = field(default_factory=list)
+
+
+def env_to_tree(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Turn ``A__B__0__C=value`` variables of our sections into ``{"a": {"b": {0: {"c": "value"}}}}``.
+
+    Keys are lower-cased (names are case-insensitive); numeric segments become ``int`` keys (list indexes);
+    empty values are treated as unset. Variables of other prefixes are not ours and are skipped.
+    """
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        parts = name.split("__")
+        if len(parts) < 2 or parts[0].lower() not in SECTIONS or value == "":
+            continue
+        if any(p == "" for p in parts):
+            raise ConfigError(name, "empty segment in environment variable name")
+        keys: list[str | int] = [int(p) if p.isdigit() else p.lower() for p in parts]
+        node: dict[Any, Any] = tree
+        for i, key in enumerate(keys[:-1]):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(_dotted(keys[: i + 1]), f"set both as a value and as a section (by {name})")
+            node = child
+        if isinstance(node.get(keys[-1]), dict):
+            raise ConfigError(_dotted(keys), f"set both as a value and as a section (by {name})")
+        node[keys[-1]] = value
+    return tree
+
+
+def _dotted(keys: list[Any] | tuple[Any, ...]) -> str:
+    return ".".join(str(k) for k in keys)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` → ``X``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _unwrap(args[0])
+    return annotation
+
+
+def _sequence_item(annotation: Any) -> Any | None:
+    """The item type of ``tuple[X, ...]`` / ``list[X]``, else None."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple):
+        args = typing.get_args(annotation)
+        return args[0] if args else Any
+    return None
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def canonicalize(
+    data: Any, model: type[BaseModel], path: tuple[Any, ...], strict: bool, report: LoadReport
+) -> Any:
+    """Rename keys of ``data`` to the model's camelCase aliases, matching case-insensitively.
+
+    Numeric-keyed dicts (from the environment) under list fields stay dicts here (merged by index later).
+    Unknown keys raise :class:`ConfigError` when ``strict`` (a file), else are reported and dropped
+    (the environment carries other services' variables too).
+    """
+    if not isinstance(data, dict):
+        return data
+    fields = {
+        (info.alias or name).lower(): (info.alias or name, info.annotation) for name, info in model.model_fields.items()
+    }
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(_dotted((*path, key)), "expected a key name, not a list index")
+        match = fields.get(key.lower()) or fields.get(key.replace("_", "").lower())
+        if match is None:
+            if strict:
+                raise ConfigError(_dotted((*path, key)), "unknown key")
+            report.ignored_env.append(_dotted((*path, key)))
+            continue
+        alias, annotation = match
+        out[alias] = _canonical_value(value, _unwrap(annotation), (*path, alias), strict, report)
+    return out
+
+
+def _canonical_value(value: Any, annotation: Any, path: tuple[Any, ...], strict: bool, report: LoadReport) -> Any:
+    if _is_model(annotation):
+        return canonicalize(value, annotation, path, strict, report)
+    item = _sequence_item(annotation)
+    if item is not None:
+        item = _unwrap(item)
+        if isinstance(value, list):
+            return [_canonical_value(v, item, (*path, i), strict, report) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            if any(not isinstance(k, int) for k in value):
+                raise ConfigError(_dotted(path), "expected a list (numeric indexes such as __0__)")
+            return {k: _canonical_value(v, item, (*path, k), strict, report) for k, v in value.items()}
+    return value
+
+
+def merge(base: Any, override: Any, path: tuple[Any, ...] = ()) -> Any:
+    """Deep-merge ``override`` (environment) over ``base`` (file).
+
+    Dicts merge key by key; an index-keyed dict merges into a list item by item (an index may extend the
+    list by one at a time: a gap is an error naming the missing index); anything else is replaced.
+    """
+    if isinstance(override, dict) and override and all(isinstance(k, int) for k in override):
+        items = list(base) if isinstance(base, list) else []
+        for index in sorted(override):
+            if index < len(items):
+                items[index] = merge(items[index], override[index], (*path, index))
+            elif index == len(items):
+                items.append(merge(None, override[index], (*path, index)))
+            else:
+                raise ConfigError(_dotted((*path, index)), f"list index {index} given but item {len(items)} is missing")
+        return items
+    if isinstance(override, dict):
+        out = dict(base) if isinstance(base, dict) else {}
+        for key, value in override.items():
+            out[key] = merge(out.get(key), value, (*path, key))
+        return out
+    return override
+
+
+def _refuse_secrets(env_tree: dict[str, Any]) -> None:
+    for keys, use in _SECRET_ENV_KEYS.items():
+        node: Any = env_tree
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            raise ConfigError(
+                _dotted(keys), f"secrets are never read from the environment in clear; put it in a file and set {use}"
+            )
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The YAML file as a mapping (an empty file is an empty mapping)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read configuration file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(str(path), f"not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "the configuration file must be a mapping at the top level")
+    return data
+
+
+def _validation_error(exc: ValidationError) -> ConfigError:
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"]]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "missing":
+        msg = "required"
+    return ConfigError(".".join(loc), msg)
+
+
+def load_config(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    report: LoadReport | None = None,
+) -> MirrorConfig:
+    """Read the YAML file (optional), then the environment over it, and validate."""
+    import os
+
+    report = report if report is not None else LoadReport()
+    env = os.environ if environ is None else environ
+    file_data = canonicalize(read_yaml(path), MirrorConfig, (), True, report) if path is not None else {}
+    env_tree = env_to_tree(env)
+    _refuse_secrets(env_tree)
+    env_data = canonicalize(env_tree, MirrorConfig, (), False, report)
+    merged = merge(file_data, env_data)
+    try:
+        return MirrorConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+
+
+def redacted(config: MirrorConfig) -> dict[str, Any]:
+    """The effective configuration as plain data, safe to print: no secret values.
+
+    The client secret is never loaded here — only whether its file is present; a password inside the
+    Redis URL is replaced by ``***``.
+    """
+    data = config.model_dump(mode="json", by_alias=True)
+    url = data["mirror"]["quotas"].get("redisUrl")
+    if url:
+        data["mirror"]["quotas"]["redisUrl"] = re.sub(r"//([^@/]*)@", "//***@", url)
+    data["authority"]["clientSecretPresent"] = config.authority.client_secret_file.is_file()
+    return data

@@ -1,0 +1,289 @@
+"""The mirror server's ASGI application: ``create_app(config)``.
+
+Raw ASGI all the way down (this is the benchmark path — no router objects, no per-request Request
+instances); one concern per middleware, outermost first:
+
+    AccessLogMiddleware   request id, timing, metrics, one JSON log line
+    DomainMiddleware      product, domain, route (404/400/405 decided here)
+    AuthMiddleware        principal or 401/403                  (stella_mirror.server.middleware.auth)
+    QuotaMiddleware       hourly budgets, RateLimit-* / 429     (stella_mirror.server.middleware.quotas)
+    CachingMiddleware     Cache-Control by route class
+    Router                routes_concelier / routes_excititor / routes_ops
+
+Configuration-derived state lives in one immutable :class:`~stella_mirror.server.state.ServerState`;
+:meth:`MirrorApp.reload` (SIGHUP) builds a new one — re-reading the configuration, htpasswd files, JWKS and,
+through reload hooks, TLS certificates — and swaps it in one assignment, so requests in flight finish with
+the state they started with and no request is refused while reloading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+from stella_mirror.config import MirrorConfig
+from stella_mirror.errors import StellaMirrorError
+from stella_mirror.server import routes_concelier, routes_excititor, routes_ops
+from stella_mirror.server.authn.authenticator import Authenticator, AuthSettings
+from stella_mirror.server.context import CONTEXT_KEY, RequestContext
+from stella_mirror.server.files import FileCache
+from stella_mirror.server.metrics import SNAPSHOT_INTERVAL, Metrics
+from stella_mirror.server.middleware.access_log import AccessLogMiddleware, AccessLogSink
+from stella_mirror.server.middleware.auth import AuthMiddleware
+from stella_mirror.server.middleware.caching import CachingMiddleware
+from stella_mirror.server.middleware.domain import DomainMiddleware, Target
+from stella_mirror.server.middleware.quotas import QuotaMiddleware
+from stella_mirror.server.problems import send_problem
+from stella_mirror.server.quotas.backend import QuotaBackend
+from stella_mirror.server.quotas.memory import MemoryQuotaBackend
+from stella_mirror.server.quotas.redis_backend import RedisQuotaBackend
+from stella_mirror.server.routes_common import JsonCache, Runtime
+from stella_mirror.server.state import NOT_CONFIGURED, ServerState, Service, StateHolder, build_sites
+
+log = logging.getLogger("stella_mirror.server")
+
+ReloadHook = Callable[[MirrorConfig], Callable[[], None]]
+"""Called with the new configuration before the swap; returns the commit step (raise to abort the reload)."""
+
+
+def _authenticator(config: MirrorConfig, state_policies: list[Any]) -> Authenticator | None:
+    auth = config.authority
+    settings = AuthSettings(
+        issuer=auth.issuer,
+        audiences=tuple(auth.audiences),
+        jwks_file=auth.jwks_file,
+        jwks_url=auth.jwks_url,
+        leeway_seconds=auth.leeway_seconds,
+        basic_cache_ttl_seconds=auth.basic_cache_ttl_seconds,
+        require_authentication=auth.require_authentication,
+    )
+    return Authenticator(settings, state_policies)
+
+
+def _quota_backend(config: MirrorConfig, previous: ServerState | None) -> QuotaBackend | None:
+    if previous is not None and previous.config.mirror.quotas == config.mirror.quotas:
+        return previous.quota_backend  # keep the counts across reloads
+    quotas = config.mirror.quotas
+    if quotas.backend == "redis":
+        assert quotas.redis_url is not None
+        return RedisQuotaBackend(quotas.redis_url, fail_mode=quotas.fail_mode)
+    return MemoryQuotaBackend()
+
+
+def build_state(
+    config: MirrorConfig, service: Service | None = None, previous: ServerState | None = None
+) -> ServerState:
+    """A complete state generation (raises :class:`StellaMirrorError` on invalid files)."""
+    sites, problems = build_sites(config, service)
+    state = ServerState(config=config, sites=sites, problems=problems,
+                        generation=previous.generation + 1 if previous else 0)
+    authenticator = _authenticator(config, state.all_policies())
+    backend = _quota_backend(config, previous)
+    return ServerState(config=config, sites=sites, authenticator=authenticator, quota_backend=backend,
+                       generation=state.generation, problems=problems)
+
+
+def report_problems(state: ServerState) -> None:
+    """Log configuration problems; a missing export root is logged with the runbook's exact line."""
+    for problem in state.problems:
+        product, _, message = problem.partition(": ")
+        if message == NOT_CONFIGURED:
+            logging.getLogger(f"stella_mirror.{product}").error(NOT_CONFIGURED)
+        else:
+            log.error("%s", problem)
+
+
+class Router:
+    """Innermost ASGI app: dispatches on the target the domain middleware parsed."""
+
+    def __init__(self, rt: Runtime, metrics: Metrics | None) -> None:
+        self.rt = rt
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx = scope.get(CONTEXT_KEY)
+        target = ctx.extra.get("target") if isinstance(ctx, RequestContext) else None
+        if not isinstance(target, Target) or not isinstance(ctx, RequestContext):
+            await send_problem(send, 404, "not-found", "Not found", "no such route")
+            return
+        if target.product == "concelier":
+            await routes_concelier.serve(scope, send, self.rt, ctx, target)
+        elif target.product == "excititor":
+            await routes_excititor.serve(scope, send, self.rt, ctx, target)
+        else:
+            await routes_ops.serve(scope, send, self.rt, target.handler, self.metrics)
+
+
+class MirrorApp:
+    """The ASGI application (HTTP + lifespan) with its reloadable state."""
+
+    def __init__(
+        self,
+        config: MirrorConfig,
+        loader: Callable[[], MirrorConfig] | None = None,
+        service: Service | None = None,
+        metrics_dir: Path | None = None,
+        handle_sighup: bool = False,
+    ) -> None:
+        self.loader = loader
+        self.service = service
+        self.handle_sighup = handle_sighup
+        self.reload_hooks: list[ReloadHook] = []
+        state = build_state(config, service)
+        report_problems(state)
+        self.holder = StateHolder(state)
+        self.metrics = Metrics(metrics_dir) if config.mirror.metrics else None
+        self.sink = self._sink(config.mirror.access_log)
+        self.runtime = Runtime(lambda: self.holder.current, FileCache(), JsonCache(), config.mirror.sendfile)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.pipeline = self._build_pipeline(config)
+
+    @staticmethod
+    def _sink(target: str) -> AccessLogSink | None:
+        return None if target.lower() == "off" else AccessLogSink(target)
+
+    def _current_backend(self) -> QuotaBackend:
+        backend = self.holder.current.quota_backend
+        assert backend is not None  # the quota middleware is only installed with its module
+        return backend
+
+    def _current_authenticator(self) -> Authenticator:
+        authenticator = self.holder.current.authenticator
+        assert authenticator is not None
+        return authenticator
+
+    def _build_pipeline(self, config: MirrorConfig) -> Any:
+        metrics = self.metrics
+        app: Any = CachingMiddleware(Router(self.runtime, metrics))
+        app = QuotaMiddleware(
+            app,
+            backend=self._current_backend,
+            window_seconds=config.mirror.quotas.window_seconds,
+            on_reject=metrics.quota_rejected if metrics else None,
+            on_unavailable=metrics.quota_degraded if metrics else None,
+        )
+        app = AuthMiddleware(app, authenticator=self._current_authenticator,
+                             on_failure=metrics.auth_failure if metrics else None)
+        app = DomainMiddleware(app, lambda: self.holder.current)
+        return AccessLogMiddleware(app, lambda: self.sink, metrics)
+
+    @property
+    def state(self) -> ServerState:
+        return self.holder.current
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        await self.pipeline(scope, receive, send)
+
+    # --- lifespan ----------------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        """Start the log flusher and metrics snapshots; install the SIGHUP handler when asked to."""
+        if self.sink is not None:
+            self._tasks.append(asyncio.create_task(self._flush_loop()))
+        if self.metrics is not None and self.metrics.snapshot_dir is not None:
+            self._tasks.append(asyncio.create_task(self._snapshot_loop()))
+        if self.handle_sighup:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.handle_sighup:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        if self.sink is not None:
+            self.sink.close()
+        if self.metrics is not None:
+            self.metrics.write_snapshot()
+        backend = self.holder.current.quota_backend
+        if backend is not None:
+            with contextlib.suppress(Exception):
+                await backend.close()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            sink = self.sink
+            if sink is not None:
+                sink.flush()
+
+    async def _snapshot_loop(self) -> None:
+        assert self.metrics is not None
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            self.metrics.write_snapshot()
+
+    # --- reload ------------------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read configuration, htpasswd files, JWKS and certificates; swap atomically. False on failure
+        (the previous state stays in force and the reason is logged)."""
+        if self.loader is None:
+            log.warning("reload requested but the configuration source is unknown; nothing reloaded")
+            return False
+        previous = self.holder.current
+        try:
+            config = self.loader()
+            state = build_state(config, self.service, previous)
+            commits = [hook(config) for hook in self.reload_hooks]
+        except (StellaMirrorError, OSError, ValueError) as exc:
+            log.error("reload failed, keeping the previous configuration: %s", exc)
+            if self.metrics is not None:
+                self.metrics.reload(False)
+            return False
+        for commit in commits:
+            commit()
+        self.holder.current = state
+        if config.mirror.access_log != previous.config.mirror.access_log:
+            old, self.sink = self.sink, self._sink(config.mirror.access_log)
+            if old is not None:
+                old.close()
+        elif self.sink is not None:
+            self.sink.reopen()
+        if state.quota_backend is not previous.quota_backend and previous.quota_backend is not None:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().create_task(previous.quota_backend.close())
+        for key in ("host", "port", "workers", "sendfile"):
+            if getattr(config.mirror, key) != getattr(previous.config.mirror, key):
+                log.warning("mirror.%s changed; it takes effect on restart, not on reload", key)
+        report_problems(state)
+        log.info("configuration reloaded (generation %d)", state.generation)
+        if self.metrics is not None:
+            self.metrics.reload(True)
+        return True
+
+
+def create_app(
+    config: MirrorConfig,
+    loader: Callable[[], MirrorConfig] | None = None,
+    service: Service | None = None,
+    metrics_dir: Path | None = None,
+    handle_sighup: bool = False,
+) -> MirrorApp:
+    """Build the ASGI application for ``config`` (raises ConfigError on unreadable htpasswd/JWKS files)."""
+    return MirrorApp(config, loader, service, metrics_dir, handle_sighup)

@@ -1,0 +1,425 @@
+"""File responses with the HTTP semantics of DESIGN §5: strong ETag, Last-Modified, 304, HEAD, Range, encodings.
+
+* **ETag** is ``"<sha256 hex of the bytes served>"`` — the digest the signed metadata lists for the file —
+  computed once per file version and cached by ``(device, inode, mtime, size)``. A precompressed variant
+  is another representation, so its ETag is the digest of its own bytes with the coding appended
+  (``"<hex>-zstd"`` / ``"<hex>-gzip"``).
+* **Conditional requests**: ``If-None-Match`` (weak comparison, ``*``) wins over ``If-Modified-Since``;
+  both answer ``304`` with the validators and no body.
+* **Range**: one ``bytes=`` range (``a-b``, ``a-``, ``-n``) answers ``206`` with ``Content-Range``; an
+  unsatisfiable one ``416`` with ``Content-Range: bytes */<size>``. Several ranges are answered with the
+  whole representation (``200``) — allowed by RFC 9110 §14.2 and what CDNs expect; a malformed header is
+  ignored likewise. ``If-Range`` with a different validator also yields the whole representation.
+* **Encodings**: ``<file>.zst`` and ``<file>.gz`` written beside a payload (see :func:`precompress`) are
+  chosen by ``Accept-Encoding`` with q-values; responses carry ``Vary: Accept-Encoding``.
+* **Bodies**: small files (≤ 256 KiB) are served from an in-memory cache keyed by the file version; larger
+  ones are read with ``pread`` in 1 MiB chunks from the descriptor opened for this request (or sent with
+  ``os.sendfile`` through :mod:`stella_mirror.server.zerocopy` when enabled and the connection is plain TCP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import stat
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from pathlib import Path
+
+import zstandard
+from starlette.types import Scope, Send
+
+from stella_mirror.server.exports import ExportNotFound, open_file
+from stella_mirror.server.zerocopy import EXTENSION as ZEROCOPY_EXTENSION
+from stella_mirror.server.zerocopy import MESSAGE as ZEROCOPY_MESSAGE
+
+SMALL_FILE_LIMIT = 256 * 1024
+CHUNK = 1024 * 1024
+_SMALL_CACHE_BYTES = 64 * 1024 * 1024
+_DIGEST_CACHE_ENTRIES = 4096
+
+ENCODINGS: tuple[tuple[str, str], ...] = (("zstd", ".zst"), ("gzip", ".gz"))
+"""Content codings we serve precompressed, in server preference order, with their file suffixes."""
+
+CONTENT_TYPES = {
+    ".json": b"application/json",
+    ".jws": b"application/jose",
+    ".sig": b"text/plain; charset=us-ascii",
+    ".jsonl": b"application/x-ndjson",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """Identity of one file version: changes whenever the bytes could have."""
+
+    dev: int
+    ino: int
+    mtime_ns: int
+    size: int
+
+
+class FileCache:
+    """Digests of file versions and the bytes of small ones; bounded, shared by all requests."""
+
+    def __init__(self, small_bytes: int = _SMALL_CACHE_BYTES) -> None:
+        self._small: OrderedDict[Version, tuple[bytes, str]] = OrderedDict()
+        self._small_total = 0
+        self._small_limit = small_bytes
+        self._digests: OrderedDict[Version, str] = OrderedDict()
+        self._pending: dict[Version, asyncio.Future[str]] = {}
+
+    def small(self, fd: int, version: Version) -> tuple[bytes, str]:
+        """The bytes and hex digest of a small file (read once per version)."""
+        hit = self._small.get(version)
+        if hit is not None:
+            return hit
+        data = os.pread(fd, version.size, 0)
+        if len(data) != version.size:
+            raise ExportNotFound("file changed while reading")
+        entry = (data, hashlib.sha256(data).hexdigest())
+        self._small[version] = entry
+        self._small_total += len(data)
+        while self._small_total > self._small_limit and self._small:
+            _, (old, _) = self._small.popitem(last=False)
+            self._small_total -= len(old)
+        return entry
+
+    async def digest(self, fd: int, version: Version) -> str:
+        """The hex digest of a large file, computed once (in a thread) per version."""
+        hit = self._digests.get(version)
+        if hit is not None:
+            return hit
+        pending = self._pending.get(version)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[str] = loop.create_future()
+        self._pending[version] = fut
+        try:
+            value = await loop.run_in_executor(None, _hash_fd, os.dup(fd), version.size)
+            fut.set_result(value)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: a concurrent waiter may not exist
+            raise
+        finally:
+            del self._pending[version]
+        self._digests[version] = value
+        if len(self._digests) > _DIGEST_CACHE_ENTRIES:
+            self._digests.popitem(last=False)
+        return value
+
+
+def _hash_fd(fd: int, size: int) -> str:
+    try:
+        h = hashlib.sha256()
+        offset = 0
+        while offset < size:
+            block = os.pread(fd, CHUNK * 4, offset)
+            if not block:
+                break
+            h.update(block)
+            offset += len(block)
+        return h.hexdigest()
+    finally:
+        os.close(fd)
+
+
+# --- request header parsing ------------------------------------------------------------------------
+
+
+def parse_accept_encoding(value: str | None) -> dict[str, float]:
+    """``Accept-Encoding`` as ``{coding: q}`` (lower-case); malformed members are skipped."""
+    out: dict[str, float] = {}
+    if not value:
+        return out
+    for member in value.split(",")[:32]:
+        parts = member.strip().split(";")
+        coding = parts[0].strip().lower()
+        if not coding:
+            continue
+        q = 1.0
+        for param in parts[1:]:
+            name, _, val = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(val.strip())
+                except ValueError:
+                    q = 0.0
+                if not 0.0 <= q <= 1.0:
+                    q = 0.0
+        out[coding] = q
+    return out
+
+
+def choose_encodings(accept: dict[str, float]) -> list[tuple[str, str]]:
+    """Codings acceptable to the client, best first (q, then our preference); identity is implicit."""
+    if not accept:
+        return []
+    star = accept.get("*")
+    ranked = []
+    for pref, (coding, suffix) in enumerate(ENCODINGS):
+        q = accept.get(coding, star if star is not None else 0.0)
+        if coding == "gzip" and "x-gzip" in accept and coding not in accept:
+            q = accept["x-gzip"]
+        if q > 0:
+            ranked.append((-q, pref, coding, suffix))
+    ranked.sort()
+    return [(coding, suffix) for _, _, coding, suffix in ranked]
+
+
+def parse_range(value: str, size: int) -> tuple[int, int] | bool | None:
+    """One ``bytes=`` range → ``(start, end_inclusive)``; ``None`` to ignore (malformed or several ranges);
+    ``False`` when syntactically fine but unsatisfiable (→ 416)."""
+    unit, _, spec = value.partition("=")
+    if unit.strip().lower() != "bytes" or not spec or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    first, last = first.strip(), last.strip()
+    if (first and not first.isdigit()) or (last and not last.isdigit()) or len(first) > 19 or len(last) > 19:
+        return None
+    if not first:
+        if not last:
+            return None
+        n = int(last)
+        if n == 0 or size == 0:
+            return False
+        return (max(size - n, 0), size - 1)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None
+    if start >= size:
+        return False
+    return (start, min(end, size - 1))
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """Weak comparison (RFC 9110 §13.1.2) of an ``If-None-Match`` list against our strong ETag."""
+    if header.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(candidate.strip().removeprefix("W/") == bare for candidate in header.split(","))
+
+
+def http_date(ts: float) -> str:
+    return formatdate(ts, usegmt=True)
+
+
+def _not_modified_since(header: str, mtime: float) -> bool:
+    try:
+        since = parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if since is None or since.tzinfo is None:
+        return False
+    return int(mtime) <= since.timestamp()
+
+
+def content_type_for(name: str) -> bytes:
+    for ext, ctype in CONTENT_TYPES.items():
+        if name.endswith(ext):
+            return ctype
+    return b"application/octet-stream"
+
+
+# --- serving -----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Representation:
+    """One opened representation of a file (identity or a precompressed variant)."""
+
+    fd: int
+    version: Version
+    mtime: float
+    encoding: str | None
+
+
+def _version(fd: int) -> tuple[Version, float]:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise ExportNotFound("not found")
+    return Version(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size), st.st_mtime
+
+
+def open_representation(
+    dir_fd: int, parts: tuple[str, ...], accept_encoding: str | None, negotiate: bool
+) -> Representation:
+    """Open the best representation of ``parts`` under ``dir_fd`` for this ``Accept-Encoding``."""
+    if negotiate and accept_encoding:
+        for coding, suffix in choose_encodings(parse_accept_encoding(accept_encoding)):
+            try:
+                fd = open_file(dir_fd, (*parts[:-1], parts[-1] + suffix))
+            except ExportNotFound:
+                continue
+            version, mtime = _version(fd)
+            return Representation(fd, version, mtime, coding)
+    fd = open_file(dir_fd, parts)
+    version, mtime = _version(fd)
+    return Representation(fd, version, mtime, None)
+
+
+def _headers(scope_headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    wanted = {b"if-none-match", b"if-modified-since", b"range", b"if-range"}
+    return {k: v for k, v in scope_headers if k in wanted}
+
+
+async def send_representation(
+    scope: Scope,
+    send: Send,
+    rep: Representation,
+    cache: FileCache,
+    content_type: bytes,
+    extra_headers: list[tuple[bytes, bytes]],
+    negotiate: bool,
+    use_sendfile: bool,
+) -> None:
+    """Answer a GET/HEAD for an opened representation (closes nothing: the caller owns ``rep.fd``)."""
+    size = rep.version.size
+    body: bytes | None = None
+    if size <= SMALL_FILE_LIMIT:
+        body, hexdigest = cache.small(rep.fd, rep.version)
+    else:
+        hexdigest = await cache.digest(rep.fd, rep.version)
+    etag = f'"{hexdigest}-{rep.encoding}"' if rep.encoding else f'"{hexdigest}"'
+    last_modified = http_date(rep.mtime)
+    headers: list[tuple[bytes, bytes]] = [
+        (b"etag", etag.encode()),
+        (b"last-modified", last_modified.encode()),
+        *extra_headers,
+    ]
+    if negotiate:
+        headers.append((b"vary", b"Accept-Encoding"))
+    req = _headers(scope["headers"])
+    inm = req.get(b"if-none-match")
+    ims = req.get(b"if-modified-since")
+    if (inm is not None and _etag_matches(inm.decode("latin-1"), etag)) or (
+        inm is None and ims is not None and _not_modified_since(ims.decode("latin-1"), rep.mtime)
+    ):
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers.append((b"content-type", content_type))
+    headers.append((b"accept-ranges", b"bytes"))
+    if rep.encoding:
+        headers.append((b"content-encoding", rep.encoding.encode()))
+    status = 200
+    start, end = 0, size - 1
+    range_header = req.get(b"range")
+    if range_header is not None:
+        if_range = req.get(b"if-range")
+        honour = if_range is None or if_range.decode("latin-1").strip() in (etag, last_modified)
+        parsed = parse_range(range_header.decode("latin-1"), size) if honour else None
+        if parsed is False:
+            headers.append((b"content-range", f"bytes */{size}".encode()))
+            headers = [(k, v) for k, v in headers if k not in (b"content-type", b"content-encoding")]
+            problem = (
+                b'{"type":"https://stella-ops.org/problems/range-not-satisfiable",'
+                b'"title":"Range not satisfiable","status":416}'
+            )
+            headers += [(b"content-type", b"application/problem+json"), (b"content-length", b"%d" % len(problem))]
+            await send({"type": "http.response.start", "status": 416, "headers": headers})
+            await send({"type": "http.response.body", "body": problem})
+            return
+        if isinstance(parsed, tuple):
+            start, end = parsed
+            status = 206
+            headers.append((b"content-range", f"bytes {start}-{end}/{size}".encode()))
+    length = end - start + 1 if size else 0
+    headers.append((b"content-length", b"%d" % length))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    if scope["method"] == "HEAD" or length == 0:
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if body is not None:
+        chunk = body if length == size else body[start : end + 1]
+        await send({"type": "http.response.body", "body": chunk})
+        return
+    extensions = scope.get("extensions") or {}
+    if use_sendfile and ZEROCOPY_EXTENSION in extensions:
+        await send(
+            {"type": ZEROCOPY_MESSAGE, "file": rep.fd, "offset": start, "count": length, "more_body": False}
+        )
+        return
+    offset = start
+    remaining = length
+    while remaining > 0:
+        block = os.pread(rep.fd, min(CHUNK, remaining), offset)
+        if not block:
+            raise ExportNotFound("file shrank while serving")
+        offset += len(block)
+        remaining -= len(block)
+        await send({"type": "http.response.body", "body": block, "more_body": remaining > 0})
+
+
+async def send_bytes(
+    scope: Scope,
+    send: Send,
+    data: bytes,
+    hexdigest: str,
+    content_type: bytes,
+    extra_headers: list[tuple[bytes, bytes]],
+    last_modified: float | None = None,
+) -> None:
+    """Answer with generated bytes (e.g. a JSON document), with ETag/304/HEAD but no Range."""
+    etag = f'"{hexdigest}"'
+    headers: list[tuple[bytes, bytes]] = [(b"etag", etag.encode()), *extra_headers]
+    if last_modified is not None:
+        headers.append((b"last-modified", http_date(last_modified).encode()))
+    req = _headers(scope["headers"])
+    inm = req.get(b"if-none-match")
+    ims = req.get(b"if-modified-since")
+    if (inm is not None and _etag_matches(inm.decode("latin-1"), etag)) or (
+        inm is None and ims is not None and last_modified is not None
+        and _not_modified_since(ims.decode("latin-1"), last_modified)
+    ):
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers += [(b"content-type", content_type), (b"content-length", b"%d" % len(data))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else data})
+
+
+# --- precompression ---------------------------------------------------------------------------------
+
+COMPRESSIBLE = (".json", ".jsonl")
+
+
+def precompress(path: Path, levels: tuple[int, int] = (19, 9)) -> list[Path]:
+    """Write ``<path>.zst`` and ``<path>.gz`` beside ``path`` (atomically) and return them.
+
+    Meant for staging directories and operator-owned copies — never run against a read-only export root
+    mount. Output is deterministic (gzip without a timestamp), so repeated runs give identical bytes.
+    """
+    from stella_mirror.bundle.files import open_atomic
+
+    zst_level, gz_level = levels
+    out: list[Path] = []
+    for suffix, make in ((".zst", lambda: zstandard.ZstdCompressor(level=zst_level, write_checksum=True).compressobj()),
+                         (".gz", lambda: zlib.compressobj(gz_level, zlib.DEFLATED, 31))):
+        target = path.with_name(path.name + suffix)
+        comp = make()
+        with path.open("rb") as src, open_atomic(target) as dst:
+            while block := src.read(CHUNK):
+                dst.write(comp.compress(block))
+            dst.write(comp.flush())
+        out.append(target)
+    return out
+
+
+def precompress_tree(root: Path, min_size: int = 1024) -> list[Path]:
+    """Precompress every JSON payload (and index) under ``root`` of at least ``min_size`` bytes."""
+    written: list[Path] = []
+    for path in sorted(root.rglob("*")):
+        regular = path.is_file() and not path.is_symlink()
+        if regular and path.name.endswith(COMPRESSIBLE) and path.stat().st_size >= min_size:
+            written += precompress(path)
+    return written

@@ -1,0 +1,228 @@
+"""Access-log middleware: one JSON line per request (fit for a SIEM) and the per-request metrics.
+
+It is the outermost middleware: it creates the :class:`RequestContext` (request id, client, host, user
+agent — read in one pass over the headers), times the whole request, counts status and body bytes, echoes
+``X-Request-ID`` and, when the request finishes, records metrics and writes the log line::
+
+    {"time":"2025-01-01T00:00:00.123Z","requestId":"…","client":"10.0.0.1","method":"GET",
+     "path":"/concelier/exports/mirror/primary/bundle.json","route":"concelier.bundle","product":"concelier",
+     "domain":"primary","principal":"alice","auth":"basic","status":200,"bytes":20971520,"durationMs":12.3,
+     "userAgent":"curl/8.5.0","host":"mirror-primary.example","exportId":"20250101T000000Z",
+     "encoding":"zstd","range":"bytes=0-99","conditional":true}
+
+The principal is a user name or token subject — never a password, token or hash; the ``Authorization``
+header is never read here. Lines are buffered and flushed every half second (and at shutdown), so logging
+costs one ``orjson.dumps`` per request, not a system call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stella_mirror.server.context import CONTEXT_KEY, RequestContext
+from stella_mirror.server.metrics import Metrics
+from stella_mirror.server.middleware.domain import normalise_host
+from stella_mirror.server.problems import problem_body
+from stella_mirror.server.zerocopy import MESSAGE as ZEROCOPY_MESSAGE
+
+log = logging.getLogger("stella_mirror.server")
+
+FLUSH_INTERVAL = 0.5
+_BUFFER_LIMIT = 256 * 1024
+_MAX_FIELD = 1024
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def _clean_request_id(value: bytes) -> str | None:
+    text = value.decode("latin-1")
+    if 0 < len(text) <= 128 and all(c in _ID_CHARS for c in text):
+        return text
+    return None
+
+
+class AccessLogSink:
+    """Buffered JSON-lines output to stdout (``-``) or an append-only file."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._stream: IO[bytes]
+        if target == "-":
+            self._stream = sys.stdout.buffer
+            self._owned = False
+        else:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            self._stream = os.fdopen(fd, "ab", buffering=0)
+            self._owned = True
+        self._buf: list[bytes] = []
+        self._size = 0
+        self._second = -1
+        self._prefix = ""
+
+    def timestamp(self, now: float) -> str:
+        """RFC 3339 UTC with milliseconds; the seconds part is formatted once per second."""
+        sec = int(now)
+        if sec != self._second:
+            self._second = sec
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._prefix}.{int((now - sec) * 1000):03d}Z"
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = orjson.dumps(record) + b"\n"
+        self._buf.append(line)
+        self._size += len(line)
+        if self._size >= _BUFFER_LIMIT:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        data = b"".join(self._buf)
+        self._buf.clear()
+        self._size = 0
+        try:
+            self._stream.write(data)
+            self._stream.flush()
+        except OSError as exc:  # a full disk must not take requests down with it
+            log.error("access log write failed: %s", exc.strerror)
+
+    def reopen(self) -> None:
+        """Reopen a file target (after log rotation); called on reload."""
+        self.flush()
+        if self._owned:
+            old = self._stream
+            fd = os.open(self.target, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            self._stream = os.fdopen(fd, "ab", buffering=0)
+            old.close()
+
+    def close(self) -> None:
+        self.flush()
+        if self._owned:
+            self._stream.close()
+
+    async def run_flusher(self) -> None:
+        """Flush periodically until cancelled."""
+        try:
+            while True:
+                await asyncio.sleep(FLUSH_INTERVAL)
+                self.flush()
+        finally:
+            self.flush()
+
+
+class AccessLogMiddleware:
+    """Outermost raw ASGI middleware: context, timing, metrics and the access log."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        sink: Callable[[], AccessLogSink | None],
+        metrics: Metrics | None,
+    ) -> None:
+        self.app = app
+        self.sink = sink
+        self.metrics = metrics
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{secrets.token_hex(4)}{os.getpid():x}-"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        client = scope.get("client")
+        ctx = RequestContext(request_id="", client=client[0] if client else "")
+        extra = ctx.extra
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                extra["host"] = normalise_host(value)
+            elif name == b"user-agent":
+                extra["ua"] = value[:256].decode("latin-1")
+            elif name == b"x-request-id":
+                request_id = _clean_request_id(value)
+            elif name == b"range":
+                extra["range"] = value[:64].decode("latin-1")
+            elif name in (b"if-none-match", b"if-modified-since"):
+                extra["conditional"] = True
+        ctx.request_id = request_id or f"{self._id_prefix}{next(self._ids):x}"
+        scope[CONTEXT_KEY] = ctx
+        rid_header = (b"x-request-id", ctx.request_id.encode())
+        status = 0
+        nbytes = 0
+
+        async def send_logged(message: Message) -> None:
+            nonlocal status, nbytes
+            kind = message["type"]
+            if kind == "http.response.body":
+                nbytes += len(message.get("body", b""))
+            elif kind == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            elif kind == ZEROCOPY_MESSAGE:
+                nbytes += int(message.get("count") or 0)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_logged)
+        except Exception:
+            log.exception("unhandled error answering %s (request %s)", ctx.route or "-", ctx.request_id)
+            if status == 0:
+                body = problem_body(500, "internal", "Internal server error", "", "")
+                with contextlib.suppress(Exception):
+                    await send_logged({"type": "http.response.start", "status": 500, "headers": [
+                        (b"content-type", b"application/problem+json"),
+                        (b"content-length", b"%d" % len(body)), (b"cache-control", b"no-store")]})
+                    await send_logged({"type": "http.response.body", "body": body})
+            else:
+                raise
+        finally:
+            elapsed = time.perf_counter() - started
+            if self.metrics is not None:
+                self.metrics.observe(ctx, status, nbytes, elapsed)
+            sink = self.sink()
+            if sink is not None:
+                self._write(sink, scope, ctx, status, nbytes, elapsed)
+
+    @staticmethod
+    def _write(
+        sink: AccessLogSink, scope: Scope, ctx: RequestContext, status: int, nbytes: int, elapsed: float
+    ) -> None:
+        extra = ctx.extra
+        principal = ctx.principal
+        raw = scope.get("raw_path") or b""
+        record: dict[str, Any] = {
+            "time": sink.timestamp(time.time()),
+            "requestId": ctx.request_id,
+            "client": ctx.client,
+            "method": scope["method"][:16],
+            "path": raw[:_MAX_FIELD].decode("latin-1"),
+            "route": ctx.route or "-",
+            "product": ctx.product,
+            "domain": ctx.domain.domain_id if ctx.domain is not None else None,
+            "principal": principal.name if principal is not None else None,
+            "auth": principal.method if principal is not None else None,
+            "status": status,
+            "bytes": nbytes,
+            "durationMs": round(elapsed * 1000, 3),
+            "userAgent": extra.get("ua"),
+            "host": extra.get("host"),
+        }
+        for key in ("exportId", "encoding", "range", "conditional"):
+            value = extra.get(key)
+            if value is not None:
+                record[key] = value
+        if "quota" in extra:
+            record["quotaRemaining"] = getattr(extra["quota"], "remaining", None)
+        sink.write(record)

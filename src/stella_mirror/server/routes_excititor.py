@@ -1,0 +1,127 @@
+"""Excititor routes: the domain list, each domain's signed index, export metadata and artifacts (S4).
+
+    GET /excititor/mirror/domains                                      configured domains + index summaries
+    GET /excititor/mirror[/@<id>]/<domain>/index (+ index.jws, index.sig)   the domain's index.json bytes
+        alias /excititor/mirror/domains/<domain>/index
+    GET /excititor/mirror[/@<id>]/<domain>/exports/<exportKey>              the index entry (JSON)
+    GET /excititor/mirror[/@<id>]/<domain>/exports/<exportKey>/download     the artifact bytes
+        …/download.jws, …/download.sig                                    its detached JWS and .sig
+
+The artifact's location comes from the signed index entry (``path``, relative to the domain directory);
+each of its segments is checked like a request segment before anything is opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+from starlette.types import Scope, Send
+
+from stella_mirror.server.context import RequestContext
+from stella_mirror.server.exports import ExportNotFound, RootUnavailable, safe_segment
+from stella_mirror.server.files import send_bytes
+from stella_mirror.server.middleware.domain import Target, request_host
+from stella_mirror.server.routes_common import Runtime, export_unavailable, not_found, read_json, serve_file
+from stella_mirror.server.state import NOT_CONFIGURED
+
+JSON = b"application/json"
+
+
+def _entry(index: Any, export_key: str) -> dict[str, Any] | None:
+    exports = index.get("exports") if isinstance(index, dict) else None
+    if not isinstance(exports, list):
+        return None
+    for entry in exports:
+        if isinstance(entry, dict) and entry.get("exportKey") == export_key:
+            return entry
+    return None
+
+
+def _summary(doc: Any) -> dict[str, Any] | None:
+    if not isinstance(doc, dict):
+        return None
+    raw = doc.get("exports")
+    exports: list[Any] = raw if isinstance(raw, list) else []
+    return {
+        "exportId": doc.get("exportId"),
+        "sequence": doc.get("sequence"),
+        "generatedAt": doc.get("generatedAt"),
+        "expiresAt": doc.get("expiresAt"),
+        "exportCount": len(exports),
+        "exportKeys": [e.get("exportKey") for e in exports if isinstance(e, dict)],
+    }
+
+
+async def serve(scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, target: Target) -> None:
+    """Answer every ``excititor.*`` target."""
+    site = rt.state().site("excititor")
+    if site.resolver is None:
+        await export_unavailable(send, NOT_CONFIGURED)
+        return
+    try:
+        with site.resolver.open(target.pin) as export:
+            if target.handler == "excititor.index":
+                await serve_file(scope, send, rt, ctx, export.dir_fd, export.export_id, target.parts)
+            elif target.handler == "excititor.domains":
+                await _domains(scope, send, rt, ctx, export.dir_fd, export.export_id)
+            else:
+                await _export(scope, send, rt, ctx, target, export.dir_fd, export.export_id)
+    except ExportNotFound as exc:
+        await not_found(send, exc.reason)
+    except RootUnavailable as exc:
+        await export_unavailable(send, str(exc))
+
+
+async def _export(
+    scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, target: Target, dir_fd: int, export_id: str
+) -> None:
+    assert target.domain_id is not None and target.export_key is not None
+    try:
+        index, mtime = read_json(dir_fd, ("mirror", target.domain_id, "index.json"), rt)
+    except ValueError:
+        await export_unavailable(send, f"the index of domain {target.domain_id} is not valid JSON")
+        return
+    entry = _entry(index, target.export_key)
+    if entry is None:
+        await not_found(send, f"no export {target.export_key!r} in domain {target.domain_id}")
+        return
+    ctx.extra["exportId"] = export_id
+    if target.handler == "excititor.export":
+        body = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS) + b"\n"
+        await send_bytes(scope, send, body, hashlib.sha256(body).hexdigest(), JSON,
+                         [(b"x-mirror-export-id", export_id.encode())], mtime)
+        return
+    rel = entry.get("path")
+    parts = tuple(rel.split("/")) if isinstance(rel, str) else ()
+    if not parts or not all(safe_segment(p) for p in parts):
+        await not_found(send, f"export {target.export_key!r} has no servable path")
+        return
+    parts = ("mirror", target.domain_id, *parts[:-1], parts[-1] + target.suffix)
+    await serve_file(scope, send, rt, ctx, dir_fd, export_id, parts)
+
+
+async def _domains(scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, dir_fd: int, export_id: str) -> None:
+    site = rt.state().site("excititor")
+    host = request_host(ctx)
+    items = []
+    for policy in site.domains.values():
+        if policy.hostnames and host not in policy.hostnames:
+            continue
+        try:
+            doc, _ = read_json(dir_fd, ("mirror", policy.domain_id, "index.json"), rt)
+            summary = _summary(doc)
+        except (ExportNotFound, ValueError):
+            summary = None
+        items.append({
+            "domainId": policy.domain_id,
+            "displayName": policy.display_name,
+            "requireAuthentication": policy.require_authentication,
+            "index": f"/excititor/mirror/{policy.domain_id}/index",
+            "summary": summary,
+        })
+    body = orjson.dumps({"exportId": export_id, "domains": items}, option=orjson.OPT_SORT_KEYS) + b"\n"
+    ctx.extra["exportId"] = export_id
+    await send_bytes(scope, send, body, hashlib.sha256(body).hexdigest(), JSON,
+                     [(b"x-mirror-export-id", export_id.encode())])

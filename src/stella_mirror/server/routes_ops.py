@@ -1,0 +1,128 @@
+"""Operations routes: ``/healthz`` (alive), ``/readyz`` (able to serve), ``/metrics`` (Prometheus).
+
+Readiness (S16) holds when every served product has an export root configured, it is readable, ``latest``
+names an export, and the active index parses (Concelier ``mirror/index.json``; for Excititor each configured
+domain's ``mirror/<domain>/index.json``). Otherwise ``503`` problem+json lists the reasons — with no export
+root it says exactly ``Mirror export root is not configured`` — while ``/healthz`` stays ``200``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from starlette.types import Scope, Send
+
+from stella_mirror.server.exports import ExportNotFound, RootUnavailable
+from stella_mirror.server.metrics import FreshnessSource, Metrics, render
+from stella_mirror.server.problems import send_problem
+from stella_mirror.server.routes_common import Runtime, read_json
+from stella_mirror.server.state import NOT_CONFIGURED, WIDE_DOMAIN_ID, ServerState
+
+_HEALTHY = orjson.dumps({"status": "ok"})
+
+
+def _index_parts(product: str, domain: str) -> tuple[str, ...]:
+    return ("mirror", "index.json") if product == "concelier" else ("mirror", domain, "index.json")
+
+
+def readiness(state: ServerState, rt: Runtime) -> list[str]:
+    """Reasons the server cannot serve (empty when ready)."""
+    reasons: list[str] = []
+    for site in state.sites.values():
+        if not site.served:
+            continue
+        if site.resolver is None:
+            reasons.append(f"{site.product}: {NOT_CONFIGURED}")
+            continue
+        try:
+            with site.resolver.open() as export:
+                doms = [WIDE_DOMAIN_ID] if site.product == "concelier" else list(site.domains)
+                for dom in doms:
+                    try:
+                        doc, _ = read_json(export.dir_fd, _index_parts(site.product, dom), rt)
+                    except ExportNotFound:
+                        reasons.append(f"{site.product}: export {export.export_id} has no index"
+                                       + ("" if dom == WIDE_DOMAIN_ID else f" for domain {dom}"))
+                        continue
+                    except ValueError:
+                        reasons.append(f"{site.product}: the index of export {export.export_id} is not valid JSON")
+                        continue
+                    if not isinstance(doc, dict) or "exportId" not in doc:
+                        reasons.append(f"{site.product}: the index of export {export.export_id} is not an index")
+        except RootUnavailable as exc:
+            reasons.append(f"{site.product}: {exc}")
+    return reasons
+
+
+class ActiveIndexes(FreshnessSource):
+    """Freshness of the active exports, read at scrape time (parsed indexes are cached by file version)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def indexes(self) -> Iterator[tuple[str, str, dict[str, Any] | None]]:
+        state = self.rt.state()
+        for site in state.sites.values():
+            if not site.served or site.resolver is None:
+                continue
+            try:
+                with site.resolver.open() as export:
+                    if site.product == "concelier":
+                        doc = self._doc(export.dir_fd, ("mirror", "index.json"))
+                        names = list(site.domains) or [WIDE_DOMAIN_ID]
+                        for name in names:
+                            yield site.product, name, doc
+                    else:
+                        for name in site.domains:
+                            yield site.product, name, self._doc(export.dir_fd, ("mirror", name, "index.json"))
+            except RootUnavailable:
+                for name in list(site.domains) or [WIDE_DOMAIN_ID]:
+                    yield site.product, name, None
+
+    def _doc(self, dir_fd: int, parts: tuple[str, ...]) -> dict[str, Any] | None:
+        try:
+            doc, _ = read_json(dir_fd, parts, self.rt)
+        except (ExportNotFound, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+
+async def healthz(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(_HEALTHY)),
+        (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": _HEALTHY})
+
+
+async def readyz(send: Send, rt: Runtime) -> None:
+    reasons = readiness(rt.state(), rt)
+    if reasons:
+        await send_problem(send, 503, "not-ready", "Not ready", "; ".join(reasons), {"Retry-After": "10"})
+        return
+    body = orjson.dumps({"status": "ready"})
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+        (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def metrics(send: Send, rt: Runtime, registry: Metrics) -> None:
+    body = render(registry, ActiveIndexes(rt))
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"), (b"content-length", b"%d" % len(body)),
+        (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def serve(scope: Scope, send: Send, rt: Runtime, handler: str, registry: Metrics | None) -> None:
+    """Answer ``ops.*`` targets."""
+    if handler == "ops.healthz":
+        await healthz(send)
+    elif handler == "ops.readyz":
+        await readyz(send, rt)
+    elif registry is not None:
+        await metrics(send, rt, registry)
+    else:
+        await send_problem(send, 404, "not-found", "Not found", "metrics are disabled")

@@ -1,0 +1,305 @@
+"""Running the server: uvicorn (uvloop + httptools), TLS with per-domain certificates by SNI, SIGHUP reload,
+and a small pre-fork supervisor for ``--workers N``.
+
+Why our own supervisor rather than ``uvicorn --workers``: uvicorn's reacts to SIGHUP by *restarting* its
+workers, which closes keep-alive connections mid-flight. Here the parent binds the socket, forks N workers
+that share it, and *forwards* SIGHUP to them; each worker reloads in place (new state swapped atomically,
+certificates loaded into the live TLS contexts), so no connection is dropped. SIGTERM/SIGINT are forwarded
+for a graceful shutdown; a worker that dies unexpectedly is replaced.
+
+TLS: :class:`TlsManager` builds the listening ``SSLContext`` with the default certificate
+(``mirror.tls``) and an ``sni_callback`` that switches the handshake to the context of the domain whose
+host name the client asked for (``<product>.mirror.domains.N.tls``). On reload the default context's chain
+is replaced in place (``load_cert_chain``) and the per-host map is replaced by a freshly built one; new
+handshakes use the new certificates, established connections are untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from stella_mirror.config import MirrorConfig, TlsFiles
+from stella_mirror.errors import ConfigError
+from stella_mirror.server.app import MirrorApp, create_app
+from stella_mirror.server.state import Service
+from stella_mirror.server.zerocopy import ZeroCopyHttpToolsProtocol
+
+log = logging.getLogger("stella_mirror.server")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Process logs (not the access log) to stderr, one line each."""
+    root = logging.getLogger()
+    if not any(getattr(h, "_stella", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler._stella = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+# --- TLS ------------------------------------------------------------------------------------------
+
+
+def _context(files: TlsFiles, key_path: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    _load(ctx, files, key_path)
+    return ctx
+
+
+def _load(ctx: ssl.SSLContext, files: TlsFiles, key_path: str) -> None:
+    assert files.cert_file is not None and files.key_file is not None
+    try:
+        ctx.load_cert_chain(str(files.cert_file), str(files.key_file))
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        where = f"cannot load certificate {files.cert_file} / key {files.key_file}"
+        raise ConfigError(key_path, f"{where}: {reason}") from None
+
+
+@dataclass(frozen=True)
+class _TlsPlan:
+    default: TlsFiles
+    by_host: dict[str, ssl.SSLContext]
+
+
+class TlsManager:
+    """The listening TLS context and the per-host contexts chosen by SNI."""
+
+    def __init__(self, config: MirrorConfig) -> None:
+        plan = self._plan(config)
+        self.context = _context(plan.default, "mirror.tls")
+        self._by_host = plan.by_host
+        self.context.sni_callback = self._sni
+
+    @staticmethod
+    def _plan(config: MirrorConfig) -> _TlsPlan:
+        default = config.mirror.tls
+        if not default.configured:
+            raise ConfigError("mirror.tls", "certFile and keyFile are required for TLS")
+        _context(default, "mirror.tls")  # validate before anything is replaced
+        by_host: dict[str, ssl.SSLContext] = {}
+        for product, mirror in (("concelier", config.concelier.mirror), ("excititor", config.excititor.mirror)):
+            for i, dom in enumerate(mirror.domains):
+                if not dom.tls.configured:
+                    continue
+                ctx = _context(dom.tls, f"{product}.mirror.domains.{i}.tls")
+                for host in dom.hostnames:
+                    by_host.setdefault(host, ctx)
+        return _TlsPlan(default, by_host)
+
+    def _sni(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        if server_name:
+            ctx = self._by_host.get(server_name.lower().rstrip("."))
+            if ctx is not None:
+                sslobj.context = ctx
+
+    def prepare(self, config: MirrorConfig) -> Callable[[], None]:
+        """Reload hook: load and check every certificate now; the returned step makes them live."""
+        if not config.tls_enabled():
+            def keep() -> None:
+                log.warning("TLS cannot be switched off by reload; restart to serve plain HTTP")
+            return keep
+        plan = self._plan(config)
+
+        def commit() -> None:
+            _load(self.context, plan.default, "mirror.tls")
+            self._by_host = plan.by_host
+
+        return commit
+
+    def factory(self, _config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        """``uvicorn.Config(ssl_context_factory=...)``."""
+        return self.context
+
+
+# --- workers --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ServeOptions:
+    """What ``stella-mirror serve`` was asked for (CLI flags over the configuration)."""
+
+    loader: Callable[[], MirrorConfig]
+    host: str | None = None
+    port: int | None = None
+    service: Service | None = None
+    workers: int | None = None
+    pid_file: Path | None = None
+
+
+def _apply(config: MirrorConfig, opts: ServeOptions) -> tuple[str, int, int]:
+    m = config.mirror
+    return (opts.host or m.host, opts.port if opts.port is not None else m.port, opts.workers or m.workers)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, shared by all workers."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError("mirror.port", f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def build_worker_app(opts: ServeOptions, metrics_dir: Path | None) -> tuple[MirrorApp, TlsManager | None]:
+    config = opts.loader()
+    app = create_app(config, opts.loader, opts.service, metrics_dir, handle_sighup=True)
+    tls = TlsManager(config) if config.tls_enabled() else None
+    if tls is not None:
+        app.reload_hooks.append(tls.prepare)
+    return app, tls
+
+
+def _uvicorn_config(app: MirrorApp, tls: TlsManager | None) -> uvicorn.Config:
+    use_zero_copy = app.runtime.use_sendfile and tls is None
+    return uvicorn.Config(
+        app,
+        http=ZeroCopyHttpToolsProtocol if use_zero_copy else "httptools",
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=30,
+        ssl_context_factory=tls.factory if tls is not None else None,
+    )
+
+
+def serve_worker(sock: socket.socket, opts: ServeOptions, metrics_dir: Path | None) -> None:
+    """Run one worker on an already-bound socket until SIGTERM/SIGINT."""
+    app, tls = build_worker_app(opts, metrics_dir)
+    server = uvicorn.Server(_uvicorn_config(app, tls))
+    server.run(sockets=[sock])
+
+
+def _announce(host: str, port: int, config: MirrorConfig, workers: int) -> None:
+    scheme = "https" if config.tls_enabled() else "http"
+    log.info("stella-mirror serving on %s://%s:%d with %d worker(s)", scheme, host, port, workers)
+
+
+def run(opts: ServeOptions) -> int:
+    """``stella-mirror serve``: bind, then serve with one or more workers; returns the exit code."""
+    setup_logging()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until a reload handler is installed
+    config = opts.loader()
+    host, port, workers = _apply(config, opts)
+    # Build once in the parent to fail fast (bad htpasswd, certificates) before forking or binding.
+    app, _ = build_worker_app(opts, None)
+    if app.sink is not None:
+        app.sink.close()
+    del app
+    sock = bind(host, port)
+    pid_file = opts.pid_file or config.mirror.pid_file
+    if pid_file is not None:
+        pid_file.write_text(f"{os.getpid()}\n", encoding="ascii")
+    _announce(host, sock.getsockname()[1], config, workers)
+    try:
+        if workers == 1:
+            serve_worker(sock, opts, None)
+            return 0
+        return _supervise(sock, opts, workers)
+    finally:
+        sock.close()
+        if pid_file is not None:
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
+
+
+def _supervise(sock: socket.socket, opts: ServeOptions, workers: int) -> int:
+    metrics_dir = Path(tempfile.mkdtemp(prefix="stella-mirror-metrics-"))
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 0
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                # Until the worker's event loop installs its reload handler, a SIGHUP must not kill it.
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                serve_worker(sock, opts, metrics_dir)
+            except BaseException:
+                logging.getLogger("stella_mirror.server").exception("worker %d failed", slot)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = slot
+
+    def forward(sig: int, _frame: Any) -> None:
+        nonlocal stopping
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    for slot in range(workers):
+        spawn(slot)
+    try:
+        while children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            if pid not in children:
+                continue
+            slot = children.pop(pid)
+            if not stopping:
+                log.error("worker %d (pid %d) exited with status %d; starting a new one", slot, pid, status)
+                time.sleep(0.2)
+                spawn(slot)
+    finally:
+        for path in metrics_dir.glob("*"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        with contextlib.suppress(OSError):
+            metrics_dir.rmdir()
+    return 0
+
+
+def send_reload(pid_file: Path) -> int:
+    """``stella-mirror reload``: SIGHUP the server named by ``pid_file``; returns its pid."""
+    try:
+        pid = int(pid_file.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        raise ConfigError("mirror.pidFile", f"cannot read a process id from {pid_file}") from None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise ConfigError("mirror.pidFile", f"no process {pid} (from {pid_file}); is the server running?") from None
+    return pid

@@ -1,0 +1,181 @@
+"""Configuration: YAML file + environment with the runbook's names, merge rules, key-path errors, redaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stella_mirror.config import LoadReport, env_to_tree, load_config, merge, redacted
+from stella_mirror.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "mirror.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_runbook_environment_names_nest_case_insensitively() -> None:
+    env = {
+        "CONCELIER__MIRROR__ENABLED": "true",
+        "CONCELIER__MIRROR__EXPORTROOT": "/exports/json",
+        "CONCELIER__MIRROR__REQUIREAUTHENTICATION": "true",
+        "CONCELIER__MIRROR__MAXINDEXREQUESTSPERHOUR": "600",
+        "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
+        "CONCELIER__MIRROR__DOMAINS__0__DISPLAYNAME": "Primary",
+        "CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADREQUESTSPERHOUR": "1200",
+        "CONCELIER__MIRROR__DOMAINS__0__HTPASSWD": "/run/secrets/mirror-primary.htpasswd",
+        "CONCELIER__MIRROR__DOMAINS__0__HOSTNAMES__0": "Mirror-Primary.stella-ops.org",
+        "CONCELIER__MIRROR__DOMAINS__0__SCOPES__0": "concelier.mirror.read",
+        "concelier__mirror__domains__0__tls__certfile": "/tls/p.crt",
+        "CONCELIER__MIRROR__DOMAINS__0__TLS__KEYFILE": "/tls/p.key",
+        "EXCITITOR__ARTIFACTS__FILESYSTEM__ROOT": "/exports",
+        "EXCITITOR__MIRROR__MAXINDEXREQUESTSPERHOUR": "60",
+        "EXCITITOR__MIRROR__DOMAINS__0__ID": "community",
+        "EXCITITOR__MIRROR__DOMAINS__0__REQUIREAUTHENTICATION": "false",
+        "AUTHORITY__ISSUER": "https://authority.example",
+        "AUTHORITY__AUDIENCES__0": "mirror",
+        "AUTHORITY__AUDIENCES__1": "mirror2",
+        "AUTHORITY__JWKSFILE": "/jwks.json",
+        "MIRROR__QUOTAS__BACKEND": "redis",
+        "MIRROR__QUOTAS__REDISURL": "redis://:pw@127.0.0.1:6379/0",
+        "MIRROR__QUOTAS__FAILMODE": "closed",
+        "MIRROR__TLS__CERTFILE": "/tls/d.crt",
+        "MIRROR__TLS__KEYFILE": "/tls/d.key",
+        "MIRROR__ACCESSLOG": "/var/log/mirror.jsonl",
+        "PATH": "/usr/bin",
+        "OTHERAPP__X": "1",
+    }
+    cfg = load_config(None, env)
+    c = cfg.concelier.mirror
+    assert c.enabled and c.export_root == Path("/exports/json") and c.active_export_id == "latest"
+    assert c.require_authentication and c.max_index_requests_per_hour == 600
+    d = c.domains[0]
+    assert (d.id, d.display_name, d.max_download_requests_per_hour) == ("primary", "Primary", 1200)
+    assert d.hostnames == ("mirror-primary.stella-ops.org",)
+    assert d.scopes == ("concelier.mirror.read",)
+    assert d.tls.cert_file == Path("/tls/p.crt") and d.tls.key_file == Path("/tls/p.key")
+    assert cfg.excititor.export_root == Path("/exports")
+    assert cfg.excititor.mirror.domains[0].require_authentication is False
+    assert cfg.authority.audiences == ("mirror", "mirror2")
+    assert cfg.authority.client_secret_file == Path("/run/secrets/concelier-authority-client")
+    assert cfg.mirror.quotas.backend == "redis" and cfg.mirror.quotas.fail_mode == "closed"
+    assert cfg.mirror.access_log == "/var/log/mirror.jsonl"
+    assert cfg.tls_enabled()
+
+
+def test_defaults_without_any_input() -> None:
+    cfg = load_config(None, {})
+    assert cfg.concelier.mirror.enabled and cfg.concelier.mirror.export_root is None
+    assert cfg.concelier.mirror.active_export_id == "latest"
+    assert cfg.mirror.quotas.backend == "memory" and cfg.mirror.quotas.fail_mode == "open"
+    assert cfg.mirror.access_log == "-" and cfg.mirror.port == 8080 and not cfg.tls_enabled()
+
+
+def test_environment_beats_file_and_merges_list_items_by_index(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+concelier:
+  mirror:
+    exportRoot: /file/root
+    maxIndexRequestsPerHour: 5
+    domains:
+      - id: primary
+        displayName: From file
+        maxDownloadRequestsPerHour: 10
+        hostnames: [a.example, b.example]
+      - id: second
+""")
+    env = {
+        "CONCELIER__MIRROR__EXPORTROOT": "/env/root",
+        "CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADREQUESTSPERHOUR": "99",
+        "CONCELIER__MIRROR__DOMAINS__0__HOSTNAMES__1": "c.example",
+        "CONCELIER__MIRROR__DOMAINS__2__ID": "third",
+    }
+    cfg = load_config(path, env)
+    m = cfg.concelier.mirror
+    assert m.export_root == Path("/env/root") and m.max_index_requests_per_hour == 5
+    assert [d.id for d in m.domains] == ["primary", "second", "third"]
+    assert m.domains[0].display_name == "From file" and m.domains[0].max_download_requests_per_hour == 99
+    assert m.domains[0].hostnames == ("a.example", "c.example")
+
+
+def test_file_keys_are_case_insensitive_too(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "CONCELIER:\n  Mirror:\n    EXPORTROOT: /r\n"), {})
+    assert cfg.concelier.mirror.export_root == Path("/r")
+
+
+@pytest.mark.parametrize(
+    ("env", "key_path", "reason"),
+    [
+        ({"CONCELIER__MIRROR__DOMAINS__0__ID": "p",
+          "CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADREQUESTSPERHOUR": "lots"},
+         "concelier.mirror.domains.0.maxDownloadRequestsPerHour", "integer"),
+        ({"CONCELIER__MIRROR__DOMAINS__0__ID": "p", "CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADREQUESTSPERHOUR": "-1"},
+         "concelier.mirror.domains.0.maxDownloadRequestsPerHour", "greater than or equal to 0"),
+        ({"CONCELIER__MIRROR__DOMAINS__0__DISPLAYNAME": "x"}, "concelier.mirror.domains.0.id", "required"),
+        ({"CONCELIER__MIRROR__DOMAINS__1__ID": "x"}, "concelier.mirror.domains.1", "item 0 is missing"),
+        ({"EXCITITOR__MIRROR__DOMAINS__0__ID": "../etc"}, "excititor.mirror.domains.0.id", "not a valid domain id"),
+        ({"EXCITITOR__MIRROR__DOMAINS__0__ID": "domains"}, "excititor.mirror.domains.0.id", "reserved"),
+        ({"CONCELIER__MIRROR__DOMAINS__0__ID": "a", "CONCELIER__MIRROR__DOMAINS__1__ID": "a"},
+         "concelier.mirror.domains", "configured twice"),
+        ({"CONCELIER__MIRROR__ACTIVEEXPORTID": "../x"}, "concelier.mirror.activeExportId", "valid export id"),
+        ({"CONCELIER__MIRROR__ENABLED": "maybe"}, "concelier.mirror.enabled", "boolean"),
+        ({"MIRROR__QUOTAS__BACKEND": "memcached"}, "mirror.quotas.backend", "'memory' or 'redis'"),
+        ({"MIRROR__QUOTAS__BACKEND": "redis"}, "mirror.quotas", "redisUrl is required"),
+        ({"MIRROR__QUOTAS__FAILMODE": "sometimes"}, "mirror.quotas.failMode", "'open' or 'closed'"),
+        ({"MIRROR__TLS__CERTFILE": "/a.crt"}, "mirror.tls", "together"),
+        ({"AUTHORITY__JWKSURL": "ftp://x"}, "authority.jwksUrl", "http(s) URL"),
+        ({"CONCELIER__MIRROR__DOMAINS__0__ID": "p", "CONCELIER__MIRROR__DOMAINS__0__HOSTNAMES__0": "bad host!"},
+         "concelier.mirror.domains.0.hostnames", "not a valid host name"),
+        ({"AUTHORITY__CLIENTSECRET": "hunter2"}, "authority.clientsecret", "never read from the environment"),
+        ({"CONCELIER__MIRROR__DOMAINS__X__ID": "p"}, "concelier.mirror.domains", "expected a list"),
+    ],
+)
+def test_invalid_configuration_names_the_key_path(env: dict[str, str], key_path: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env)
+    assert info.value.key_path == key_path
+    assert reason in info.value.reason
+    assert info.value.exit_code == 3
+    assert "hunter2" not in str(info.value)
+
+
+def test_unknown_file_key_is_an_error_unknown_env_key_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "concelier:\n  mirror:\n    exportRot: /x\n"), {})
+    assert info.value.key_path == "concelier.mirror.exportRot" and info.value.reason == "unknown key"
+    report = LoadReport()
+    load_config(None, {"CONCELIER__MIRROR__EXPORTR00T": "/x", "CONCELIER__STORAGE__DSN": "mongodb://x"}, report)
+    assert report.ignored_env == ["concelier.mirror.exportr00t", "concelier.storage"]
+
+
+def test_bad_yaml_names_the_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "concelier:\n  mirror: [\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    assert info.value.key_path == str(path) and "line" in info.value.reason
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml", {})
+
+
+def test_env_to_tree_and_merge_are_small_and_predictable() -> None:
+    tree = env_to_tree({"MIRROR__A__0__B": "x", "Mirror__a__0__C": "y", "MIRROR__EMPTY": "", "HOME": "/root"})
+    assert tree == {"mirror": {"a": {0: {"b": "x", "c": "y"}}}}
+    assert merge([{"b": "1", "d": "2"}], {0: {"b": "x"}, 1: {"b": "z"}}) == [{"b": "x", "d": "2"}, {"b": "z"}]
+    assert merge({"k": [1, 2]}, {"k": {1: 9}}) == {"k": [1, 9]}
+    with pytest.raises(ConfigError, match="both as a value and as a section"):
+        env_to_tree({"MIRROR__A": "x", "MIRROR__A__B": "y"})
+
+
+def test_redacted_output_hides_secrets(tmp_path: Path) -> None:
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cr3t-value\n")
+    cfg = load_config(None, {"MIRROR__QUOTAS__BACKEND": "redis", "MIRROR__QUOTAS__REDISURL": "redis://:pa55@r:6379/0",
+                             "AUTHORITY__CLIENTSECRETFILE": str(secret)})
+    data = redacted(cfg)
+    text = repr(data)
+    assert "pa55" not in text and "s3cr3t" not in text
+    assert data["mirror"]["quotas"]["redisUrl"] == "redis://***@r:6379/0"
+    assert data["authority"]["clientSecretPresent"] is True
+    assert cfg.authority.client_secret() == "s3cr3t-value"
