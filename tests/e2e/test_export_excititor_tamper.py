@@ -58,6 +58,7 @@ CASES: list[tuple[str, Callable[[Path, Path], None], int, str]] = [
     ("artifact jws byte", lambda m, k: flip(m / (ARTIFACT + ".jws"), -5), 10, f"mirror/{ARTIFACT}.jws"),
     ("artifact .sig", lambda m, k: flip(m / (ARTIFACT + ".sig"), 10), 10, f"mirror/{ARTIFACT}.sig"),
     ("index byte", lambda m, k: flip(m / "community" / "index.json", 40), 10, "mirror/community/index.json.jws"),
+    ("index .sig byte", lambda m, k: flip(m / "primary" / "index.json.sig", 10), 10, "mirror/primary/index.json.sig"),
     ("artifact missing", lambda m, k: (m / "primary/exports/openvex/openvex.openvex.json").unlink(), 14,
      "mirror/primary/exports/openvex/openvex.openvex.json"),
     ("signed garbage index", resign_garbage_index, 14, "mirror/primary/index.json"),

@@ -126,6 +126,14 @@ class _Checker:
         data = _read(self.reader, rel)
         jws = _read(self.reader, rel + ".jws")
         verdict.key_ids.add(verify_detached_jws(bytes(jws), data, self.keys, rel + ".jws"))
+        # The JWS is the index's authoritative signature, but a .sig published beside it (for cosign /
+        # openssl users) must not be wrong while we say OK; a pull that skipped it is still fine.
+        try:
+            sig = self.reader(rel + ".sig")
+        except FileNotFoundError:
+            sig = None
+        if sig is not None:
+            verify_blob_sig(bytes(sig), data, self.keys, rel + ".sig")
         verdict.files_checked += 1
         verdict.bytes_checked += len(memoryview(data))
         obj = _json_object(data, rel)
