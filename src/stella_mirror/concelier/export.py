@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import mmap
 import multiprocessing
 import os
 import re
@@ -52,6 +51,7 @@ from stella_mirror.concelier.sources import (
     RecordRow,
     SourceSpec,
     iter_files,
+    order_key,
     read_document,
 )
 from stella_mirror.errors import ConfigError, ExportRejectedError
@@ -166,7 +166,11 @@ def compact_id(dt: datetime) -> str:
 
 
 class _Spill:
-    """Append-only file of byte blobs, read back through a memory map."""
+    """Append-only file of byte blobs, read back with ``pread``.
+
+    ``pread`` rather than a memory map: mapped file pages count as resident memory of the exporting
+    process, which would make its RSS grow with the corpus.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -174,7 +178,7 @@ class _Spill:
         self.offsets = array("q")
         self.lengths = array("q")
         self._pos = 0
-        self._map: mmap.mmap | None = None
+        self._fd: int | None = None
 
     def append(self, blob: bytes) -> int:
         self._fh.write(blob)
@@ -185,30 +189,41 @@ class _Spill:
 
     def seal(self) -> None:
         self._fh.close()
-        if self._pos:
-            with self.path.open("rb") as fh:
-                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self._fd = os.open(self.path, os.O_RDONLY)
 
     def get(self, i: int) -> bytes:
-        assert self._map is not None
-        off = self.offsets[i]
-        return self._map[off : off + self.lengths[i]]
+        assert self._fd is not None
+        return os.pread(self._fd, self.lengths[i], self.offsets[i])
+
+    def load(self, i: int) -> Advisory:
+        record: Advisory = orjson.loads(self.get(i))
+        return record
 
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass
 class _Pass1:
+    """What stays in memory per record: its spill slot, source priority and union-find node (of its own key)."""
+
     spill: _Spill
     uf: mergelib.UnionFind = field(default_factory=mergelib.UnionFind)
-    order: list[str] = field(default_factory=list)
-    own_keys: list[str] = field(default_factory=list)
+    priority: array = field(default_factory=lambda: array("h"))  # type: ignore[type-arg]
     nodes: array = field(default_factory=lambda: array("q"))  # type: ignore[type-arg]
+
+    def own_key(self, i: int) -> str:
+        return self.uf.name(self.nodes[i])
+
+    def ordered(self, idx: list[int]) -> list[tuple[int, Advisory]]:
+        """Load records and sort them into merge order (source priority, document id, digest, key)."""
+        loaded = [(i, self.spill.load(i)) for i in idx]
+        loaded.sort(key=lambda r: order_key(self.priority[r[0]], r[1]))
+        return loaded
 
 
 def _tasks(req: ExportRequest) -> list[ReadTask]:
@@ -247,16 +262,15 @@ def _read_all(req: ExportRequest, summary: ExportSummary, work: Path) -> _Pass1:
             summary.rejected.append(Rejected(path, str(pointer), str(message)))
             continue
         summary.documents_read += 1
-        for order, own_key, aliases, blob in cast(list[RecordRow], payload):
+        for priority, own_key, aliases, blob in cast(list[RecordRow], payload):
             state.spill.append(blob)
-            state.order.append(order)
-            state.own_keys.append(own_key)
+            state.priority.append(priority)
             first = uf.node(own_key)
             for alias in aliases:
                 uf.union(first, uf.node(alias))
             state.nodes.append(first)
     state.spill.seal()
-    summary.records = len(state.order)
+    summary.records = len(state.nodes)
     summary.rejected.sort(key=lambda r: r.path)
     req.progress.done()
     return state
@@ -266,7 +280,11 @@ def _read_all(req: ExportRequest, summary: ExportSummary, work: Path) -> _Pass1:
 
 
 def _groups(state: _Pass1) -> list[tuple[str, list[int]]]:
-    """``[(advisoryKey, [record index…])]`` sorted by key; records sorted by priority within a group."""
+    """``[(advisoryKey, [record index…])]`` sorted by key.
+
+    A group with a CVE is keyed by its lowest CVE; one without is keyed by the own key of its first
+    record in merge order, which for groups of several records means reading them back (rare).
+    """
     uf = state.uf
     best_cve: dict[int, str] = {}
     for alias, node in uf.items():
@@ -277,10 +295,12 @@ def _groups(state: _Pass1) -> list[tuple[str, list[int]]]:
     for i, node in enumerate(state.nodes):
         members.setdefault(uf.find(node), []).append(i)
     groups: list[tuple[str, list[int]]] = []
-    order = state.order
     for root, idx in members.items():
-        idx.sort(key=order.__getitem__)
-        groups.append((best_cve.get(root) or state.own_keys[idx[0]], idx))
+        key = best_cve.get(root)
+        if key is None:
+            key = state.own_key(idx[0]) if len(idx) == 1 else state.ordered(idx)[0][1]["advisoryKey"]
+        groups.append((key, idx))
+    members.clear()
     groups.sort(key=lambda g: g[0])
     return groups
 
@@ -433,11 +453,11 @@ class _Writer:
         progress = self.req.progress
         progress.phase("merging and writing", len(self.groups))
         for key, idx in self.groups:
-            if len(idx) == 1 and self.state.own_keys[idx[0]] == key:
+            if len(idx) == 1 and self.state.own_key(idx[0]) == key:
                 blob = spill.get(idx[0])
                 adv: Advisory = orjson.loads(blob)
             else:
-                adv = mergelib.merge(key, [orjson.loads(spill.get(i)) for i in idx])
+                adv = mergelib.merge(key, [rec for _, rec in self.state.ordered(idx)])
                 blob = orjson.dumps(adv, option=orjson.OPT_SORT_KEYS)
                 if len(idx) > 1:
                     self.summary.merged_advisories += 1

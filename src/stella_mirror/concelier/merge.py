@@ -31,6 +31,7 @@ class UnionFind:
 
     def __init__(self) -> None:
         self._ids: dict[str, int] = {}
+        self._names: list[str] = []
         self._parent: list[int] = []
         self._size: list[int] = []
 
@@ -43,9 +44,14 @@ class UnionFind:
         if nid is None:
             nid = len(self._parent)
             self._ids[name] = nid
+            self._names.append(name)
             self._parent.append(nid)
             self._size.append(1)
         return nid
+
+    def name(self, nid: int) -> str:
+        """The string of a node."""
+        return self._names[nid]
 
     def find(self, nid: int) -> int:
         parent = self._parent

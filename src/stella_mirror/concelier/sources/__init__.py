@@ -73,16 +73,16 @@ class ReadTask:
     max_bytes: int
 
 
-# (status, path, payload): status "ok" → list of (order key, own key, aliases, record bytes);
+# (status, path, payload): status "ok" → list of (source priority, own key, aliases, record bytes);
 # "skipped" → reason; "rejected" → (pointer, message).
-RecordRow = tuple[str, str, list[str], bytes]
+RecordRow = tuple[int, str, list[str], bytes]
 DocResult = tuple[str, str, object]
 
 
-def order_key(priority: int, record: Advisory) -> str:
+def order_key(priority: int, record: Advisory) -> tuple[int, str, str, str]:
     """The sort key of a record within its merge group (source priority, document id, digest, key)."""
     prov = record["provenance"][0]
-    return f"{priority:06d}\x00{prov['documentId']}\x00{prov['digest']}\x00{record['advisoryKey']}"
+    return (priority, prov["documentId"], prov["digest"], record["advisoryKey"])
 
 
 def read_document(task: ReadTask) -> DocResult:
@@ -121,7 +121,7 @@ def read_document(task: ReadTask) -> DocResult:
         final = merge.merge(rec["advisoryKey"], [rec])
         rows.append(
             (
-                order_key(task.priority, final),
+                task.priority,
                 final["advisoryKey"],
                 final["aliases"],
                 orjson.dumps(final, option=orjson.OPT_SORT_KEYS),
