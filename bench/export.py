@@ -36,12 +36,47 @@ import orjson
 
 from stella_mirror.bundle.keyfiles import generate_keypair
 
-_WORDS = (
-    "request parser buffer overflow allows remote attackers crafted input denial service memory "
-    "corruption authentication bypass header validation path traversal archive extraction "
-    "injection template sandbox escape certificate verification timing side channel cookie "
-    "session fixation redirect deserialization untrusted data integer underflow"
-).split()
+_WORDS = [
+    "request",
+    "parser",
+    "buffer",
+    "overflow",
+    "allows",
+    "remote",
+    "attackers",
+    "crafted",
+    "input",
+    "denial",
+    "service",
+    "memory",
+    "corruption",
+    "authentication",
+    "bypass",
+    "header",
+    "validation",
+    "path",
+    "traversal",
+    "archive",
+    "extraction",
+    "injection",
+    "template",
+    "sandbox",
+    "escape",
+    "certificate",
+    "verification",
+    "timing",
+    "side",
+    "channel",
+    "cookie",
+    "session",
+    "fixation",
+    "redirect",
+    "deserialization",
+    "untrusted",
+    "data",
+    "integer",
+    "underflow",
+]
 _ECOSYSTEMS = (("PyPI", "ECOSYSTEM"), ("Go", "SEMVER"), ("npm", "SEMVER"), ("Maven", "ECOSYSTEM"))
 _VECTORS = (
     "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
@@ -121,9 +156,22 @@ def floor_seconds(n: int) -> float:
 
 def run_export(src: Path, out: Path, keys: Path, workers: int | None) -> tuple[float, dict[str, Any]]:
     cmd = [
-        sys.executable, "-c", "from stella_mirror.cli.main import main; main()",
-        "export", "concelier", "--key", str(keys / "mirror-key.pem"), "--out", str(out),
-        "--source", f"osv:{src}", "--json", "--export-id", "bench", "--generated-at", "2026-11-29T16:30:00Z",
+        sys.executable,
+        "-c",
+        "from stella_mirror.cli.main import main; main()",
+        "export",
+        "concelier",
+        "--key",
+        str(keys / "mirror-key.pem"),
+        "--out",
+        str(out),
+        "--source",
+        f"osv:{src}",
+        "--json",
+        "--export-id",
+        "bench",
+        "--generated-at",
+        "2026-11-29T16:30:00Z",
     ]
     if workers is not None:
         cmd += ["--workers", str(workers)]
