@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -137,7 +138,7 @@ class SigningKey:
     def jws_header(self) -> dict[str, Any]:
         return {"alg": self.alg, "b64": False, "crit": ["b64"], "kid": self.kid}
 
-    def _sign_parts(self, parts: list[Buffer]) -> bytes:
+    def _sign_parts(self, parts: Iterable[Buffer]) -> bytes:
         """Raw signature over the concatenation of ``parts`` (DER for ECDSA)."""
         if isinstance(self.private, ec.EllipticCurvePrivateKey):
             return self.private.sign(_sha256_parts(parts), ec.ECDSA(Prehashed(hashes.SHA256())))
@@ -146,8 +147,12 @@ class SigningKey:
 
     def sign_detached_jws(self, payload: Buffer) -> bytes:
         """Compact detached JWS with unencoded payload: ``<header>..<signature>``."""
+        return self.sign_detached_jws_parts([payload])
+
+    def sign_detached_jws_parts(self, payload_parts: Iterable[Buffer]) -> bytes:
+        """:meth:`sign_detached_jws` for a payload given in pieces (a large file read in chunks)."""
         prefix = _signing_input_prefix(self.jws_header())
-        sig = self._sign_parts([prefix, payload])
+        sig = self._sign_parts(itertools.chain([prefix], payload_parts))
         if isinstance(self.private, ec.EllipticCurvePrivateKey):
             r, s = decode_dss_signature(sig)
             sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
@@ -155,7 +160,11 @@ class SigningKey:
 
     def sign_blob_b64(self, payload: Buffer) -> bytes:
         """cosign-style signature file content: base64 of a DER ECDSA-SHA256 signature (plus newline)."""
-        return base64.b64encode(self._sign_parts([payload])) + b"\n"
+        return self.sign_blob_b64_parts([payload])
+
+    def sign_blob_b64_parts(self, payload_parts: Iterable[Buffer]) -> bytes:
+        """:meth:`sign_blob_b64` for a payload given in pieces."""
+        return base64.b64encode(self._sign_parts(payload_parts)) + b"\n"
 
     def private_pem(self) -> bytes:
         return self.private.private_bytes(
