@@ -226,17 +226,16 @@ class _Pass1:
         return loaded
 
 
-def _tasks(req: ExportRequest) -> list[ReadTask]:
-    tasks: list[ReadTask] = []
+def _tasks(req: ExportRequest) -> Iterator[ReadTask]:
+    """Tasks are generated lazily (the pool pulls them as its pipe drains), so no list of N paths is kept."""
     for spec in req.sources:
-        tasks.extend(
-            ReadTask(path, spec.name, spec.kind, spec.priority, req.max_document_bytes) for path in iter_files(spec)
-        )
-    return tasks
+        for path in iter_files(spec):
+            yield ReadTask(path, spec.name, spec.kind, spec.priority, req.max_document_bytes)
 
 
-def _results(tasks: list[ReadTask], workers: int) -> Iterator[DocResult]:
-    if workers <= 1 or len(tasks) < _IN_PROCESS_BELOW:
+def _results(req: ExportRequest, total: int, workers: int) -> Iterator[DocResult]:
+    tasks = _tasks(req)
+    if workers <= 1 or total < _IN_PROCESS_BELOW:
         for task in tasks:
             yield read_document(task)
         return
@@ -247,12 +246,12 @@ def _results(tasks: list[ReadTask], workers: int) -> Iterator[DocResult]:
 
 
 def _read_all(req: ExportRequest, summary: ExportSummary, work: Path) -> _Pass1:
-    tasks = _tasks(req)
+    total = sum(1 for spec in req.sources for _ in iter_files(spec))  # a directory walk: cheap, gives progress a total
     workers = req.workers if req.workers is not None else min(2, os.cpu_count() or 1)
     state = _Pass1(_Spill(work / "records.bin"))
     uf = state.uf
-    req.progress.phase("reading documents", len(tasks))
-    for status, path, payload in _results(tasks, workers):
+    req.progress.phase("reading documents", total)
+    for status, path, payload in _results(req, total, workers):
         req.progress.advance()
         if status == "skipped":
             summary.documents_skipped += 1
@@ -279,11 +278,29 @@ def _read_all(req: ExportRequest, summary: ExportSummary, work: Path) -> _Pass1:
 # --- pass 2: grouping ------------------------------------------------------------------------------
 
 
-def _groups(state: _Pass1) -> list[tuple[str, list[int]]]:
-    """``[(advisoryKey, [record index…])]`` sorted by key.
+class Groups:
+    """Merge groups in key order, held compactly: keys, record indices grouped, group boundaries."""
+
+    def __init__(self, keys: list[str], members: array, bounds: array) -> None:  # type: ignore[type-arg]
+        self.keys = keys
+        self.members = members
+        self.bounds = bounds
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self) -> Iterator[tuple[str, list[int]]]:
+        members, bounds = self.members, self.bounds
+        for g, key in enumerate(self.keys):
+            yield key, members[bounds[g] : bounds[g + 1]].tolist()
+
+
+def _groups(state: _Pass1) -> Groups:
+    """Group records by union-find root and sort the groups by advisory key.
 
     A group with a CVE is keyed by its lowest CVE; one without is keyed by the own key of its first
     record in merge order, which for groups of several records means reading them back (rare).
+    Everything per record lives in arrays, so memory stays a few bytes per record.
     """
     uf = state.uf
     best_cve: dict[int, str] = {}
@@ -291,18 +308,32 @@ def _groups(state: _Pass1) -> list[tuple[str, list[int]]]:
         if is_cve(alias):
             root = uf.find(node)
             best_cve[root] = mergelib.better_cve(best_cve.get(root), alias)
-    members: dict[int, list[int]] = {}
-    for i, node in enumerate(state.nodes):
-        members.setdefault(uf.find(node), []).append(i)
-    groups: list[tuple[str, list[int]]] = []
-    for root, idx in members.items():
+    roots = array("q", (uf.find(node) for node in state.nodes))
+    by_root = array("q", sorted(range(len(roots)), key=roots.__getitem__))
+    keys: list[str] = []
+    starts = array("q")
+    i, n = 0, len(by_root)
+    while i < n:
+        root = roots[by_root[i]]
+        j = i + 1
+        while j < n and roots[by_root[j]] == root:
+            j += 1
         key = best_cve.get(root)
         if key is None:
+            idx = by_root[i:j].tolist()
             key = state.own_key(idx[0]) if len(idx) == 1 else state.ordered(idx)[0][1]["advisoryKey"]
-        groups.append((key, idx))
-    members.clear()
-    groups.sort(key=lambda g: g[0])
-    return groups
+        keys.append(key)
+        starts.append(i)
+        i = j
+    del roots, best_cve
+    perm = sorted(range(len(keys)), key=keys.__getitem__)
+    members = array("q")
+    bounds = array("q", [0])
+    for g in perm:
+        end = starts[g + 1] if g + 1 < len(starts) else n
+        members.extend(by_root[starts[g] : end])
+        bounds.append(len(members))
+    return Groups([keys[g] for g in perm], members, bounds)
 
 
 # --- pass 3: merging and writing -------------------------------------------------------------------
@@ -412,7 +443,7 @@ class _Writer:
         self,
         req: ExportRequest,
         state: _Pass1,
-        groups: list[tuple[str, list[int]]],
+        groups: Groups,
         work: Path,
         stage: Path,
         prev_dir: Path | None,

@@ -21,6 +21,7 @@ sorted by ``(source priority, documentId, digest, record key)``:
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable
 
 from stella_mirror.concelier.model import SEVERITY_RANK, Advisory, Affected, Range, cve_order, is_cve
@@ -32,8 +33,9 @@ class UnionFind:
     def __init__(self) -> None:
         self._ids: dict[str, int] = {}
         self._names: list[str] = []
-        self._parent: list[int] = []
-        self._size: list[int] = []
+        # Arrays, not lists: a list of ints costs a 28-byte object per entry.
+        self._parent = array("q")
+        self._size = array("q")
 
     def __len__(self) -> int:
         return len(self._ids)
