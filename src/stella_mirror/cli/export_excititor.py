@@ -52,7 +52,7 @@ def excititor(
     typer.echo(
         f"published Excititor export {summary.export_id} sequence {summary.sequence} to {out}: "
         f"{report.documents} documents, {summary.claims} claims, {len(report.rejected)} rejected, "
-        f"{len(report.duplicates)} duplicates; expires {summary.expires_at}"
+        f"{len(report.skipped)} skipped (not VEX), {len(report.duplicates)} duplicates; expires {summary.expires_at}"
     )
     for art in summary.artifacts:
         typer.echo(

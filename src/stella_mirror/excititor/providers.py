@@ -44,6 +44,8 @@ class LoadReport:
     documents: int = 0
     boms: int = 0
     rejected: list[MalformedDocumentError] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Files that are JSON but no VEX document (ROLIE feeds, provider metadata, aggregators)."""
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     """(path skipped, path first read with the same digest)."""
     warnings: list[str] = field(default_factory=list)
@@ -70,11 +72,29 @@ def provider_files(provider: Provider, base_dir: Path) -> list[Path]:
     return [found[k] for k in sorted(found)]
 
 
-def _display(path: Path, base_dir: Path) -> str:
+def _display(path: Path, base_dir: Path, provider: Provider) -> str:
+    """The name a document carries into errors and the public claims export.
+
+    Relative to the configuration folder when inside it; otherwise relative to the static (glob-free)
+    prefix of the provider's pattern, under the provider id — never an absolute host path, which would
+    leak the publisher's file-system layout into the served export.
+    """
+    resolved = path.resolve()
     try:
-        return path.resolve().relative_to(base_dir.resolve()).as_posix()
+        return resolved.relative_to(base_dir.resolve()).as_posix()
     except ValueError:
-        return str(path)
+        pass
+    for pattern in provider.paths:
+        static: list[str] = []
+        for part in Path(pattern).parts:
+            if glob.has_magic(part):
+                break
+            static.append(part)
+        prefix = Path(*static).resolve() if static else None
+        if prefix is not None and resolved.is_relative_to(prefix):
+            rel = resolved.relative_to(prefix).as_posix()
+            return f"{provider.id}/{rel if rel != '.' else path.name}"
+    return f"{provider.id}/{path.name}"
 
 
 def load_claims(providers: Iterable[Provider], base_dir: Path) -> ClaimSet:
@@ -89,7 +109,7 @@ def load_claims(providers: Iterable[Provider], base_dir: Path) -> ClaimSet:
         if not files:
             report.warnings.append(f"provider {provider.id}: no file matches {', '.join(provider.paths)}")
         for path in files:
-            shown = _display(path, base_dir)
+            shown = _display(path, base_dir, provider)
             try:
                 data = path.read_bytes()
             except OSError as exc:
@@ -105,7 +125,11 @@ def load_claims(providers: Iterable[Provider], base_dir: Path) -> ClaimSet:
             try:
                 doc = parse_json(data, shown)
                 if detect(doc) is None:
-                    raise ctx.error("", "not a VEX document (no OpenVEX @context, CSAF document, CycloneDX bomFormat)")
+                    # JSON that is no VEX document at all (a ROLIE feed, provider metadata) is not
+                    # malformed: it is set aside and counted, so --strict still means "every VEX
+                    # document was good".
+                    report.skipped.append(shown)
+                    continue
                 if is_cyclonedx(doc) and boms.add(doc, ctx):
                     report.boms += 1
             except MalformedDocumentError as exc:

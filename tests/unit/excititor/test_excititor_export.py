@@ -234,10 +234,18 @@ def test_corpus_export(corpus: Path, tmp_path: Path, signing_key: SigningKey) ->
     )
     summary = run_export(cfg, signing_key, tmp_path / "root", generated_at=NOW)
     report = summary.report
-    assert (report.documents, summary.claims, len(report.rejected), len(report.duplicates)) == (408, 9050, 9, 3)
+    # The 9 ROLIE/aggregator/provider-metadata JSON files under csaf/ are no VEX documents: skipped, not rejected.
+    counts = (report.documents, summary.claims, len(report.rejected), len(report.skipped), len(report.duplicates))
+    assert counts == (408, 9050, 0, 9, 3)
+    assert all("/" in p and not p.startswith("/") for p in report.skipped)
     assert {p: s.claims for p, s in report.providers.items()} == {"openvex": 19, "csaf": 8937, "cdx": 94}
     counts = {a.export_key: a.record_count for a in summary.artifacts}
     assert counts == {"consensus": 9040, "claims": 9050, "openvex": 9040}
+    _, data = _artifact(summary.export_dir, "all", "claims")
+    paths = {orjson.loads(line)["source"]["path"] for line in data.splitlines()}
+    # the corpus lies outside the config folder: names stay relative, no host path leaks into the export
+    assert paths and not any(p.startswith("/") or str(corpus) in p for p in paths)
+    assert "openvex/vexctl/examples/openvex/demo.vex.json" in paths
     _, data = _artifact(summary.export_dir, "all", "openvex")
     _valid_openvex(orjson.loads(data))
     _, data = _artifact(summary.export_dir, "all", "consensus")
