@@ -16,6 +16,8 @@ document refuses the export before the root is touched.
 from __future__ import annotations
 
 import importlib.resources
+import re
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,6 +34,7 @@ from stella_mirror.excititor.claims import AFFECTED, NOT_AFFECTED, Claim, time_k
 from stella_mirror.excititor.config import Domain, ExcititorConfig, ExportSpec, Filters, Provider, load_config
 from stella_mirror.excititor.consensus import Consensus, PairKey
 from stella_mirror.excititor.providers import ClaimSet, LoadReport, load_claims
+from stella_mirror.excititor.sources.openvex import PRODUCT_URN
 from stella_mirror.publish import ExportRoot, check_export_id, next_sequence
 from stella_mirror.timeutil import rfc3339, utcnow
 
@@ -113,12 +116,25 @@ def write_claims_json(out: Writable, claims: list[Claim], header: dict[str, Any]
     return writer.count
 
 
+_IRI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def product_iri(product_key: str) -> str:
+    """OpenVEX wants an IRI in ``@id``: keys without a scheme (v0.0.1 ids like ``nginx``) become a URN.
+
+    Our OpenVEX reader turns the URN back into the original key, so a round trip keeps product keys.
+    """
+    if _IRI_SCHEME.match(product_key) and " " not in product_key:
+        return product_key
+    return PRODUCT_URN + urllib.parse.quote(product_key, safe="")
+
+
 def openvex_statement(record: dict[str, Any], fallback_time: str) -> dict[str, Any]:
     """One consensus record as an OpenVEX v0.2.0 statement (valid against the OpenVEX JSON schema)."""
     vulnerability: dict[str, Any] = {"name": record["vulnerabilityId"]}
     if record["aliases"]:
         vulnerability["aliases"] = record["aliases"]
-    product: dict[str, Any] = {"@id": record["productKey"]}
+    product: dict[str, Any] = {"@id": product_iri(record["productKey"])}
     if record["productKey"].startswith("pkg:"):
         product["identifiers"] = {"purl": record["productKey"]}
     weights = ", ".join(f"{s}={w:g}" for s, w in record["weights"].items()) or "none counted"

@@ -17,7 +17,7 @@ from stella_mirror.bundle import canonical, store
 from stella_mirror.bundle.signing import SigningKey, TrustedKeys
 from stella_mirror.errors import ExportRejectedError
 from stella_mirror.excititor.config import load_config, parse_config
-from stella_mirror.excititor.export import ExportSummary, export_samples, run_export, samples_config
+from stella_mirror.excititor.export import ExportSummary, export_samples, product_iri, run_export, samples_config
 from stella_mirror.excititor.sources import openvex
 from stella_mirror.excititor.sources.base import ReadContext
 from stella_mirror.publish import ExportRoot
@@ -122,6 +122,29 @@ def test_openvex_round_trip_gives_the_same_statuses(sample_export: ExportSummary
     got = {(c.vulnerability_id, c.product_key): (c.status, c.justification) for c in result.claims}
     assert got == expected
     assert len(expected) == 9
+
+
+@pytest.mark.parametrize(
+    ("key", "iri"),
+    [
+        ("pkg:pypi/flask@2.0", "pkg:pypi/flask@2.0"),
+        ("cpe:2.3:a:acme:web:1.0:*:*:*:*:*:*:*", "cpe:2.3:a:acme:web:1.0:*:*:*:*:*:*:*"),
+        ("nginx", "urn:stella-mirror:product:nginx"),
+        ("acme web/1.0", "urn:stella-mirror:product:acme%20web%2F1.0"),
+    ],
+)
+def test_scheme_less_product_keys_become_iris_and_read_back(key: str, iri: str) -> None:
+    assert product_iri(key) == iri
+    doc = {
+        "@context": "https://openvex.dev/ns/v0.2.0",
+        "@id": "https://example.com/vex/1",
+        "author": "t",
+        "timestamp": "2024-01-01T00:00:00Z",
+        "version": 1,
+        "statements": [{"vulnerability": {"name": "CVE-2024-1"}, "products": [{"@id": iri}], "status": "affected"}],
+    }
+    result = openvex.read(doc, ReadContext("x.json", "p", "sha256:" + "0" * 64))
+    assert [c.product_key for c in result.claims] == [key]
 
 
 def test_filters_shape_the_domains(sample_export: ExportSummary) -> None:

@@ -17,6 +17,7 @@ warning rather than rejecting the document.
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from stella_mirror.excititor.claims import JUSTIFICATIONS, STATUSES, Claim, normalise_time
@@ -59,6 +60,9 @@ def _vulnerability(ctx: ReadContext, value: Any, where: str) -> tuple[str, tuple
     return vid, tuple(aliases)
 
 
+PRODUCT_URN = "urn:stella-mirror:product:"
+
+
 def _product_key(ctx: ReadContext, value: Any, where: str) -> str:
     """A product's key: a purl ``@id``, else ``identifiers.purl``, else ``@id``, else a CPE."""
     if isinstance(value, str):  # v0.0.1
@@ -73,6 +77,8 @@ def _product_key(ctx: ReadContext, value: Any, where: str) -> str:
     cpe = None
     for name in ("cpe23", "cpe22", "@cpe23", "@cpe22"):
         cpe = cpe or expect_str(ctx, idents.get(name), f"{where}/identifiers/{name}")
+    if iri and iri.startswith(PRODUCT_URN):  # written by our own openvex export for scheme-less keys
+        iri = urllib.parse.unquote(iri[len(PRODUCT_URN) :])
     for candidate in (iri if iri and iri.startswith("pkg:") else None, purl, iri, cpe):
         if candidate and candidate.strip():
             return candidate.strip()
