@@ -134,3 +134,14 @@ def load_config(path: Path) -> ConcelierExportConfig:
             raise ConfigError("maxDocumentBytes", "must be positive")
         cfg.max_document_bytes = size
     return cfg
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "concelier"
+
+
+def sample_sources() -> list[SourceSpec]:
+    """The built-in, invented sample advisories (for demos and smoke tests): OSV first, then CSAF."""
+    return [
+        SourceSpec(name="osv", kind="osv", path=SAMPLES / "osv", priority=0),
+        SourceSpec(name="csaf", kind="csaf", path=SAMPLES / "csaf", priority=1),
+    ]
