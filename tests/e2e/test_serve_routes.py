@@ -339,3 +339,32 @@ def test_metrics_endpoint(mirror: Mirror, client: httpx.Client) -> None:
 
 def test_curl_available() -> None:
     assert shutil.which("curl"), "curl is part of the test toolchain (.ci/run installs it)"
+
+
+def test_sendfile_mode_serves_the_same_bytes(mirror: Mirror, tmp_path: Path) -> None:
+    """``mirror.sendfile: true``: large bodies go out with os.sendfile (ASGI zero-copy send); same bytes,
+    same ranges, and a client that hangs up mid-body does not hurt the server."""
+    sp = start_server(tmp_path / "srv", env={
+        "CONCELIER__MIRROR__EXPORTROOT": str(mirror.croot),
+        "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
+        "EXCITITOR__MIRROR__ENABLED": "false",
+        "MIRROR__SENDFILE": "true",
+    })
+    try:
+        url = "/concelier/exports/mirror/primary/bundle.json"
+        full = mirror.cfile("mirror/primary/bundle.json")
+        with httpx.Client(base_url=sp.base, headers={"Accept-Encoding": "identity"}) as c:
+            for _ in range(3):  # keep-alive: several bodies on one connection
+                r = c.get(url)
+                assert r.status_code == 200 and r.content == full
+            r = c.get(url, headers={"Range": "bytes=1000-200999"})
+            assert r.status_code == 206 and r.content == full[1000:201000]
+            assert c.head(url).headers["content-length"] == str(len(full))
+            with c.stream("GET", url) as s:  # hang up after the first chunk
+                next(s.iter_raw())
+            assert c.get("/healthz").status_code == 200
+            r = c.get(url)
+            assert r.content == full
+        assert "Traceback" not in sp.stderr()
+    finally:
+        sp.stop()

@@ -16,8 +16,8 @@ import contextlib
 import os
 import re
 import stat
+from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 LATEST = "latest"
@@ -45,28 +45,71 @@ def safe_segment(name: str) -> bool:
     return bool(_SEGMENT.match(name))
 
 
-@dataclass(frozen=True, slots=True)
-class OpenExport:
-    """An export directory opened for one request."""
+class ExportHandle:
+    """An export directory opened by the resolver, with its validated subdirectories.
 
-    export_id: str
-    dir_fd: int
+    Descriptors are owned by the resolver's small cache, so a handle is valid only until the request's
+    next ``await`` (every file of a response is opened synchronously, right after resolving, and then
+    read through its own descriptor — which keeps its inode even if the export is pruned).
+    """
+
+    __slots__ = ("_subdirs", "dir_fd", "export_id", "ino")
+
+    def __init__(self, export_id: str, dir_fd: int, ino: int) -> None:
+        self.export_id = export_id
+        self.dir_fd = dir_fd
+        self.ino = ino
+        self._subdirs: dict[tuple[str, ...], int] = {(): dir_fd}
+
+    def subdir(self, parts: tuple[str, ...]) -> int:
+        """The descriptor of a subdirectory (validated segments, no symlinks), opened once per export."""
+        fd = self._subdirs.get(parts)
+        if fd is None:
+            fd = open_dir(self.dir_fd, parts)
+            if len(self._subdirs) >= _MAX_SUBDIRS:
+                self._close_subdirs()
+            self._subdirs[parts] = fd
+        return fd
+
+    def _close_subdirs(self) -> None:
+        for key, fd in list(self._subdirs.items()):
+            if key:
+                os.close(fd)
+                del self._subdirs[key]
+
+    def close(self) -> None:
+        self._close_subdirs()
+        os.close(self.dir_fd)
+
+
+_MAX_SUBDIRS = 256
+_MAX_HANDLES = 8
 
 
 class ExportResolver:
-    """Resolves ``activeExportId`` (``latest`` or a fixed id) or a pinned id under one export root."""
+    """Resolves ``activeExportId`` (``latest`` or a fixed id) or a pinned id under one export root.
+
+    Per request: one ``readlink`` of ``latest`` and one ``lstat`` of the export directory it names (so an
+    export directory replaced under the same id is noticed); the directory descriptors themselves are
+    cached for the few most recent exports.
+    """
 
     def __init__(self, root: Path, active_export_id: str = LATEST) -> None:
         self.root = root
         self.active_export_id = active_export_id
+        self._latest = os.fspath(root / LATEST)
+        self._root = os.fspath(root)
+        self._handles: OrderedDict[str, ExportHandle] = OrderedDict()
 
     def active_id(self) -> str:
         """The id the active pointer names now (raises :class:`RootUnavailable`)."""
         if self.active_export_id != LATEST:
             return self.active_export_id
         try:
-            target = os.readlink(self.root / LATEST)
+            target = os.readlink(self._latest)
         except FileNotFoundError:
+            if not os.path.isdir(self._root):
+                raise RootUnavailable("export root missing or unreadable") from None
             raise RootUnavailable("nothing is published yet (no 'latest' in the export root)") from None
         except OSError as exc:
             raise RootUnavailable(f"cannot read 'latest' in the export root: {exc.strerror}") from None
@@ -75,40 +118,59 @@ class ExportResolver:
             raise RootUnavailable("'latest' does not name an export directory")
         return name
 
-    @contextlib.contextmanager
-    def open(self, pin: str | None = None) -> Iterator[OpenExport]:
-        """Open the active (or pinned) export directory for the duration of a request."""
+    def resolve(self, pin: str | None = None) -> ExportHandle:
+        """The active (or pinned) export, resolved now. Raises :class:`ExportNotFound` for an unknown pin
+        and :class:`RootUnavailable` when the active export cannot be opened."""
+        if pin is not None:
+            if not safe_segment(pin) or pin == LATEST:
+                raise ExportNotFound(f"{pin!r} is not an export id")
+            export_id = pin
+        else:
+            export_id = self.active_id()
+        path = self._root + "/" + export_id
         try:
-            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise RootUnavailable(f"export root unreadable: {exc.strerror}") from None
-        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISDIR(st.st_mode):
             if pin is not None:
-                if not safe_segment(pin) or pin == LATEST:
-                    raise ExportNotFound(f"{pin!r} is not an export id")
-                export_id = pin
-            elif self.active_export_id != LATEST:
-                export_id = self.active_export_id
-            else:
-                try:
-                    target = os.readlink(LATEST, dir_fd=root_fd)
-                except OSError:
-                    raise RootUnavailable("nothing is published yet (no 'latest' in the export root)") from None
-                export_id = target.rstrip("/").rsplit("/", 1)[-1]
-                if not safe_segment(export_id) or export_id == LATEST:
-                    raise RootUnavailable("'latest' does not name an export directory")
-            try:
-                dir_fd = os.open(export_id, _DIR_FLAGS, dir_fd=root_fd)
-            except OSError:
-                if pin is not None:
-                    raise ExportNotFound(f"export {pin} is not (or no longer) kept on this mirror") from None
-                raise RootUnavailable(f"the active export {export_id} is missing") from None
-        finally:
-            os.close(root_fd)
+                raise ExportNotFound(f"export {pin} is not (or no longer) kept on this mirror")
+            raise RootUnavailable(f"the active export {export_id} is missing")
+        handle = self._handles.get(export_id)
+        if handle is not None and handle.ino == st.st_ino:
+            self._handles.move_to_end(export_id)
+            return handle
         try:
-            yield OpenExport(export_id, dir_fd)
-        finally:
-            os.close(dir_fd)
+            dir_fd = os.open(path, _DIR_FLAGS)
+        except OSError:
+            if pin is not None:
+                raise ExportNotFound(f"export {pin} is not (or no longer) kept on this mirror") from None
+            raise RootUnavailable(f"the active export {export_id} is missing") from None
+        if handle is not None:
+            del self._handles[export_id]
+            handle.close()
+        handle = ExportHandle(export_id, dir_fd, os.fstat(dir_fd).st_ino)
+        self._handles[export_id] = handle
+        while len(self._handles) > _MAX_HANDLES:
+            _, old = self._handles.popitem(last=False)
+            old.close()
+        return handle
+
+    def forget(self, handle: ExportHandle) -> None:
+        """Drop a handle whose directories turned out stale (the next request reopens them)."""
+        if self._handles.get(handle.export_id) is handle:
+            del self._handles[handle.export_id]
+            handle.close()
+
+    @contextlib.contextmanager
+    def open(self, pin: str | None = None) -> Iterator[ExportHandle]:
+        """:meth:`resolve` as a context manager (for code that awaits nothing while it reads)."""
+        yield self.resolve(pin)
+
+    def close(self) -> None:
+        while self._handles:
+            _, handle = self._handles.popitem()
+            handle.close()
 
 
 def open_file(dir_fd: int, parts: tuple[str, ...]) -> int:
@@ -145,6 +207,8 @@ def open_file(dir_fd: int, parts: tuple[str, ...]) -> int:
 
 def open_dir(dir_fd: int, parts: tuple[str, ...]) -> int:
     """Open a subdirectory (validated segments, no symlinks) under ``dir_fd``; the caller closes it."""
+    if not parts:
+        raise ValueError("open_dir needs at least one segment")
     fd = dir_fd
     for i, part in enumerate(parts):
         if not safe_segment(part):

@@ -14,7 +14,7 @@
   chosen by ``Accept-Encoding`` with q-values; responses carry ``Vary: Accept-Encoding``.
 * **Bodies**: small files (≤ 256 KiB) are served from an in-memory cache keyed by the file version; larger
   ones are read with ``pread`` in 1 MiB chunks from the descriptor opened for this request (or sent with
-  ``os.sendfile`` through :mod:`stella_mirror.server.zerocopy` when enabled and the connection is plain TCP).
+  ``os.sendfile`` through :mod:`stella_mirror.server.protocol` when enabled and the connection is plain TCP).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import zstandard
 from starlette.types import Scope, Send
 
 from stella_mirror.server.exports import ExportNotFound, open_file
-from stella_mirror.server.zerocopy import EXTENSION as ZEROCOPY_EXTENSION
-from stella_mirror.server.zerocopy import MESSAGE as ZEROCOPY_MESSAGE
+from stella_mirror.server.protocol import EXTENSION as ZEROCOPY_EXTENSION
+from stella_mirror.server.protocol import MESSAGE as ZEROCOPY_MESSAGE
 
 SMALL_FILE_LIMIT = 256 * 1024
 CHUNK = 1024 * 1024
@@ -50,6 +50,10 @@ CONTENT_TYPES = {
     ".sig": b"text/plain; charset=us-ascii",
     ".jsonl": b"application/x-ndjson",
 }
+
+
+class TruncatedFile(Exception):
+    """A file ended before its announced size while its body was being sent (the connection must end)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,23 @@ class FileCache:
         self._small_limit = small_bytes
         self._digests: OrderedDict[Version, str] = OrderedDict()
         self._pending: dict[Version, asyncio.Future[str]] = {}
+        self._validators: dict[tuple[Version, str | None], tuple[bytes, bytes]] = {}
+
+    def cached_small(self, version: Version) -> tuple[bytes, str] | None:
+        """The cached bytes and hex digest of a small file version, if read before."""
+        return self._small.get(version)
+
+    def validators(self, version: Version, encoding: str | None, hexdigest: str, mtime: float) -> tuple[bytes, bytes]:
+        """``(ETag, Last-Modified)`` header values for a representation, formatted once."""
+        key = (version, encoding)
+        hit = self._validators.get(key)
+        if hit is None:
+            etag = f'"{hexdigest}-{encoding}"' if encoding else f'"{hexdigest}"'
+            hit = (etag.encode("ascii"), http_date(mtime).encode("ascii"))
+            if len(self._validators) >= _DIGEST_CACHE_ENTRIES:
+                self._validators.clear()
+            self._validators[key] = hit
+        return hit
 
     def small(self, fd: int, version: Version) -> tuple[bytes, str]:
         """The bytes and hex digest of a small file (read once per version)."""
@@ -209,7 +230,8 @@ def _etag_matches(header: str, etag: str) -> bool:
 
 
 def http_date(ts: float) -> str:
-    return formatdate(ts, usegmt=True)
+    """An IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``)."""
+    return formatdate(int(ts), usegmt=True)
 
 
 def _not_modified_since(header: str, mtime: float) -> bool:
@@ -234,36 +256,70 @@ def content_type_for(name: str) -> bytes:
 
 @dataclass(slots=True)
 class Representation:
-    """One opened representation of a file (identity or a precompressed variant)."""
+    """One representation of a file (identity or a precompressed variant) chosen for a request.
 
-    fd: int
+    Small files come from the cache (``body`` set, no descriptor); large ones are opened (``fd`` set —
+    the caller closes it) and read through that descriptor, so the bytes are those of this version even
+    if the file is replaced or its export pruned while the response is being sent.
+    """
+
     version: Version
     mtime: float
     encoding: str | None
+    fd: int | None = None
+    body: bytes | None = None
+    hexdigest: str | None = None
 
 
-def _version(fd: int) -> tuple[Version, float]:
+def _lstat_regular(dir_fd: int, name: str) -> os.stat_result | None:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _open_version(dir_fd: int, name: str, encoding: str | None, cache: FileCache) -> Representation:
+    fd = open_file(dir_fd, (name,))
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise ExportNotFound("not found")
-    return Version(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size), st.st_mtime
+    version = Version(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    if st.st_size > SMALL_FILE_LIMIT:
+        return Representation(version, st.st_mtime, encoding, fd=fd)
+    try:
+        body, hexdigest = cache.small(fd, version)
+    finally:
+        os.close(fd)
+    return Representation(version, st.st_mtime, encoding, body=body, hexdigest=hexdigest)
 
 
 def open_representation(
-    dir_fd: int, parts: tuple[str, ...], accept_encoding: str | None, negotiate: bool
+    dir_fd: int, name: str, accept_encoding: str | None, negotiate: bool, cache: FileCache
 ) -> Representation:
-    """Open the best representation of ``parts`` under ``dir_fd`` for this ``Accept-Encoding``."""
+    """The best representation of ``name`` in the directory ``dir_fd`` for this ``Accept-Encoding``.
+
+    Nothing is followed: the name must be a regular file (``lstat``/``O_NOFOLLOW``), else
+    :class:`ExportNotFound`. A small file already cached for the same (device, inode, mtime, size) is
+    served without opening it.
+    """
+    candidates: list[tuple[str | None, str]] = []
     if negotiate and accept_encoding:
-        for coding, suffix in choose_encodings(parse_accept_encoding(accept_encoding)):
-            try:
-                fd = open_file(dir_fd, (*parts[:-1], parts[-1] + suffix))
-            except ExportNotFound:
-                continue
-            version, mtime = _version(fd)
-            return Representation(fd, version, mtime, coding)
-    fd = open_file(dir_fd, parts)
-    version, mtime = _version(fd)
-    return Representation(fd, version, mtime, None)
+        candidates = [(coding, name + suffix)
+                      for coding, suffix in choose_encodings(parse_accept_encoding(accept_encoding))]
+    candidates.append((None, name))
+    for encoding, fname in candidates:
+        st = _lstat_regular(dir_fd, fname)
+        if st is None:
+            continue
+        if st.st_size <= SMALL_FILE_LIMIT:
+            version = Version(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+            hit = cache.cached_small(version)
+            if hit is not None:
+                return Representation(version, st.st_mtime, encoding, body=hit[0], hexdigest=hit[1])
+        try:
+            return _open_version(dir_fd, fname, encoding, cache)
+        except ExportNotFound:
+            continue  # replaced between lstat and open: try the next candidate
+    raise ExportNotFound("not found")
 
 
 def _headers(scope_headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
@@ -283,18 +339,14 @@ async def send_representation(
 ) -> None:
     """Answer a GET/HEAD for an opened representation (closes nothing: the caller owns ``rep.fd``)."""
     size = rep.version.size
-    body: bytes | None = None
-    if size <= SMALL_FILE_LIMIT:
-        body, hexdigest = cache.small(rep.fd, rep.version)
-    else:
+    body = rep.body
+    hexdigest = rep.hexdigest
+    if hexdigest is None:
+        assert rep.fd is not None
         hexdigest = await cache.digest(rep.fd, rep.version)
-    etag = f'"{hexdigest}-{rep.encoding}"' if rep.encoding else f'"{hexdigest}"'
-    last_modified = http_date(rep.mtime)
-    headers: list[tuple[bytes, bytes]] = [
-        (b"etag", etag.encode()),
-        (b"last-modified", last_modified.encode()),
-        *extra_headers,
-    ]
+    etag_b, lm_b = cache.validators(rep.version, rep.encoding, hexdigest, rep.mtime)
+    etag, last_modified = etag_b.decode("ascii"), lm_b.decode("ascii")
+    headers: list[tuple[bytes, bytes]] = [(b"etag", etag_b), (b"last-modified", lm_b), *extra_headers]
     if negotiate:
         headers.append((b"vary", b"Accept-Encoding"))
     req = _headers(scope["headers"])
@@ -342,6 +394,7 @@ async def send_representation(
         chunk = body if length == size else body[start : end + 1]
         await send({"type": "http.response.body", "body": chunk})
         return
+    assert rep.fd is not None
     extensions = scope.get("extensions") or {}
     if use_sendfile and ZEROCOPY_EXTENSION in extensions:
         await send(
@@ -353,7 +406,7 @@ async def send_representation(
     while remaining > 0:
         block = os.pread(rep.fd, min(CHUNK, remaining), offset)
         if not block:
-            raise ExportNotFound("file shrank while serving")
+            raise TruncatedFile("file shrank while serving")
         offset += len(block)
         remaining -= len(block)
         await send({"type": "http.response.body", "body": block, "more_body": remaining > 0})

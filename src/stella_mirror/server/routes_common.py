@@ -12,7 +12,7 @@ import orjson
 from starlette.types import Scope, Send
 
 from stella_mirror.server.context import RequestContext
-from stella_mirror.server.exports import ExportNotFound, RootUnavailable, open_file
+from stella_mirror.server.exports import ExportHandle
 from stella_mirror.server.files import (
     FileCache,
     Representation,
@@ -35,18 +35,14 @@ class JsonCache:
         self._docs: OrderedDict[Version, Any] = OrderedDict()
         self._limit = entries
 
-    def load(self, fd: int, files: FileCache) -> tuple[Any, Version, float]:
-        """Parse the (small) file behind ``fd``; raises ``ValueError`` when it is not JSON."""
-        st = os.fstat(fd)
-        version = Version(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-        doc = self._docs.get(version)
-        if doc is None:
-            data = os.pread(fd, st.st_size, 0) if st.st_size > 256 * 1024 else files.small(fd, version)[0]
-            doc = orjson.loads(data)
-            self._docs[version] = doc
-            if len(self._docs) > self._limit:
-                self._docs.popitem(last=False)
-        return doc, version, st.st_mtime
+    def get(self, version: Version) -> Any:
+        return self._docs.get(version)
+
+    def put(self, version: Version, doc: Any) -> Any:
+        self._docs[version] = doc
+        if len(self._docs) > self._limit:
+            self._docs.popitem(last=False)
+        return doc
 
 
 @dataclass
@@ -79,42 +75,45 @@ async def serve_file(
     send: Send,
     rt: Runtime,
     ctx: RequestContext,
-    dir_fd: int,
-    export_id: str,
+    export: ExportHandle,
     parts: tuple[str, ...],
 ) -> None:
-    """Serve ``parts`` under an opened export directory, with negotiation for JSON payloads."""
+    """Serve ``parts`` of an export, with content negotiation for JSON payloads.
+
+    Raises :class:`ExportNotFound` before anything is sent when the file is not there (the caller answers
+    404, or retries once with freshly opened directories).
+    """
     negotiate = parts[-1].endswith(NEGOTIABLE)
+    dir_fd = export.subdir(parts[:-1])
+    rep = open_representation(dir_fd, parts[-1], accept_encoding(scope) if negotiate else None, negotiate, rt.files)
     try:
-        rep: Representation = open_representation(dir_fd, parts, accept_encoding(scope) if negotiate else None,
-                                                  negotiate)
-    except ExportNotFound as exc:
-        await not_found(send, exc.reason if exc.reason != "not found" else "not found in this export")
-        return
-    try:
-        ctx.extra["exportId"] = export_id
+        ctx.extra["exportId"] = export.export_id
         if rep.encoding:
             ctx.extra["encoding"] = rep.encoding
         await send_representation(
             scope, send, rep, rt.files, content_type_for(parts[-1]),
-            [(b"x-mirror-export-id", export_id.encode())], negotiate, rt.use_sendfile,
+            [(b"x-mirror-export-id", export.export_id.encode())], negotiate, rt.use_sendfile,
         )
     finally:
-        os.close(rep.fd)
+        if rep.fd is not None:
+            os.close(rep.fd)
 
 
-def read_json(dir_fd: int, parts: tuple[str, ...], rt: Runtime) -> tuple[Any, float]:
-    """A JSON document under an opened export (cached by version); raises ExportNotFound / ValueError."""
-    fd = open_file(dir_fd, parts)
+def read_json(export: ExportHandle, parts: tuple[str, ...], rt: Runtime) -> tuple[Any, float]:
+    """A JSON document of an export, parsed once per file version; raises ExportNotFound / ValueError."""
+    dir_fd = export.subdir(parts[:-1])
+    rep = open_representation(dir_fd, parts[-1], None, False, rt.files)
     try:
-        doc, _, mtime = rt.json.load(fd, rt.files)
+        doc = rt.json.get(rep.version)
+        if doc is None:
+            data = rep.body if rep.body is not None else _read_all(rep)
+            doc = rt.json.put(rep.version, orjson.loads(data))
     finally:
-        os.close(fd)
-    return doc, mtime
+        if rep.fd is not None:
+            os.close(rep.fd)
+    return doc, rep.mtime
 
 
-def index_problem(exc: Exception) -> str:
-    if isinstance(exc, RootUnavailable | ExportNotFound):
-        return str(exc)
-    return "the active index is not valid JSON"
-
+def _read_all(rep: Representation) -> bytes:
+    assert rep.fd is not None
+    return os.pread(rep.fd, rep.version.size, 0)

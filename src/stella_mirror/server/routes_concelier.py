@@ -20,14 +20,24 @@ from stella_mirror.server.state import NOT_CONFIGURED
 
 async def serve(scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, target: Target) -> None:
     """Answer ``concelier.index`` and ``concelier.file`` targets."""
-    site = rt.state().site("concelier")
-    if site.resolver is None:
+    resolver = rt.state().site("concelier").resolver
+    if resolver is None:
         await export_unavailable(send, NOT_CONFIGURED)
         return
-    try:
-        with site.resolver.open(target.pin) as export:
-            await serve_file(scope, send, rt, ctx, export.dir_fd, export.export_id, target.parts)
-    except ExportNotFound as exc:
-        await not_found(send, exc.reason)
-    except RootUnavailable as exc:
-        await export_unavailable(send, str(exc))
+    for attempt in (1, 2):
+        try:
+            export = resolver.resolve(target.pin)
+        except ExportNotFound as exc:
+            await not_found(send, exc.reason)
+            return
+        except RootUnavailable as exc:
+            await export_unavailable(send, str(exc))
+            return
+        try:
+            await serve_file(scope, send, rt, ctx, export, target.parts)
+            return
+        except ExportNotFound:
+            if attempt == 1:
+                resolver.forget(export)  # a directory replaced in place: reopen once before answering 404
+                continue
+            await not_found(send)

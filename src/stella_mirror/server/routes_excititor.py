@@ -20,7 +20,7 @@ import orjson
 from starlette.types import Scope, Send
 
 from stella_mirror.server.context import RequestContext
-from stella_mirror.server.exports import ExportNotFound, RootUnavailable, safe_segment
+from stella_mirror.server.exports import ExportHandle, ExportNotFound, RootUnavailable, safe_segment
 from stella_mirror.server.files import send_bytes
 from stella_mirror.server.middleware.domain import Target, request_host
 from stella_mirror.server.routes_common import Runtime, export_unavailable, not_found, read_json, serve_file
@@ -56,37 +56,47 @@ def _summary(doc: Any) -> dict[str, Any] | None:
 
 async def serve(scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, target: Target) -> None:
     """Answer every ``excititor.*`` target."""
-    site = rt.state().site("excititor")
-    if site.resolver is None:
+    resolver = rt.state().site("excititor").resolver
+    if resolver is None:
         await export_unavailable(send, NOT_CONFIGURED)
         return
-    try:
-        with site.resolver.open(target.pin) as export:
+    for attempt in (1, 2):
+        try:
+            export = resolver.resolve(target.pin)
+        except ExportNotFound as exc:
+            await not_found(send, exc.reason)
+            return
+        except RootUnavailable as exc:
+            await export_unavailable(send, str(exc))
+            return
+        try:
             if target.handler == "excititor.index":
-                await serve_file(scope, send, rt, ctx, export.dir_fd, export.export_id, target.parts)
+                await serve_file(scope, send, rt, ctx, export, target.parts)
             elif target.handler == "excititor.domains":
-                await _domains(scope, send, rt, ctx, export.dir_fd, export.export_id)
+                await _domains(scope, send, rt, ctx, export)
             else:
-                await _export(scope, send, rt, ctx, target, export.dir_fd, export.export_id)
-    except ExportNotFound as exc:
-        await not_found(send, exc.reason)
-    except RootUnavailable as exc:
-        await export_unavailable(send, str(exc))
+                await _export(scope, send, rt, ctx, target, export)
+            return
+        except ExportNotFound as exc:
+            if attempt == 1:
+                resolver.forget(export)  # a directory replaced in place: reopen once before answering 404
+                continue
+            await not_found(send, exc.reason if exc.reason != "not found" else "not found in this export")
 
 
 async def _export(
-    scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, target: Target, dir_fd: int, export_id: str
+    scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, target: Target, export: ExportHandle
 ) -> None:
     assert target.domain_id is not None and target.export_key is not None
+    export_id = export.export_id
     try:
-        index, mtime = read_json(dir_fd, ("mirror", target.domain_id, "index.json"), rt)
+        index, mtime = read_json(export, ("mirror", target.domain_id, "index.json"), rt)
     except ValueError:
         await export_unavailable(send, f"the index of domain {target.domain_id} is not valid JSON")
         return
     entry = _entry(index, target.export_key)
     if entry is None:
-        await not_found(send, f"no export {target.export_key!r} in domain {target.domain_id}")
-        return
+        raise ExportNotFound(f"no export {target.export_key!r} in domain {target.domain_id}")
     ctx.extra["exportId"] = export_id
     if target.handler == "excititor.export":
         body = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS) + b"\n"
@@ -96,13 +106,13 @@ async def _export(
     rel = entry.get("path")
     parts = tuple(rel.split("/")) if isinstance(rel, str) else ()
     if not parts or not all(safe_segment(p) for p in parts):
-        await not_found(send, f"export {target.export_key!r} has no servable path")
-        return
+        raise ExportNotFound(f"export {target.export_key!r} has no servable path")
     parts = ("mirror", target.domain_id, *parts[:-1], parts[-1] + target.suffix)
-    await serve_file(scope, send, rt, ctx, dir_fd, export_id, parts)
+    await serve_file(scope, send, rt, ctx, export, parts)
 
 
-async def _domains(scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, dir_fd: int, export_id: str) -> None:
+async def _domains(scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, export: ExportHandle) -> None:
+    export_id = export.export_id
     site = rt.state().site("excititor")
     host = request_host(ctx)
     items = []
@@ -110,7 +120,7 @@ async def _domains(scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, d
         if policy.hostnames and host not in policy.hostnames:
             continue
         try:
-            doc, _ = read_json(dir_fd, ("mirror", policy.domain_id, "index.json"), rt)
+            doc, _ = read_json(export, ("mirror", policy.domain_id, "index.json"), rt)
             summary = _summary(doc)
         except (ExportNotFound, ValueError):
             summary = None

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from starlette.types import Scope, Send
 
-from stella_mirror.server.exports import ExportNotFound, RootUnavailable
+from stella_mirror.server.exports import ExportHandle, ExportNotFound, RootUnavailable
 from stella_mirror.server.metrics import FreshnessSource, Metrics, render
 from stella_mirror.server.problems import send_problem
 from stella_mirror.server.routes_common import Runtime, read_json
@@ -37,22 +37,23 @@ def readiness(state: ServerState, rt: Runtime) -> list[str]:
             reasons.append(f"{site.product}: {NOT_CONFIGURED}")
             continue
         try:
-            with site.resolver.open() as export:
-                doms = [WIDE_DOMAIN_ID] if site.product == "concelier" else list(site.domains)
-                for dom in doms:
-                    try:
-                        doc, _ = read_json(export.dir_fd, _index_parts(site.product, dom), rt)
-                    except ExportNotFound:
-                        reasons.append(f"{site.product}: export {export.export_id} has no index"
-                                       + ("" if dom == WIDE_DOMAIN_ID else f" for domain {dom}"))
-                        continue
-                    except ValueError:
-                        reasons.append(f"{site.product}: the index of export {export.export_id} is not valid JSON")
-                        continue
-                    if not isinstance(doc, dict) or "exportId" not in doc:
-                        reasons.append(f"{site.product}: the index of export {export.export_id} is not an index")
-        except RootUnavailable as exc:
+            export = site.resolver.resolve()
+        except (RootUnavailable, ExportNotFound) as exc:
             reasons.append(f"{site.product}: {exc}")
+            continue
+        doms = [WIDE_DOMAIN_ID] if site.product == "concelier" else list(site.domains)
+        for dom in doms:
+            try:
+                doc, _ = read_json(export, _index_parts(site.product, dom), rt)
+            except ExportNotFound:
+                reasons.append(f"{site.product}: export {export.export_id} has no index"
+                               + ("" if dom == WIDE_DOMAIN_ID else f" for domain {dom}"))
+                continue
+            except ValueError:
+                reasons.append(f"{site.product}: the index of export {export.export_id} is not valid JSON")
+                continue
+            if not isinstance(doc, dict) or "exportId" not in doc:
+                reasons.append(f"{site.product}: the index of export {export.export_id} is not an index")
     return reasons
 
 
@@ -68,22 +69,20 @@ class ActiveIndexes(FreshnessSource):
             if not site.served or site.resolver is None:
                 continue
             try:
-                with site.resolver.open() as export:
-                    if site.product == "concelier":
-                        doc = self._doc(export.dir_fd, ("mirror", "index.json"))
-                        names = list(site.domains) or [WIDE_DOMAIN_ID]
-                        for name in names:
-                            yield site.product, name, doc
-                    else:
-                        for name in site.domains:
-                            yield site.product, name, self._doc(export.dir_fd, ("mirror", name, "index.json"))
+                export = site.resolver.resolve()
+                if site.product == "concelier":
+                    docs = [(name, self._doc(export, ("mirror", "index.json")))
+                            for name in (list(site.domains) or [WIDE_DOMAIN_ID])]
+                else:
+                    docs = [(name, self._doc(export, ("mirror", name, "index.json"))) for name in site.domains]
             except RootUnavailable:
-                for name in list(site.domains) or [WIDE_DOMAIN_ID]:
-                    yield site.product, name, None
+                docs = [(name, None) for name in list(site.domains) or [WIDE_DOMAIN_ID]]
+            for name, doc in docs:
+                yield site.product, name, doc
 
-    def _doc(self, dir_fd: int, parts: tuple[str, ...]) -> dict[str, Any] | None:
+    def _doc(self, export: ExportHandle, parts: tuple[str, ...]) -> dict[str, Any] | None:
         try:
-            doc, _ = read_json(dir_fd, parts, self.rt)
+            doc, _ = read_json(export, parts, self.rt)
         except (ExportNotFound, ValueError):
             return None
         return doc if isinstance(doc, dict) else None

@@ -35,8 +35,8 @@ import uvicorn
 from stella_mirror.config import MirrorConfig, TlsFiles
 from stella_mirror.errors import ConfigError
 from stella_mirror.server.app import MirrorApp, create_app
+from stella_mirror.server.protocol import MirrorHttpToolsProtocol, ZeroCopyHttpToolsProtocol
 from stella_mirror.server.state import Service
-from stella_mirror.server.zerocopy import ZeroCopyHttpToolsProtocol
 
 log = logging.getLogger("stella_mirror.server")
 
@@ -180,7 +180,7 @@ def _uvicorn_config(app: MirrorApp, tls: TlsManager | None) -> uvicorn.Config:
     use_zero_copy = app.runtime.use_sendfile and tls is None
     return uvicorn.Config(
         app,
-        http=ZeroCopyHttpToolsProtocol if use_zero_copy else "httptools",
+        http=ZeroCopyHttpToolsProtocol if use_zero_copy else MirrorHttpToolsProtocol,
         loop="uvloop",
         lifespan="on",
         access_log=False,

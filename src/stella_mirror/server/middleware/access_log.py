@@ -35,7 +35,7 @@ from stella_mirror.server.context import CONTEXT_KEY, RequestContext
 from stella_mirror.server.metrics import Metrics
 from stella_mirror.server.middleware.domain import normalise_host
 from stella_mirror.server.problems import problem_body
-from stella_mirror.server.zerocopy import MESSAGE as ZEROCOPY_MESSAGE
+from stella_mirror.server.protocol import MESSAGE as ZEROCOPY_MESSAGE
 
 log = logging.getLogger("stella_mirror.server")
 

@@ -168,8 +168,24 @@ def request_host(ctx: RequestContext) -> str:
     return host
 
 
+_HOSTS: dict[bytes, str] = {}
+_ROUTES: dict[bytes, Target | tuple[int, str] | None] = {}
+_CACHE_LIMIT = 4096
+"""Parsed hosts and routes are memoised (a mirror sees few distinct ones); the maps are cleared when full."""
+
+
 def normalise_host(value: bytes) -> str:
     """``Host`` header → lower-case name without port (IPv6 literals keep their brackets)."""
+    host = _HOSTS.get(value)
+    if host is None:
+        host = _normalise_host(value)
+        if len(_HOSTS) >= _CACHE_LIMIT:
+            _HOSTS.clear()
+        _HOSTS[value] = host
+    return host
+
+
+def _normalise_host(value: bytes) -> str:
     text = value.decode("latin-1").strip().lower()
     if text.startswith("["):
         end = text.find("]")
@@ -196,14 +212,21 @@ class DomainMiddleware:
                 if name == b"host":
                     ctx.extra["host"] = normalise_host(value)
         raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
-        refused = check_raw_target(raw)
-        if refused is not None:
+        if raw in _ROUTES:
+            target = _ROUTES[raw]
+        else:
+            refused = check_raw_target(raw)
+            target = refused if refused is not None else parse_route(scope["path"])
+            if len(raw) <= 512:  # the decoded path is a function of the raw one, so the raw path is the key
+                if len(_ROUTES) >= _CACHE_LIMIT:
+                    _ROUTES.clear()
+                _ROUTES[raw] = target
+        if isinstance(target, tuple):
             ctx.route = "invalid"
-            status, reason = refused
+            status, reason = target
             await send_problem(send, status, "bad-request" if status == 400 else "uri-too-long",
                                "Bad request" if status == 400 else "URI too long", reason)
             return
-        target = parse_route(scope["path"])
         if target is None:
             ctx.route = "not_found"
             await send_problem(send, 404, "not-found", "Not found", "no such route")
