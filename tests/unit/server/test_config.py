@@ -179,3 +179,21 @@ def test_redacted_output_hides_secrets(tmp_path: Path) -> None:
     assert data["mirror"]["quotas"]["redisUrl"] == "redis://***@r:6379/0"
     assert data["authority"]["clientSecretPresent"] is True
     assert cfg.authority.client_secret() == "s3cr3t-value"
+
+
+def test_env_example_is_valid_and_uses_the_runbook_names() -> None:
+    example = Path(__file__).resolve().parents[3] / "deploy" / "compose" / "env" / "mirror.env.example"
+    env = {}
+    for line in example.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    report = LoadReport()
+    cfg = load_config(None, env, report)
+    assert report.ignored_env == []
+    assert cfg.concelier.mirror.export_root == Path("/exports/json")
+    assert cfg.excititor.export_root == Path("/exports")
+    assert [d.id for d in cfg.concelier.mirror.domains] == ["primary", "community"]
+    assert cfg.authority.client_secret_file == Path("/run/secrets/concelier-authority-client")
+    assert cfg.mirror.quotas.backend == "redis" and cfg.tls_enabled()
+    assert not any("SECRET=" in k.upper() + "=" for k in env), "no secret values in the example"
