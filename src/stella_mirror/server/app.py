@@ -259,6 +259,11 @@ class MirrorApp:
         for commit in commits:
             commit()
         self.holder.current = state
+        # Directory descriptors are only used between resolving and opening a request's files, never
+        # across an await, so the previous generation's can be closed right away.
+        for site in previous.sites.values():
+            if site.resolver is not None:
+                site.resolver.close()
         if config.mirror.access_log != previous.config.mirror.access_log:
             old, self.sink = self.sink, self._sink(config.mirror.access_log)
             if old is not None:

@@ -25,6 +25,7 @@ import os
 import stat
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
@@ -293,13 +294,18 @@ def _open_version(dir_fd: int, name: str, encoding: str | None, cache: FileCache
 
 
 def open_representation(
-    dir_fd: int, name: str, accept_encoding: str | None, negotiate: bool, cache: FileCache
+    dir_fd: int,
+    name: str,
+    accept_encoding: str | None,
+    negotiate: bool,
+    cache: FileCache,
+    lstat: Callable[[str], os.stat_result | None] | None = None,
 ) -> Representation:
     """The best representation of ``name`` in the directory ``dir_fd`` for this ``Accept-Encoding``.
 
     Nothing is followed: the name must be a regular file (``lstat``/``O_NOFOLLOW``), else
     :class:`ExportNotFound`. A small file already cached for the same (device, inode, mtime, size) is
-    served without opening it.
+    served without opening it. ``lstat`` may supply (memoised) ``lstat`` results for names in ``dir_fd``.
     """
     candidates: list[tuple[str | None, str]] = []
     if negotiate and accept_encoding:
@@ -307,7 +313,7 @@ def open_representation(
                       for coding, suffix in choose_encodings(parse_accept_encoding(accept_encoding))]
     candidates.append((None, name))
     for encoding, fname in candidates:
-        st = _lstat_regular(dir_fd, fname)
+        st = lstat(fname) if lstat is not None else _lstat_regular(dir_fd, fname)
         if st is None:
             continue
         if st.st_size <= SMALL_FILE_LIMIT:

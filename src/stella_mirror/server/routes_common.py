@@ -84,8 +84,14 @@ async def serve_file(
     404, or retries once with freshly opened directories).
     """
     negotiate = parts[-1].endswith(NEGOTIABLE)
-    dir_fd = export.subdir(parts[:-1])
-    rep = open_representation(dir_fd, parts[-1], accept_encoding(scope) if negotiate else None, negotiate, rt.files)
+    dir_parts = parts[:-1]
+    dir_fd = export.subdir(dir_parts)
+
+    def lstat(name: str) -> os.stat_result | None:
+        return export.lstat_regular(dir_parts, name)
+
+    rep = open_representation(dir_fd, parts[-1], accept_encoding(scope) if negotiate else None, negotiate, rt.files,
+                              lstat)
     try:
         ctx.extra["exportId"] = export.export_id
         if rep.encoding:

@@ -87,7 +87,7 @@ def test_resolver_reads_latest_once_and_pins(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "e1").mkdir(parents=True)
     (root / "e2").mkdir()
-    resolver = ExportResolver(root)
+    resolver = ExportResolver(root, ttl=0)
     with pytest.raises(RootUnavailable, match="nothing is published"), resolver.open():
         pass
     (root / "latest").symlink_to("e1")
@@ -107,11 +107,27 @@ def test_resolver_reads_latest_once_and_pins(tmp_path: Path) -> None:
     (root / "escape").symlink_to(tmp_path)
     with pytest.raises(ExportNotFound), resolver.open("escape"):
         pass
-    fixed = ExportResolver(root, "e1")
+    fixed = ExportResolver(root, "e1", ttl=0)
     with fixed.open() as exp:
         assert exp.export_id == "e1"
     with pytest.raises(RootUnavailable), ExportResolver(tmp_path / "nope").open():
         pass
+
+
+def test_resolver_reuses_a_resolution_for_its_ttl(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "e1").mkdir(parents=True)
+    (root / "e2").mkdir()
+    (root / "latest").symlink_to("e1")
+    resolver = ExportResolver(root, ttl=0.3)
+    assert resolver.resolve().export_id == "e1"
+    os.replace(_tmp_link(root, "e2"), root / "latest")
+    assert resolver.resolve().export_id == "e1"  # within the TTL: the previous resolution
+    import time
+
+    time.sleep(0.35)
+    assert resolver.resolve().export_id == "e2"
+    assert resolver.resolve("e1").export_id == "e1"  # pins are resolved (and kept) independently
 
 
 def _tmp_link(root: Path, target: str) -> Path:
