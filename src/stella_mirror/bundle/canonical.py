@@ -72,6 +72,17 @@ class StreamingObjectWriter:
         self._out.write(orjson.dumps(item, option=_OPTS))
         self._count += 1
 
+    def write_raw_item(self, data: bytes) -> None:
+        """Append one item given as its canonical bytes (``dumps_compact(item)``), copied unchanged.
+
+        For items serialised earlier (e.g. staged on disk), so they need not be parsed and serialised
+        again. The caller vouches that ``data`` is canonical JSON of one value: it is not checked.
+        """
+        if self._count:
+            self._out.write(b",")
+        self._out.write(data)
+        self._count += 1
+
     def write_items(self, items: Iterable[Any]) -> None:
         """Append many items."""
         for item in items:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -50,13 +50,20 @@ def empty_delta(base: str | None = None) -> Delta:
     return {"baseExportId": base, "added": [], "changed": [], "removed": []}
 
 
+class RawAdvisory(NamedTuple):
+    """An advisory already serialised canonically (``canonical.dumps_compact``), with its key for ordering."""
+
+    advisory_key: str
+    data: bytes
+
+
 @dataclass
 class ConcelierDomain:
     """One Concelier domain to write: its advisories (sorted by ``advisoryKey``) and statistics."""
 
     domain_id: str
     display_name: str
-    advisories: Iterable[dict[str, Any]]
+    advisories: Iterable[dict[str, Any] | RawAdvisory]
     sources: Callable[[], list[SourceStat]] = list
     """Called after streaming, so statistics can be gathered while advisories flow by."""
     delta: Callable[[], Delta] = field(default=lambda: empty_delta())
@@ -76,13 +83,20 @@ def write_concelier_export(
             writer = canonical.StreamingObjectWriter(out, "advisories", {})
             previous: str | None = None
             for adv in dom.advisories:
-                adv_key = adv["advisoryKey"]
+                data: bytes | None = None
+                if isinstance(adv, RawAdvisory):
+                    adv_key, data = adv
+                else:
+                    adv_key = adv["advisoryKey"]
                 if previous is not None and adv_key <= previous:
                     raise ValueError(
                         f"advisories must be unique and sorted by advisoryKey ({adv_key!r} after {previous!r})"
                     )
                 previous = adv_key
-                writer.write_item(adv)
+                if data is None:
+                    writer.write_item(adv)
+                else:
+                    writer.write_raw_item(data)
             count = writer.count
             writer.finish(
                 {

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import multiprocessing
 import os
 import re
 import shutil
@@ -33,26 +32,33 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import orjson
 
 from stella_mirror.bundle import canonical
 from stella_mirror.bundle.model import Delta, SourceStat
 from stella_mirror.bundle.signing import SigningKey
-from stella_mirror.bundle.writer import ConcelierDomain, ExportStamp, read_sequence, write_concelier_export
+from stella_mirror.bundle.writer import (
+    ConcelierDomain,
+    ExportStamp,
+    RawAdvisory,
+    read_sequence,
+    write_concelier_export,
+)
+from stella_mirror.concelier import grouping
 from stella_mirror.concelier import merge as mergelib
 from stella_mirror.concelier.filters import DomainFilter
-from stella_mirror.concelier.model import Advisory, is_cve
-from stella_mirror.concelier.sources import (
-    DEFAULT_MAX_DOCUMENT_BYTES,
-    DocResult,
-    ReadTask,
-    RecordRow,
-    SourceSpec,
-    iter_files,
-    order_key,
-    read_document,
+from stella_mirror.concelier.grouping import Groups
+from stella_mirror.concelier.model import Advisory
+from stella_mirror.concelier.sources import DEFAULT_MAX_DOCUMENT_BYTES, SourceSpec, iter_files, order_key
+from stella_mirror.concelier.staging import (
+    CHUNK_DOCUMENTS,
+    Chunk,
+    StageConfig,
+    StagedRecords,
+    bucket_count,
+    read_chunks,
 )
 from stella_mirror.errors import ConfigError, ExportRejectedError
 from stella_mirror.publish import ExportRoot, check_export_id, next_sequence
@@ -165,175 +171,63 @@ def compact_id(dt: datetime) -> str:
 # --- pass 1: reading -------------------------------------------------------------------------------
 
 
-class _Spill:
-    """Append-only file of byte blobs, read back with ``pread``.
-
-    ``pread`` rather than a memory map: mapped file pages count as resident memory of the exporting
-    process, which would make its RSS grow with the corpus.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fh = path.open("wb", buffering=1 << 20)
-        self.offsets = array("q")
-        self.lengths = array("q")
-        self._pos = 0
-        self._fd: int | None = None
-
-    def append(self, blob: bytes) -> int:
-        self._fh.write(blob)
-        self.offsets.append(self._pos)
-        self.lengths.append(len(blob))
-        self._pos += len(blob)
-        return len(self.offsets) - 1
-
-    def seal(self) -> None:
-        self._fh.close()
-        self._fd = os.open(self.path, os.O_RDONLY)
-
-    def get(self, i: int) -> bytes:
-        assert self._fd is not None
-        return os.pread(self._fd, self.lengths[i], self.offsets[i])
-
-    def load(self, i: int) -> Advisory:
-        record: Advisory = orjson.loads(self.get(i))
-        return record
-
-    def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+def _count_files(spec: SourceSpec) -> int:
+    """Files below a source folder (for the progress total and the alias bucket count): an unsorted walk."""
+    if not spec.path.is_dir():
+        raise ConfigError("sources", f"source {spec.name}: {spec.path} is not a directory")
+    n, stack = 0, [str(spec.path)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    n += 1
+    return n
 
 
-@dataclass
-class _Pass1:
-    """What stays in memory per record: its spill slot, source priority and union-find node (of its own key)."""
-
-    spill: _Spill
-    uf: mergelib.UnionFind = field(default_factory=mergelib.UnionFind)
-    priority: array = field(default_factory=lambda: array("h"))  # type: ignore[type-arg]
-    nodes: array = field(default_factory=lambda: array("q"))  # type: ignore[type-arg]
-
-    def own_key(self, i: int) -> str:
-        return self.uf.name(self.nodes[i])
-
-    def ordered(self, idx: list[int]) -> list[tuple[int, Advisory]]:
-        """Load records and sort them into merge order (source priority, document id, digest, key)."""
-        loaded = [(i, self.spill.load(i)) for i in idx]
-        loaded.sort(key=lambda r: order_key(self.priority[r[0]], r[1]))
-        return loaded
-
-
-def _tasks(req: ExportRequest) -> Iterator[ReadTask]:
+def _chunks(req: ExportRequest) -> Iterator[Chunk]:
     """Tasks are generated lazily (the pool pulls them as its pipe drains), so no list of N paths is kept."""
     for spec in req.sources:
+        paths: list[str] = []
         for path in iter_files(spec):
-            yield ReadTask(path, spec.name, spec.kind, spec.priority, req.max_document_bytes)
+            paths.append(path)
+            if len(paths) == CHUNK_DOCUMENTS:
+                yield Chunk(spec.name, spec.kind, spec.priority, paths)
+                paths = []
+        if paths:
+            yield Chunk(spec.name, spec.kind, spec.priority, paths)
 
 
-def _results(req: ExportRequest, total: int, workers: int) -> Iterator[DocResult]:
-    tasks = _tasks(req)
-    if workers <= 1 or total < _IN_PROCESS_BELOW:
-        for task in tasks:
-            yield read_document(task)
-        return
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ctx.Pool(workers) as pool:
-        yield from pool.imap_unordered(read_document, tasks, chunksize=64)
-
-
-def _read_all(req: ExportRequest, summary: ExportSummary, work: Path) -> _Pass1:
-    total = sum(1 for spec in req.sources for _ in iter_files(spec))  # a directory walk: cheap, gives progress a total
+def _read_all(
+    req: ExportRequest, summary: ExportSummary, work: Path, domains: list[DomainSpec]
+) -> tuple[StagedRecords, int]:
+    """Stage every document's records; return them and the number of alias buckets used."""
+    total = sum(_count_files(spec) for spec in req.sources)
     workers = req.workers if req.workers is not None else min(2, os.cpu_count() or 1)
-    state = _Pass1(_Spill(work / "records.bin"))
-    uf = state.uf
+    if total < _IN_PROCESS_BELOW:
+        workers = 1
+    cfg = StageConfig(
+        work=str(work),
+        buckets=bucket_count(total),
+        filters=tuple(d.filter for d in domains),
+        kinds={s.name: s.kind for s in req.sources},
+        max_bytes=req.max_document_bytes,
+    )
+    counts: dict[str, int] = {}
     req.progress.phase("reading documents", total)
-    for status, path, payload in _results(req, total, workers):
-        req.progress.advance()
-        if status == "skipped":
-            summary.documents_skipped += 1
-            continue
-        if status == "rejected":
-            pointer, message = cast(tuple[str, str], payload)
-            summary.rejected.append(Rejected(path, str(pointer), str(message)))
-            continue
-        summary.documents_read += 1
-        for priority, own_key, aliases, blob in cast(list[RecordRow], payload):
-            state.spill.append(blob)
-            state.priority.append(priority)
-            first = uf.node(own_key)
-            for alias in aliases:
-                uf.union(first, uf.node(alias))
-            state.nodes.append(first)
-    state.spill.seal()
-    summary.records = len(state.nodes)
+    for result in read_chunks(cfg, _chunks(req), workers):
+        req.progress.advance(result.read + result.skipped + len(result.rejected))
+        summary.documents_read += result.read
+        summary.documents_skipped += result.skipped
+        summary.rejected.extend(Rejected(path, pointer, message) for path, pointer, message in result.rejected)
+        counts[result.tag] = counts.get(result.tag, 0) + result.records
+    summary.records = sum(counts.values())
     summary.rejected.sort(key=lambda r: r.path)
     req.progress.done()
-    return state
-
-
-# --- pass 2: grouping ------------------------------------------------------------------------------
-
-
-class Groups:
-    """Merge groups in key order, held compactly: keys, record indices grouped, group boundaries."""
-
-    def __init__(self, keys: list[str], members: array, bounds: array) -> None:  # type: ignore[type-arg]
-        self.keys = keys
-        self.members = members
-        self.bounds = bounds
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __iter__(self) -> Iterator[tuple[str, list[int]]]:
-        members, bounds = self.members, self.bounds
-        for g, key in enumerate(self.keys):
-            yield key, members[bounds[g] : bounds[g + 1]].tolist()
-
-
-def _groups(state: _Pass1) -> Groups:
-    """Group records by union-find root and sort the groups by advisory key.
-
-    A group with a CVE is keyed by its lowest CVE; one without is keyed by the own key of its first
-    record in merge order, which for groups of several records means reading them back (rare).
-    Everything per record lives in arrays, so memory stays a few bytes per record.
-    """
-    uf = state.uf
-    best_cve: dict[int, str] = {}
-    for alias, node in uf.items():
-        if is_cve(alias):
-            root = uf.find(node)
-            best_cve[root] = mergelib.better_cve(best_cve.get(root), alias)
-    roots = array("q", (uf.find(node) for node in state.nodes))
-    by_root = array("q", sorted(range(len(roots)), key=roots.__getitem__))
-    keys: list[str] = []
-    starts = array("q")
-    i, n = 0, len(by_root)
-    while i < n:
-        root = roots[by_root[i]]
-        j = i + 1
-        while j < n and roots[by_root[j]] == root:
-            j += 1
-        key = best_cve.get(root)
-        if key is None:
-            idx = by_root[i:j].tolist()
-            key = state.own_key(idx[0]) if len(idx) == 1 else state.ordered(idx)[0][1]["advisoryKey"]
-        keys.append(key)
-        starts.append(i)
-        i = j
-    del roots, best_cve
-    perm = sorted(range(len(keys)), key=keys.__getitem__)
-    members = array("q")
-    bounds = array("q", [0])
-    for g in perm:
-        end = starts[g + 1] if g + 1 < len(starts) else n
-        members.extend(by_root[starts[g] : end])
-        bounds.append(len(members))
-    return Groups([keys[g] for g in perm], members, bounds)
+    return StagedRecords(work, counts), cfg.buckets
 
 
 # --- pass 3: merging and writing -------------------------------------------------------------------
@@ -413,21 +307,57 @@ def _previous_digests(prev_dir: Path | None, domain_id: str) -> Iterator[tuple[s
     return None
 
 
+class _Spill:
+    """Append-only file of byte blobs, read back with ``pread`` (mapped pages would count as resident memory)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = path.open("wb", buffering=1 << 20)
+        self._offsets = array("q", [0])
+        self._fd: int | None = None
+
+    def append(self, blob: bytes) -> None:
+        self._fh.write(blob)
+        self._offsets.append(self._offsets[-1] + len(blob))
+
+    def seal(self) -> None:
+        self._fh.close()
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def get(self, i: int) -> bytes:
+        assert self._fd is not None
+        start = self._offsets[i]
+        return os.pread(self._fd, self._offsets[i + 1] - start, start)
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 @dataclass
 class _DomainStats:
     count: int = 0
     sources: dict[str, list[Any]] = field(default_factory=dict)
 
     def add(self, adv: Advisory) -> None:
+        self.add_provenance([[p["source"], p["recordedAt"]] for p in adv["provenance"]])
+
+    def add_provenance(self, prov: list[list[Any]]) -> None:
+        """Count one advisory from its ``[source, recordedAt]`` pairs."""
         self.count += 1
         seen: set[str] = set()
-        for p in adv["provenance"]:
-            stat = self.sources.setdefault(p["source"], [0, None])
-            if p["source"] not in seen:
+        for source, recorded in prov:
+            stat = self.sources.get(source)
+            if stat is None:
+                stat = self.sources[source] = [0, None]
+            if source not in seen:
                 stat[0] += 1
-                seen.add(p["source"])
-            if p["recordedAt"] and (stat[1] is None or p["recordedAt"] > stat[1]):
-                stat[1] = p["recordedAt"]
+                seen.add(source)
+            if recorded and (stat[1] is None or recorded > stat[1]):
+                stat[1] = recorded
 
     def source_stats(self) -> list[SourceStat]:
         return [
@@ -442,7 +372,8 @@ class _Writer:
     def __init__(
         self,
         req: ExportRequest,
-        state: _Pass1,
+        domains: list[DomainSpec],
+        staged: StagedRecords,
         groups: Groups,
         work: Path,
         stage: Path,
@@ -451,16 +382,16 @@ class _Writer:
         summary: ExportSummary,
     ) -> None:
         self.req = req
-        self.state = state
+        self.staged = staged
         self.groups = groups
         self.summary = summary
-        self.domains = sorted(req.domains, key=lambda d: d.domain_id)
+        self.domains = domains
         self.kinds = {s.name: s.kind for s in req.sources}
         self.stats = [_DomainStats() for _ in self.domains]
         self.multi = len(self.domains) > 1
+        # Later domains stream from this spill of merged advisories: meta line [key, digest], then the bytes.
         self.merged = _Spill(work / "merged.bin") if self.multi else None
         self.masks = array("q")
-        self.digests: list[str] = []
         (stage / STATE_DIR).mkdir(parents=True, exist_ok=True)
         self.state_dir = stage / STATE_DIR
         self.prev_dir = prev_dir
@@ -478,52 +409,74 @@ class _Writer:
             self.trackers[i] = tracker
         return tracker
 
-    def _merged_stream(self) -> Iterator[tuple[Advisory, str, int]]:
-        """First pass over the groups: merge, digest, evaluate every domain's filter."""
-        spill = self.state.spill
-        progress = self.req.progress
-        progress.phase("merging and writing", len(self.groups))
-        for key, idx in self.groups:
-            if len(idx) == 1 and self.state.own_key(idx[0]) == key:
-                blob = spill.get(idx[0])
-                adv: Advisory = orjson.loads(blob)
-            else:
-                adv = mergelib.merge(key, [rec for _, rec in self.state.ordered(idx)])
-                blob = orjson.dumps(adv, option=orjson.OPT_SORT_KEYS)
-                if len(idx) > 1:
-                    self.summary.merged_advisories += 1
-            digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-            mask = 0
-            for i, dom in enumerate(self.domains):
-                if dom.filter.matches(adv, self.kinds):
-                    mask |= 1 << i
-                    self.stats[i].add(adv)
-            if self.merged is not None:
-                self.merged.append(blob)
-                self.masks.append(mask)
-                self.digests.append(digest)
-            progress.advance()
-            yield adv, digest, mask
-        progress.done()
-        if self.merged is not None:
-            self.merged.seal()
+    def _merge(self, key: str, members: list[int]) -> tuple[bytes, str, int]:
+        """Fold a group (or re-key a lone record) and evaluate the domain filters on the result."""
+        loaded = [self.staged.record(g) for g in members]
+        loaded.sort(key=lambda r: order_key(*r))
+        adv = mergelib.merge(key, [rec for _, rec in loaded])
+        blob = orjson.dumps(adv, option=orjson.OPT_SORT_KEYS)
+        mask = 0
+        for i, dom in enumerate(self.domains):
+            if dom.filter.matches(adv, self.kinds):
+                mask |= 1 << i
+                self.stats[i].add(adv)
+        return blob, "sha256:" + hashlib.sha256(blob).hexdigest(), mask
 
-    def advisories(self, i: int) -> Iterator[dict[str, Any]]:
+    def _merged_stream(self) -> Iterator[tuple[RawAdvisory, str, int]]:
+        """First pass over the groups: merge, digest, evaluate every domain's filter."""
+        staged, groups, stats = self.staged, self.groups, self.stats
+        progress = self.req.progress
+        progress.phase("merging and writing", len(groups))
+        merged = self.merged
+        single_domain = len(self.domains) == 1
+        loads = orjson.loads
+        for n, (key, first, fast) in enumerate(groups, 1):
+            if fast:
+                # A record that is an advisory of its own: its staged bytes, digest, mask and provenance
+                # are final, so nothing is parsed or serialised again.
+                entry = staged.entry(first)
+                nl = entry.index(b"\n")
+                digest, mask, prov, _priority = loads(entry[:nl])
+                blob = entry[nl + 1 :]
+                if single_domain:
+                    if mask:
+                        stats[0].add_provenance(prov)
+                else:
+                    for i in range(len(stats)):
+                        if mask >> i & 1:
+                            stats[i].add_provenance(prov)
+            else:
+                members = groups.members(first)
+                blob, digest, mask = self._merge(key, members)
+            if merged is not None:
+                merged.append(orjson.dumps([key, digest]) + b"\n" + blob)
+                self.masks.append(mask)
+            if n % 1024 == 0:
+                progress.advance(1024)
+            yield RawAdvisory(key, blob), digest, mask
+        progress.advance(len(groups) % 1024)
+        progress.done()
+        if merged is not None:
+            merged.seal()
+
+    def advisories(self, i: int) -> Iterator[RawAdvisory]:
         """The advisories of domain ``i`` (in domain-id order), sorted by key."""
         bit = 1 << i
         tracker = self._tracker(i)
         if i == 0:
             for adv, digest, mask in self._merged_stream():
                 if mask & bit:
-                    tracker.see(adv["advisoryKey"], digest)
-                    yield adv  # type: ignore[misc]
+                    tracker.see(adv.advisory_key, digest)
+                    yield adv
             return
         assert self.merged is not None
         for j, mask in enumerate(self.masks):
             if mask & bit:
-                adv = orjson.loads(self.merged.get(j))
-                tracker.see(adv["advisoryKey"], self.digests[j])
-                yield adv
+                entry = self.merged.get(j)
+                nl = entry.index(b"\n")
+                key, digest = orjson.loads(entry[:nl])
+                tracker.see(key, digest)
+                yield RawAdvisory(key, entry[nl + 1 :])
 
     def delta(self, i: int) -> Delta:
         return self._tracker(i).finish()
@@ -580,7 +533,8 @@ def run_export(req: ExportRequest) -> ExportSummary:
         with root.staging(stamp.export_id) as stage:
             work = stage / ".work"
             work.mkdir()
-            state = _read_all(req, summary, work)
+            domains = sorted(req.domains, key=lambda d: d.domain_id)
+            staged, buckets = _read_all(req, summary, work, domains)
             try:
                 if req.strict and summary.rejected:
                     first = summary.rejected[0]
@@ -588,32 +542,39 @@ def run_export(req: ExportRequest) -> ExportSummary:
                         f"{len(summary.rejected)} document(s) rejected and --strict is set; nothing was published "
                         f"(first: {first.message})"
                     )
-                groups = _groups(state)
+                groups = grouping.group(staged, buckets)
                 summary.advisories = len(groups)
+                summary.merged_advisories = groups.merged
                 prev_dir = root.active_dir()
                 prev_id = root.active_id() if prev_dir is not None and prev_dir.is_dir() else None
-                writer = _Writer(req, state, groups, work, stage, prev_dir if prev_id else None, prev_id, summary)
+                writer = _Writer(
+                    req, domains, staged, groups, work, stage, prev_dir if prev_id else None, prev_id, summary
+                )
                 try:
-                    domains = [
-                        ConcelierDomain(
-                            dom.domain_id,
-                            dom.display_name,
-                            writer.advisories(i),
-                            sources=lambda i=i: writer.stats[i].source_stats(),  # type: ignore[misc]
-                            delta=lambda i=i: writer.delta(i),  # type: ignore[misc]
-                        )
-                        for i, dom in enumerate(writer.domains)
-                    ]
-                    write_concelier_export(stage, stamp, domains, req.key)
+                    write_concelier_export(
+                        stage,
+                        stamp,
+                        [
+                            ConcelierDomain(
+                                dom.domain_id,
+                                dom.display_name,
+                                writer.advisories(i),
+                                sources=lambda i=i: writer.stats[i].source_stats(),  # type: ignore[misc]
+                                delta=lambda i=i: writer.delta(i),  # type: ignore[misc]
+                            )
+                            for i, dom in enumerate(domains)
+                        ],
+                        req.key,
+                    )
                 finally:
                     writer.close()
-                for i, dom in enumerate(writer.domains):
+                for i, dom in enumerate(domains):
                     tracker = writer.trackers[i]
                     summary.domains.append(
                         DomainResult(dom.domain_id, writer.stats[i].count, tracker.finish() if tracker else None)
                     )
             finally:
-                state.spill.close()
+                staged.close()
             shutil.rmtree(work)
             summary.path = root.commit(stage, stamp.export_id, req.keep)
     summary.seconds = time.monotonic() - started

@@ -32,3 +32,19 @@ def test_streaming_writer_rejects_misplaced_fields() -> None:
     w = canonical.StreamingObjectWriter(io.BytesIO(), "m", {})
     with pytest.raises(ValueError, match="up front"):
         w.finish({"a": 1})
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7])
+def test_raw_items_are_byte_identical_to_serialised_items(n: int) -> None:
+    """Items staged earlier as dumps_compact bytes stream to exactly the bytes of the whole object."""
+    items = [{"z": i, "é": [i, None, 1.5], "a": {"y": "x\n" * i, "b": True}} for i in range(n)]
+    buf = io.BytesIO()
+    w = canonical.StreamingObjectWriter(buf, "advisories", {"aa": 1})
+    for i, item in enumerate(items):
+        if i % 2:
+            w.write_item(item)  # raw and parsed items mix freely
+        else:
+            w.write_raw_item(canonical.dumps_compact(item))
+    w.finish({"advisoryCount": n})
+    assert w.count == n
+    assert buf.getvalue() == canonical.dumps({"aa": 1, "advisoryCount": n, "advisories": items})

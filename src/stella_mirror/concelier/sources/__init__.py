@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import orjson
 
@@ -85,46 +86,74 @@ def order_key(priority: int, record: Advisory) -> tuple[int, str, str, str]:
     return (priority, prov["documentId"], prov["digest"], record["advisoryKey"])
 
 
+def read_bytes(path: str, max_bytes: int) -> bytes:
+    """The bytes of a file, refused (MalformedDocumentError) when over ``max_bytes``.
+
+    One ``open``/``fstat``/``read``/``close`` of exactly the file's size: reading with a limit-sized
+    buffer (32 MiB) made every small document allocate and fault in a huge buffer.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            size = os.fstat(fd).st_size
+            if size > max_bytes:
+                raise MalformedDocumentError(path, "", f"document is {size} bytes, over the {max_bytes}-byte limit")
+            data = os.read(fd, size + 1)
+            if len(data) > size:  # the file grew after fstat: read on to its end, up to the limit
+                parts, total = [data], len(data)
+                while total <= max_bytes and (part := os.read(fd, 1 << 20)):
+                    parts.append(part)
+                    total += len(part)
+                data = b"".join(parts)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise MalformedDocumentError(path, "", f"cannot read: {exc.strerror}") from None
+    if len(data) > max_bytes:
+        raise MalformedDocumentError(path, "", f"document is over the {max_bytes}-byte limit")
+    return data
+
+
+def load_records(path: str, kind: str, source: str, max_bytes: int) -> tuple[str, object]:
+    """Read one file into source records.
+
+    ``("ok", [Advisory, …])``, ``("skipped", reason)`` or ``("rejected", (pointer, message))``; the
+    records are exactly as the source reader maps them (not yet in canonical single-record form).
+    """
+    if kind == "csaf" and not path.endswith(".json"):
+        return ("skipped", "not a .json file (signature, hash, feed index or listing)")
+    if kind == "osv" and not path.endswith(OSV_SUFFIXES):
+        return ("skipped", "not an OSV .json/.yaml file")
+    try:
+        data = read_bytes(path, max_bytes)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if kind == "osv":
+            records: list[Advisory] | None = osv.parse(path, data, source, digest)
+        else:
+            records = csaf.parse(path, data, source, digest)
+        if records is None:
+            return ("skipped", "JSON but not a CSAF document (no document.csaf_version)")
+    except MalformedDocumentError as exc:
+        return ("rejected", (exc.pointer, str(exc)))
+    except RecursionError:
+        return ("rejected", ("", f"{path}: document nests too deeply"))
+    return ("ok", records)
+
+
+def canonical_record(record: Advisory) -> Advisory:
+    """A source record in the form a single-record advisory is published in (affected entries folded)."""
+    return merge.merge(record["advisoryKey"], [record])
+
+
 def read_document(task: ReadTask) -> DocResult:
     """Read one file: ``("ok", path, rows)``, ``("skipped", path, reason)`` or ``("rejected", path, (ptr, msg))``."""
-    path = task.path
-    if task.kind == "csaf" and not path.endswith(".json"):
-        return ("skipped", path, "not a .json file (signature, hash, feed index or listing)")
-    if task.kind == "osv" and not path.endswith(OSV_SUFFIXES):
-        return ("skipped", path, "not an OSV .json/.yaml file")
-    try:
-        try:
-            size = os.stat(path).st_size
-            if size > task.max_bytes:
-                raise MalformedDocumentError(
-                    path, "", f"document is {size} bytes, over the {task.max_bytes}-byte limit"
-                )
-            with open(path, "rb") as fh:
-                data = fh.read(task.max_bytes + 1)
-        except OSError as exc:
-            raise MalformedDocumentError(path, "", f"cannot read: {exc.strerror}") from None
-        if len(data) > task.max_bytes:
-            raise MalformedDocumentError(path, "", f"document is over the {task.max_bytes}-byte limit")
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        if task.kind == "osv":
-            records: list[Advisory] | None = osv.parse(path, data, task.source, digest)
-        else:
-            records = csaf.parse(path, data, task.source, digest)
-        if records is None:
-            return ("skipped", path, "JSON but not a CSAF document (no document.csaf_version)")
-    except MalformedDocumentError as exc:
-        return ("rejected", path, (exc.pointer, str(exc)))
-    except RecursionError:
-        return ("rejected", path, ("", f"{path}: document nests too deeply"))
+    status, payload = load_records(task.path, task.kind, task.source, task.max_bytes)
+    if status != "ok":
+        return (status, task.path, payload)
     rows: list[RecordRow] = []
-    for rec in records:
-        final = merge.merge(rec["advisoryKey"], [rec])
+    for rec in cast(list[Advisory], payload):
+        final = canonical_record(rec)
         rows.append(
-            (
-                task.priority,
-                final["advisoryKey"],
-                final["aliases"],
-                orjson.dumps(final, option=orjson.OPT_SORT_KEYS),
-            )
+            (task.priority, final["advisoryKey"], final["aliases"], orjson.dumps(final, option=orjson.OPT_SORT_KEYS))
         )
-    return ("ok", path, rows)
+    return ("ok", task.path, rows)

@@ -1,0 +1,199 @@
+"""Pass 2 of the Concelier export: merge groups, their keys and their order, in constant memory.
+
+Records live on disk (:mod:`stella_mirror.concelier.staging`); what stays in memory per record is a
+few integers in arrays — no strings, no Python objects:
+
+1. *Union*: records that share an alias string form one group. Readers staged ``(record, alias)``
+   pairs in buckets by a hash of the alias; each bucket is loaded alone (about 64k aliases), every
+   alias is mapped to one record naming it, and records naming the same alias are joined in a
+   union-find over record indices (``parent``: 4 bytes, ``rank``: 1 byte per record). Exact: the
+   alias strings themselves are compared, hashes only choose the bucket.
+2. *Chains*: each record is linked to the next record of its group (``head``/``next``: 4 + 4 bytes).
+3. *Keys*: a group's key is its lowest CVE (by year, then number), else the own key of its first
+   record in merge order. One streaming pass over the staged key lines; only groups of several
+   records remember their best CVE until the pass ends.
+4. *Order*: ``(key, record, fast)`` triples are sorted by key with an external merge sort (sorted
+   runs of 64k triples on disk), so sorting needs constant memory too.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from collections.abc import Iterator
+from itertools import compress
+from operator import ne
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stella_mirror.concelier.merge import better_cve
+from stella_mirror.concelier.sources import order_key
+from stella_mirror.concelier.staging import StagedRecords
+
+SORT_RUN = 1 << 16  # triples per sorted run (about 10 MiB of Python objects while a run is sorted)
+_BLOCK = 1024  # triples per line of a run file
+
+
+class RecordUnion:
+    """Union-find over record indices ``0 … n-1`` in arrays (path halving, union by rank)."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = array("i", range(n))
+        self.rank = array("B", bytes(n))
+
+    def find(self, i: int) -> int:
+        """The representative of ``i``'s group."""
+        parent = self.parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        """Join the groups of ``a`` and ``b``."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        rank = self.rank
+        if rank[ra] < rank[rb]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        if rank[ra] == rank[rb]:
+            rank[ra] += 1
+
+
+def union_aliases(staged: StagedRecords, buckets: int, uf: RecordUnion) -> None:
+    """Join every two records that name the same alias, one alias bucket at a time."""
+    for b in range(buckets):
+        names: list[str] = []
+        owners: list[int] = []
+        for base, path in staged.alias_files(b):
+            with path.open("rb") as fh:
+                for line in fh:
+                    items = orjson.loads(line)
+                    names += items[1::2]
+                    owners += items[0::2] if base == 0 else [k + base for k in items[0::2]]
+        # One owner per alias (the last one wins in dict()); every other naming record joins it.
+        # Everything but the (few) unions runs in C.
+        first = dict(zip(names, owners, strict=True))
+        canon = list(map(first.__getitem__, names))
+        del first, names
+        for a, g in compress(zip(canon, owners, strict=True), map(ne, canon, owners)):
+            uf.union(a, g)
+
+
+class ExternalSort:
+    """Sort ``(key, int, int)`` triples by key in bounded memory: sorted runs on disk, merged on reading.
+
+    Equal keys are ordered by the integers; the caller decides whether they are allowed.
+    """
+
+    def __init__(self, work: Path, run_size: int = SORT_RUN) -> None:
+        self._work = work
+        self._run_size = run_size
+        self._items: list[tuple[str, int, int]] = []
+        self._runs: list[Path] = []
+        self.count = 0
+
+    def add(self, key: str, a: int, b: int) -> None:
+        """Add one triple."""
+        self._items.append((key, a, b))
+        self.count += 1
+        if len(self._items) >= self._run_size:
+            self._spill()
+
+    def _spill(self) -> None:
+        items = self._items
+        items.sort()
+        path = self._work / f"sort-{len(self._runs)}.jsonl"
+        with path.open("wb", buffering=1 << 20) as fh:
+            for i in range(0, len(items), _BLOCK):
+                fh.write(orjson.dumps(items[i : i + _BLOCK]) + b"\n")
+        self._runs.append(path)
+        self._items = []
+
+    @staticmethod
+    def _read_run(path: Path) -> Iterator[Any]:
+        with path.open("rb", buffering=1 << 20) as fh:
+            for line in fh:
+                yield from orjson.loads(line)
+
+    def __iter__(self) -> Iterator[Any]:
+        """The triples in order (tuples or, from runs on disk, lists — both unpack the same)."""
+        if not self._runs:
+            self._items.sort()
+            return iter(self._items)
+        if self._items:
+            self._spill()
+        return heapq.merge(*(self._read_run(p) for p in self._runs))
+
+
+class Groups:
+    """Merge groups in key order: ``(key, record, fast)`` per group.
+
+    ``fast`` means the group is one record whose own key is the group key, so its staged canonical
+    bytes are the advisory as published; otherwise :meth:`members` lists the group's records.
+    """
+
+    def __init__(self, order: ExternalSort, head: array, nxt: array, merged: int) -> None:  # type: ignore[type-arg]
+        self._order = order
+        self._head = head
+        self._next = nxt
+        self.merged = merged
+        """Groups of more than one record."""
+
+    def __len__(self) -> int:
+        return self._order.count
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._order)
+
+    def members(self, record: int) -> list[int]:
+        """Every record of the group that ``record`` (as given by iteration) stands for."""
+        out = []
+        g = self._head[record]
+        while g != -1:
+            out.append(g)
+            g = self._next[g]
+        return out
+
+
+def group(staged: StagedRecords, buckets: int) -> Groups:
+    """Form the merge groups of all staged records and sort them by advisory key."""
+    n = len(staged)
+    uf = RecordUnion(n)
+    union_aliases(staged, buckets, uf)
+    head = array("i", [-1]) * n
+    nxt = array("i", [-1]) * n
+    parent = uf.parent
+    find = uf.find
+    for g in range(n):
+        r = find(g)
+        parent[g] = r  # fully compressed from here on: parent is the group's representative
+        nxt[g] = head[r]
+        head[r] = g
+    del uf.rank
+    order = ExternalSort(staged.work)
+    multi: dict[int, str | None] = {}
+    for g, line in enumerate(staged.key_lines()):
+        r = parent[g]
+        if nxt[g] == -1 and head[r] == g:  # a group of one record
+            cve, own = orjson.loads(line)
+            key = cve or own
+            order.add(key, g, key == own)
+        else:
+            cve = orjson.loads(line)[0]
+            if cve is not None:
+                multi[r] = better_cve(multi.get(r), cve)
+            elif r not in multi:
+                multi[r] = None
+    del parent, uf
+    groups = Groups(order, head, nxt, len(multi))
+    for r, best in multi.items():
+        if best is None:  # no CVE anywhere in the group: the first record's own key (rare)
+            records = [staged.record(g) for g in groups.members(r)]
+            best = min(order_key(p, rec) for p, rec in records)[3]
+        order.add(best, r, 0)
+    return groups
