@@ -110,17 +110,19 @@ def merge_affected(entries: Iterable[Affected]) -> list[Affected]:
             into["ranges"].extend(aff["ranges"])
             into["versions"].extend(aff["versions"])
     out = []
-    for key in sorted(merged):
+    for key in sorted(merged) if len(merged) > 1 else merged:
         aff = merged[key]
-        ranges = {_range_key(r): r for r in aff["ranges"]}
-        # A bare "fixed in X" (CSAF fixed products) says nothing a full range ending at X does not.
-        bounded = {r["fixed"] for r in ranges.values() if r["introduced"] is not None}
-        aff["ranges"] = [
-            ranges[k]
-            for k in sorted(ranges)
-            if not (ranges[k]["introduced"] is None and ranges[k]["lastAffected"] is None and k[2] in bounded)
-        ]
-        aff["versions"] = list(dict.fromkeys(aff["versions"]))
+        if len(aff["ranges"]) > 1:  # one range is kept as it is: a bare "fixed" is dropped only beside another
+            ranges = {_range_key(r): r for r in aff["ranges"]}
+            # A bare "fixed in X" (CSAF fixed products) says nothing a full range ending at X does not.
+            bounded = {r["fixed"] for r in ranges.values() if r["introduced"] is not None}
+            aff["ranges"] = [
+                ranges[k]
+                for k in sorted(ranges)
+                if not (ranges[k]["introduced"] is None and ranges[k]["lastAffected"] is None and k[2] in bounded)
+            ]
+        if len(aff["versions"]) > 1:
+            aff["versions"] = list(dict.fromkeys(aff["versions"]))
         out.append(aff)
     return out
 

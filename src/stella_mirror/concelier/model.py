@@ -8,6 +8,7 @@ conversion at all.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -80,6 +81,7 @@ _SEVERITY_WORDS = {
 
 _CANONICAL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
 _CVE = re.compile(r"^CVE-(\d{4})-(\d{4,})$")
+_ONLY_STR = {str}
 
 
 def is_cve(alias: str) -> bool:
@@ -96,8 +98,11 @@ def cve_order(alias: str) -> tuple[int, int, str]:
 
 def lowest_cve(aliases: list[str] | set[str]) -> str | None:
     """The lowest CVE id (by year, then number) among ``aliases``, or None."""
-    cves = [a for a in aliases if is_cve(a)]
-    return min(cves, key=cve_order) if cves else None
+    match = _CVE.match
+    cves = [a for a in aliases if a[:4] == "CVE-" and match(a)]
+    if len(cves) < 2:
+        return cves[0] if cves else None
+    return min(cves, key=cve_order)
 
 
 def severity_word(value: str) -> str | None:
@@ -177,7 +182,7 @@ class Doc:
         value = parent.get(key)
         if value is None:
             return []
-        if type(value) is list and all(type(v) is str for v in value):
+        if type(value) is list and (not value or set(map(type, value)) == _ONLY_STR):
             return value
         items = self.arr(value, f"{pointer}/{key}")
         return [self.string(v, f"{pointer}/{key}/{i}") for i, v in enumerate(items)]
@@ -246,13 +251,17 @@ _ECOSYSTEM_PURL = {
 }
 
 
+_PEP503_SEPARATORS = re.compile(r"[-_.]+")
+
+
+@functools.lru_cache(maxsize=8192)
 def purl_for(ecosystem: str, name: str) -> str | None:
     """A version-less purl for well-known ecosystems (PyPI names normalised per PEP 503)."""
     ptype = _ECOSYSTEM_PURL.get(ecosystem)
     if ptype is None:
         return None
     if ptype == "pypi":
-        name = re.sub(r"[-_.]+", "-", name).lower()
+        name = _PEP503_SEPARATORS.sub("-", name).lower()
     return f"pkg:{ptype}/{name}"
 
 

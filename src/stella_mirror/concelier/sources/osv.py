@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from typing_extensions import TypeIs
+
 from stella_mirror.concelier import cvss as cvsslib
 from stella_mirror.concelier.model import (
     Advisory,
@@ -33,7 +35,6 @@ from stella_mirror.concelier.model import (
     severity_from_cvss,
     severity_word,
     split_purl,
-    unique,
 )
 from stella_mirror.concelier.sources.safeload import load_json, load_yaml
 
@@ -53,21 +54,34 @@ def parse(path: str, data: bytes, source: str, digest: str) -> list[Advisory]:
     return [to_record(Doc(path), load(path, data), source, digest)]
 
 
+# Speed: documents are mapped by the hundred thousand, so every function below first checks the shape
+# it expects with exact type tests inline and only falls back to the ``Doc`` helpers (which build the
+# JSON pointer and raise the error) when such a test fails. Behaviour is that of the helpers alone.
+
+
+def _nonblank(value: Any) -> TypeIs[str]:
+    """What ``Doc.req_str`` accepts without looking further: a non-blank ``str``."""
+    return type(value) is str and bool(value) and not value.isspace()
+
+
 def _cvss(d: Doc, entries: list[Any]) -> list[Cvss]:
     out: list[Cvss] = []
     for i, raw in enumerate(entries):
-        ptr = f"/severity/{i}"
-        entry = d.obj(raw, ptr)
-        kind = d.req_str(entry, "type", ptr)
-        vector = d.req_str(entry, "score", ptr).strip()
+        if type(raw) is dict and _nonblank(kind := raw.get("type")) and _nonblank(vector := raw.get("score")):
+            vector = vector.strip()
+        else:
+            ptr = f"/severity/{i}"
+            entry = d.obj(raw, ptr)
+            kind = d.req_str(entry, "type", ptr)
+            vector = d.req_str(entry, "score", ptr).strip()
         if kind == "CVSS_V3":
             version = cvsslib.v3_version(vector)
             if version is None:
-                raise d.fail(f"{ptr}/score", f"not a CVSS v3 vector: {vector!r}")
+                raise d.fail(f"/severity/{i}/score", f"not a CVSS v3 vector: {vector!r}")
             try:
                 score: float | None = cvsslib.v3_base_score(vector)
             except cvsslib.CvssError as exc:
-                raise d.fail(f"{ptr}/score", str(exc)) from None
+                raise d.fail(f"/severity/{i}/score", str(exc)) from None
             out.append({"version": version, "vector": vector, "baseScore": score})
         elif kind == "CVSS_V2":
             out.append({"version": "2.0", "vector": vector, "baseScore": None})
@@ -79,12 +93,17 @@ def _cvss(d: Doc, entries: list[Any]) -> list[Cvss]:
 def _ranges(d: Doc, raw_ranges: list[Any], ptr: str) -> list[Range]:
     out: list[Range] = []
     for j, raw in enumerate(raw_ranges):
-        rptr = f"{ptr}/{j}"
-        rng = d.obj(raw, rptr)
-        rtype = d.req_str(rng, "type", rptr)
-        if rtype not in RANGE_TYPES:
-            raise d.fail(f"{rptr}/type", f"unknown range type {rtype!r} (expected one of {', '.join(RANGE_TYPES)})")
-        events = d.arr(rng.get("events"), f"{rptr}/events")
+        if type(raw) is dict and (rtype := raw.get("type")) in RANGE_TYPES and type(rtype) is str:
+            events = raw.get("events")
+        else:
+            rptr = f"{ptr}/{j}"
+            rng = d.obj(raw, rptr)
+            rtype = d.req_str(rng, "type", rptr)
+            if rtype not in RANGE_TYPES:
+                raise d.fail(f"{rptr}/type", f"unknown range type {rtype!r} (expected one of {', '.join(RANGE_TYPES)})")
+            events = rng.get("events")
+        if type(events) is not list:
+            events = d.arr(events, f"{ptr}/{j}/events")
         current: Range | None = None
         for k, raw_ev in enumerate(events):
             if type(raw_ev) is dict and len(raw_ev) == 1:
@@ -92,7 +111,7 @@ def _ranges(d: Doc, raw_ranges: list[Any], ptr: str) -> list[Range]:
             else:
                 kind = value = None
             if kind not in _EVENTS or type(value) is not str:
-                eptr = f"{rptr}/events/{k}"
+                eptr = f"{ptr}/{j}/events/{k}"
                 ev = d.obj(raw_ev, eptr)
                 kinds = [e for e in _EVENTS if e in ev]
                 if len(kinds) != 1:
@@ -103,7 +122,7 @@ def _ranges(d: Doc, raw_ranges: list[Any], ptr: str) -> list[Range]:
                 if current is not None:
                     out.append(current)
                 current = {"type": rtype, "introduced": value, "fixed": None, "lastAffected": None}
-            elif kind in ("fixed", "last_affected"):
+            elif kind == "fixed" or kind == "last_affected":
                 if current is None:
                     current = {"type": rtype, "introduced": None, "fixed": None, "lastAffected": None}
                 current["fixed" if kind == "fixed" else "lastAffected"] = value
@@ -117,15 +136,28 @@ def _ranges(d: Doc, raw_ranges: list[Any], ptr: str) -> list[Range]:
 def _affected(d: Doc, entries: list[Any]) -> list[Affected]:
     out: list[Affected] = []
     for i, raw in enumerate(entries):
-        ptr = f"/affected/{i}"
-        entry = d.obj(raw, ptr)
-        pkg = d.opt_obj(entry, "package", ptr)
-        ranges = _ranges(d, d.opt_arr(entry, "ranges", ptr), f"{ptr}/ranges")
-        versions = d.strings(entry, "versions", ptr)
+        entry = raw if type(raw) is dict else d.obj(raw, f"/affected/{i}")
+        pkg = entry.get("package")
+        if pkg is not None and type(pkg) is not dict:
+            pkg = d.opt_obj(entry, "package", f"/affected/{i}")
+        raw_ranges = entry.get("ranges")
+        if raw_ranges is None:
+            ranges: list[Range] = []
+        else:
+            if type(raw_ranges) is not list:
+                raw_ranges = d.arr(raw_ranges, f"/affected/{i}/ranges")
+            ranges = _ranges(d, raw_ranges, f"/affected/{i}/ranges")
+        versions = d.strings(entry, "versions", f"/affected/{i}")
         if pkg:
-            ecosystem = d.req_str(pkg, "ecosystem", f"{ptr}/package")
-            name = d.req_str(pkg, "name", f"{ptr}/package")
-            purl = d.opt_str(pkg, "purl", f"{ptr}/package")
+            ecosystem = pkg.get("ecosystem")
+            name = pkg.get("name")
+            purl = pkg.get("purl")
+            if not _nonblank(ecosystem):
+                ecosystem = d.req_str(pkg, "ecosystem", f"/affected/{i}/package")
+            if not _nonblank(name):
+                name = d.req_str(pkg, "name", f"/affected/{i}/package")
+            if purl is not None and type(purl) is not str:
+                purl = d.opt_str(pkg, "purl", f"/affected/{i}/package")
             if purl:
                 parsed = split_purl(purl)
                 purl = parsed[2] if parsed else purl
@@ -135,10 +167,16 @@ def _affected(d: Doc, entries: list[Any]) -> list[Affected]:
             # OSV allows git-only entries: the repository stands in for the package.
             repos = [r.get("repo") for r in entry.get("ranges") or [] if isinstance(r, dict) and r.get("repo")]
             if not repos:
-                raise d.fail(f"{ptr}/package", "required field is missing (and no range names a repo)")
-            ecosystem, name, purl = "GIT", d.string(repos[0], f"{ptr}/ranges/0/repo"), None
+                raise d.fail(f"/affected/{i}/package", "required field is missing (and no range names a repo)")
+            ecosystem, name, purl = "GIT", d.string(repos[0], f"/affected/{i}/ranges/0/repo"), None
         out.append(
-            {"ecosystem": ecosystem, "package": name, "purl": purl, "ranges": ranges, "versions": unique(versions)}
+            {
+                "ecosystem": ecosystem,
+                "package": name,
+                "purl": purl,
+                "ranges": ranges,
+                "versions": list(dict.fromkeys(versions)),
+            }
         )
     return out
 
@@ -146,8 +184,8 @@ def _affected(d: Doc, entries: list[Any]) -> list[Affected]:
 def _references(d: Doc, entries: list[Any]) -> list[Reference]:
     out: list[Reference] = []
     for i, raw in enumerate(entries):
-        if type(raw) is dict and type(raw.get("url")) is str and type(raw.get("type")) is str and raw["url"]:
-            out.append({"url": raw["url"], "type": raw["type"]})
+        if type(raw) is dict and type(url := raw.get("url")) is str and type(rtype := raw.get("type")) is str and url:
+            out.append({"url": url, "type": rtype})
             continue
         ref = d.obj(raw, f"/references/{i}")
         out.append(
@@ -161,36 +199,66 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 def _time(d: Doc, doc: dict[str, Any], key: str) -> str | None:
-    if doc.get(key) is None:
+    value = doc.get(key)
+    if value is None:
         return None
-    stamp = normalise_time(doc[key], d.path, f"/{key}")
+    stamp = normalise_time(value, d.path, f"/{key}")
     return None if stamp == ZERO_TIME else stamp
+
+
+def _cvss_order(c: Cvss) -> tuple[str, str]:
+    return (c["version"], c["vector"])
+
+
+def _reference_order(r: Reference) -> tuple[str, str]:
+    return (r["url"], r["type"])
 
 
 def to_record(d: Doc, raw: Any, source: str, digest: str) -> Advisory:
     """Map a parsed OSV document onto the canonical advisory."""
-    doc = d.obj(raw, "")
-    osv_id = d.req_str(doc, "id", "").strip()
+    doc = raw if type(raw) is dict else d.obj(raw, "")
+    osv_id = doc.get("id")
+    if not _nonblank(osv_id):
+        osv_id = d.req_str(doc, "id", "")
+    osv_id = osv_id.strip()
     aliases = [a.strip() for a in d.strings(doc, "aliases", "")]
-    d.strings(doc, "related", "")
+    if "related" in doc:
+        d.strings(doc, "related", "")
     if "modified" not in doc:
         raise d.fail("/modified", "required field is missing")
     modified = _time(d, doc, "modified")
     published = _time(d, doc, "published")
     withdrawn = _time(d, doc, "withdrawn")
-    summary = d.opt_str(doc, "summary", "")
-    details = d.opt_str(doc, "details", "")
-    cvss = _cvss(d, d.opt_arr(doc, "severity", ""))
-    dbs = d.opt_obj(doc, "database_specific", "")
+    summary = doc.get("summary")
+    if summary is not None and not isinstance(summary, str):
+        d.opt_str(doc, "summary", "")
+    details = doc.get("details")
+    if details is not None and not isinstance(details, str):
+        d.opt_str(doc, "details", "")
+    severities = doc.get("severity")
+    cvss = _cvss(d, severities if type(severities) is list else d.opt_arr(doc, "severity", ""))
+    dbs = doc.get("database_specific")
+    if dbs is None:
+        dbs = {}
+    elif type(dbs) is not dict:
+        dbs = d.opt_obj(doc, "database_specific", "")
     severity = None
     if isinstance(dbs.get("severity"), str):
         severity = severity_word(dbs["severity"])
     severity = severity or severity_from_cvss(cvss)
     cwes = [c for c in dbs.get("cwe_ids") or [] if isinstance(c, str)] if isinstance(dbs.get("cwe_ids"), list) else []
-    all_ids = unique([osv_id, *[a for a in aliases if a]])
+    all_ids = list(dict.fromkeys([osv_id, *[a for a in aliases if a]]))
+    refs = doc.get("references")
+    references = _references(d, refs if type(refs) is list else d.opt_arr(doc, "references", ""))
+    affected = doc.get("affected")
+    if len(cvss) > 1:
+        cvss.sort(key=_cvss_order)
+    if len(references) > 1:
+        references.sort(key=_reference_order)
+    all_ids.sort()
     return {
         "advisoryKey": lowest_cve(all_ids) or osv_id,
-        "aliases": sorted(all_ids),
+        "aliases": all_ids,
         "title": summary or None,
         "summary": summary or None,
         "description": details or None,
@@ -198,9 +266,9 @@ def to_record(d: Doc, raw: Any, source: str, digest: str) -> Advisory:
         "modified": modified,
         "withdrawn": withdrawn,
         "severity": severity,
-        "cvss": sorted(cvss, key=lambda c: (c["version"], c["vector"])),
+        "cvss": cvss,
         "cwes": sorted(set(cwes)),
-        "references": sorted(_references(d, d.opt_arr(doc, "references", "")), key=lambda r: (r["url"], r["type"])),
-        "affected": _affected(d, d.opt_arr(doc, "affected", "")),
+        "references": references,
+        "affected": _affected(d, affected if type(affected) is list else d.opt_arr(doc, "affected", "")),
         "provenance": [{"source": source, "documentId": osv_id, "digest": digest, "recordedAt": modified}],
     }
