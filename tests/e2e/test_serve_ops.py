@@ -178,3 +178,28 @@ def test_metrics_sum_over_workers(tmp_path: Path) -> None:
         assert len(pids) == 2, "both workers answered"
     finally:
         sp.stop()
+
+
+def test_service_selection_and_compress_command(tmp_path: Path) -> None:
+    key = generate_keypair(tmp_path / "keys")
+    cexport = publish_concelier(tmp_path / "c", key, {"primary": [advisory(f"CVE-2024-{i}") for i in range(40)]},
+                                "e1")
+    publish_excititor(tmp_path / "x", key, {"community": {"consensus": [{"v": 1}]}}, "x1")
+    # `compress` writes .zst/.gz beside JSON payloads of at least --min-size bytes (publisher side).
+    proc = subprocess.run([*CLI, "compress", str(cexport), "--min-size", "1"], env=hermetic_env({}),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (cexport / "mirror" / "primary" / "bundle.json.zst").is_file()
+    assert (cexport / "mirror" / "index.json.gz").is_file()
+    assert not (cexport / "mirror" / "primary" / "bundle.json.jws.gz").exists()
+    env = {"CONCELIER__MIRROR__EXPORTROOT": str(tmp_path / "c"), "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
+           "EXCITITOR__ARTIFACTS__FILESYSTEM__ROOT": str(tmp_path / "x"),
+           "EXCITITOR__MIRROR__DOMAINS__0__ID": "community"}
+    with running(tmp_path / "only-excititor", env=env, args=["--service", "excititor"]) as sp:
+        assert httpx.get(sp.url("/concelier/exports/index.json")).status_code == 404
+        assert httpx.get(sp.url("/excititor/mirror/community/index")).status_code == 200
+        assert httpx.get(sp.url("/readyz")).status_code == 200
+    with running(tmp_path / "only-concelier", env=env, args=["--service", "concelier"]) as sp:
+        r = httpx.get(sp.url("/concelier/exports/mirror/primary/bundle.json"), headers={"Accept-Encoding": "zstd"})
+        assert r.status_code == 200 and r.headers["content-encoding"] == "zstd"
+        assert httpx.get(sp.url("/excititor/mirror/domains")).status_code == 404

@@ -221,6 +221,9 @@ def run(opts: ServeOptions) -> int:
     if pid_file is not None:
         pid_file.write_text(f"{os.getpid()}\n", encoding="ascii")
     _announce(host, sock.getsockname()[1], config, workers)
+    if workers > 1 and config.mirror.quotas.backend == "memory":
+        log.warning("quotas use the memory backend with %d workers: each worker counts on its own "
+                    "(use mirror.quotas.backend=redis for exact budgets)", workers)
     try:
         if workers == 1:
             serve_worker(sock, opts, None)
