@@ -47,13 +47,10 @@ def _htpasswd_line(user: str, password: str) -> str:
 
 
 def _export_concelier(root: Path, key: SigningKey, notes: list[str]) -> None:
-    import importlib.resources
-
-    from stella_mirror.concelier.config import display_name, parse_source_flag
+    from stella_mirror.concelier.config import display_name, sample_sources
     from stella_mirror.concelier.export import DomainSpec, ExportRequest, run_export
 
-    samples = Path(str(importlib.resources.files("stella_mirror").joinpath("samples/concelier")))
-    sources = [parse_source_flag(f"osv:{samples / 'osv'}", 0), parse_source_flag(f"csaf:{samples / 'csaf'}", 1)]
+    sources = sample_sources()
     domains = [DomainSpec(d, display_name(d)) for d in ("primary", "community")]
     summary = run_export(ExportRequest(sources=sources, domains=domains, key=key, out=root, strict=False))
     notes.append(f"Concelier: {summary.advisories} advisories from {summary.documents_read} sample documents, "
