@@ -78,10 +78,18 @@ class StreamingObjectWriter:
         For items serialised earlier (e.g. staged on disk), so they need not be parsed and serialised
         again. The caller vouches that ``data`` is canonical JSON of one value: it is not checked.
         """
-        if self._count:
-            self._out.write(b",")
-        self._out.write(data)
-        self._count += 1
+        self.write_raw_items(data, 1)
+
+    def write_raw_items(self, data: bytes, count: int) -> None:
+        """Append ``count`` items given as their canonical bytes joined by ``,``, copied unchanged (one write).
+
+        ``b",".join(dumps_compact(item) for item in items)`` gives exactly what :meth:`write_item` would
+        write for each; as with :meth:`write_raw_item`, the bytes are not checked.
+        """
+        if count <= 0:
+            return
+        self._out.write(b"," + data if self._count else data)
+        self._count += count
 
     def write_items(self, items: Iterable[Any]) -> None:
         """Append many items."""

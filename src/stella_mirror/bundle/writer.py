@@ -50,10 +50,17 @@ def empty_delta(base: str | None = None) -> Delta:
     return {"baseExportId": base, "added": [], "changed": [], "removed": []}
 
 
-class RawAdvisory(NamedTuple):
-    """An advisory already serialised canonically (``canonical.dumps_compact``), with its key for ordering."""
+class RawAdvisories(NamedTuple):
+    """Consecutive advisories already serialised canonically: ``b",".join(canonical.dumps_compact(a) …)``.
 
-    advisory_key: str
+    ``first_key``/``last_key`` are the advisory keys of the first and last one, for the order check
+    across runs; the producer vouches for the order within the run.
+    """
+
+    first_key: str
+    last_key: str
+    size: int
+    """How many advisories."""
     data: bytes
 
 
@@ -63,7 +70,7 @@ class ConcelierDomain:
 
     domain_id: str
     display_name: str
-    advisories: Iterable[dict[str, Any] | RawAdvisory]
+    advisories: Iterable[dict[str, Any] | RawAdvisories]
     sources: Callable[[], list[SourceStat]] = list
     """Called after streaming, so statistics can be gathered while advisories flow by."""
     delta: Callable[[], Delta] = field(default=lambda: empty_delta())
@@ -83,20 +90,19 @@ def write_concelier_export(
             writer = canonical.StreamingObjectWriter(out, "advisories", {})
             previous: str | None = None
             for adv in dom.advisories:
-                data: bytes | None = None
-                if isinstance(adv, RawAdvisory):
-                    adv_key, data = adv
+                if isinstance(adv, RawAdvisories):
+                    adv_key, last_key = adv.first_key, adv.last_key
                 else:
-                    adv_key = adv["advisoryKey"]
+                    adv_key = last_key = adv["advisoryKey"]
                 if previous is not None and adv_key <= previous:
                     raise ValueError(
                         f"advisories must be unique and sorted by advisoryKey ({adv_key!r} after {previous!r})"
                     )
-                previous = adv_key
-                if data is None:
-                    writer.write_item(adv)
+                previous = last_key
+                if isinstance(adv, RawAdvisories):
+                    writer.write_raw_items(adv.data, adv.size)
                 else:
-                    writer.write_raw_item(data)
+                    writer.write_item(adv)
             count = writer.count
             writer.finish(
                 {

@@ -106,6 +106,7 @@ def summary_dict(s: ExportSummary) -> dict[str, Any]:
             for d in s.domains
         ],
         "seconds": round(s.seconds, 3),
+        "phaseSeconds": {name: round(sec, 3) for name, sec in s.phases.items()},
     }
 
 

@@ -28,6 +28,7 @@ import re
 import shutil
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,23 +43,23 @@ from stella_mirror.bundle.signing import SigningKey
 from stella_mirror.bundle.writer import (
     ConcelierDomain,
     ExportStamp,
-    RawAdvisory,
+    RawAdvisories,
     read_sequence,
     write_concelier_export,
 )
 from stella_mirror.concelier import grouping
-from stella_mirror.concelier import merge as mergelib
 from stella_mirror.concelier.filters import DomainFilter
 from stella_mirror.concelier.grouping import Groups
-from stella_mirror.concelier.model import Advisory
-from stella_mirror.concelier.sources import DEFAULT_MAX_DOCUMENT_BYTES, SourceSpec, iter_files, order_key
+from stella_mirror.concelier.sources import DEFAULT_MAX_DOCUMENT_BYTES, SourceSpec, iter_files
 from stella_mirror.concelier.staging import (
     CHUNK_DOCUMENTS,
     Chunk,
+    DomainRun,
+    DomainStats,
+    ReaderPool,
     StageConfig,
     StagedRecords,
     bucket_count,
-    read_chunks,
 )
 from stella_mirror.errors import ConfigError, ExportRejectedError
 from stella_mirror.publish import ExportRoot, check_export_id, next_sequence
@@ -68,6 +69,8 @@ STATE_DIR = "state"
 DELTA_FALLBACK_MAX_BYTES = 256 * 1024 * 1024
 _DOMAIN_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _IN_PROCESS_BELOW = 400  # documents; under this a process pool costs more than it saves
+_FOLD_WINDOW = 1024  # consecutive groups folded by one reader task (about 2.5 MiB of bundle)
+_FOLD_AHEAD = 3  # windows being folded ahead of the writer
 
 
 class Progress(Protocol):
@@ -156,11 +159,26 @@ class ExportSummary:
     expires_at: str = ""
     path: Path | None = None
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds spent in each phase, in order (see docs/benchmarks.md)."""
 
     @property
     def merges_made(self) -> int:
         """Records folded into another record's advisory (records − advisories)."""
         return self.records - self.advisories
+
+
+class _PhaseClock:
+    """Adds the time since the previous lap to a named phase."""
+
+    def __init__(self, phases: dict[str, float]) -> None:
+        self._phases = phases
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self._phases[name] = self._phases.get(name, 0.0) + (now - self._last)
+        self._last = now
 
 
 def compact_id(dt: datetime) -> str:
@@ -201,24 +219,23 @@ def _chunks(req: ExportRequest) -> Iterator[Chunk]:
             yield Chunk(spec.name, spec.kind, spec.priority, paths)
 
 
-def _read_all(
-    req: ExportRequest, summary: ExportSummary, work: Path, domains: list[DomainSpec]
-) -> tuple[StagedRecords, int]:
-    """Stage every document's records; return them and the number of alias buckets used."""
-    total = sum(_count_files(spec) for spec in req.sources)
-    workers = req.workers if req.workers is not None else min(2, os.cpu_count() or 1)
-    if total < _IN_PROCESS_BELOW:
-        workers = 1
-    cfg = StageConfig(
+def _stage_config(req: ExportRequest, work: Path, domains: list[DomainSpec], total: int) -> StageConfig:
+    return StageConfig(
         work=str(work),
         buckets=bucket_count(total),
         filters=tuple(d.filter for d in domains),
         kinds={s.name: s.kind for s in req.sources},
         max_bytes=req.max_document_bytes,
     )
+
+
+def _read_all(
+    req: ExportRequest, summary: ExportSummary, pool: ReaderPool, total: int, clock: _PhaseClock
+) -> StagedRecords:
+    """Stage every document's records."""
     counts: dict[str, int] = {}
     req.progress.phase("reading documents", total)
-    for result in read_chunks(cfg, _chunks(req), workers):
+    for result in pool.read(_chunks(req)):
         req.progress.advance(result.read + result.skipped + len(result.rejected))
         summary.documents_read += result.read
         summary.documents_skipped += result.skipped
@@ -227,7 +244,9 @@ def _read_all(
     summary.records = sum(counts.values())
     summary.rejected.sort(key=lambda r: r.path)
     req.progress.done()
-    return StagedRecords(work, counts), cfg.buckets
+    staged = StagedRecords(Path(pool.cfg.work), counts)
+    clock.lap("read")
+    return staged
 
 
 # --- pass 3: merging and writing -------------------------------------------------------------------
@@ -261,6 +280,15 @@ class _DeltaTracker:
             self._pending = next(self._prev, None)
         else:
             self.added.append(key)
+
+    def see_run(self, lines: bytes) -> None:
+        """:meth:`see` for consecutive advisories given as their rendered state-file lines."""
+        if self._prev is None and self._base is None:
+            self._out.write(lines)  # nothing to compare with: the common case needs no parsing
+            return
+        for line in lines.splitlines():
+            key, digest = orjson.loads(line)
+            self.see(key, digest)
 
     def finish(self) -> Delta:
         """The delta, once the stream has ended (idempotent)."""
@@ -320,6 +348,9 @@ class _Spill:
         self._fh.write(blob)
         self._offsets.append(self._offsets[-1] + len(blob))
 
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
     def seal(self) -> None:
         self._fh.close()
         self._fd = os.open(self.path, os.O_RDONLY)
@@ -337,37 +368,21 @@ class _Spill:
             self._fd = None
 
 
-@dataclass
-class _DomainStats:
-    count: int = 0
-    sources: dict[str, list[Any]] = field(default_factory=dict)
-
-    def add(self, adv: Advisory) -> None:
-        self.add_provenance([[p["source"], p["recordedAt"]] for p in adv["provenance"]])
-
-    def add_provenance(self, prov: list[list[Any]]) -> None:
-        """Count one advisory from its ``[source, recordedAt]`` pairs."""
-        self.count += 1
-        seen: set[str] = set()
-        for source, recorded in prov:
-            stat = self.sources.get(source)
-            if stat is None:
-                stat = self.sources[source] = [0, None]
-            if source not in seen:
-                stat[0] += 1
-                seen.add(source)
-            if recorded and (stat[1] is None or recorded > stat[1]):
-                stat[1] = recorded
-
-    def source_stats(self) -> list[SourceStat]:
-        return [
-            {"source": name, "advisoryCount": c, "lastRecordedAt": last}
-            for name, (c, last) in sorted(self.sources.items())
-        ]
+def _source_stats(stats: DomainStats) -> list[SourceStat]:
+    return [
+        {"source": name, "advisoryCount": c, "lastRecordedAt": last}
+        for name, (c, last) in sorted(stats.sources.items())
+    ]
 
 
 class _Writer:
-    """Feeds ``write_concelier_export``: merges once, serves every domain."""
+    """Feeds ``write_concelier_export``: folds every group once and serves every domain.
+
+    Groups go to the reader processes in windows of consecutive groups (key order), a few windows
+    ahead of the writer; each comes back as one run of bundle bytes per domain (see
+    :func:`staging.fold_window`). The first domain's runs are written as they arrive; the others' are
+    spilled to a file each and streamed from there when their bundle is written.
+    """
 
     def __init__(
         self,
@@ -379,19 +394,18 @@ class _Writer:
         stage: Path,
         prev_dir: Path | None,
         prev_id: str | None,
-        summary: ExportSummary,
+        clock: _PhaseClock,
+        pool: ReaderPool,
     ) -> None:
         self.req = req
+        self.pool = pool
+        self.clock = clock
         self.staged = staged
         self.groups = groups
-        self.summary = summary
         self.domains = domains
-        self.kinds = {s.name: s.kind for s in req.sources}
-        self.stats = [_DomainStats() for _ in self.domains]
-        self.multi = len(self.domains) > 1
-        # Later domains stream from this spill of merged advisories: meta line [key, digest], then the bytes.
-        self.merged = _Spill(work / "merged.bin") if self.multi else None
-        self.masks = array("q")
+        self.stats = [DomainStats() for _ in self.domains]
+        # Runs of later domains: a meta line [firstKey, lastKey, count], then the run's bytes.
+        self.spills = [_Spill(work / f"domain-{i}.bin") for i in range(1, len(domains))]
         (stage / STATE_DIR).mkdir(parents=True, exist_ok=True)
         self.state_dir = stage / STATE_DIR
         self.prev_dir = prev_dir
@@ -409,74 +423,71 @@ class _Writer:
             self.trackers[i] = tracker
         return tracker
 
-    def _merge(self, key: str, members: list[int]) -> tuple[bytes, str, int]:
-        """Fold a group (or re-key a lone record) and evaluate the domain filters on the result."""
-        loaded = [self.staged.record(g) for g in members]
-        loaded.sort(key=lambda r: order_key(*r))
-        adv = mergelib.merge(key, [rec for _, rec in loaded])
-        blob = orjson.dumps(adv, option=orjson.OPT_SORT_KEYS)
-        mask = 0
-        for i, dom in enumerate(self.domains):
-            if dom.filter.matches(adv, self.kinds):
-                mask |= 1 << i
-                self.stats[i].add(adv)
-        return blob, "sha256:" + hashlib.sha256(blob).hexdigest(), mask
-
-    def _merged_stream(self) -> Iterator[tuple[RawAdvisory, str, int]]:
-        """First pass over the groups: merge, digest, evaluate every domain's filter."""
-        staged, groups, stats = self.staged, self.groups, self.stats
+    def _windows(self) -> Iterator[list[DomainRun | None]]:
+        """Every window's runs, in key order, folded ahead by the reader processes."""
+        groups, pool, layout = self.groups, self.pool, self.staged.layout
         progress = self.req.progress
-        progress.phase("merging and writing", len(groups))
-        merged = self.merged
-        single_domain = len(self.domains) == 1
-        loads = orjson.loads
-        for n, (key, first, fast) in enumerate(groups, 1):
+        pending: deque[tuple[int, Callable[[], list[DomainRun | None]]]] = deque()
+        keys: list[str] = []
+        spec = array("i")
+        for key, first, fast in groups:
+            keys.append(key)
             if fast:
-                # A record that is an advisory of its own: its staged bytes, digest, mask and provenance
-                # are final, so nothing is parsed or serialised again.
-                entry = staged.entry(first)
-                nl = entry.index(b"\n")
-                digest, mask, prov, _priority = loads(entry[:nl])
-                blob = entry[nl + 1 :]
-                if single_domain:
-                    if mask:
-                        stats[0].add_provenance(prov)
-                else:
-                    for i in range(len(stats)):
-                        if mask >> i & 1:
-                            stats[i].add_provenance(prov)
+                spec.append(0)
+                spec.append(first)
             else:
                 members = groups.members(first)
-                blob, digest, mask = self._merge(key, members)
-            if merged is not None:
-                merged.append(orjson.dumps([key, digest]) + b"\n" + blob)
-                self.masks.append(mask)
-            if n % 1024 == 0:
-                progress.advance(1024)
-            yield RawAdvisory(key, blob), digest, mask
-        progress.advance(len(groups) % 1024)
-        progress.done()
-        if merged is not None:
-            merged.seal()
+                spec.append(len(members))
+                spec.extend(members)
+            if len(keys) == _FOLD_WINDOW:
+                pending.append((len(keys), pool.fold(layout, keys, spec)))
+                keys, spec = [], array("i")
+                if len(pending) > _FOLD_AHEAD:
+                    size, wait = pending.popleft()
+                    yield wait()
+                    progress.advance(size)
+        if keys:
+            pending.append((len(keys), pool.fold(layout, keys, spec)))
+        while pending:
+            size, wait = pending.popleft()
+            yield wait()
+            progress.advance(size)
 
-    def advisories(self, i: int) -> Iterator[RawAdvisory]:
-        """The advisories of domain ``i`` (in domain-id order), sorted by key."""
-        bit = 1 << i
-        tracker = self._tracker(i)
+    def _first_domain(self) -> Iterator[RawAdvisories]:
+        """Fold everything; write the first domain's runs, spill the others', feed every delta tracker."""
+        progress = self.req.progress
+        progress.phase("merging and writing", len(self.groups))
+        trackers = [self._tracker(i) for i in range(len(self.domains))]
+        for runs in self._windows():
+            for i, run in enumerate(runs):
+                if run is None:
+                    continue
+                self.stats[i].absorb(run.stats)
+                trackers[i].see_run(run.lines)
+                if i == 0:
+                    yield RawAdvisories(run.first_key, run.last_key, run.count, run.data)
+                else:
+                    meta = orjson.dumps([run.first_key, run.last_key, run.count])
+                    self.spills[i - 1].append(meta + b"\n" + run.data)
+        progress.done()
+        self.clock.lap("merge + write")
+        for spill in self.spills:
+            spill.seal()
+
+    def advisories(self, i: int) -> Iterator[RawAdvisories]:
+        """The advisories of domain ``i`` (in domain-id order), sorted by key, in runs."""
         if i == 0:
-            for adv, digest, mask in self._merged_stream():
-                if mask & bit:
-                    tracker.see(adv.advisory_key, digest)
-                    yield adv
+            yield from self._first_domain()
             return
-        assert self.merged is not None
-        for j, mask in enumerate(self.masks):
-            if mask & bit:
-                entry = self.merged.get(j)
-                nl = entry.index(b"\n")
-                key, digest = orjson.loads(entry[:nl])
-                tracker.see(key, digest)
-                yield RawAdvisory(key, entry[nl + 1 :])
+        spill = self.spills[i - 1]
+        for j in range(len(spill)):
+            entry = spill.get(j)
+            nl = entry.index(b"\n")
+            first, last, count = orjson.loads(entry[:nl])
+            yield RawAdvisories(first, last, count, entry[nl + 1 :])
+
+    def source_stats(self, i: int) -> list[SourceStat]:
+        return _source_stats(self.stats[i])
 
     def delta(self, i: int) -> Delta:
         return self._tracker(i).finish()
@@ -484,8 +495,8 @@ class _Writer:
     def close(self) -> None:
         for fh in self._files:
             fh.close()
-        if self.merged is not None:
-            self.merged.close()
+        for spill in self.spills:
+            spill.close()
 
 
 def _stamp(req: ExportRequest, sequence: int) -> ExportStamp:
@@ -534,49 +545,66 @@ def run_export(req: ExportRequest) -> ExportSummary:
             work = stage / ".work"
             work.mkdir()
             domains = sorted(req.domains, key=lambda d: d.domain_id)
-            staged, buckets = _read_all(req, summary, work, domains)
-            try:
-                if req.strict and summary.rejected:
-                    first = summary.rejected[0]
-                    raise ExportRejectedError(
-                        f"{len(summary.rejected)} document(s) rejected and --strict is set; nothing was published "
-                        f"(first: {first.message})"
-                    )
-                groups = grouping.group(staged, buckets)
-                summary.advisories = len(groups)
-                summary.merged_advisories = groups.merged
-                prev_dir = root.active_dir()
-                prev_id = root.active_id() if prev_dir is not None and prev_dir.is_dir() else None
-                writer = _Writer(
-                    req, domains, staged, groups, work, stage, prev_dir if prev_id else None, prev_id, summary
-                )
+            clock = _PhaseClock(summary.phases)
+            total = sum(_count_files(spec) for spec in req.sources)
+            clock.lap("walk")
+            workers = req.workers if req.workers is not None else min(2, os.cpu_count() or 1)
+            cfg = _stage_config(req, work, domains, total)
+            with ReaderPool(cfg, workers if total >= _IN_PROCESS_BELOW else 1) as pool:
+                staged = _read_all(req, summary, pool, total, clock)
                 try:
-                    write_concelier_export(
+                    if req.strict and summary.rejected:
+                        first = summary.rejected[0]
+                        raise ExportRejectedError(
+                            f"{len(summary.rejected)} document(s) rejected and --strict is set; nothing was "
+                            f"published (first: {first.message})"
+                        )
+                    groups = grouping.group(staged, cfg.buckets, clock.lap)
+                    summary.advisories = len(groups)
+                    summary.merged_advisories = groups.merged
+                    prev_dir = root.active_dir()
+                    prev_id = root.active_id() if prev_dir is not None and prev_dir.is_dir() else None
+                    writer = _Writer(
+                        req,
+                        domains,
+                        staged,
+                        groups,
+                        work,
                         stage,
-                        stamp,
-                        [
-                            ConcelierDomain(
-                                dom.domain_id,
-                                dom.display_name,
-                                writer.advisories(i),
-                                sources=lambda i=i: writer.stats[i].source_stats(),  # type: ignore[misc]
-                                delta=lambda i=i: writer.delta(i),  # type: ignore[misc]
-                            )
-                            for i, dom in enumerate(domains)
-                        ],
-                        req.key,
+                        prev_dir if prev_id else None,
+                        prev_id,
+                        clock,
+                        pool,
                     )
+                    try:
+                        write_concelier_export(
+                            stage,
+                            stamp,
+                            [
+                                ConcelierDomain(
+                                    dom.domain_id,
+                                    dom.display_name,
+                                    writer.advisories(i),
+                                    sources=lambda i=i: writer.source_stats(i),  # type: ignore[misc]
+                                    delta=lambda i=i: writer.delta(i),  # type: ignore[misc]
+                                )
+                                for i, dom in enumerate(domains)
+                            ],
+                            req.key,
+                        )
+                    finally:
+                        writer.close()
+                    clock.lap("sign, other domains, index")
+                    for i, dom in enumerate(domains):
+                        tracker = writer.trackers[i]
+                        summary.domains.append(
+                            DomainResult(dom.domain_id, writer.stats[i].count, tracker.finish() if tracker else None)
+                        )
                 finally:
-                    writer.close()
-                for i, dom in enumerate(domains):
-                    tracker = writer.trackers[i]
-                    summary.domains.append(
-                        DomainResult(dom.domain_id, writer.stats[i].count, tracker.finish() if tracker else None)
-                    )
-            finally:
-                staged.close()
+                    staged.close()
             shutil.rmtree(work)
             summary.path = root.commit(stage, stamp.export_id, req.keep)
+            clock.lap("publish")
     summary.seconds = time.monotonic() - started
     return summary
 

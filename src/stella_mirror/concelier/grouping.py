@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import compress
 from operator import ne
 from pathlib import Path
@@ -160,11 +160,12 @@ class Groups:
         return out
 
 
-def group(staged: StagedRecords, buckets: int) -> Groups:
-    """Form the merge groups of all staged records and sort them by advisory key."""
+def group(staged: StagedRecords, buckets: int, lap: Callable[[str], None] = lambda _phase: None) -> Groups:
+    """Form the merge groups of all staged records and sort them by advisory key (``lap`` times the steps)."""
     n = len(staged)
     uf = RecordUnion(n)
     union_aliases(staged, buckets, uf)
+    lap("union")
     head = array("i", [-1]) * n
     nxt = array("i", [-1]) * n
     parent = uf.parent
@@ -175,6 +176,7 @@ def group(staged: StagedRecords, buckets: int) -> Groups:
         nxt[g] = head[r]
         head[r] = g
     del uf.rank
+    lap("chains")
     order = ExternalSort(staged.work)
     multi: dict[int, str | None] = {}
     for g, line in enumerate(staged.key_lines()):
@@ -196,4 +198,5 @@ def group(staged: StagedRecords, buckets: int) -> Groups:
             records = [staged.record(g) for g in groups.members(r)]
             best = min(order_key(p, rec) for p, rec in records)[3]
         order.add(best, r, 0)
+    lap("keys + sort runs")
     return groups

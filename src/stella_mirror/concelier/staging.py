@@ -32,7 +32,7 @@ import multiprocessing
 import os
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
@@ -40,8 +40,9 @@ from typing import IO, Any, cast
 import orjson
 
 from stella_mirror.concelier.filters import DomainFilter
+from stella_mirror.concelier.merge import merge
 from stella_mirror.concelier.model import Advisory, lowest_cve
-from stella_mirror.concelier.sources import canonical_record, load_records
+from stella_mirror.concelier.sources import canonical_record, load_records, order_key
 
 CHUNK_DOCUMENTS = 256  # documents per task: big enough that a task's overhead is noise, small enough to balance
 _SORT = orjson.OPT_SORT_KEYS
@@ -90,6 +91,18 @@ def bucket_count(documents: int) -> int:
     return buckets
 
 
+def stage_entry(cfg: StageConfig, adv: Advisory, priority: int) -> tuple[bytes, Advisory]:
+    """An advisory's staged entry: ``[blobDigest, domainMask, [[source, recordedAt], …], priority]``, ``\\n``, bytes."""
+    blob = orjson.dumps(adv, option=_SORT)
+    mask = 0
+    for i, filt in enumerate(cfg.filters):
+        if not filt.clauses or filt.matches(adv, cfg.kinds):
+            mask |= 1 << i
+    prov = [[p["source"], p["recordedAt"]] for p in adv["provenance"]]
+    meta = orjson.dumps(["sha256:" + hashlib.sha256(blob).hexdigest(), mask, prov, priority])
+    return meta + b"\n" + blob, adv
+
+
 class Stager:
     """One reader's staging files; turns documents into staged records."""
 
@@ -109,15 +122,7 @@ class Stager:
 
     def add(self, record: Advisory, priority: int) -> None:
         """Stage one source record."""
-        final = canonical_record(record)
-        blob = orjson.dumps(final, option=_SORT)
-        mask = 0
-        for i, filt in enumerate(self.cfg.filters):
-            if not filt.clauses or filt.matches(final, self.cfg.kinds):
-                mask |= 1 << i
-        prov = [[p["source"], p["recordedAt"]] for p in final["provenance"]]
-        meta = orjson.dumps(["sha256:" + hashlib.sha256(blob).hexdigest(), mask, prov, priority])
-        entry = meta + b"\n" + blob
+        entry, final = stage_entry(self.cfg, canonical_record(record), priority)
         self._rec.write(entry)
         self._offsets.append(self._pos)
         self._pos += len(entry)
@@ -200,20 +205,199 @@ def _read_chunk_in_worker(chunk: Chunk) -> ChunkResult:
     return _worker_stager.read_chunk(chunk)
 
 
-def read_chunks(cfg: StageConfig, chunks: Iterator[Chunk], workers: int) -> Iterator[ChunkResult]:
-    """Stage every chunk, in ``workers`` processes (or in this process when ``workers <= 1``)."""
-    if workers <= 1:
-        stager = Stager(cfg, "main")
+@dataclass
+class DomainStats:
+    """A domain's advisory count and, per source, advisories and latest ``recordedAt`` (for the manifest)."""
+
+    count: int = 0
+    sources: dict[str, list[Any]] = field(default_factory=dict)
+
+    def add_provenance(self, prov: list[list[Any]]) -> None:
+        """Count one advisory from its ``[source, recordedAt]`` pairs."""
+        self.count += 1
+        seen: set[str] = set()
+        for source, recorded in prov:
+            stat = self.sources.get(source)
+            if stat is None:
+                stat = self.sources[source] = [0, None]
+            if source not in seen:
+                stat[0] += 1
+                seen.add(source)
+            if recorded and (stat[1] is None or recorded > stat[1]):
+                stat[1] = recorded
+
+    def absorb(self, other: DomainStats) -> None:
+        """Add the statistics of other advisories."""
+        self.count += other.count
+        for source, (n, last) in other.sources.items():
+            stat = self.sources.get(source)
+            if stat is None:
+                stat = self.sources[source] = [0, None]
+            stat[0] += n
+            if last and (stat[1] is None or last > stat[1]):
+                stat[1] = last
+
+
+@dataclass
+class DomainRun:
+    """What one window contributes to one domain: consecutive advisories in key order."""
+
+    first_key: str
+    last_key: str
+    count: int
+    data: bytes
+    """The advisories' canonical bytes joined by ``,``."""
+    lines: bytes
+    """Their ``[key, digest]`` lines for the delta state file."""
+    stats: DomainStats
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where staged entries are, for reader processes: record ``i`` spans ``offsets[i]`` to ``offsets[i+1]``
+    of the staging files laid end to end (file ``f`` starts at ``starts[f]``)."""
+
+    offsets: str
+    """File of the int64 offsets."""
+    paths: tuple[str, ...]
+    starts: tuple[int, ...]
+
+
+class _Entries:
+    """pread access to staged entries from a :class:`Layout` (offsets loaded once per process)."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.offsets = array("q")
+        self.offsets.frombytes(Path(layout.offsets).read_bytes())
+        self.fds = [os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)) for p in layout.paths]
+
+    def get(self, i: int) -> bytes:
+        start = self.offsets[i]
+        f = bisect.bisect_right(self.layout.starts, start) - 1
+        return os.pread(self.fds[f], self.offsets[i + 1] - start, start - self.layout.starts[f])
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
+def fold_window(cfg: StageConfig, entries: _Entries, keys: list[str], spec: array) -> list[DomainRun | None]:  # type: ignore[type-arg]
+    """Turn consecutive groups into bundle runs, one per domain (None where a domain selects none of them).
+
+    ``spec`` lists each group as ``0, record`` when its one record's entry is final as staged, else as
+    ``n, record₁ … recordₙ``: those are folded here — sorted into merge order (source priority,
+    document id, digest, key), so the result does not depend on which reader staged which record, and
+    merged under the group key.
+    """
+    n = len(cfg.filters)
+    blobs: list[list[bytes]] = [[] for _ in range(n)]
+    lines: list[list[bytes]] = [[] for _ in range(n)]
+    firsts: list[str | None] = [None] * n
+    lasts: list[str] = [""] * n
+    stats = [DomainStats() for _ in range(n)]
+    loads, dumps, get = orjson.loads, orjson.dumps, entries.get
+    pos = 0
+    for key in keys:
+        size = spec[pos]
+        if size == 0:
+            entry = get(spec[pos + 1])
+            pos += 2
+        else:
+            loaded = []
+            for g in spec[pos + 1 : pos + 1 + size]:
+                raw = get(g)
+                nl = raw.index(b"\n")
+                loaded.append((loads(raw[:nl])[3], cast(Advisory, loads(raw[nl + 1 :]))))
+            pos += 1 + size
+            loaded.sort(key=lambda r: order_key(*r))
+            entry = stage_entry(cfg, merge(key, [rec for _, rec in loaded]), 0)[0]
+        nl = entry.index(b"\n")
+        digest, mask, prov, _priority = loads(entry[:nl])
+        for d in range(n):
+            if mask >> d & 1:
+                if firsts[d] is None:
+                    firsts[d] = key
+                lasts[d] = key
+                blobs[d].append(entry[nl + 1 :])
+                lines[d].append(dumps([key, digest]))
+                stats[d].add_provenance(prov)
+    runs: list[DomainRun | None] = []
+    for d in range(n):
+        first = firsts[d]
+        if first is None:
+            runs.append(None)
+        else:
+            runs.append(
+                DomainRun(first, lasts[d], len(blobs[d]), b",".join(blobs[d]), b"\n".join(lines[d]) + b"\n", stats[d])
+            )
+    return runs
+
+
+_worker_entries: _Entries | None = None
+
+
+def _fold_in_worker(layout: Layout, keys: list[str], spec: array) -> list[DomainRun | None]:  # type: ignore[type-arg]
+    global _worker_entries
+    assert _worker_cfg is not None
+    if _worker_entries is None or _worker_entries.layout != layout:
+        _worker_entries = _Entries(layout)
+    return fold_window(_worker_cfg, _worker_entries, keys, spec)
+
+
+class ReaderPool:
+    """The reader processes of one export: they stage documents (pass 1), then fold merge groups (pass 3).
+
+    With ``workers <= 1`` everything runs in this process.
+    """
+
+    def __init__(self, cfg: StageConfig, workers: int) -> None:
+        self.cfg = cfg
+        self._pool: Any = None
+        self._entries: _Entries | None = None
+        if workers > 1:
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+            self._pool = ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,))
+
+    def read(self, chunks: Iterator[Chunk]) -> Iterator[ChunkResult]:
+        """Stage every chunk; results arrive in any order."""
+        if self._pool is not None:
+            yield from self._pool.imap_unordered(_read_chunk_in_worker, chunks)
+            return
+        stager = Stager(self.cfg, "main")
         try:
             for chunk in chunks:
                 yield stager.read_chunk(chunk)
         finally:
             stager.close()
-        return
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
-        yield from pool.imap_unordered(_read_chunk_in_worker, chunks)
+
+    def fold(self, layout: Layout, keys: list[str], spec: array) -> Callable[[], list[DomainRun | None]]:  # type: ignore[type-arg]
+        """Start :func:`fold_window` on a window (in a reader process); the returned function waits for it."""
+        if self._pool is None:
+            if self._entries is None or self._entries.layout != layout:
+                self._entries = _Entries(layout)
+            runs = fold_window(self.cfg, self._entries, keys, spec)
+            return lambda: runs
+        result = self._pool.apply_async(_fold_in_worker, (layout, keys, spec))
+        return cast(Callable[[], list[DomainRun | None]], result.get)
+
+    def close(self) -> None:
+        """Stop the processes and close what this process opened."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+        if self._entries is not None:
+            self._entries.close()
+            self._entries = None
+
+    def __enter__(self) -> ReaderPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # --- reading staged records back -----------------------------------------------------------------------
@@ -232,6 +416,7 @@ class StagedRecords:
         self.bases: list[int] = []  # first record index of each tag
         self._file_starts: list[int] = []  # virtual offset of each tag's file (files laid end to end)
         self._fds: list[int] = []
+        self._paths: list[str] = []
         self.offsets = array("q")
         virtual = 0
         for tag in self.tags:
@@ -245,10 +430,15 @@ class StagedRecords:
             self.offsets.extend(local if virtual == 0 else array("q", (o + virtual for o in local)))
             del local
             self._file_starts.append(virtual)
-            fd = os.open(work / f"rec-{tag}.bin", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self._paths.append(str(work / f"rec-{tag}.bin"))
+            fd = os.open(self._paths[-1], os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             self._fds.append(fd)
             virtual += os.fstat(fd).st_size
         self.offsets.append(virtual)  # sentinel: the end of the last entry
+        offsets_path = work / "offsets.bin"
+        with offsets_path.open("wb") as fh:
+            self.offsets.tofile(fh)
+        self.layout = Layout(str(offsets_path), tuple(self._paths), tuple(self._file_starts))
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

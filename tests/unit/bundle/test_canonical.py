@@ -48,3 +48,14 @@ def test_raw_items_are_byte_identical_to_serialised_items(n: int) -> None:
     w.finish({"advisoryCount": n})
     assert w.count == n
     assert buf.getvalue() == canonical.dumps({"aa": 1, "advisoryCount": n, "advisories": items})
+
+
+def test_raw_runs_of_items_are_byte_identical() -> None:
+    items = [{"k": i, "v": "x" * i} for i in range(10)]
+    buf = io.BytesIO()
+    w = canonical.StreamingObjectWriter(buf, "advisories", {})
+    for run in (items[0:3], [], items[3:4], items[4:10]):
+        w.write_raw_items(b",".join(canonical.dumps_compact(i) for i in run), len(run))
+    w.finish({})
+    assert w.count == 10
+    assert buf.getvalue() == canonical.dumps({"advisories": items})
