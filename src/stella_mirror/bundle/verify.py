@@ -141,7 +141,10 @@ class _Checker:
             raise MalformedBundleError(rel, f"schemaVersion must be {SCHEMA_VERSION}")
         return obj
 
-    def freshness(self, obj: dict[str, Any], rel: str) -> tuple[str, int, str, str]:
+    def signed_index(self, rel: str, product: str) -> tuple[dict[str, Any], Verdict]:
+        """Verify and parse a signed index, check its freshness, and start the verdict from it."""
+        probe = Verdict(product, "", 0, "", "")
+        obj = self.signed_json(rel, probe)
         export_id = _require(obj, "exportId", str, rel)
         sequence = _require(obj, "sequence", int, rel)
         generated = _require(obj, "generatedAt", str, rel)
@@ -151,7 +154,10 @@ class _Checker:
             raise ExpiredError(rel, f"index expired at {expires}")
         if self.min_sequence is not None and sequence < self.min_sequence:
             raise RollbackError(rel, f"sequence {sequence} is older than the last seen sequence {self.min_sequence}")
-        return export_id, sequence, generated, expires
+        verdict = Verdict(product, export_id, sequence, generated, expires)
+        verdict.key_ids |= probe.key_ids
+        verdict.files_checked, verdict.bytes_checked = probe.files_checked, probe.bytes_checked
+        return obj, verdict
 
     def file(self, ref: Any, where: str, verdict: Verdict, prefix: str = "") -> tuple[str, Buffer]:
         """Check one file reference {path,sizeBytes,digest}; return its path and bytes."""
@@ -188,12 +194,8 @@ class _Checker:
 def verify_concelier(reader: Reader, keys: TrustedKeys, now: datetime, min_sequence: int | None = None) -> Verdict:
     """Verify a Concelier export directory (``mirror/index.json`` and everything it lists)."""
     ck = _Checker(reader, keys, now, min_sequence)
-    probe = Verdict("concelier", "", 0, "", "")
-    index = ck.signed_json(CONCELIER_INDEX, probe)
-    export_id, sequence, generated, expires = ck.freshness(index, CONCELIER_INDEX)
-    verdict = Verdict("concelier", export_id, sequence, generated, expires)
-    verdict.key_ids |= probe.key_ids
-    verdict.files_checked, verdict.bytes_checked = probe.files_checked, probe.bytes_checked
+    index, verdict = ck.signed_index(CONCELIER_INDEX, "concelier")
+    export_id, sequence = verdict.export_id, verdict.sequence
     domains = _require(index, "domains", list, CONCELIER_INDEX)
     seen: set[str] = set()
     for i, dom in enumerate(domains):
@@ -240,15 +242,11 @@ def verify_excititor_domain(
     """Verify one Excititor domain: ``mirror/<domain>/index.json`` and every export it lists."""
     prefix = f"mirror/{domain_id}/"
     index_rel = prefix + "index.json"
-    probe = Verdict("excititor", "", 0, "", "")
     ck = _Checker(reader, keys, now, min_sequence)
-    index = ck.signed_json(index_rel, probe)
-    export_id, sequence, generated, expires = ck.freshness(index, index_rel)
+    index, verdict = ck.signed_index(index_rel, "excititor")
     if index.get("domainId") != domain_id:
         raise MalformedBundleError(index_rel, f"domainId must be {domain_id!r}")
-    verdict = Verdict("excititor", export_id, sequence, generated, expires, domains=[domain_id])
-    verdict.key_ids |= probe.key_ids
-    verdict.files_checked, verdict.bytes_checked = probe.files_checked, probe.bytes_checked
+    verdict.domains.append(domain_id)
     exports = _require(index, "exports", list, index_rel)
     keys_seen: set[str] = set()
     for i, entry in enumerate(exports):

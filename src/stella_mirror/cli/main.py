@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from stella_mirror.cli import export, keys, verify
+from stella_mirror.cli import export, keys, server_commands, verify
 from stella_mirror.errors import StellaMirrorError
 
 app = typer.Typer(
@@ -27,16 +27,7 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys")
 app.add_typer(export.app, name="export")
 app.command("verify")(verify.verify)
-
-# Command groups added by later modules register themselves here (serve, demo, sync, …).
-for _module in ("server_commands", "sync_commands", "ops_commands"):
-    try:
-        _mod = __import__(f"stella_mirror.cli.{_module}", fromlist=["register"])
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"stella_mirror.cli.{_module}":
-            raise
-        continue
-    _mod.register(app)
+server_commands.register(app)
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
