@@ -4,22 +4,18 @@ exit code of README's table and a message naming the file."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from clitools import cli, flip
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "src" / "stella_mirror" / "samples" / "concelier"
 
 pytestmark = pytest.mark.e2e
 
-
-def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", "from stella_mirror.cli.main import main; main()", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +44,6 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert proc.returncode == 0, proc.stderr
     return base / "root", keys
 
-
-def flip(path: Path, offset: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x01
-    path.write_bytes(bytes(data))
 
 
 def swap_domain_bundle(mirror: Path) -> None:

@@ -7,7 +7,6 @@ import base64
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -15,16 +14,14 @@ import pytest
 import yaml
 from jwcrypto import jwk, jws
 
+from clitools import cli
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "src" / "stella_mirror" / "samples" / "excititor"
 INTEROP = REPO / "tests" / "interop"
 
 pytestmark = pytest.mark.e2e
 
-
-def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", "from stella_mirror.cli.main import main; main()", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from clitools import cli, flip
 from stella_mirror.bundle.files import sign_file
 from stella_mirror.bundle.keyfiles import load_signing_key
 
@@ -19,10 +19,6 @@ CONFIG = REPO / "src" / "stella_mirror" / "samples" / "excititor" / "config.yaml
 
 pytestmark = pytest.mark.e2e
 
-
-def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", "from stella_mirror.cli.main import main; main()", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
 def export(keys: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -38,11 +34,6 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert proc.returncode == 0, proc.stderr
     return base / "root", keys
 
-
-def flip(path: Path, offset: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x01
-    path.write_bytes(bytes(data))
 
 
 def resign_garbage_index(mirror: Path, keys: Path) -> None:
