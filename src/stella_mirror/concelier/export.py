@@ -1,15 +1,16 @@
 """The Concelier export: sources → records → alias merge → signed bundles per domain.
 
-Memory stays bounded as the corpus grows: records never stay in memory together.
+Memory stays flat as the corpus grows: records live on disk, and per record the exporting process
+keeps only a few integers in arrays.
 
-1. *Read* (a process pool of ``workers`` readers): each document becomes compact canonical records,
-   appended to a spill file in the staging directory; only each record's offset, its sort key and
-   its aliases (for the union-find) are kept.
-2. *Group*: union-find over aliases; each group's key is its lowest CVE, else its best record's id.
-3. *Merge + write*: groups stream in key order; each group's records are read back from the spill
-   file, folded (``merge.merge``), filtered per domain and streamed into ``bundle.json`` by
-   ``bundle.writer``. The first domain's pass also writes the merged advisories to a second spill
-   file (with a bit mask of the domains that select them), which later domains stream from.
+1. *Read* (:mod:`.staging`; a pool of up to two reader processes): each reader turns documents into
+   canonical single-record entries and appends them, with key candidates and bucketed aliases, to
+   its own files in the staging directory's ``.work/``.
+2. *Group* (:mod:`.grouping`): union-find over aliases one bucket at a time; each group's key is its
+   lowest CVE, else its best record's own key; groups are sorted by key with an external sort.
+3. *Merge + write*: the reader processes fold windows of consecutive groups into runs of bundle
+   bytes per domain, a few windows ahead; the first domain's runs stream into ``bundle.json``
+   through ``bundle.writer``, the other domains' runs are spilled and streamed afterwards.
 
 Delta (B7): next to each export, ``state/<domain>.digests.jsonl`` lists ``[advisoryKey, sha256]`` of
 every published advisory, sorted by key (the digest is over the advisory's canonical bytes as they

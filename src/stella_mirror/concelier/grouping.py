@@ -90,9 +90,9 @@ class ExternalSort:
     Equal keys are ordered by the integers; the caller decides whether they are allowed.
     """
 
-    def __init__(self, work: Path, run_size: int = SORT_RUN) -> None:
+    def __init__(self, work: Path, run_size: int | None = None) -> None:
         self._work = work
-        self._run_size = run_size
+        self._run_size = run_size or SORT_RUN
         self._items: list[tuple[str, int, int]] = []
         self._runs: list[Path] = []
         self.count = 0

@@ -1,9 +1,11 @@
 """Alias merging: records that share any alias become one canonical advisory.
 
-Grouping is a union-find over alias strings (only the strings live in memory, never the records).
-A group's ``advisoryKey`` is its lowest CVE id — compared numerically by year, then number, so the
-choice does not depend on input order — and, when the group knows no CVE, the id of its
-highest-priority record (source order as configured, then document id).
+Which records form a group is decided by :mod:`stella_mirror.concelier.grouping` (a union-find over
+record indices, joined through shared alias strings); :class:`UnionFind` below is the small
+string-keyed variant for in-memory callers. A group's ``advisoryKey`` is its lowest CVE id —
+compared numerically by year, then number, so the choice does not depend on input order — and, when
+the group knows no CVE, the id of its highest-priority record (source order as configured, then
+document id).
 
 Folding a group is deterministic whatever order the records arrive in, because records are first
 sorted by ``(source priority, documentId, digest, record key)``:

@@ -20,7 +20,11 @@ per record while they are read:
 
 A reader flushes all its files at the end of every chunk, so when the last chunk result arrives
 every byte is on disk (in the page cache). :class:`StagedRecords` then gives records dense indices
-(readers in tag order, records in file order) and reads entries back with ``pread``.
+(readers in tag order, records in file order), writes their offsets to ``offsets.bin`` and reads
+entries back with ``pread``.
+
+The same processes then fold the merge groups (:func:`fold_window`): windows of consecutive groups
+in key order become runs of bundle bytes per domain, ahead of the exporter that writes them.
 """
 
 from __future__ import annotations

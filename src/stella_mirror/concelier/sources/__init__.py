@@ -1,7 +1,7 @@
 """Advisory sources: find the documents of a source directory and read one document into records.
 
-:func:`read_document` is the unit of work handed to reader processes: it takes plain values and
-returns plain values (compact canonical JSON per record), so it pickles cheaply. Every document is
+:func:`load_records` is what a reader process runs per document (:mod:`stella_mirror.concelier.staging`);
+:func:`read_document` wraps it for callers that want the canonical bytes directly. Every document is
 identified by its path and the SHA-256 digest of its bytes (the provenance digest).
 """
 

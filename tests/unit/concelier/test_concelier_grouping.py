@@ -1,0 +1,80 @@
+"""Grouping machinery: the external sort and the windowed fold give the same bytes at any size."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from stella_mirror.bundle.keyfiles import load_signing_key
+from stella_mirror.concelier import export, grouping, staging
+from stella_mirror.concelier.config import sample_sources
+from stella_mirror.concelier.export import DomainSpec, ExportRequest, run_export
+from stella_mirror.concelier.filters import DomainFilter
+from stella_mirror.concelier.grouping import ExternalSort, RecordUnion
+
+
+@pytest.mark.parametrize("run_size", [1, 3, 1000])
+def test_external_sort_matches_sorted(tmp_path: Path, run_size: int) -> None:
+    rng = random.Random(run_size)
+    triples = [(f'K-{rng.randrange(500):03d}\n\t"é', rng.randrange(10**6), rng.randrange(2)) for _ in range(700)]
+    order = ExternalSort(tmp_path, run_size)
+    for t in triples:
+        order.add(*t)
+    assert order.count == 700
+    assert [tuple(t) for t in order] == sorted(triples)
+
+
+def test_record_union_joins_transitively() -> None:
+    uf = RecordUnion(6)
+    uf.union(0, 3)
+    uf.union(3, 5)
+    uf.union(1, 2)
+    assert uf.find(0) == uf.find(5) != uf.find(1) == uf.find(2) != uf.find(4)
+
+
+def _export(out: Path, keydir: Path, workers: int) -> dict[str, bytes]:
+    req = ExportRequest(
+        sources=sample_sources(),
+        domains=[
+            DomainSpec("primary", "Primary"),
+            DomainSpec("pypi", "PyPI", DomainFilter.parse("ecosystem:PyPI")),
+            DomainSpec("vendor", "Vendor", DomainFilter.parse("source:csaf")),
+        ],
+        key=load_signing_key(keydir / "mirror-key.pem"),
+        out=out,
+        export_id="20261129T163000Z",
+        generated_at=datetime(2026, 11, 29, 16, 30, tzinfo=UTC),
+        workers=workers,
+    )
+    summary = run_export(req)
+    assert summary.records > summary.advisories > 1  # the samples merge something
+    root = out / "latest"
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.suffix in (".json", ".jsonl")
+    }
+
+
+def test_tiny_runs_windows_and_buckets_change_nothing(
+    tmp_path: Path, keydir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sort runs of 2, fold windows of 2 with 1 ahead, one alias bucket or many, in a process pool."""
+    expected = _export(tmp_path / "default", keydir, workers=1)
+    monkeypatch.setattr(grouping, "SORT_RUN", 2)
+    monkeypatch.setattr(export, "_FOLD_WINDOW", 2)
+    monkeypatch.setattr(export, "_FOLD_AHEAD", 1)
+    monkeypatch.setattr(export, "_IN_PROCESS_BELOW", 0)
+    for buckets in (1, 8):
+        monkeypatch.setattr(export, "bucket_count", lambda _n, b=buckets: b)
+        assert _export(tmp_path / f"pool-{buckets}", keydir, workers=2) == expected
+        assert _export(tmp_path / f"inline-{buckets}", keydir, workers=1) == expected
+
+
+def test_bucket_count_is_a_bounded_power_of_two() -> None:
+    assert staging.bucket_count(0) == 1
+    assert staging.bucket_count(100_000) == 8
+    assert staging.bucket_count(10**9) == 256
