@@ -70,8 +70,7 @@ def sign_file(key: SigningKey, path: Path, ref_base: str = "") -> SignatureRef:
     """
     # Read in chunks rather than through a mapping: mapped pages count as the process's resident memory,
     # which would make an exporter's RSS grow with the size of the bundle it signs.
-    jws = key.sign_detached_jws_parts(_chunks(path))
-    sig = key.sign_blob_b64_parts(_chunks(path))
+    jws, sig = key.sign_jws_and_blob(_chunks(path))
     jws_path = path.with_name(path.name + ".jws")
     write_atomic(jws_path, jws)
     write_atomic(path.with_name(path.name + ".sig"), sig)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -147,12 +146,8 @@ class SigningKey:
 
     def sign_detached_jws(self, payload: Buffer) -> bytes:
         """Compact detached JWS with unencoded payload: ``<header>..<signature>``."""
-        return self.sign_detached_jws_parts([payload])
-
-    def sign_detached_jws_parts(self, payload_parts: Iterable[Buffer]) -> bytes:
-        """:meth:`sign_detached_jws` for a payload given in pieces (a large file read in chunks)."""
         prefix = _signing_input_prefix(self.jws_header())
-        sig = self._sign_parts(itertools.chain([prefix], payload_parts))
+        sig = self._sign_parts([prefix, payload])
         if isinstance(self.private, ec.EllipticCurvePrivateKey):
             r, s = decode_dss_signature(sig)
             sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
@@ -160,11 +155,27 @@ class SigningKey:
 
     def sign_blob_b64(self, payload: Buffer) -> bytes:
         """cosign-style signature file content: base64 of a DER ECDSA-SHA256 signature (plus newline)."""
-        return self.sign_blob_b64_parts([payload])
+        return base64.b64encode(self._sign_parts([payload])) + b"\n"
 
-    def sign_blob_b64_parts(self, payload_parts: Iterable[Buffer]) -> bytes:
-        """:meth:`sign_blob_b64` for a payload given in pieces."""
-        return base64.b64encode(self._sign_parts(payload_parts)) + b"\n"
+    def sign_jws_and_blob(self, payload_parts: Iterable[Buffer]) -> tuple[bytes, bytes]:
+        """Both the detached JWS and the ``.sig`` content in ONE pass over the payload.
+
+        For ES256 the two signing inputs (``header.`` + payload, and the payload alone) are hashed
+        side by side, so a multi-GB bundle is read once instead of twice.
+        """
+        if not isinstance(self.private, ec.EllipticCurvePrivateKey):
+            payload = b"".join(bytes(p) for p in payload_parts)
+            return self.sign_detached_jws(payload), self.sign_blob_b64(payload)
+        prefix = _signing_input_prefix(self.jws_header())
+        jws_hash, blob_hash = hashlib.sha256(prefix), hashlib.sha256()
+        for part in payload_parts:
+            jws_hash.update(part)
+            blob_hash.update(part)
+        algorithm = ec.ECDSA(Prehashed(hashes.SHA256()))
+        r, s = decode_dss_signature(self.private.sign(jws_hash.digest(), algorithm))
+        jws = prefix + b"." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big")).encode("ascii")
+        sig = base64.b64encode(self.private.sign(blob_hash.digest(), algorithm)) + b"\n"
+        return jws, sig
 
     def private_pem(self) -> bytes:
         return self.private.private_bytes(

@@ -74,3 +74,17 @@ def test_jwks_round_trip_and_bad_keys() -> None:
         signing.generate("RS256")
     with pytest.raises(ConfigError):
         signing.TrustedKeys([])
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_one_pass_signing_matches_the_separate_signatures(alg: str) -> None:
+    key = signing.generate(alg)
+    chunks = [b'{"a":', b"1" * 5000, b"}\n"]
+    payload = b"".join(chunks)
+    jws_bytes, sig = key.sign_jws_and_blob(iter(chunks))
+    trusted = signing.TrustedKeys([key.public])
+    assert signing.verify_detached_jws(jws_bytes, payload, trusted) == key.kid
+    assert signing.verify_blob_sig(sig, payload, trusted) == key.kid
+    assert jws_bytes.split(b".")[0] == key.sign_detached_jws(payload).split(b".")[0]
+    with pytest.raises(SignatureError):
+        signing.verify_blob_sig(sig, payload + b" ", trusted)
