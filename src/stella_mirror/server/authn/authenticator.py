@@ -129,6 +129,11 @@ class Authenticator:
         """The JWKS store (``None`` without token auth); exposed for readiness checks and tests."""
         return self._bearer.store if self._bearer else None
 
+    @property
+    def bearer(self) -> BearerVerifier | None:
+        """The bearer-token verifier, when token authentication is configured."""
+        return self._bearer
+
     def required(self, domain: DomainPolicy) -> bool:
         """Whether anonymous requests to ``domain`` are refused."""
         return self.settings.require_authentication or domain.require_authentication
@@ -204,8 +209,9 @@ class Authenticator:
         return failure.with_challenge(self.challenge(domain, failure))
 
     def _table(self, path: Path) -> HtpasswdTable:
-        with self._lock:
-            table = self._tables.get(path)
+        # A single dict lookup is atomic under the GIL, and tables are only ever replaced whole, so the hot
+        # path reads without the lock; only loading a new table takes it.
+        table = self._tables.get(path)
         if table is None:
             table = load_htpasswd(path)
             with self._lock:

@@ -288,6 +288,8 @@ class BearerVerifier:
         self._wall = wall_clock
         self._verified: OrderedDict[bytes, tuple[object, Principal, float]] = OrderedDict()
         self._lock = threading.Lock()
+        self.full_checks = 0
+        """Signature + claim checks actually performed (cache misses); exposed for tests and metrics."""
 
     def _cached(self, digest: bytes) -> Principal | None:
         with self._lock:
@@ -321,6 +323,7 @@ class BearerVerifier:
         principal = self._cached(digest)
         if principal is None:
             generation = self.store.generation
+            self.full_checks += 1
             principal, exp = self._check(token, header)
             self._remember(digest, generation, principal, exp)
         if not principal.scopes.intersection(wanted):
