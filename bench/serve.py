@@ -16,7 +16,13 @@ It builds a signed Concelier export (an index of ~2 KB, a 20 MB ``bundle.json``)
 
 and drives each with ``wrk`` (``-t2 --latency``): (a) ``index.json`` at 64 connections, (b) the 20 MB bundle at
 8 connections, (c) (a) with Basic Auth. Finally a soak: (c) for ``--soak`` seconds while sampling the RSS of
-our worker processes. Prints req/s, MB/s, p99 and the ratios against the targets.
+our worker processes. Prints req/s, MB/s, p99, the servers' CPU time per request (user + system of all their
+processes, steadier than req/s when other work shares the machine) and the ratios against the targets.
+
+Quicker modes for iterating: ``--only a,c`` (scenarios to run; plain nginx (a) always runs with (c)),
+``--no-floor`` (skip http.server), ``--dir D`` (reuse the tree built in ``D`` by an earlier run), and
+``--in-process N`` (no sockets at all: call the ASGI app N times for (a) and (c) and print the CPU µs our own
+code spends per request).
 """
 
 from __future__ import annotations
@@ -176,11 +182,11 @@ def start_nginx(work: Path, root: Path, htpasswd: Path) -> tuple[Proc, int]:
         """))
     proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(prefix)], stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/concelier/exports/index.json")
-    return Proc("nginx", proc, port), auth_port
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    return Proc("nginx", proc, port, [proc.pid, *map(int, children)]), auth_port
 
 
-def start_ours(work: Path, root: Path, htpasswd: Path, workers: int, sendfile: bool, name: str) -> Proc:
-    port = free_port()
+def write_config(work: Path, root: Path, htpasswd: Path, sendfile: bool, name: str) -> Path:
     cfg = work / f"{name}.yaml"
     cfg.write_text(textwrap.dedent(f"""\
         concelier:
@@ -204,6 +210,12 @@ def start_ours(work: Path, root: Path, htpasswd: Path, workers: int, sendfile: b
           metrics: true
           sendfile: {"true" if sendfile else "false"}
         """))
+    return cfg
+
+
+def start_ours(work: Path, root: Path, htpasswd: Path, workers: int, sendfile: bool, name: str) -> Proc:
+    port = free_port()
+    cfg = write_config(work, root, htpasswd, sendfile, name)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONCELIER__", "EXCITITOR__", "MIRROR__"))}
     proc = subprocess.Popen([sys.executable, "-c", "from stella_mirror.cli.main import main; main()", "serve",
                              "--config", str(cfg), "--port", str(port), "--workers", str(workers)],
@@ -234,6 +246,9 @@ class Result:
     p99_ms: float
     errors: int
     command: str
+    cpu_us: float = float("nan")
+    """Server CPU time (user + system, all its processes) per request, in µs: steadier than req/s when other
+    work shares the machine (it does not count wrk, nor time spent waiting for the CPU)."""
 
 
 _UNITS = {"B": 1e-6, "KB": 1e-3, "MB": 1.0, "GB": 1e3}
@@ -268,6 +283,19 @@ def wrk(server: str, scenario: str, url: str, connections: int, duration: int, h
     return Result(server, scenario, rps, mbps, _ms(p99.group(1)) if p99 else float("nan"), errors, shown)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time consumed so far by ``pids`` (their own, not their children's)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14 and 15 of stat)
+    return total
+
+
 def rss_kib(pids: list[int]) -> int:
     total = 0
     for pid in pids:
@@ -280,6 +308,56 @@ def rss_kib(pids: list[int]) -> int:
     return total
 
 
+# --- in-process -----------------------------------------------------------------------------------
+
+
+def in_process(work: Path, root: Path, htpasswd: Path, n: int) -> int:
+    """Drive the ASGI app directly: the cost of our own code per request, free of socket and wrk noise."""
+    import asyncio
+
+    from stella_mirror.config import load_config
+    from stella_mirror.server.app import create_app
+
+    cfg = write_config(work, root, htpasswd, False, "in-process")
+    app = create_app(load_config(cfg))
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode())
+
+    def scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+        return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                "scheme": "http", "path": "/concelier/exports/index.json",
+                "raw_path": b"/concelier/exports/index.json", "query_string": b"", "root_path": "",
+                "headers": headers, "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8080)}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    statuses: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    base = [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
+    scenarios = {"a": base, "c": [(b"host", SECURE_HOST.encode()), (b"authorization", b"Basic " + token), *base[1:]]}
+
+    async def run() -> None:
+        for name, headers in scenarios.items():
+            for _ in range(200):  # warm-up: caches, the bcrypt success cache
+                await app(scope(headers), receive, send)
+            statuses.clear()
+            started = time.process_time()
+            for _ in range(n):
+                await app(scope(headers), receive, send)
+            per = (time.process_time() - started) / n * 1e6
+            bad = sum(1 for s in statuses if s != 200)
+            print(f"  ({name}) in-process {per:6.1f} µs CPU per request ({n} requests, {bad} not 200)", flush=True)
+        if app.sink is not None:
+            app.sink.close()
+
+    asyncio.run(run())
+    return 0
+
+
 # --- main ------------------------------------------------------------------------------------------
 
 
@@ -290,6 +368,12 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    ap.add_argument("--only", default="a,b,c", help="comma-separated scenarios to run (default a,b,c); "
+                    "ratios that need a scenario left out are not printed")
+    ap.add_argument("--no-floor", action="store_true", help="skip python3 -m http.server (saves a minute)")
+    ap.add_argument("--in-process", type=int, default=0, metavar="N",
+                    help="instead of the HTTP runs, call the ASGI app N times per scenario in this process (no "
+                         "sockets, no uvicorn) and print its own CPU µs per request for (a) and (c)")
     args = ap.parse_args()
     for tool in ("nginx", "wrk", "htpasswd"):
         if not shutil.which(tool):
@@ -298,14 +382,19 @@ def main() -> int:
     work = args.dir or Path(tempfile.mkdtemp(prefix="stella-bench-serve-"))
     work.mkdir(parents=True, exist_ok=True)
     root = work / "concelier"
-    print(f"building the export tree in {work} …", flush=True)
-    export = build_tree(root, work / "keys")
+    if (root / "latest").is_dir():  # --dir of an earlier run: reuse its tree
+        export = (root / "latest").resolve()
+    else:
+        print(f"building the export tree in {work} …", flush=True)
+        export = build_tree(root, work / "keys")
     index_size = (export / "mirror" / "index.json").stat().st_size
     bundle_size = (export / "mirror" / "primary" / "bundle.json").stat().st_size
     print(f"index.json {index_size} bytes, bundle.json {bundle_size / 1e6:.1f} MB", flush=True)
     htpasswd = work / "bench.htpasswd"
     subprocess.run(["htpasswd", "-B", "-b", "-c", str(htpasswd), USER, PASSWORD], check=True, capture_output=True)
     basic = "Authorization: Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    if args.in_process:
+        return in_process(work, root, htpasswd, args.in_process)
 
     procs: list[Proc] = []
     results: list[Result] = []
@@ -315,10 +404,15 @@ def main() -> int:
         procs.append(nginx)
         ours = start_ours(work, root, htpasswd, args.workers, False, "stella-mirror")
         procs.append(ours)
-        ours_zc = start_ours(work, root, htpasswd, args.workers, True, "stella-mirror-sendfile")
-        procs.append(ours_zc)
-        floor = start_http_server(root)
-        procs.append(floor)
+        only = set(args.only.split(","))
+        ours_zc = None
+        if "b" in only:
+            ours_zc = start_ours(work, root, htpasswd, args.workers, True, "stella-mirror-sendfile")
+        if ours_zc is not None:
+            procs.append(ours_zc)
+        floor = None if args.no_floor else start_http_server(root)
+        if floor is not None:
+            procs.append(floor)
         d = args.duration
         index = "/concelier/exports/index.json"
         bundle = "/concelier/exports/mirror/primary/bundle.json"
@@ -328,26 +422,40 @@ def main() -> int:
                          headers={"Host": SECURE_HOST}).status_code == 200
         assert httpx.get(f"http://127.0.0.1:{ours.port}{index}", headers={"Host": SECURE_HOST}).status_code == 401
 
+        floor_port = floor.port if floor is not None else 0
+        zc_port = ours_zc.port if ours_zc is not None else 0
         runs = [
             ("nginx", "a", f"http://127.0.0.1:{nginx.port}{index}", 64, []),
             ("stella-mirror", "a", f"http://127.0.0.1:{ours.port}{index}", 64, []),
-            ("http.server", "a", f"http://127.0.0.1:{floor.port}/latest/mirror/index.json", 64, []),
+            ("http.server", "a", f"http://127.0.0.1:{floor_port}/latest/mirror/index.json", 64, []),
             ("nginx", "b", f"http://127.0.0.1:{nginx.port}{bundle}", 8, []),
             ("stella-mirror", "b", f"http://127.0.0.1:{ours.port}{bundle}", 8, []),
-            ("stella-mirror sendfile", "b", f"http://127.0.0.1:{ours_zc.port}{bundle}", 8, []),
-            ("http.server", "b", f"http://127.0.0.1:{floor.port}/latest/mirror/primary/bundle.json", 8, []),
+            ("stella-mirror sendfile", "b", f"http://127.0.0.1:{zc_port}{bundle}", 8, []),
+            ("http.server", "b", f"http://127.0.0.1:{floor_port}/latest/mirror/primary/bundle.json", 8, []),
             ("nginx auth_basic", "c", f"http://127.0.0.1:{nginx_auth_port}{index}", 64, [basic]),
             ("stella-mirror auth+quotas", "c", f"http://127.0.0.1:{ours.port}{index}", 64,
              [basic, f"Host: {SECURE_HOST}"]),
         ]
+        # (c) is compared with plain nginx in (a), so nginx (a) runs whenever (c) does.
+        wanted = only | ({"a-nginx"} if "c" in only else set())
         for server, scenario, url, conns, headers in runs:
+            if scenario not in wanted and not (server == "nginx" and scenario == "a" and "a-nginx" in wanted):
+                continue
+            if server == "http.server" and floor is None:
+                continue
             # A short warm-up (caches, bcrypt success cache, page cache), then the measured run.
             subprocess.run(["wrk", "-t2", f"-c{conns}", "-d2s", *_headers(headers), url],
                            capture_output=True, check=True)
+            pids = next((p.pids for p in procs if url.startswith(f"http://127.0.0.1:{p.port}/")), [])
+            if server.startswith("nginx"):
+                pids = nginx.pids
+            cpu_before = cpu_seconds(pids)
             r = wrk(server, scenario, url, conns, d, headers)
+            if pids and r.rps:
+                r.cpu_us = (cpu_seconds(pids) - cpu_before) / (r.rps * d) * 1e6
             results.append(r)
             print(f"  ({scenario}) {server:28s} {r.rps:10.0f} req/s {r.mbps:9.1f} MB/s  p99 {r.p99_ms:7.2f} ms"
-                  f"  errors {r.errors}", flush=True)
+                  f"  errors {r.errors}  cpu/req {r.cpu_us:7.1f} µs", flush=True)
 
         if args.soak:
             print(f"soak: (c) for {args.soak} s, sampling RSS of {len(ours.pids)} processes …", flush=True)
@@ -374,20 +482,25 @@ def main() -> int:
     def get(server: str, scenario: str) -> Result:
         return next(r for r in results if r.server == server and r.scenario == scenario)
 
-    a_ratio = get("stella-mirror", "a").rps / get("nginx", "a").rps
-    best_b = max(get("stella-mirror", "b").mbps, get("stella-mirror sendfile", "b").mbps)
-    b_ratio = best_b / get("nginx", "b").mbps
-    c_ratio_bcrypt = get("stella-mirror auth+quotas", "c").rps / get("nginx auth_basic", "c").rps
-    c_ratio_plain = get("stella-mirror auth+quotas", "c").rps / get("nginx", "a").rps
-    p99_a, p99_c = get("stella-mirror", "a").p99_ms, get("stella-mirror auth+quotas", "c").p99_ms
-    verdict = [
-        ("(a) req/s vs nginx", a_ratio, a_ratio >= 0.25, "≥ 0.25×"),
-        ("(b) MB/s vs nginx", b_ratio, b_ratio >= 0.8, "≥ 0.8×"),
-        ("(c) req/s vs nginx auth_basic (bcrypt)", c_ratio_bcrypt, c_ratio_bcrypt >= 10, "≥ 10×"),
-        ("(c) req/s vs plain nginx (a)", c_ratio_plain, c_ratio_plain >= 0.2, "≥ 0.2×"),
-        ("(a) p99 ms", p99_a, p99_a < 25, "< 25 ms"),
-        ("(c) p99 ms", p99_c, p99_c < 25, "< 25 ms"),
-    ]
+    verdict: list[tuple[str, float, bool, str]] = []
+    if "a" in only:
+        a_ratio = get("stella-mirror", "a").rps / get("nginx", "a").rps
+        verdict.append(("(a) req/s vs nginx", a_ratio, a_ratio >= 0.25, "≥ 0.25×"))
+    if "b" in only:
+        best_b = max(get("stella-mirror", "b").mbps, get("stella-mirror sendfile", "b").mbps)
+        b_ratio = best_b / get("nginx", "b").mbps
+        verdict.append(("(b) MB/s vs nginx", b_ratio, b_ratio >= 0.8, "≥ 0.8×"))
+    if "c" in only:
+        c_ratio_bcrypt = get("stella-mirror auth+quotas", "c").rps / get("nginx auth_basic", "c").rps
+        c_ratio_plain = get("stella-mirror auth+quotas", "c").rps / get("nginx", "a").rps
+        verdict += [("(c) req/s vs nginx auth_basic (bcrypt)", c_ratio_bcrypt, c_ratio_bcrypt >= 10, "≥ 10×"),
+                    ("(c) req/s vs plain nginx (a)", c_ratio_plain, c_ratio_plain >= 0.2, "≥ 0.2×")]
+    if "a" in only:
+        p99_a = get("stella-mirror", "a").p99_ms
+        verdict.append(("(a) p99 ms", p99_a, p99_a < 25, "< 25 ms"))
+    if "c" in only:
+        p99_c = get("stella-mirror auth+quotas", "c").p99_ms
+        verdict.append(("(c) p99 ms", p99_c, p99_c < 25, "< 25 ms"))
     if soak:
         first, last = soak[0][1], soak[-1][1]
         peak = max(k for _, k in soak)
@@ -398,9 +511,12 @@ def main() -> int:
     if soak:
         print(f"  RSS over the soak (KiB, all processes): {[k for _, k in soak]}  peak {peak}")
     if args.markdown:
-        print("\n| scenario | server | req/s | MB/s | p99 | errors |\n|---|---|---:|---:|---:|---:|")
+        print("\n| scenario | server | req/s | MB/s | p99 | errors | server CPU/req |"
+              "\n|---|---|---:|---:|---:|---:|---:|")
         for r in results:
-            print(f"| {r.scenario} | {r.server} | {r.rps:,.0f} | {r.mbps:,.1f} | {r.p99_ms:.2f} ms | {r.errors} |")
+            cpu = "" if r.cpu_us != r.cpu_us else f"{r.cpu_us:,.0f} µs"
+            print(f"| {r.scenario} | {r.server} | {r.rps:,.0f} | {r.mbps:,.1f} | {r.p99_ms:.2f} ms | {r.errors} "
+                  f"| {cpu} |")
         print("\n| ratio | value | target | |\n|---|---:|---|---|")
         for name, value, ok, target in verdict:
             print(f"| {name} | {value:.2f} | {target} | {'met' if ok else '**missed**'} |")
