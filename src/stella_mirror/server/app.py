@@ -1,14 +1,9 @@
 """The mirror server's ASGI application: ``create_app(config)``.
 
 Raw ASGI all the way down (this is the benchmark path — no router objects, no per-request Request
-instances); one concern per middleware, outermost first:
-
-    AccessLogMiddleware   request id, timing, metrics, one JSON log line
-    DomainMiddleware      product, domain, route (404/400/405 decided here)
-    AuthMiddleware        principal or 401/403                  (stella_mirror.server.middleware.auth)
-    QuotaMiddleware       hourly budgets, RateLimit-* / 429     (stella_mirror.server.middleware.quotas)
-    CachingMiddleware     Cache-Control by route class
-    Router                routes_concelier / routes_excititor / routes_ops
+instances). HTTP requests go to :class:`~stella_mirror.server.gateway.Gateway`, which runs access log, domain
+routing, authentication, quotas, ``Cache-Control`` and the routes as plain calls in one ASGI layer (see
+there); this module owns the lifespan, the background tasks and reloads.
 
 Configuration-derived state lives in one immutable :class:`~stella_mirror.server.state.ServerState`;
 :meth:`MirrorApp.reload` (SIGHUP) builds a new one — re-reading the configuration, htpasswd files, JWKS and,
@@ -30,17 +25,13 @@ from starlette.types import Receive, Scope, Send
 
 from stella_mirror.config import MirrorConfig
 from stella_mirror.errors import StellaMirrorError
-from stella_mirror.server import routes_concelier, routes_excititor, routes_ops
 from stella_mirror.server.authn.authenticator import Authenticator, AuthSettings
-from stella_mirror.server.context import CONTEXT_KEY, RequestContext
 from stella_mirror.server.files import FileCache
+from stella_mirror.server.gateway import Gateway
 from stella_mirror.server.metrics import SNAPSHOT_INTERVAL, Metrics
-from stella_mirror.server.middleware.access_log import AccessLogMiddleware, AccessLogSink
-from stella_mirror.server.middleware.auth import AuthMiddleware
-from stella_mirror.server.middleware.caching import CachingMiddleware
-from stella_mirror.server.middleware.domain import DomainMiddleware, Target
-from stella_mirror.server.middleware.quotas import QuotaMiddleware
-from stella_mirror.server.problems import send_problem
+from stella_mirror.server.middleware.access_log import AccessLog, AccessLogSink
+from stella_mirror.server.middleware.auth import AuthGate
+from stella_mirror.server.middleware.quotas import QuotaGate
 from stella_mirror.server.quotas.backend import QuotaBackend
 from stella_mirror.server.quotas.memory import MemoryQuotaBackend
 from stella_mirror.server.quotas.redis_backend import RedisQuotaBackend
@@ -100,27 +91,6 @@ def report_problems(state: ServerState) -> None:
             log.error("%s", problem)
 
 
-class Router:
-    """Innermost ASGI app: dispatches on the target the domain middleware parsed."""
-
-    def __init__(self, rt: Runtime, metrics: Metrics | None) -> None:
-        self.rt = rt
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx = scope.get(CONTEXT_KEY)
-        target = ctx.extra.get("target") if isinstance(ctx, RequestContext) else None
-        if not isinstance(target, Target) or not isinstance(ctx, RequestContext):
-            await send_problem(send, 404, "not-found", "Not found", "no such route")
-            return
-        if target.product == "concelier":
-            await routes_concelier.serve(scope, send, self.rt, ctx, target)
-        elif target.product == "excititor":
-            await routes_excititor.serve(scope, send, self.rt, ctx, target)
-        else:
-            await routes_ops.serve(scope, send, self.rt, target.handler, self.metrics)
-
-
 class MirrorApp:
     """The ASGI application (HTTP + lifespan) with its reloadable state."""
 
@@ -159,30 +129,27 @@ class MirrorApp:
         assert authenticator is not None
         return authenticator
 
-    def _build_pipeline(self, config: MirrorConfig) -> Any:
+    def _build_pipeline(self, config: MirrorConfig) -> Gateway:
         metrics = self.metrics
-        app: Any = CachingMiddleware(Router(self.runtime, metrics))
-        app = QuotaMiddleware(
-            app,
+        quotas = QuotaGate(
             backend=self._current_backend,
             window_seconds=config.mirror.quotas.window_seconds,
             on_reject=metrics.quota_rejected if metrics else None,
             on_unavailable=metrics.quota_degraded if metrics else None,
         )
-        app = AuthMiddleware(app, authenticator=self._current_authenticator,
-                             on_failure=metrics.auth_failure if metrics else None)
-        app = DomainMiddleware(app, lambda: self.holder.current)
-        return AccessLogMiddleware(app, lambda: self.sink, metrics)
+        auth = AuthGate(self._current_authenticator, on_failure=metrics.auth_failure if metrics else None)
+        access_log = AccessLog(lambda: self.sink, metrics)
+        return Gateway(lambda: self.holder.current, self.runtime, access_log, auth, quotas, metrics)
 
     @property
     def state(self) -> ServerState:
         return self.holder.current
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
+        if scope["type"] == "http":
+            await self.pipeline(scope, receive, send)
+        elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-            return
-        await self.pipeline(scope, receive, send)
 
     # --- lifespan ----------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import re
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 
 LATEST = "latest"
@@ -54,7 +54,7 @@ class ExportHandle:
     read through its own descriptor — which keeps its inode even if the export is pruned).
     """
 
-    __slots__ = ("_stats", "_subdirs", "dir_fd", "export_id", "ino", "ttl")
+    __slots__ = ("_memo", "_stats", "_subdirs", "dir_fd", "export_id", "ino", "ttl")
 
     def __init__(self, export_id: str, dir_fd: int, ino: int, ttl: float = 0.0) -> None:
         self.export_id = export_id
@@ -63,6 +63,23 @@ class ExportHandle:
         self.ttl = ttl
         self._subdirs: dict[tuple[str, ...], int] = {(): dir_fd}
         self._stats: dict[tuple[tuple[str, ...], str], tuple[float, os.stat_result | None]] = {}
+        self._memo: dict[Hashable, tuple[float, object]] = {}
+
+    def recall(self, key: Hashable) -> object | None:
+        """A value :meth:`remember`-ed under ``key`` less than the TTL ago (None otherwise)."""
+        hit = self._memo.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+        return None
+
+    def remember(self, key: Hashable, value: object) -> None:
+        """Keep what was derived from this export's files (e.g. the representation chosen for a request and
+        its response headers) for the TTL, like the ``lstat`` results it was derived from."""
+        if self.ttl <= 0:
+            return
+        if len(self._memo) >= 1024:
+            self._memo.clear()
+        self._memo[key] = (time.monotonic(), value)
 
     def lstat_regular(self, dir_parts: tuple[str, ...], name: str) -> os.stat_result | None:
         """``lstat`` of a regular file in a subdirectory (None when missing or not a regular file), reused

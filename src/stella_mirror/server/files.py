@@ -328,9 +328,47 @@ def open_representation(
     raise ExportNotFound("not found")
 
 
+_PRECONDITIONS = frozenset({b"if-none-match", b"if-modified-since", b"range", b"if-range"})
+
+
 def _headers(scope_headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
-    wanted = {b"if-none-match", b"if-modified-since", b"range", b"if-range"}
-    return {k: v for k, v in scope_headers if k in wanted}
+    return {k: v for k, v in scope_headers if k in _PRECONDITIONS}
+
+
+def _entity_headers(
+    etag: bytes, last_modified: bytes, extra_headers: list[tuple[bytes, bytes]], negotiate: bool
+) -> list[tuple[bytes, bytes]]:
+    """Validators and what describes the resource: the headers of a 304 and the start of every 200/206."""
+    headers = [(b"etag", etag), (b"last-modified", last_modified), *extra_headers]
+    if negotiate:
+        headers.append((b"vary", b"Accept-Encoding"))
+    return headers
+
+
+def _content_headers(rep: Representation, content_type: bytes) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", content_type), (b"accept-ranges", b"bytes")]
+    if rep.encoding:
+        headers.append((b"content-encoding", rep.encoding.encode()))
+    return headers
+
+
+def full_response_headers(
+    rep: Representation, cache: FileCache, content_type: bytes, extra_headers: list[tuple[bytes, bytes]],
+    negotiate: bool,
+) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers of a ``200`` with the whole of a cached small representation (what
+    :func:`send_representation` answers to a request without preconditions or ``Range``), for callers that
+    keep them with the representation and answer such requests with :func:`send_full`."""
+    assert rep.hexdigest is not None
+    etag, last_modified = cache.validators(rep.version, rep.encoding, rep.hexdigest, rep.mtime)
+    return (*_entity_headers(etag, last_modified, extra_headers, negotiate), *_content_headers(rep, content_type),
+            (b"content-length", b"%d" % rep.version.size))
+
+
+async def send_full(scope: Scope, send: Send, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+    """Answer ``200`` with ``body`` and headers from :func:`full_response_headers` (HEAD: no body)."""
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
 async def send_representation(
@@ -352,9 +390,7 @@ async def send_representation(
         hexdigest = await cache.digest(rep.fd, rep.version)
     etag_b, lm_b = cache.validators(rep.version, rep.encoding, hexdigest, rep.mtime)
     etag, last_modified = etag_b.decode("ascii"), lm_b.decode("ascii")
-    headers: list[tuple[bytes, bytes]] = [(b"etag", etag_b), (b"last-modified", lm_b), *extra_headers]
-    if negotiate:
-        headers.append((b"vary", b"Accept-Encoding"))
+    headers = _entity_headers(etag_b, lm_b, extra_headers, negotiate)
     req = _headers(scope["headers"])
     inm = req.get(b"if-none-match")
     ims = req.get(b"if-modified-since")
@@ -364,10 +400,7 @@ async def send_representation(
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return
-    headers.append((b"content-type", content_type))
-    headers.append((b"accept-ranges", b"bytes"))
-    if rep.encoding:
-        headers.append((b"content-encoding", rep.encoding.encode()))
+    headers += _content_headers(rep, content_type)
     status = 200
     start, end = 0, size - 1
     range_header = req.get(b"range")

@@ -1,8 +1,10 @@
-"""Access-log middleware: one JSON line per request (fit for a SIEM) and the per-request metrics.
+"""Access log: one JSON line per request (fit for a SIEM) and the per-request metrics.
 
-It is the outermost middleware: it creates the :class:`RequestContext` (request id, client, host, user
-agent — read in one pass over the headers), times the whole request, counts status and body bytes, echoes
-``X-Request-ID`` and, when the request finishes, records metrics and writes the log line::
+The gateway (:mod:`stella_mirror.server.gateway`) calls :meth:`AccessLog.begin` first: it creates the
+:class:`RequestContext` (request id, client, host, user agent, and what later steps need — read in one pass
+over the headers); the gateway times the whole request, counts status and body bytes, echoes
+``X-Request-ID`` and, when the request finishes, :meth:`AccessLog.finish` records metrics and writes the
+log line::
 
     {"time":"2025-01-01T00:00:00.123Z","requestId":"…","client":"10.0.0.1","method":"GET",
      "path":"/concelier/exports/mirror/primary/bundle.json","route":"concelier.bundle","product":"concelier",
@@ -11,14 +13,13 @@ agent — read in one pass over the headers), times the whole request, counts st
      "encoding":"zstd","range":"bytes=0-99","conditional":true}
 
 The principal is a user name or token subject — never a password, token or hash; the ``Authorization``
-header is never read here. Lines are buffered and flushed every half second (and at shutdown), so logging
-costs one ``orjson.dumps`` per request, not a system call.
+header is only handed on to authentication, never logged. Lines are buffered and flushed every half second
+(and at shutdown), so logging costs one ``orjson.dumps`` per request, not a system call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -29,19 +30,19 @@ from collections.abc import Callable
 from typing import IO, Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from stella_mirror.server.context import CONTEXT_KEY, RequestContext
 from stella_mirror.server.metrics import Metrics
 from stella_mirror.server.middleware.domain import normalise_host
-from stella_mirror.server.problems import problem_body
-from stella_mirror.server.protocol import MESSAGE as ZEROCOPY_MESSAGE
 
 log = logging.getLogger("stella_mirror.server")
 
 FLUSH_INTERVAL = 0.5
 _BUFFER_LIMIT = 256 * 1024
 _MAX_FIELD = 1024
+_CONDITIONAL = (b"if-none-match", b"if-modified-since")
+_OPTIONAL = ("exportId", "encoding", "range", "conditional")
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
@@ -121,86 +122,54 @@ class AccessLogSink:
             self.flush()
 
 
-class AccessLogMiddleware:
-    """Outermost raw ASGI middleware: context, timing, metrics and the access log."""
+class AccessLog:
+    """Request context, request ids, the per-request metrics and the log line (the gateway calls
+    :meth:`begin` first and :meth:`finish` last for every HTTP request)."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        sink: Callable[[], AccessLogSink | None],
-        metrics: Metrics | None,
-    ) -> None:
-        self.app = app
+    def __init__(self, sink: Callable[[], AccessLogSink | None], metrics: Metrics | None) -> None:
         self.sink = sink
         self.metrics = metrics
         self._ids = itertools.count(1)
         self._id_prefix = f"{secrets.token_hex(4)}{os.getpid():x}-"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
+    def begin(self, scope: Scope) -> tuple[RequestContext, str | None]:
+        """The request's context (stored in the scope) and its ``Authorization`` header, from one pass over the
+        request headers. ``ctx.extra`` gets ``host``, ``ua``, ``range``, ``conditional`` and ``accept`` (the
+        ``Accept-Encoding`` value) when present."""
         client = scope.get("client")
         ctx = RequestContext(request_id="", client=client[0] if client else "")
         extra = ctx.extra
         request_id = None
+        authorization = None
         for name, value in scope["headers"]:
             if name == b"host":
                 extra["host"] = normalise_host(value)
             elif name == b"user-agent":
                 extra["ua"] = value[:256].decode("latin-1")
+            elif name == b"authorization":
+                authorization = bytes(value).decode("latin-1")
+            elif name == b"accept-encoding":
+                extra["accept"] = bytes(value).decode("latin-1")
             elif name == b"x-request-id":
                 request_id = _clean_request_id(value)
             elif name == b"range":
                 extra["range"] = value[:64].decode("latin-1")
-            elif name in (b"if-none-match", b"if-modified-since"):
+            elif name in _CONDITIONAL:
                 extra["conditional"] = True
         ctx.request_id = request_id or f"{self._id_prefix}{next(self._ids):x}"
         scope[CONTEXT_KEY] = ctx
-        rid_header = (b"x-request-id", ctx.request_id.encode())
-        status = 0
-        nbytes = 0
+        return ctx, authorization
 
-        async def send_logged(message: Message) -> None:
-            nonlocal status, nbytes
-            kind = message["type"]
-            if kind == "http.response.body":
-                nbytes += len(message.get("body", b""))
-            elif kind == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), rid_header]
-            elif kind == ZEROCOPY_MESSAGE:
-                nbytes += int(message.get("count") or 0)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_logged)
-        except Exception:
-            log.exception("unhandled error answering %s (request %s)", ctx.route or "-", ctx.request_id)
-            if status == 0:
-                body = problem_body(500, "internal", "Internal server error", "", "")
-                with contextlib.suppress(Exception):
-                    await send_logged({"type": "http.response.start", "status": 500, "headers": [
-                        (b"content-type", b"application/problem+json"),
-                        (b"content-length", b"%d" % len(body)), (b"cache-control", b"no-store")]})
-                    await send_logged({"type": "http.response.body", "body": body})
-            else:
-                raise
-        finally:
-            elapsed = time.perf_counter() - started
-            if self.metrics is not None:
-                self.metrics.observe(ctx, status, nbytes, elapsed)
-            sink = self.sink()
-            if sink is not None:
-                self._write(sink, scope, ctx, status, nbytes, elapsed)
-
-    @staticmethod
-    def _write(
-        sink: AccessLogSink, scope: Scope, ctx: RequestContext, status: int, nbytes: int, elapsed: float
-    ) -> None:
+    def finish(self, scope: Scope, ctx: RequestContext, status: int, nbytes: int, elapsed: float) -> None:
+        """Count the finished request and write its log line (buffered)."""
+        if self.metrics is not None:
+            self.metrics.observe(ctx, status, nbytes, elapsed)
+        sink = self.sink()
+        if sink is None:
+            return
         extra = ctx.extra
         principal = ctx.principal
+        domain = ctx.domain
         raw = scope.get("raw_path") or b""
         record: dict[str, Any] = {
             "time": sink.timestamp(time.time()),
@@ -210,7 +179,7 @@ class AccessLogMiddleware:
             "path": raw[:_MAX_FIELD].decode("latin-1"),
             "route": ctx.route or "-",
             "product": ctx.product,
-            "domain": ctx.domain.domain_id if ctx.domain is not None else None,
+            "domain": domain.domain_id if domain is not None else None,
             "principal": principal.name if principal is not None else None,
             "auth": principal.method if principal is not None else None,
             "status": status,
@@ -219,10 +188,11 @@ class AccessLogMiddleware:
             "userAgent": extra.get("ua"),
             "host": extra.get("host"),
         }
-        for key in ("exportId", "encoding", "range", "conditional"):
+        for key in _OPTIONAL:
             value = extra.get(key)
             if value is not None:
                 record[key] = value
-        if "quota" in extra:
-            record["quotaRemaining"] = getattr(extra["quota"], "remaining", None)
+        quota = extra.get("quota")
+        if quota is not None:
+            record["quotaRemaining"] = getattr(quota, "remaining", None)
         sink.write(record)

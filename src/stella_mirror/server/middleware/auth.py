@@ -39,8 +39,9 @@ def _context(scope: Scope) -> RequestContext | None:
     return ctx if isinstance(ctx, RequestContext) else None
 
 
-class AuthMiddleware:
-    """Raw ASGI middleware applying an :class:`Authenticator` per request.
+class AuthGate:
+    """Applies an :class:`Authenticator` to a request: :meth:`admit` sets ``ctx.principal`` or answers
+    401/403 (503 when the domain's htpasswd file cannot be read) itself.
 
     ``authenticator`` returns the *current* authenticator, so a reload can swap it atomically.
     ``on_failure(ctx, reason)`` is called for every rejected request (metrics); it must not raise.
@@ -48,22 +49,19 @@ class AuthMiddleware:
 
     def __init__(
         self,
-        app: ASGIApp,
         authenticator: Callable[[], Authenticator],
         on_failure: Callable[[RequestContext, str], None] | None = None,
     ) -> None:
-        self.app = app
         self.authenticator = authenticator
         self.on_failure = on_failure
         self._config_logged_at = float("-inf")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx = _context(scope)
-        if ctx is None or ctx.domain is None:
-            await self.app(scope, receive, send)
-            return
+    async def admit(self, ctx: RequestContext, authorization: str | None, send: Send) -> bool:
+        """Authenticate a request to ``ctx.domain`` (which must be set); False when answered here."""
+        domain = ctx.domain
+        assert domain is not None
         try:
-            ctx.principal = await self.authenticator().authenticate_async(ctx.domain, _authorization(scope))
+            ctx.principal = await self.authenticator().authenticate_async(domain, authorization)
         except AuthFailure as failure:
             if self.on_failure is not None:
                 self.on_failure(ctx, failure.reason)
@@ -72,15 +70,33 @@ class AuthMiddleware:
                 send, failure.status, _SLUGS.get(failure.status, "unauthorized"),
                 _TITLES.get(failure.status, "Unauthorized"), failure.detail, headers,
             )
-            return
+            return False
         except ConfigError as exc:
             # An htpasswd file that only fails when first used (not preloaded at startup): the operator's
             # problem, not the client's. Log it (path and line, never a secret) at most every 30 s.
             now = time.monotonic()
             if now - self._config_logged_at >= _CONFIG_LOG_INTERVAL:
                 self._config_logged_at = now
-                log.error("authentication unavailable for domain %s: %s", ctx.domain.domain_id, exc)
+                log.error("authentication unavailable for domain %s: %s", domain.domain_id, exc)
             await send_problem(send, 503, "auth-unavailable", "Authentication unavailable",
                                "the server cannot check credentials for this domain right now")
-            return
-        await self.app(scope, receive, send)
+            return False
+        return True
+
+
+class AuthMiddleware(AuthGate):
+    """:class:`AuthGate` as a raw ASGI middleware (for stacks other than the server's fused gateway)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: Callable[[], Authenticator],
+        on_failure: Callable[[RequestContext, str], None] | None = None,
+    ) -> None:
+        super().__init__(authenticator, on_failure)
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx = _context(scope)
+        if ctx is None or ctx.domain is None or await self.admit(ctx, _authorization(scope), send):
+            await self.app(scope, receive, send)

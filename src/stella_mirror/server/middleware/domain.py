@@ -1,7 +1,7 @@
-"""Domain middleware: which product, mirror domain and route a request addresses — or a 4xx right away.
+"""Routing: which product, mirror domain and route a request addresses — or a 4xx right away.
 
-It runs before authentication and quotas and fills the :class:`~stella_mirror.server.context.RequestContext`
-they read. Decisions made here:
+:func:`route_request` runs before authentication and quotas (in :mod:`stella_mirror.server.gateway`) and
+fills the :class:`~stella_mirror.server.context.RequestContext` they read. Decisions made here:
 
 * the *raw* request target is checked before anything is decoded: NUL, backslashes, ``.``/``..``
   segments, and percent-encoded ``/``, ``\\``, ``.``, ``%`` or NUL are refused with ``400`` (so neither
@@ -28,14 +28,12 @@ Routes (``@<exportId>`` optionally pins an export still kept by the publisher):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from stella_mirror.server.context import CONTEXT_KEY, Product, RequestContext, RouteKind
+from stella_mirror.server.context import Product, RequestContext, RouteKind
 from stella_mirror.server.exports import safe_segment
-from stella_mirror.server.problems import send_problem
 from stella_mirror.server.state import ServerState
 
 MAX_TARGET = 4096
@@ -168,6 +166,7 @@ def request_host(ctx: RequestContext) -> str:
     return host
 
 
+_MISSING = object()
 _HOSTS: dict[bytes, str] = {}
 _ROUTES: dict[bytes, Target | tuple[int, str] | None] = {}
 _CACHE_LIMIT = 4096
@@ -193,68 +192,59 @@ def _normalise_host(value: bytes) -> str:
     return text.rsplit(":", 1)[0].rstrip(".") if ":" in text else text.rstrip(".")
 
 
-class DomainMiddleware:
-    """Raw ASGI middleware resolving product, domain and route into the request context."""
+Refusal = tuple[int, str, str, str, dict[str, str] | None]
+"""A problem response decided while routing: ``(status, slug, title, detail, extra headers)``."""
 
-    def __init__(self, app: ASGIApp, state: Callable[[], ServerState]) -> None:
-        self.app = app
-        self.state = state
+_NOT_FOUND: Refusal = (404, "not-found", "Not found", "no such route", None)
+_NOT_ALLOWED: Refusal = (405, "method-not-allowed", "Method not allowed", "only GET and HEAD are supported",
+                         {"Allow": "GET, HEAD"})
+_UNKNOWN_DOMAIN: Refusal = (404, "unknown-domain", "Unknown mirror domain", "no such mirror domain on this host",
+                            None)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        ctx = scope.get(CONTEXT_KEY)
-        if not isinstance(ctx, RequestContext):
-            ctx = RequestContext(request_id="-")
-            scope[CONTEXT_KEY] = ctx
-            for name, value in scope["headers"]:
-                if name == b"host":
-                    ctx.extra["host"] = normalise_host(value)
-        raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
-        if raw in _ROUTES:
-            target = _ROUTES[raw]
-        else:
-            refused = check_raw_target(raw)
-            target = refused if refused is not None else parse_route(scope["path"])
-            if len(raw) <= 512:  # the decoded path is a function of the raw one, so the raw path is the key
-                if len(_ROUTES) >= _CACHE_LIMIT:
-                    _ROUTES.clear()
-                _ROUTES[raw] = target
-        if isinstance(target, tuple):
-            ctx.route = "invalid"
-            status, reason = target
-            await send_problem(send, status, "bad-request" if status == 400 else "uri-too-long",
-                               "Bad request" if status == 400 else "URI too long", reason)
-            return
-        if target is None:
-            ctx.route = "not_found"
-            await send_problem(send, 404, "not-found", "Not found", "no such route")
-            return
-        ctx.route = target.route
-        ctx.route_kind = target.kind
-        ctx.extra["target"] = target
-        if scope["method"] not in _METHODS:
-            await send_problem(send, 405, "method-not-allowed", "Method not allowed",
-                               "only GET and HEAD are supported", {"Allow": "GET, HEAD"})
-            return
-        if target.product is None:
-            await self.app(scope, receive, send)
-            return
-        state = self.state()
-        site = state.sites[target.product]
-        ctx.product = target.product
-        if not site.served:
-            await send_problem(send, 404, "not-found", "Not found", f"{target.product} is not served here")
-            return
-        host = request_host(ctx)
-        if target.domain_id is None:
-            ctx.domain = site.wide_policy(host)
-        else:
-            policy = site.domain(target.domain_id)
-            if policy is None or (policy.hostnames and host not in policy.hostnames):
-                await send_problem(send, 404, "unknown-domain", "Unknown mirror domain",
-                                   "no such mirror domain on this host")
-                return
-            ctx.domain = policy
-        await self.app(scope, receive, send)
+
+def _target(scope: Scope) -> Target | tuple[int, str] | None:
+    raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+    target = _ROUTES.get(raw, _MISSING)
+    if target is _MISSING:
+        refused = check_raw_target(raw)
+        target = refused if refused is not None else parse_route(scope["path"])
+        if len(raw) <= 512:  # the decoded path is a function of the raw one, so the raw path is the key
+            if len(_ROUTES) >= _CACHE_LIMIT:
+                _ROUTES.clear()
+            _ROUTES[raw] = target
+    return target  # type: ignore[return-value]
+
+
+def route_request(scope: Scope, ctx: RequestContext, state: ServerState) -> Refusal | None:
+    """Resolve route, product and domain of an HTTP request into ``ctx`` (``ctx.extra["host"]`` must hold the
+    normalised ``Host``). Returns the problem to answer with, or None when the request goes on."""
+    target = _target(scope)
+    if isinstance(target, tuple):
+        ctx.route = "invalid"
+        status, reason = target
+        if status == 400:
+            return (400, "bad-request", "Bad request", reason, None)
+        return (status, "uri-too-long", "URI too long", reason, None)
+    if target is None:
+        ctx.route = "not_found"
+        return _NOT_FOUND
+    ctx.route = target.route
+    ctx.route_kind = target.kind
+    ctx.extra["target"] = target
+    if scope["method"] not in _METHODS:
+        return _NOT_ALLOWED
+    if target.product is None:
+        return None
+    site = state.sites[target.product]
+    ctx.product = target.product
+    if not site.served:
+        return (404, "not-found", "Not found", f"{target.product} is not served here", None)
+    host = request_host(ctx)
+    if target.domain_id is None:
+        ctx.domain = site.wide_policy(host)
+        return None
+    policy = site.domain(target.domain_id)
+    if policy is None or (policy.hostnames and host not in policy.hostnames):
+        return _UNKNOWN_DOMAIN
+    ctx.domain = policy
+    return None

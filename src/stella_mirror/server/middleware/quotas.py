@@ -52,14 +52,25 @@ def ratelimit_headers(decision: QuotaDecision, window_seconds: int) -> dict[str,
     }
 
 
+def ratelimit_raw(decision: QuotaDecision, window_seconds: int) -> list[tuple[bytes, bytes]]:
+    """The same headers as ASGI ``(name, value)`` byte pairs (formatted straight to bytes: every request)."""
+    return [
+        (b"ratelimit-limit", b"%d" % decision.limit),
+        (b"ratelimit-remaining", b"%d" % decision.remaining),
+        (b"ratelimit-reset", b"%d" % decision.reset_seconds),
+        (b"ratelimit-policy", b"%d;w=%d" % (decision.limit, window_seconds)),
+    ]
+
+
 def _context(scope: Scope) -> RequestContext | None:
     # get_context() is typed for dict; an ASGI scope is a MutableMapping, so read the key directly.
     ctx = scope.get(CONTEXT_KEY) if scope["type"] == "http" else None
     return ctx if isinstance(ctx, RequestContext) else None
 
 
-class QuotaMiddleware:
-    """Raw ASGI middleware enforcing per-domain quotas with a :class:`QuotaBackend`.
+class QuotaGate:
+    """Per-domain quotas with a :class:`QuotaBackend`: :meth:`admit` counts a request and answers 429/503
+    itself, or returns the ``RateLimit-*`` headers the response must carry.
 
     ``backend`` returns the *current* backend (so a reload can swap it). ``on_reject(ctx)`` is called for
     every ``429`` (metrics); ``on_unavailable(ctx)`` for every request the backend could not count. The
@@ -68,7 +79,6 @@ class QuotaMiddleware:
 
     def __init__(
         self,
-        app: ASGIApp,
         backend: Callable[[], QuotaBackend],
         window_seconds: int = 3600,
         on_reject: Callable[[RequestContext], None] | None = None,
@@ -76,7 +86,6 @@ class QuotaMiddleware:
     ) -> None:
         if window_seconds <= 0:
             raise ValueError("window_seconds must be positive")
-        self.app = app
         self.backend = backend
         self.window = window_seconds
         self.on_reject = on_reject
@@ -94,12 +103,13 @@ class QuotaMiddleware:
             limit = ctx.domain.max_download_requests_per_hour
         return (budget, limit) if limit > 0 else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx = _context(scope)
-        applies = self.limit_for(ctx) if ctx is not None else None
-        if ctx is None or applies is None:
-            await self.app(scope, receive, send)
-            return
+    async def admit(self, ctx: RequestContext, send: Send) -> list[tuple[bytes, bytes]] | None:
+        """Count this request. ``None``: the response (429, or 503 when the backend cannot count and fails
+        closed) has been sent. Otherwise the headers to add to the response (empty when not counted, or
+        when the backend could not count and fails open: we do not know the numbers)."""
+        applies = self.limit_for(ctx)
+        if applies is None:
+            return []
         budget, limit = applies
         decision = await self._hit(quota_key(ctx, budget), limit)
         ctx.extra["quota"] = decision
@@ -107,33 +117,23 @@ class QuotaMiddleware:
             if self.on_unavailable is not None:
                 self.on_unavailable(ctx)
             if decision.allowed:
-                await self.app(scope, receive, send)
-            else:
-                await send_problem(
-                    send, 503, "quota-unavailable", "Quota service unavailable",
-                    "the server cannot check request quotas right now; retry later",
-                    {"Retry-After": str(decision.reset_seconds)},
-                )
-            return
-        headers = ratelimit_headers(decision, self.window)
+                return []
+            await send_problem(
+                send, 503, "quota-unavailable", "Quota service unavailable",
+                "the server cannot check request quotas right now; retry later",
+                {"Retry-After": str(decision.reset_seconds)},
+            )
+            return None
         if not decision.allowed:
             if self.on_reject is not None:
                 self.on_reject(ctx)
             await send_problem(
                 send, 429, "quota-exceeded", "Too many requests",
                 f"the {budget} request quota of {limit} per {self.window} s for this domain is used up",
-                {**headers, "Retry-After": str(decision.reset_seconds)},
+                {**ratelimit_headers(decision, self.window), "Retry-After": str(decision.reset_seconds)},
             )
-            return
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                kept = [(k, v) for k, v in message.get("headers", ()) if bytes(k).lower() not in _HEADER_NAMES]
-                message = {**message, "headers": kept + raw}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+            return None
+        return ratelimit_raw(decision, self.window)
 
     async def _hit(self, key: str, limit: int) -> QuotaDecision:
         # Backends promise not to raise; a third-party one that does must not turn into a 500 per request.
@@ -145,3 +145,39 @@ class QuotaMiddleware:
                 self._error_logged_at = now
                 log.warning("quota backend failed (%s: %s); letting requests through", type(exc).__name__, exc)
             return QuotaDecision(allowed=True, limit=limit, remaining=limit, reset_seconds=1, degraded=True)
+
+
+class QuotaMiddleware(QuotaGate):
+    """:class:`QuotaGate` as a raw ASGI middleware (for stacks other than the server's fused gateway):
+    requests with a domain context are counted; ``RateLimit-*`` headers set downstream are replaced."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        backend: Callable[[], QuotaBackend],
+        window_seconds: int = 3600,
+        on_reject: Callable[[RequestContext], None] | None = None,
+        on_unavailable: Callable[[RequestContext], None] | None = None,
+    ) -> None:
+        super().__init__(backend, window_seconds, on_reject, on_unavailable)
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx = _context(scope)
+        if ctx is None:
+            await self.app(scope, receive, send)
+            return
+        raw = await self.admit(ctx, send)
+        if raw is None:
+            return
+        if not raw:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", ()) if bytes(k).lower() not in _HEADER_NAMES]
+                message = {**message, "headers": kept + raw}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,135 @@
+"""The request path of the mirror server, fused into one ASGI callable.
+
+What used to be five nested ASGI middlewares — access log, domain routing, authentication, quotas,
+``Cache-Control`` — runs here as plain calls in that order, with **one** ``send`` wrapper for the whole
+request instead of one per layer (each layer added a closure, a coroutine frame and a header-list copy
+per message). The concerns stay in their modules; this one only sequences them:
+
+    AccessLog.begin        request id, context, one pass over the request headers   (middleware.access_log)
+    route_request          route, product, domain — or 400/404/405/414               (middleware.domain)
+    AuthGate.admit         principal — or 401/403/503                               (middleware.auth)
+    QuotaGate.admit        hourly budgets: RateLimit-* headers — or 429/503         (middleware.quotas)
+    cache_control          Cache-Control by route class for 200/206/304             (middleware.caching)
+    routes_*               the answer
+    AccessLog.finish       metrics and the JSON log line
+
+Response headers added here, after the route's own: ``Cache-Control`` (cacheable statuses of file routes),
+``RateLimit-*`` (counted requests), ``X-Request-ID`` (always).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.types import Message, Receive, Scope, Send
+
+from stella_mirror.server import routes_concelier, routes_excititor, routes_ops
+from stella_mirror.server.context import RequestContext
+from stella_mirror.server.metrics import Metrics
+from stella_mirror.server.middleware.access_log import AccessLog
+from stella_mirror.server.middleware.auth import AuthGate
+from stella_mirror.server.middleware.caching import CACHEABLE, cache_control
+from stella_mirror.server.middleware.domain import Target, route_request
+from stella_mirror.server.middleware.quotas import QuotaGate
+from stella_mirror.server.problems import problem_body, send_problem
+from stella_mirror.server.protocol import MESSAGE as ZEROCOPY_MESSAGE
+from stella_mirror.server.routes_common import Runtime
+from stella_mirror.server.state import ServerState
+
+log = logging.getLogger("stella_mirror.server")
+
+_INTERNAL_ERROR = problem_body(500, "internal", "Internal server error", "", "")
+
+
+class Responder:
+    """The one ``send`` wrapper of a request: records status and body bytes (for the log and metrics) and
+    appends the gateway's headers to the response start."""
+
+    __slots__ = ("cache", "extra", "nbytes", "send", "status")
+
+    def __init__(self, send: Send, request_id: str) -> None:
+        self.send = send
+        self.status = 0
+        self.nbytes = 0
+        self.extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
+        """Appended to every response; quota headers are put in front of the request id."""
+        self.cache: bytes | None = None
+        """``Cache-Control`` for cacheable statuses (set once the request reached its route)."""
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            self.nbytes += len(message.get("body", b""))
+        elif kind == "http.response.start":
+            self.status = status = message["status"]
+            headers = message.get("headers", ())
+            if self.cache is not None and status in CACHEABLE:
+                message["headers"] = [*headers, (b"cache-control", self.cache), *self.extra]
+            else:
+                message["headers"] = [*headers, *self.extra]
+        elif kind == ZEROCOPY_MESSAGE:
+            self.nbytes += int(message.get("count") or 0)
+        await self.send(message)
+
+
+class Gateway:
+    """Answers HTTP requests (lifespan is the application's business)."""
+
+    def __init__(
+        self,
+        state: Callable[[], ServerState],
+        runtime: Runtime,
+        access_log: AccessLog,
+        auth: AuthGate,
+        quotas: QuotaGate,
+        metrics: Metrics | None,
+    ) -> None:
+        self.state = state
+        self.runtime = runtime
+        self.access_log = access_log
+        self.auth = auth
+        self.quotas = quotas
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        ctx, authorization = self.access_log.begin(scope)
+        out = Responder(send, ctx.request_id)
+        try:
+            await self._answer(scope, ctx, authorization, out)
+        except Exception:
+            log.exception("unhandled error answering %s (request %s)", ctx.route or "-", ctx.request_id)
+            if out.status != 0:
+                raise
+            with contextlib.suppress(Exception):
+                await out({"type": "http.response.start", "status": 500, "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", b"%d" % len(_INTERNAL_ERROR)), (b"cache-control", b"no-store")]})
+                await out({"type": "http.response.body", "body": _INTERNAL_ERROR})
+        finally:
+            self.access_log.finish(scope, ctx, out.status, out.nbytes, time.perf_counter() - started)
+
+    async def _answer(self, scope: Scope, ctx: RequestContext, authorization: str | None, out: Responder) -> None:
+        refusal = route_request(scope, ctx, self.state())
+        if refusal is not None:
+            await send_problem(out, *refusal)
+            return
+        target: Target = ctx.extra["target"]
+        if target.product is None:
+            await routes_ops.serve(scope, out, self.runtime, target.handler, self.metrics)
+            return
+        if not await self.auth.admit(ctx, authorization, out):
+            return
+        ratelimit = await self.quotas.admit(ctx, out)
+        if ratelimit is None:
+            return
+        if ratelimit:
+            out.extra[:0] = ratelimit
+        out.cache = cache_control(target)
+        if target.product == "concelier":
+            await routes_concelier.serve(scope, out, self.runtime, ctx, target)
+        else:
+            await routes_excititor.serve(scope, out, self.runtime, ctx, target)
