@@ -36,6 +36,7 @@ from starlette.types import Scope, Send
 from stella_mirror.server.exports import ExportNotFound, open_file
 from stella_mirror.server.protocol import EXTENSION as ZEROCOPY_EXTENSION
 from stella_mirror.server.protocol import MESSAGE as ZEROCOPY_MESSAGE
+from stella_mirror.server.protocol import PREFORMATTED
 
 SMALL_FILE_LIMIT = 256 * 1024
 CHUNK = 1024 * 1024
@@ -367,7 +368,7 @@ def full_response_headers(
 
 async def send_full(scope: Scope, send: Send, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> None:
     """Answer ``200`` with ``body`` and headers from :func:`full_response_headers` (HEAD: no body)."""
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.start", "status": 200, "headers": headers, PREFORMATTED: headers})
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 

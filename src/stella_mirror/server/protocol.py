@@ -41,6 +41,9 @@ from uvicorn.protocols.http.httptools_impl import (
 
 EXTENSION = "http.response.zerocopysend"
 MESSAGE = "http.response.zerocopysend"
+PREFORMATTED = "stella_mirror.preformatted"
+"""Optional key of an ``http.response.start`` message: a tuple of headers that the message's ``headers``
+begin with, the same object from response to response (see :class:`MirrorCycle`). Other servers ignore it."""
 SEND_TIMEOUT = 120.0
 """Seconds a client may stall (socket not writable) before the connection is dropped."""
 
@@ -117,6 +120,44 @@ class _Collecting:
         return getattr(self.real, name)
 
 
+class _Block:
+    """The validated wire form of a preformatted header tuple and what it says about framing."""
+
+    __slots__ = ("content_length", "headers", "wire")
+
+    def __init__(self, headers: tuple[tuple[bytes, bytes], ...], wire: bytes, content_length: int | None) -> None:
+        self.headers = headers  # kept alive while cached, so its id() cannot be reused meanwhile
+        self.wire = wire
+        self.content_length = content_length
+
+
+_BLOCKS: dict[int, _Block | None] = {}
+_BLOCKS_LIMIT = 1024
+
+
+def _block(static: tuple[tuple[bytes, bytes], ...]) -> _Block | None:
+    """The cached wire form of ``static`` (None when it cannot be used: it sets framing other than
+    Content-Length, or has invalid names or values — the ordinary path then deals with it)."""
+    key = id(static)
+    entry = _BLOCKS.get(key)
+    if entry is not None and entry.headers is static:
+        return entry
+    names = [name.lower() for name, _ in static]
+    values = [value for _, value in static]
+    block: _Block | None = None
+    usable = not (HEADER_RE.search(b"".join(names)) or HEADER_VALUE_RE.search(b"".join(values))
+                  or b"transfer-encoding" in names or b"connection" in names)
+    if usable:
+        length = next((int(v.decode()) for n, v in zip(names, values, strict=True) if n == b"content-length"), None)
+        wire = b"".join([b"%s: %s\r\n" % pair for pair in zip(names, values, strict=True)])
+        block = _Block(static, wire, length)
+    if len(_BLOCKS) >= _BLOCKS_LIMIT:
+        _BLOCKS.clear()
+    if block is not None:
+        _BLOCKS[key] = block
+    return block
+
+
 class MirrorCycle(RequestResponseCycle):
     """uvicorn's request cycle with corked response writes and the zero-copy send message."""
 
@@ -132,6 +173,9 @@ class MirrorCycle(RequestResponseCycle):
                 await self.flow.drain()
             if not self.disconnected:
                 self._pending_head = self._format_head(message)
+            return
+        head = self._pending_head
+        if head is not None and kind == "http.response.body" and self._complete_in_one_write(head, message):
             return
         real = self.transport
         if isinstance(real, _Collecting):  # pragma: no cover - re-entrancy guard
@@ -154,13 +198,50 @@ class MirrorCycle(RequestResponseCycle):
         if collector.buffer and not real.is_closing():
             collector.flush()
 
+    def _complete_in_one_write(self, head: bytes, message: Any) -> bool:
+        """The common case — the last body message of a Content-Length response that fits exactly — done
+        here: head and body in one ``write``, then what uvicorn does when a response completes. False (and
+        nothing done) for anything else, which takes uvicorn's own path (errors, chunks, flow control)."""
+        if message.get("more_body", False) or self.chunked_encoding or self.disconnected or self.flow.write_paused:
+            return False
+        if self.scope["method"] == "HEAD":
+            data = head
+        else:
+            body = message.get("body", b"")
+            if len(body) != self.expected_content_length:
+                return False
+            data = head + body if body else head
+        self._pending_head = None
+        self.expected_content_length = 0
+        self.transport.write(data)
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+        return True
+
     def _format_head(self, message: Any) -> bytes:
         """uvicorn's status line and header formatting (same framing rules), validated in two regex calls
-        over all names and all values instead of two per header."""
+        over all names and all values instead of two per header.
+
+        A message may name a leading part of its headers as preformatted (:data:`PREFORMATTED`: the same
+        tuple object, e.g. a file's headers kept between requests); that part is validated and formatted
+        once per tuple and reused, and only the rest (date, request id, rate limits...) is formatted here.
+        """
         self.response_started = True
         self.waiting_for_100_continue = False
         status_code = message["status"]
-        headers = [*self.default_headers, *message.get("headers", ())]
+        message_headers = message.get("headers", ())
+        static = message.get(PREFORMATTED)
+        block = None
+        if static is not None and isinstance(message_headers, list | tuple):
+            n = len(static)
+            if tuple(message_headers[:n]) == static:
+                block = _block(static)
+                if block is not None:
+                    message_headers = message_headers[n:]
+        headers = [*self.default_headers, *message_headers]
         names = [name.lower() for name, _ in headers]
         values = [value for _, value in headers]
         if HEADER_RE.search(b"".join(names)):
@@ -168,6 +249,16 @@ class MirrorCycle(RequestResponseCycle):
         if HEADER_VALUE_RE.search(b"".join(values)):
             raise RuntimeError("Invalid HTTP header value.")
         content = [STATUS_LINE[status_code]]
+        if block is not None:
+            # The preformatted headers come right after uvicorn's defaults, as they would unformatted.
+            n_default = len(self.default_headers)
+            for name, value in zip(names[:n_default], values[:n_default], strict=True):
+                content.extend((name, b": ", value, b"\r\n"))
+            content.append(block.wire)
+            if block.content_length is not None and self.chunked_encoding is None:
+                self.expected_content_length = block.content_length
+                self.chunked_encoding = False
+            names, values = names[n_default:], values[n_default:]
         has_connection_close = False
         for name, value in zip(names, values, strict=True):
             if name == b"content-length" and self.chunked_encoding is None:
