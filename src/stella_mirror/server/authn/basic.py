@@ -2,9 +2,9 @@
 
 bcrypt is deliberately slow (milliseconds at ``htpasswd -B``'s default cost 5, ~250 ms at cost 12), and a
 mirror client sends the same credentials with every request, so a successful check is remembered for a
-short time. The cache never holds a password: an entry maps HMAC(process key, domain, user) to
-HMAC(process key, domain, user, password, stored hash) and an expiry, and a hit is confirmed with
-:func:`hmac.compare_digest`. The process key is random, so entries mean nothing outside this process.
+short time. The cache never holds a password: an entry is HMAC(process key, domain, user, password, stored
+hash) and an expiry, so a hit is one HMAC and one dictionary lookup (a wrong password simply finds no
+entry). The process key is random, so entries mean nothing outside this process and cannot be guessed.
 Including the stored hash makes an entry useless as soon as the user's line in the htpasswd file changes.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import re
 import secrets
 import threading
@@ -82,48 +81,47 @@ class SuccessCache:
         key = secrets.token_bytes(32)  # shorter than SHA-256's 64-byte block: used as is, zero-padded
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key.ljust(64, b"\0")))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key.ljust(64, b"\0")))
-        self._entries: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
+        self._entries: OrderedDict[bytes, float] = OrderedDict()
+        """proof → expiry."""
         self._lock = threading.Lock()
 
     def _mac(self, *parts: bytes) -> bytes:
         # HMAC-SHA256 (RFC 2104) of the length-prefixed parts, so ("a:b", "c") and ("a", "b:c") can never
-        # produce the same input. This runs twice on every authenticated request, so the keyed inner and
-        # outer hash states are computed once and copied: about a third of the cost of hmac.new or
-        # hmac.digest, which redo the key schedule (and the ten updates this used to make) every time.
+        # produce the same input. This runs on every authenticated request, so the keyed inner and outer
+        # hash states are computed once and copied: about a third of the cost of hmac.new or hmac.digest,
+        # which redo the key schedule every time.
         inner = self._inner.copy()
         inner.update(b"".join([len(part).to_bytes(4, "big") + part for part in parts]))
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
 
-    def _keys(self, realm: str, creds: BasicCredentials, stored_hash: bytes) -> tuple[bytes, bytes]:
-        who = self._mac(b"who", realm.encode(), creds.user.encode())
-        proof = self._mac(b"proof", realm.encode(), creds.user.encode(), creds.password.encode(), stored_hash)
-        return who, proof
+    def _proof(self, realm: str, creds: BasicCredentials, stored_hash: bytes) -> bytes:
+        return self._mac(b"proof", realm.encode(), creds.user.encode(), creds.password.encode(), stored_hash)
 
     def hit(self, realm: str, creds: BasicCredentials, stored_hash: bytes) -> bool:
         """Whether these exact credentials were verified for ``realm`` within the TTL."""
         if self._ttl <= 0:
             return False
-        who, proof = self._keys(realm, creds, stored_hash)
+        proof = self._proof(realm, creds, stored_hash)
         now = self._clock()
         with self._lock:
-            entry = self._entries.get(who)
-            if entry is None:
+            expiry = self._entries.get(proof)
+            if expiry is None:
                 return False
-            if entry[1] <= now:
-                del self._entries[who]
+            if expiry <= now:
+                del self._entries[proof]
                 return False
-            return hmac.compare_digest(entry[0], proof)
+            return True
 
     def remember(self, realm: str, creds: BasicCredentials, stored_hash: bytes) -> None:
         """Record a successful bcrypt check."""
         if self._ttl <= 0:
             return
-        who, proof = self._keys(realm, creds, stored_hash)
+        proof = self._proof(realm, creds, stored_hash)
         with self._lock:
-            self._entries[who] = (proof, self._clock() + self._ttl)
-            self._entries.move_to_end(who)
+            self._entries[proof] = self._clock() + self._ttl
+            self._entries.move_to_end(proof)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
 
