@@ -231,7 +231,7 @@ def start_http_server(root: Path) -> Proc:
     proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
                              "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/latest/mirror/index.json")
-    return Proc("http.server", proc, port)
+    return Proc("http.server", proc, port, [proc.pid])
 
 
 # --- wrk -------------------------------------------------------------------------------------------

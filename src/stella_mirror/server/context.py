@@ -1,7 +1,7 @@
-"""Per-request context shared by the gateway middlewares and the routes.
+"""Per-request context shared by the gateway steps and the routes.
 
-The domain middleware resolves which product and mirror domain a request addresses and stores a
-:class:`RequestContext` in the ASGI scope under :data:`CONTEXT_KEY`; authentication fills in the
+The gateway (its access-log and routing steps) resolves which product and mirror domain a request addresses
+and stores a :class:`RequestContext` in the ASGI scope under :data:`CONTEXT_KEY`; authentication fills in the
 principal, quotas read both, the access log reports them. Keeping this one small type in its own module
 lets each middleware stay in its own file without importing the others.
 """
@@ -72,6 +72,6 @@ class RequestContext:
 
 
 def get_context(scope: MutableMapping[str, Any]) -> RequestContext | None:
-    """The request's context, when the domain middleware has set one."""
+    """The request's context, when the gateway has set one."""
     ctx = scope.get(CONTEXT_KEY)
     return ctx if isinstance(ctx, RequestContext) else None

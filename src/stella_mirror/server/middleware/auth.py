@@ -1,8 +1,9 @@
 """Authentication middleware: sets ``ctx.principal`` or answers 401/403 with a problem document.
 
-Runs after the domain middleware (which puts a :class:`~stella_mirror.server.context.RequestContext` in the
-scope) and before quotas, so rejected credentials never consume a client's quota. Ops routes (context
-without a domain: ``/healthz``, ``/metrics``...) and non-HTTP scopes pass through untouched.
+Runs after routing (which puts a :class:`~stella_mirror.server.context.RequestContext` in the scope; see
+:mod:`stella_mirror.server.gateway`) and before quotas, so rejected credentials never consume a client's
+quota. Ops routes (context without a domain: ``/healthz``, ``/metrics``...) and non-HTTP scopes pass through
+untouched.
 """
 
 from __future__ import annotations

@@ -161,7 +161,7 @@ def parse_route(path: str) -> Target | None:
 
 
 def request_host(ctx: RequestContext) -> str:
-    """The request's host name (lower-case, no port) as recorded by the access-log middleware."""
+    """The request's host name (lower-case, no port) as recorded by :meth:`AccessLog.begin`."""
     host: str = ctx.extra.get("host", "")
     return host
 
