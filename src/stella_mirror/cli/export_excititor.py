@@ -10,8 +10,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from stella_mirror.bundle.keyfiles import load_signing_key
-from stella_mirror.excititor.config import load_config
-from stella_mirror.excititor.export import run_export
 from stella_mirror.timeutil import parse_duration, parse_rfc3339
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -32,6 +30,10 @@ def excititor(
     ] = False,
 ) -> None:
     """Read OpenVEX, CSAF and CycloneDX VEX documents, compute consensus, publish signed exports."""
+    # imported here so other commands do not pay for the exporter at start-up
+    from stella_mirror.excititor.config import load_config
+    from stella_mirror.excititor.export import run_export
+
     cfg = load_config(config)
     signing_key = load_signing_key(key)
     summary = run_export(

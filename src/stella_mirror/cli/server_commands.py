@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import orjson
 import typer
 import yaml
 
-from stella_mirror.config import LoadReport, MirrorConfig, load_config, redacted
+if TYPE_CHECKING:
+    from stella_mirror.config import MirrorConfig
+
+# Heavy modules (the pydantic configuration model, the server) are imported inside the commands, so
+# other commands such as export and verify do not pay for them at start-up.
 
 ServiceOpt = Literal["all", "concelier", "excititor"]
 
@@ -39,6 +43,7 @@ def serve(
     pid_file: Annotated[Path | None, typer.Option("--pid-file", help="Write the server's pid here.")] = None,
 ) -> None:
     """Serve the Concelier and Excititor mirror routes from their export roots (SIGHUP reloads)."""
+    from stella_mirror.config import load_config
     from stella_mirror.server.runner import ServeOptions, run
 
     path = _config_path(config)
@@ -54,6 +59,7 @@ def reload(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Read mirror.pidFile from here.")] = None,
 ) -> None:
     """Ask a running server to re-read configuration, htpasswd files and certificates (SIGHUP)."""
+    from stella_mirror.config import load_config
     from stella_mirror.errors import ConfigError
     from stella_mirror.server.runner import send_reload
 
@@ -74,6 +80,8 @@ def config_check(
     output: Annotated[Literal["yaml", "json"], typer.Option("--output", "-o", help="Output format.")] = "yaml",
 ) -> None:
     """Validate the configuration (file + environment) and print it with secrets redacted."""
+    from stella_mirror.config import LoadReport, load_config, redacted
+
     report = LoadReport()
     cfg = load_config(_config_path(config), report=report)
     data = redacted(cfg)
