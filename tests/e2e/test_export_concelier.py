@@ -24,6 +24,21 @@ SCHEMAS = REPO / "schema"
 INTEROP = REPO / "tests" / "interop"
 EXPORT_ID = "20261129T163000Z"
 GENERATED_AT = "2026-11-29T16:30:00Z"
+# The corpus export's domains, identity and lifetime (fixed, so two exports can be compared byte for byte).
+CORPUS_ARGS = (
+    "--domain",
+    "primary",
+    "--domain",
+    "community=ecosystem:PyPI,Go",
+    "--domain",
+    "vendor=source:csaf",
+    "--export-id",
+    EXPORT_ID,
+    "--generated-at",
+    GENERATED_AT,
+    "--expires-in",
+    "36500d",
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -76,20 +91,7 @@ def corpus_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path,
         keys,
         f"osv:{CORPUS / 'osv'}",
         f"csaf:{CORPUS / 'csaf'}",
-        extra=(
-            "--domain",
-            "primary",
-            "--domain",
-            "community=ecosystem:PyPI,Go",
-            "--domain",
-            "vendor=source:csaf",
-            "--export-id",
-            EXPORT_ID,
-            "--generated-at",
-            GENERATED_AT,
-            "--expires-in",
-            "36500d",
-        ),
+        extra=CORPUS_ARGS,
     )
     return out, keys, summary
 
@@ -311,22 +313,7 @@ def test_same_input_in_another_order_gives_identical_bytes(
         keys,
         f"osv:{tmp_path / 'shuffled' / 'osv'}",
         f"csaf:{tmp_path / 'shuffled' / 'csaf'}",
-        extra=(
-            "--domain",
-            "primary",
-            "--domain",
-            "community=ecosystem:PyPI,Go",
-            "--domain",
-            "vendor=source:csaf",
-            "--export-id",
-            EXPORT_ID,
-            "--generated-at",
-            GENERATED_AT,
-            "--expires-in",
-            "36500d",
-            "--workers",
-            "2",
-        ),
+        extra=(*CORPUS_ARGS, "--workers", "2"),
     )
     a, b = out / "latest" / "mirror", out2 / "latest" / "mirror"
     for rel in (
