@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.types import Scope, Send
 
-from stella_mirror.server.context import RequestContext
-from stella_mirror.server.exports import ExportHandle
+from stella_mirror.server.context import Product, RequestContext
+from stella_mirror.server.exports import ExportHandle, ExportNotFound, RootUnavailable
 from stella_mirror.server.files import (
     FileCache,
     Representation,
@@ -24,7 +24,7 @@ from stella_mirror.server.files import (
     send_representation,
 )
 from stella_mirror.server.problems import send_problem
-from stella_mirror.server.state import ServerState
+from stella_mirror.server.state import NOT_CONFIGURED, ServerState
 
 NEGOTIABLE = (".json", ".jsonl")
 """Payload names that may have precompressed variants (signatures never do)."""
@@ -63,6 +63,47 @@ async def export_unavailable(send: Send, reason: str) -> None:
 
 async def not_found(send: Send, detail: str = "not found in this export") -> None:
     await send_problem(send, 404, "not-found", "Not found", detail)
+
+
+async def answer_from_export(
+    send: Send,
+    rt: Runtime,
+    product: Product,
+    pin: str | None,
+    answer: Callable[[ExportHandle], Awaitable[None]],
+    *,
+    explain_missing: bool = False,
+) -> None:
+    """Resolve the active (or pinned) export ONCE and let ``answer`` serve the whole response from it.
+
+    An export directory replaced in place shows up as :class:`ExportNotFound` from ``answer``: the
+    resolver forgets its cached handle and the request is tried once more before it is a 404.
+    ``explain_missing`` puts the lookup's own reason into that 404's detail.
+    """
+    resolver = rt.state().site(product).resolver
+    if resolver is None:
+        await export_unavailable(send, NOT_CONFIGURED)
+        return
+    for attempt in (1, 2):
+        try:
+            export = resolver.resolve(pin)
+        except ExportNotFound as exc:
+            await not_found(send, exc.reason)
+            return
+        except RootUnavailable as exc:
+            await export_unavailable(send, str(exc))
+            return
+        try:
+            await answer(export)
+            return
+        except ExportNotFound as exc:
+            if attempt == 1:
+                resolver.forget(export)  # a directory replaced in place: reopen once before answering 404
+                continue
+            if explain_missing and exc.reason != "not found":
+                await not_found(send, exc.reason)
+            else:
+                await not_found(send)
 
 
 async def serve_file(

@@ -20,11 +20,10 @@ import orjson
 from starlette.types import Scope, Send
 
 from stella_mirror.server.context import RequestContext
-from stella_mirror.server.exports import ExportHandle, ExportNotFound, RootUnavailable, safe_segment
+from stella_mirror.server.exports import ExportHandle, ExportNotFound, safe_segment
 from stella_mirror.server.files import send_bytes
 from stella_mirror.server.middleware.domain import Target, request_host
-from stella_mirror.server.routes_common import Runtime, export_unavailable, not_found, read_json, serve_file
-from stella_mirror.server.state import NOT_CONFIGURED
+from stella_mirror.server.routes_common import Runtime, answer_from_export, export_unavailable, read_json, serve_file
 
 JSON = b"application/json"
 
@@ -56,32 +55,16 @@ def _summary(doc: Any) -> dict[str, Any] | None:
 
 async def serve(scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, target: Target) -> None:
     """Answer every ``excititor.*`` target."""
-    resolver = rt.state().site("excititor").resolver
-    if resolver is None:
-        await export_unavailable(send, NOT_CONFIGURED)
-        return
-    for attempt in (1, 2):
-        try:
-            export = resolver.resolve(target.pin)
-        except ExportNotFound as exc:
-            await not_found(send, exc.reason)
-            return
-        except RootUnavailable as exc:
-            await export_unavailable(send, str(exc))
-            return
-        try:
-            if target.handler == "excititor.index":
-                await serve_file(scope, send, rt, ctx, export, target.parts)
-            elif target.handler == "excititor.domains":
-                await _domains(scope, send, rt, ctx, export)
-            else:
-                await _export(scope, send, rt, ctx, target, export)
-            return
-        except ExportNotFound as exc:
-            if attempt == 1:
-                resolver.forget(export)  # a directory replaced in place: reopen once before answering 404
-                continue
-            await not_found(send, exc.reason if exc.reason != "not found" else "not found in this export")
+
+    async def answer(export: ExportHandle) -> None:
+        if target.handler == "excititor.index":
+            await serve_file(scope, send, rt, ctx, export, target.parts)
+        elif target.handler == "excititor.domains":
+            await _domains(scope, send, rt, ctx, export)
+        else:
+            await _export(scope, send, rt, ctx, target, export)
+
+    await answer_from_export(send, rt, "excititor", target.pin, answer, explain_missing=True)
 
 
 async def _export(
