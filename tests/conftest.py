@@ -12,6 +12,8 @@ from stella_mirror.bundle.signing import SigningKey
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from s3proc import s3_endpoint  # noqa: F401  (fixture: a real S3 endpoint on loopback)
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 

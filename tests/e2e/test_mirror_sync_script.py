@@ -1,7 +1,7 @@
 """deploy/systemd/mirror-sync.sh (runbook §4.1): bucket -> staging -> stella-mirror verify -> atomic switch.
 
-The AWS CLI is replaced by a stand-in that maps ``s3://`` onto a local directory with rsync (no S3 here);
-everything else — verification, the ``latest`` switch, rollback refusal, pruning — is the real script.
+The bucket is a real S3 API endpoint on loopback (moto's server mode) and the script runs the real
+``aws s3 sync --delete --size-only``; the tests upload exports with the real ``aws`` CLI too.
 """
 
 from __future__ import annotations
@@ -10,54 +10,55 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from s3proc import S3Endpoint
 from stella_mirror.bundle.signing import SigningKey
 from treebuilder import advisory, publish_concelier, publish_excititor
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")]
+pytestmark = pytest.mark.e2e
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "mirror-sync.sh"
-
-FAKE_AWS = """#!/usr/bin/env bash
-# aws s3 sync s3://<path> <dir> --delete --size-only [...] against $FAKE_S3 (the test's bucket directory)
-set -euo pipefail
-[[ $1 == s3 && $2 == sync ]] || { echo "unexpected: $*" >&2; exit 2; }
-[[ " $* " == *" --delete "* && " $* " == *" --size-only "* ]] || { echo "missing --delete/--size-only" >&2; exit 2; }
-src="$FAKE_S3/${3#s3://}"
-[[ -d $src ]] || { echo "no such prefix: $3" >&2; exit 1; }
-mkdir -p "$4"
-rsync -a --delete --size-only "$src/" "$4/"
-"""
+BUCKET = "mirror-stellaops"
 
 
 class Env:
-    def __init__(self, tmp: Path, key_pub: Path) -> None:
+    def __init__(self, tmp: Path, key_pub: Path, s3: S3Endpoint) -> None:
         self.tmp = tmp
-        self.bucket = tmp / "bucket"
+        self.s3 = s3
         self.data = tmp / "data"
         self.staging = tmp / "staging"
+        self.uploads = 0
         bin_dir = tmp / "bin"
         bin_dir.mkdir()
-        aws = bin_dir / "aws"
-        aws.write_text(FAKE_AWS)
         cli = bin_dir / "stella-mirror"
         cli.write_text(f'#!/bin/sh\nexec {sys.executable} -c "from stella_mirror.cli.main import main; main()" "$@"\n')
-        for exe in (aws, cli):
-            exe.chmod(0o755)
-        self.env = {**os.environ, "FAKE_S3": str(self.bucket), "MIRROR_SYNC_SOURCE": "s3://mirror-stellaops",
-                    "AWS_CLI": str(aws), "STELLA_MIRROR": str(cli), "MIRROR_DATA_DIR": str(self.data),
+        cli.chmod(0o755)
+        aws = shutil.which("aws")
+        assert aws is not None
+        self.env = {**os.environ, **s3.env(), "MIRROR_SYNC_SOURCE": f"s3://{BUCKET}",
+                    "AWS_CLI": aws, "STELLA_MIRROR": str(cli), "MIRROR_DATA_DIR": str(self.data),
                     "MIRROR_STAGING_DIR": str(self.staging), "MIRROR_VERIFY_KEYS": str(key_pub),
                     "MIRROR_KEEP": "2"}
+        s3.aws("s3", "mb", f"s3://{BUCKET}")
 
-    def upload(self, product: str, export_dir: Path) -> Path:
-        """Make ``export_dir`` the bucket's <product>/latest prefix (S3 has no symlinks: a plain copy)."""
-        prefix = self.bucket / "mirror-stellaops" / product / "latest"
-        shutil.rmtree(prefix, ignore_errors=True)
-        shutil.copytree(export_dir, prefix)
-        return prefix
+    def upload(self, product: str, export_dir: Path, tamper: Callable[[Path], None] | None = None) -> None:
+        """Make ``export_dir`` the bucket's <product>/latest prefix (S3 has no symlinks: plain objects).
+
+        The prefix is emptied first and the files uploaded afresh, so the bucket holds exactly this
+        export; ``tamper`` may change the local copy before it is uploaded.
+        """
+        self.uploads += 1
+        copy = self.tmp / f"upload-{self.uploads}"
+        shutil.copytree(export_dir, copy)
+        if tamper is not None:
+            tamper(copy)
+        prefix = f"s3://{BUCKET}/{product}/latest"
+        self.s3.aws("s3", "rm", prefix, "--recursive", "--only-show-errors")
+        self.s3.aws("s3", "cp", copy, prefix, "--recursive", "--only-show-errors")
 
     def run(self) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(SCRIPT)], env=self.env, capture_output=True, text=True, timeout=120, check=False)
@@ -66,8 +67,10 @@ class Env:
         return os.readlink(self.data / product / "latest")
 
 
-def test_sync_verifies_before_switching(tmp_path: Path, keydir: Path, signing_key: SigningKey) -> None:
-    env = Env(tmp_path, keydir / "mirror-key.pub")
+def test_sync_verifies_before_switching(
+    tmp_path: Path, keydir: Path, signing_key: SigningKey, s3_endpoint: S3Endpoint
+) -> None:
+    env = Env(tmp_path, keydir / "mirror-key.pub", s3_endpoint)
     src_c, src_x = tmp_path / "src-c", tmp_path / "src-x"
     env.upload("concelier", publish_concelier(src_c, signing_key, {"primary": [advisory("CVE-1")]}, "c1"))
     env.upload("excititor", publish_excititor(src_x, signing_key, {"primary": {"k1": [{"v": 1}]}}, "x1"))
@@ -83,9 +86,12 @@ def test_sync_verifies_before_switching(tmp_path: Path, keydir: Path, signing_ke
 
     # A tampered export of the same size (what --size-only lets through) is never served.
     c2 = publish_concelier(src_c, signing_key, {"primary": [advisory("CVE-1"), advisory("CVE-2")]}, "c2")
-    bundle = env.upload("concelier", c2) / "mirror" / "primary" / "bundle.json"
-    data = bundle.read_bytes()
-    bundle.write_bytes(data.replace(b"CVE-2", b"CVE-3", 1))
+
+    def same_size_tamper(copy: Path) -> None:
+        bundle = copy / "mirror" / "primary" / "bundle.json"
+        bundle.write_bytes(bundle.read_bytes().replace(b"CVE-2", b"CVE-3", 1))
+
+    env.upload("concelier", c2, same_size_tamper)
     res = env.run()
     assert res.returncode == 1
     assert "concelier: staging tree does not verify; downloading it again in full" in res.stderr
