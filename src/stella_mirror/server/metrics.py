@@ -178,16 +178,10 @@ class MirrorCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         snaps = self.metrics.all_snapshots()
-        fam = CounterMetricFamily("stella_mirror_requests", "HTTP requests answered",
-                                  labels=["product", "domain", "route", "status"])
-        for k, v in sorted(_sum(snaps, "requests").items()):
-            fam.add_metric(_labels(k), v)
-        yield fam
-        fam = CounterMetricFamily("stella_mirror_response_bytes", "Response body bytes sent",
-                                  labels=["product", "domain", "route"])
-        for k, v in sorted(_sum(snaps, "bytes").items()):
-            fam.add_metric(_labels(k), v)
-        yield fam
+        yield self._counter(snaps, "requests", "stella_mirror_requests", "HTTP requests answered",
+                            ["product", "domain", "route", "status"])
+        yield self._counter(snaps, "bytes", "stella_mirror_response_bytes", "Response body bytes sent",
+                            ["product", "domain", "route"])
         hist = HistogramMetricFamily("stella_mirror_request_duration_seconds", "Time to answer a request",
                                      labels=["product", "route"])
         for k, counts in sorted(_sum_hist(snaps).items()):
@@ -197,27 +191,27 @@ class MirrorCollector(Collector):
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             hist.add_metric(_labels(k), buckets, counts[-1])
         yield hist
-        fam = CounterMetricFamily("stella_mirror_auth_failures", "Requests refused by authentication",
-                                  labels=["product", "domain", "reason"])
-        for k, v in sorted(_sum(snaps, "auth_failures").items()):
-            fam.add_metric(_labels(k), v)
-        yield fam
-        fam = CounterMetricFamily("stella_mirror_quota_rejections", "Requests refused with 429",
-                                  labels=["product", "domain", "budget"])
-        for k, v in sorted(_sum(snaps, "quota_rejections").items()):
-            fam.add_metric(_labels(k), v)
-        yield fam
-        fam = CounterMetricFamily("stella_mirror_quota_unavailable",
-                                  "Requests the quota backend could not count (answered by fail mode)",
-                                  labels=["product", "domain"])
-        for k, v in sorted(_sum(snaps, "quota_unavailable").items()):
-            fam.add_metric(_labels(k), v)
-        yield fam
+        yield self._counter(snaps, "auth_failures", "stella_mirror_auth_failures",
+                            "Requests refused by authentication", ["product", "domain", "reason"])
+        yield self._counter(snaps, "quota_rejections", "stella_mirror_quota_rejections",
+                            "Requests refused with 429", ["product", "domain", "budget"])
+        yield self._counter(snaps, "quota_unavailable", "stella_mirror_quota_unavailable",
+                            "Requests the quota backend could not count (answered by fail mode)", ["product", "domain"])
         fam = CounterMetricFamily("stella_mirror_reloads", "Configuration reloads", labels=["result"])
         for k, v in sorted(_sum(snaps, "reloads").items()):
             fam.add_metric([k], v)
         yield fam
         yield from self._freshness()
+
+    @staticmethod
+    def _counter(
+        snaps: list[dict[str, Any]], kind: str, name: str, doc: str, labels: list[str]
+    ) -> CounterMetricFamily:
+        """One counter family summed over every worker's snapshot."""
+        fam = CounterMetricFamily(name, doc, labels=labels)
+        for k, v in sorted(_sum(snaps, kind).items()):
+            fam.add_metric(_labels(k), v)
+        return fam
 
     def _freshness(self) -> Iterator[Any]:
         now = time.time()
