@@ -7,7 +7,6 @@ then renamed over the final name.
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import tempfile
 from collections.abc import Iterator
@@ -42,18 +41,6 @@ def open_atomic(path: Path, mode: int = 0o644) -> Iterator[HashingWriter]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-@contextlib.contextmanager
-def mapped(path: Path) -> Iterator[memoryview]:
-    """Map a file read-only (an empty file maps to empty bytes)."""
-    with path.open("rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size == 0:
-            yield memoryview(b"")
-            return
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm, memoryview(mm) as view:
-            yield view
 
 
 def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:

@@ -9,7 +9,6 @@ Layout written by ``stella-mirror keys generate --out DIR``::
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -76,8 +75,3 @@ def load_trusted_keys(paths: Iterable[Path]) -> TrustedKeys:
     for p in paths:
         keys.extend(load_public_keys(p))
     return TrustedKeys(keys)
-
-
-def private_key_mode_ok(path: Path) -> bool:
-    """True when a private key file is not readable by group or others."""
-    return (os.stat(path).st_mode & 0o077) == 0
