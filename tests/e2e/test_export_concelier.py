@@ -9,13 +9,14 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import orjson
 import pytest
+
+import clitools
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -44,9 +45,8 @@ pytestmark = pytest.mark.e2e
 
 
 def cli(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the installed console entry point in a fresh interpreter."""
-    cmd = [sys.executable, "-c", "from stella_mirror.cli.main import main; main()", *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    """The real CLI (tests/clitools.py); with ``check``, a non-zero exit fails the test with its output."""
+    proc = clitools.cli(*args)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args[:2]} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
