@@ -126,7 +126,14 @@ def load_records(path: str, kind: str, source: str, max_bytes: int) -> tuple[str
         return ("skipped", "not an OSV .json/.yaml file")
     try:
         data = read_bytes(path, max_bytes)
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    except MalformedDocumentError as exc:
+        return ("rejected", (exc.pointer, str(exc)))
+    return parse_records(path, kind, source, data, "sha256:" + hashlib.sha256(data).hexdigest())
+
+
+def parse_records(path: str, kind: str, source: str, data: bytes, digest: str) -> tuple[str, object]:
+    """:func:`load_records` for a file already read (``digest``: of ``data``)."""
+    try:
         if kind == "osv":
             records: list[Advisory] | None = osv.parse(path, data, source, digest)
         else:

@@ -1,0 +1,352 @@
+"""The fast path of the OSV reader: JSON decoded straight into typed structs (msgspec), then mapped.
+
+:func:`to_record` in :mod:`.osv` checks every value of a generic ``dict`` tree that orjson built and
+names the JSON pointer of the first problem. Most documents have exactly the expected shape, so this
+module decodes them with msgspec into :class:`msgspec.Struct` types that describe that shape — types
+are checked by the decoder, in C, while it parses — and maps the structs onto the canonical record.
+
+It only ever *accepts*: whenever a document is not of the common shape (a type the structs do not
+allow, a field no OSV schema version defines, a timestamp not already in canonical form, a value the
+mapping would reject, …) :func:`fast_record` returns None and the caller runs the exact reader, which
+maps the document or raises the precise :class:`~stella_mirror.errors.MalformedDocumentError`. So the
+records, the rejections and their messages are those of :func:`.osv.to_record` by construction; what
+this module must guarantee is that it returns a record only where that function returns the same one.
+
+Two properties make that hold for the parse itself:
+
+- every struct forbids unknown fields, and fields that the mapping does not read are typed ``Any``,
+  so msgspec *decodes* every value in the document (a value it skips would not be checked as strictly
+  as orjson checks it: invalid UTF-8 or an out-of-range number in a skipped string or number passes);
+- decoded values are checked as orjson checks them (UTF-8 including surrogates, finite numbers,
+  escapes, control characters, trailing bytes), and msgspec's nesting limit (the interpreter's
+  recursion limit, 1000) is below orjson's (1024). Duplicate keys: the last one wins in both.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+import msgspec
+
+from stella_mirror.concelier import cvss as cvsslib
+from stella_mirror.concelier.model import lowest_cve, purl_for, severity_word, split_purl
+
+_RANGE_TYPES = frozenset(("ECOSYSTEM", "SEMVER", "GIT"))
+_CANONICAL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$").match
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+class _Fallback(Exception):
+    """The document is not of the common shape: let the exact reader handle it."""
+
+
+class _Package(msgspec.Struct, forbid_unknown_fields=True):
+    ecosystem: str
+    name: str
+    purl: str | None = None
+
+
+class _Range(msgspec.Struct, forbid_unknown_fields=True):
+    type: str
+    events: list[dict[str, str]]
+    repo: Any = None
+    database_specific: Any = None
+
+
+class _Affected(msgspec.Struct, forbid_unknown_fields=True):
+    package: _Package | None = None
+    ranges: list[_Range] | None = None
+    versions: list[str] | None = None
+    severity: Any = None
+    ecosystem_specific: Any = None
+    database_specific: Any = None
+
+
+class _Severity(msgspec.Struct, forbid_unknown_fields=True):
+    type: str
+    score: str
+
+
+class _Reference(msgspec.Struct, forbid_unknown_fields=True):
+    # Also the output's reference: its two fields are in canonical (sorted) order.
+    type: str
+    url: str
+
+
+class _Document(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    modified: str
+    schema_version: Any = None
+    published: str | None = None
+    withdrawn: str | None = None
+    aliases: list[str] | None = None
+    upstream: Any = None
+    related: list[str] | None = None
+    summary: str | None = None
+    details: str | None = None
+    severity: list[_Severity] | None = None
+    affected: list[_Affected] | None = None
+    references: list[_Reference] | None = None
+    credits: Any = None
+    database_specific: dict[str, Any] | None = None
+
+
+_decode = msgspec.json.Decoder(_Document).decode
+_FALLBACK_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError, _Fallback)
+
+
+def _nonblank(value: str) -> bool:
+    return bool(value) and not value.isspace()
+
+
+def _time(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _CANONICAL_TIME(value):
+        raise _Fallback
+    return None if value == ZERO_TIME else value
+
+
+# --- canonical single-record entries -----------------------------------------------------------------
+#
+# What the staging step needs from a document is the canonical bytes of its single-record advisory
+# (``orjson.dumps(canonical_record(to_record(…)), option=OPT_SORT_KEYS)``). :func:`fast_entry` builds
+# them without the intermediate dicts: the structs below declare their fields in sorted order and
+# msgspec encodes a struct's fields in declaration order, so its output is those bytes. msgspec and
+# orjson write strings identically (every code point checked) and the only floats here are CVSS base
+# scores, multiples of 0.1 in [0, 10], which both write in plain decimal notation (checked too, see
+# tests/unit/concelier/test_osv_fast.py); a score outside that range takes the general path.
+
+
+class _OutRange(msgspec.Struct):
+    fixed: str | None
+    introduced: str | None
+    lastAffected: str | None
+    type: str
+
+
+class _OutAffected(msgspec.Struct):
+    ecosystem: str
+    package: str
+    purl: str | None
+    ranges: list[_OutRange]
+    versions: list[str]
+
+
+class _OutCvss(msgspec.Struct):
+    baseScore: float | None
+    vector: str
+    version: str
+
+
+class _OutProvenance(msgspec.Struct):
+    digest: str
+    documentId: str
+    recordedAt: str | None
+    source: str
+
+
+class _OutAdvisory(msgspec.Struct):
+    advisoryKey: str
+    affected: list[_OutAffected]
+    aliases: list[str]
+    cvss: list[_OutCvss]
+    cwes: list[str]
+    description: str | None
+    modified: str | None
+    provenance: list[_OutProvenance]
+    published: str | None
+    references: list[_Reference]
+    severity: str | None
+    summary: str | None
+    title: str | None
+    withdrawn: str | None
+
+
+_encode = msgspec.json.Encoder().encode
+_NO_RANGE: Any = object()
+
+
+def _out_cvss(entries: list[_Severity]) -> tuple[list[_OutCvss], str | None]:
+    """The cvss list (sorted) and the rating of the highest v3/v4 score (``severity_from_cvss``)."""
+    out: list[_OutCvss] = []
+    best: float | None = None
+    for raw in entries:
+        kind, vector = raw.type, raw.score
+        if not (_nonblank(kind) and _nonblank(vector)):
+            raise _Fallback
+        vector = vector.strip()
+        if kind == "CVSS_V3":
+            version = cvsslib.v3_version(vector)
+            if version is None:
+                raise _Fallback
+            try:
+                score = cvsslib.v3_base_score(vector)
+            except cvsslib.CvssError:
+                raise _Fallback from None
+            if not 0.0 <= score <= 10.0:
+                raise _Fallback
+            out.append(_OutCvss(score, vector, version))
+            if best is None or score > best:
+                best = score
+        elif kind == "CVSS_V2":
+            out.append(_OutCvss(None, vector, "2.0"))
+        elif kind == "CVSS_V4":
+            out.append(_OutCvss(None, vector, "4.0"))
+    if len(out) > 1:
+        out.sort(key=_cvss_key)
+    return out, (cvsslib.rating(best) if best is not None else None)
+
+
+def _cvss_key(c: _OutCvss) -> tuple[str, str]:
+    return (c.version, c.vector)
+
+
+def _range_key(r: _OutRange) -> tuple[str, str, str, str]:
+    return (r.type, r.introduced or "", r.fixed or "", r.lastAffected or "")
+
+
+def _out_ranges(raw_ranges: list[_Range]) -> list[_OutRange]:
+    out: list[_OutRange] = []
+    for raw in raw_ranges:
+        rtype = raw.type
+        if rtype not in _RANGE_TYPES:
+            raise _Fallback
+        current = _NO_RANGE  # the ``introduced`` of the open range
+        for ev in raw.events:
+            if len(ev) != 1:
+                raise _Fallback
+            ((kind, value),) = ev.items()
+            if kind == "introduced":
+                if current is not _NO_RANGE:
+                    out.append(_OutRange(None, current, None, rtype))
+                current = value
+            elif kind == "fixed":
+                out.append(_OutRange(value, None if current is _NO_RANGE else current, None, rtype))
+                current = _NO_RANGE
+            elif kind == "last_affected":
+                out.append(_OutRange(None, None if current is _NO_RANGE else current, value, rtype))
+                current = _NO_RANGE
+            elif kind != "limit":
+                raise _Fallback
+        if current is not _NO_RANGE:
+            out.append(_OutRange(None, current, None, rtype))
+    if len(out) > 1:  # merge.merge_affected: unique, sorted, a bare "fixed" beside a range ending there dropped
+        unique = {_range_key(r): r for r in out}
+        bounded = {r.fixed for r in unique.values() if r.introduced is not None}
+        out = [
+            unique[k]
+            for k in sorted(unique)
+            if not (unique[k].introduced is None and unique[k].lastAffected is None and k[2] in bounded)
+        ]
+    return out
+
+
+def _affected_key(a: _OutAffected) -> tuple[str, str, str]:
+    return (a.ecosystem, a.package, a.purl or "")
+
+
+def _out_affected(entries: list[_Affected]) -> list[_OutAffected]:
+    out: list[_OutAffected] = []
+    for entry in entries:
+        pkg = entry.package
+        if pkg is None:
+            raise _Fallback
+        ecosystem, name, purl = pkg.ecosystem, pkg.name, pkg.purl
+        if not (_nonblank(ecosystem) and _nonblank(name)):
+            raise _Fallback
+        if purl:
+            parsed = split_purl(purl)
+            purl = parsed[2] if parsed else purl
+        else:
+            purl = purl_for(ecosystem, name)
+        versions = entry.versions
+        out.append(
+            _OutAffected(
+                ecosystem,
+                name,
+                purl,
+                _out_ranges(entry.ranges) if entry.ranges else [],
+                list(dict.fromkeys(versions)) if versions else [],
+            )
+        )
+    if len(out) > 1:
+        out.sort(key=_affected_key)
+        keys = list(map(_affected_key, out))
+        if len(set(keys)) != len(keys):  # entries to fold into one: the general path
+            raise _Fallback
+    return out
+
+
+def _ref_key(r: _Reference) -> tuple[str, str]:
+    return (r.url, r.type)
+
+
+class Entry(NamedTuple):
+    """A document's canonical single-record advisory, ready to stage."""
+
+    blob: bytes
+    """``orjson.dumps(advisory, option=OPT_SORT_KEYS)``."""
+    key: str
+    aliases: list[str]
+    cve: str | None
+    """The lowest CVE among the aliases (the key when there is one)."""
+    recorded_at: str | None
+
+
+def fast_entry(data: bytes, source: str, digest: str) -> Entry | None:
+    """What staging needs of an OSV JSON document of the common shape, or None: use the general path."""
+    try:
+        doc = _decode(data)
+        osv_id = doc.id
+        if not _nonblank(osv_id):
+            return None
+        osv_id = osv_id.strip()
+        modified = _time(doc.modified)
+        published = _time(doc.published)
+        withdrawn = _time(doc.withdrawn)
+        cvss, cvss_rating = _out_cvss(doc.severity) if doc.severity else ([], None)
+        dbs = doc.database_specific
+        severity = None
+        cwes: list[str] = []
+        if dbs:
+            word = dbs.get("severity")
+            if isinstance(word, str):
+                severity = severity_word(word)
+            ids = dbs.get("cwe_ids")
+            if isinstance(ids, list) and ids:
+                cwes = sorted({c for c in ids if isinstance(c, str)})
+        refs = doc.references
+        if refs:
+            for ref in refs:
+                if not ref.url:
+                    return None
+            if len(refs) > 1:
+                refs.sort(key=_ref_key)
+        all_ids = [osv_id]
+        if doc.aliases:
+            all_ids += [a for a in (a.strip() for a in doc.aliases) if a]
+            all_ids = sorted(set(all_ids))
+        cve = lowest_cve(all_ids)
+        key = cve or osv_id
+        summary = doc.summary or None
+        adv = _OutAdvisory(
+            key,
+            _out_affected(doc.affected) if doc.affected else [],
+            all_ids,
+            cvss,
+            cwes,
+            doc.details or None,
+            modified,
+            [_OutProvenance(digest, osv_id, modified, source)],
+            published,
+            refs or [],
+            severity or cvss_rating,
+            summary,
+            summary,
+            withdrawn,
+        )
+    except _FALLBACK_ERRORS:
+        return None
+    return Entry(_encode(adv), key, all_ids, cve, modified)
