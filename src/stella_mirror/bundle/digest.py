@@ -34,6 +34,10 @@ class HashingWriter:
         self.size += len(data)
         return self._raw.write(data)
 
+    def raw_digest(self) -> bytes:
+        """The SHA-256 of everything written so far, as 32 bytes."""
+        return self._h.digest()
+
     @property
     def digest(self) -> str:
         """``sha256:<hex>`` of everything written so far."""

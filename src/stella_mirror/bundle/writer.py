@@ -16,7 +16,7 @@ import orjson
 
 from stella_mirror.bundle import canonical
 from stella_mirror.bundle.digest import Writable
-from stella_mirror.bundle.files import open_atomic, sign_file, write_atomic
+from stella_mirror.bundle.files import open_atomic, open_signed, sign_file, write_atomic
 from stella_mirror.bundle.model import (
     SCHEMA_VERSION,
     ConcelierIndex,
@@ -86,7 +86,7 @@ def write_concelier_export(
         ddir = mirror / dom.domain_id
         ddir.mkdir(parents=True, exist_ok=True)
         rel = f"mirror/{dom.domain_id}/"
-        with open_atomic(ddir / BUNDLE) as out:
+        with open_signed(ddir / BUNDLE, key, rel) as out:
             writer = canonical.StreamingObjectWriter(out, "advisories", {})
             previous: str | None = None
             for adv in dom.advisories:
@@ -113,7 +113,8 @@ def write_concelier_export(
                     "schemaVersion": SCHEMA_VERSION,
                 }
             )
-        signature = sign_file(key, ddir / BUNDLE, rel)
+        signature = out.signature
+        assert signature is not None
         bundle_ref: SignedFileRef = {
             "path": rel + BUNDLE,
             "sizeBytes": out.size,
