@@ -96,10 +96,6 @@ _decode = msgspec.json.Decoder(_Document).decode
 _FALLBACK_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError, _Fallback)
 
 
-def _nonblank(value: str) -> bool:
-    return bool(value) and not value.isspace()
-
-
 def _time(value: str | None) -> str | None:
     if value is None:
         return None
@@ -168,35 +164,81 @@ _encode = msgspec.json.Encoder().encode
 _NO_RANGE: Any = object()
 
 
+# Memo tables: corpora repeat a handful of CVSS vectors and package names many times over. Each maps
+# its input to exactly what the code below it computes (or to None: decline), and is cleared when full.
+_MEMO_MAX = 1 << 14
+_cvss_memo: dict[tuple[str, str], tuple[_OutCvss | None, float | None] | None] = {}
+_package_memo: dict[tuple[str, str, str | None], str | None] = {}
+
+
+def _one_cvss(kind: str, raw_vector: str) -> tuple[_OutCvss | None, float | None] | None:
+    """``(entry or None for an ignored type, v3 score or None)``; None when the general path must decide."""
+    if not kind or kind.isspace() or not raw_vector or raw_vector.isspace():
+        return None
+    vector = raw_vector.strip()
+    if kind == "CVSS_V3":
+        version = cvsslib.v3_version(vector)
+        if version is None:
+            return None
+        try:
+            score = cvsslib.v3_base_score(vector)
+        except cvsslib.CvssError:
+            return None
+        if not 0.0 <= score <= 10.0:
+            return None
+        return _OutCvss(score, vector, version), score
+    if kind == "CVSS_V2":
+        return _OutCvss(None, vector, "2.0"), None
+    if kind == "CVSS_V4":
+        return _OutCvss(None, vector, "4.0"), None
+    return None, None
+
+
 def _out_cvss(entries: list[_Severity]) -> tuple[list[_OutCvss], str | None]:
-    """The cvss list (sorted) and the rating of the highest v3/v4 score (``severity_from_cvss``)."""
+    """The cvss list (sorted) and the rating of the highest v3 score (``severity_from_cvss``).
+
+    The entries are shared between records (memo table): they are never modified.
+    """
     out: list[_OutCvss] = []
     best: float | None = None
+    memo = _cvss_memo
     for raw in entries:
-        kind, vector = raw.type, raw.score
-        if not (_nonblank(kind) and _nonblank(vector)):
+        key = (raw.type, raw.score)
+        known = memo.get(key, _NO_RANGE)
+        if known is _NO_RANGE:
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            known = memo[key] = _one_cvss(*key)
+        if known is None:
             raise _Fallback
-        vector = vector.strip()
-        if kind == "CVSS_V3":
-            version = cvsslib.v3_version(vector)
-            if version is None:
-                raise _Fallback
-            try:
-                score = cvsslib.v3_base_score(vector)
-            except cvsslib.CvssError:
-                raise _Fallback from None
-            if not 0.0 <= score <= 10.0:
-                raise _Fallback
-            out.append(_OutCvss(score, vector, version))
-            if best is None or score > best:
+        entry, score = known
+        if entry is not None:
+            out.append(entry)
+            if score is not None and (best is None or score > best):
                 best = score
-        elif kind == "CVSS_V2":
-            out.append(_OutCvss(None, vector, "2.0"))
-        elif kind == "CVSS_V4":
-            out.append(_OutCvss(None, vector, "4.0"))
     if len(out) > 1:
         out.sort(key=_cvss_key)
     return out, (cvsslib.rating(best) if best is not None else None)
+
+
+def _package_purl(ecosystem: str, name: str, purl: str | None) -> str | None:
+    """The affected entry's purl (as ``osv._affected`` derives it); raises _Fallback for a blank name."""
+    key = (ecosystem, name, purl)
+    memo = _package_memo
+    if key in memo:
+        return memo[key]
+    if not ecosystem or ecosystem.isspace() or not name or name.isspace():
+        raise _Fallback
+    out: str | None
+    if purl:
+        parsed = split_purl(purl)
+        out = parsed[2] if parsed else purl
+    else:
+        out = purl_for(ecosystem, name)
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[key] = out
+    return out
 
 
 def _cvss_key(c: _OutCvss) -> tuple[str, str]:
@@ -253,14 +295,8 @@ def _out_affected(entries: list[_Affected]) -> list[_OutAffected]:
         pkg = entry.package
         if pkg is None:
             raise _Fallback
-        ecosystem, name, purl = pkg.ecosystem, pkg.name, pkg.purl
-        if not (_nonblank(ecosystem) and _nonblank(name)):
-            raise _Fallback
-        if purl:
-            parsed = split_purl(purl)
-            purl = parsed[2] if parsed else purl
-        else:
-            purl = purl_for(ecosystem, name)
+        ecosystem, name = pkg.ecosystem, pkg.name
+        purl = _package_purl(ecosystem, name, pkg.purl)
         versions = entry.versions
         out.append(
             _OutAffected(
@@ -300,7 +336,7 @@ def fast_entry(data: bytes, source: str, digest: str) -> Entry | None:
     try:
         doc = _decode(data)
         osv_id = doc.id
-        if not _nonblank(osv_id):
+        if not osv_id or osv_id.isspace():
             return None
         osv_id = osv_id.strip()
         modified = _time(doc.modified)
@@ -324,10 +360,13 @@ def fast_entry(data: bytes, source: str, digest: str) -> Entry | None:
                     return None
             if len(refs) > 1:
                 refs.sort(key=_ref_key)
-        all_ids = [osv_id]
         if doc.aliases:
-            all_ids += [a for a in (a.strip() for a in doc.aliases) if a]
-            all_ids = sorted(set(all_ids))
+            names = set(map(str.strip, doc.aliases))
+            names.discard("")
+            names.add(osv_id)
+            all_ids = sorted(names)
+        else:
+            all_ids = [osv_id]
         cve = lowest_cve(all_ids)
         key = cve or osv_id
         summary = doc.summary or None
