@@ -114,6 +114,8 @@ class MirrorApp:
         self.runtime = Runtime(lambda: self.holder.current, FileCache(), JsonCache(), config.mirror.sendfile)
         self._tasks: list[asyncio.Task[None]] = []
         self.pipeline = self._build_pipeline(config)
+        self.answer_now = self.pipeline.answer_now
+        """The immediate path our uvicorn protocol tries first (see :meth:`Gateway.answer_now`)."""
 
     @staticmethod
     def _sink(target: str) -> AccessLogSink | None:

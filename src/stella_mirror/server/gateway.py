@@ -13,6 +13,10 @@ per message). The concerns stay in their modules; this one only sequences them:
     routes_*               the answer
     AccessLog.finish       metrics and the JSON log line
 
+:meth:`Gateway.answer_now` is the same sequence for requests that need no waiting at all (a memoised small
+file, a cached credential, an in-memory quota): it returns the whole response to the protocol, which writes it
+from the parser callback without an ASGI cycle or task — about two thirds of a small request's cost on uvicorn.
+
 Response headers added here, after the route's own: ``Cache-Control`` (cacheable statuses of file routes),
 ``RateLimit-*`` (counted requests), ``X-Request-ID`` (always).
 """
@@ -34,14 +38,17 @@ from stella_mirror.server.middleware.auth import AuthGate
 from stella_mirror.server.middleware.caching import CACHEABLE, cache_control
 from stella_mirror.server.middleware.domain import Target, route_request
 from stella_mirror.server.middleware.quotas import QuotaGate
-from stella_mirror.server.problems import problem_body, send_problem
+from stella_mirror.server.problems import problem_body, problem_response, send_problem
 from stella_mirror.server.protocol import MESSAGE as ZEROCOPY_MESSAGE
-from stella_mirror.server.routes_common import Runtime
+from stella_mirror.server.protocol import Immediate
+from stella_mirror.server.routes_common import Runtime, recall_full
 from stella_mirror.server.state import ServerState
 
 log = logging.getLogger("stella_mirror.server")
 
 _INTERNAL_ERROR = problem_body(500, "internal", "Internal server error", "", "")
+_IMMEDIATE = frozenset({"concelier.index", "concelier.file", "excititor.index"})
+"""Handlers whose answer can be a memoised small file (see :meth:`Gateway.answer_now`)."""
 
 
 class Responder:
@@ -111,6 +118,44 @@ class Gateway:
                 await out({"type": "http.response.body", "body": _INTERNAL_ERROR})
         finally:
             self.access_log.finish(scope, ctx, out.status, out.nbytes, time.perf_counter() - started)
+
+    def answer_now(self, scope: Scope) -> Immediate | None:
+        """The whole response, when it is known without waiting — a small file whose answer is memoised
+        (:func:`~stella_mirror.server.routes_common.recall_full`), a credential known without a bcrypt check
+        or a key fetch, a quota counted in memory — else None.
+
+        The protocol (:mod:`stella_mirror.server.protocol`) asks this first, in the parser callback, and
+        writes the answer with no ASGI cycle or task; on None the request takes :meth:`__call__`, which does
+        everything again. So nothing observable happens here before the answer is certain: the quota is
+        counted last (and then this path answers, be it ``200`` or ``429``), failures are left to the
+        ordinary path, and the log line and metrics are the same as that path's.
+        """
+        started = time.perf_counter()
+        ctx, authorization = self.access_log.begin(scope)
+        if route_request(scope, ctx, self.state()) is not None:
+            return None
+        target: Target = ctx.extra["target"]
+        if target.product is None or target.handler not in _IMMEDIATE or not self.auth.admit_now(ctx, authorization):
+            return None
+        found = recall_full(self.runtime, ctx, target.product, target.pin, target.parts)
+        if found is None:
+            return None
+        verdict = self.quotas.admit_now(ctx)
+        if verdict is None:
+            return None
+        request_id = (b"x-request-id", ctx.request_id.encode())
+        head_only = scope["method"] == "HEAD"
+        if isinstance(verdict, tuple):
+            headers, body = problem_response(*verdict)
+            headers.append(request_id)
+            answer = Immediate(verdict[0], None, headers, b"" if head_only else body)
+        else:
+            body, static = found
+            cache = cache_control(target)
+            headers = [(b"cache-control", cache), *verdict, request_id] if cache else [*verdict, request_id]
+            answer = Immediate(200, static, headers, b"" if head_only else body)
+        self.access_log.finish(scope, ctx, answer.status, len(answer.body), time.perf_counter() - started)
+        return answer
 
     async def _answer(self, scope: Scope, ctx: RequestContext, authorization: str | None, out: Responder) -> None:
         refusal = route_request(scope, ctx, self.state())

@@ -41,6 +41,24 @@ def problem(
     )
 
 
+def problem_response(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Raw ASGI headers and body of a problem response (``detail`` must never carry a secret)."""
+    body = problem_body(status, slug, title, detail)
+    raw_headers = [
+        (b"content-type", MEDIA_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    return raw_headers, body
+
+
 async def send_problem(
     send: Send,
     status: int,
@@ -50,12 +68,6 @@ async def send_problem(
     headers: Mapping[str, str] | None = None,
 ) -> None:
     """Send a problem response from raw ASGI middleware (no Request object needed)."""
-    body = problem_body(status, slug, title, detail)
-    raw_headers = [
-        (b"content-type", MEDIA_TYPE.encode()),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-    ]
-    raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    raw_headers, body = problem_response(status, slug, title, detail, headers)
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})

@@ -126,14 +126,13 @@ async def serve_file(
     """
     extra = ctx.extra
     negotiate = parts[-1].endswith(NEGOTIABLE)
-    accept = extra.get("accept") if negotiate else None
-    key = (parts, accept)
+    key = _memo_key(parts, extra, negotiate)
     memo = export.recall(key)
     rep: Representation
     if memo is not None:
         rep, head = memo  # type: ignore[misc]
     else:
-        rep = _open(rt, export, parts, accept, negotiate)
+        rep = _open(rt, export, parts, key[1], negotiate)
         head = None
         if rep.body is not None:
             head = full_response_headers(rep, rt.files, content_type_for(parts[-1]),
@@ -153,6 +152,43 @@ async def serve_file(
     finally:
         if rep.fd is not None:
             os.close(rep.fd)
+
+
+def _memo_key(parts: tuple[str, ...], extra: dict[str, Any], negotiate: bool) -> tuple[tuple[str, ...], str | None]:
+    """What a memoised answer of :func:`serve_file` is kept under: the file and the ``Accept-Encoding`` that
+    chose its representation (only for negotiable payloads)."""
+    return (parts, extra.get("accept") if negotiate else None)
+
+
+def recall_full(
+    rt: Runtime, ctx: RequestContext, product: Product, pin: str | None, parts: tuple[str, ...]
+) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]] | None:
+    """Body and ``200`` headers :func:`serve_file` memoised for this request's file, when it would answer
+    with exactly those (a small file served within the export's TTL, no preconditions, no ``Range``); None
+    otherwise. Never waits, never answers: the gateway's immediate path uses it and falls back to the ordinary
+    one on None. Sets ``exportId``/``encoding`` in ``ctx.extra`` like :func:`serve_file` on a hit."""
+    extra = ctx.extra
+    if "conditional" in extra or "range" in extra:
+        return None
+    resolver = rt.state().site(product).resolver
+    if resolver is None:
+        return None
+    try:
+        export = resolver.resolve(pin)
+    except (ExportNotFound, RootUnavailable):
+        return None
+    memo = export.recall(_memo_key(parts, extra, parts[-1].endswith(NEGOTIABLE)))
+    if memo is None:
+        return None
+    rep: Representation
+    head: tuple[tuple[bytes, bytes], ...] | None
+    rep, head = memo  # type: ignore[misc]
+    if head is None or rep.body is None or rep.fd is not None:
+        return None
+    extra["exportId"] = export.export_id
+    if rep.encoding:
+        extra["encoding"] = rep.encoding
+    return rep.body, head
 
 
 def _open(rt: Runtime, export: ExportHandle, parts: tuple[str, ...], accept: str | None,

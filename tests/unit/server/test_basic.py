@@ -14,7 +14,7 @@ import pytest
 
 from stella_mirror.server.authn import Authenticator, AuthFailure, AuthSettings
 from stella_mirror.server.authn.basic import SuccessCache, parse_basic
-from stella_mirror.server.context import DomainPolicy
+from stella_mirror.server.context import DomainPolicy, Principal
 
 pytestmark = pytest.mark.skipif(shutil.which("htpasswd") is None, reason="htpasswd (apache2-utils) not installed")
 
@@ -187,16 +187,29 @@ def test_cache_is_per_domain(tmp_path: Path) -> None:
 def test_success_cache_expires_and_is_bounded() -> None:
     now = [0.0]
     cache = SuccessCache(ttl_seconds=10, max_entries=2, clock=lambda: now[0])
-    creds = [parse_basic(base64.b64encode(f"u{i}:p".encode()).decode()) for i in range(3)]
-    cache.remember("d", creds[0], b"h")
-    assert cache.hit("d", creds[0], b"h")
-    assert not cache.hit("other-domain", creds[0], b"h")
-    assert not cache.hit("d", creds[0], b"changed-hash")  # the user's line changed: entry useless
+    sent = [base64.b64encode(f"u{i}:p".encode()).decode() for i in range(3)]
+    who = [Principal(f"u{i}", "basic") for i in range(3)]
+    users = {f"u{i}": b"h" for i in range(3)}
+    cache.remember("d", sent[0], who[0], b"h")
+    assert cache.hit("d", sent[0], users) is who[0]
+    assert cache.hit("other-domain", sent[0], users) is None
+    assert cache.hit("d", sent[1], users) is None  # another credential (e.g. another password)
+    assert cache.hit("d", sent[0], {"u0": b"changed-hash"}) is None  # the user's line changed: entry dropped
+    assert cache.hit("d", sent[0], users) is None
+    cache.remember("d", sent[0], who[0], b"h")
     now[0] = 10.5
-    assert not cache.hit("d", creds[0], b"h")
-    for c in creds:
-        cache.remember("d", c, b"h")
-    assert len(cache) == 2 and not cache.hit("d", creds[0], b"h") and cache.hit("d", creds[2], b"h")
+    assert cache.hit("d", sent[0], users) is None
+    for s, p in zip(sent, who, strict=True):
+        cache.remember("d", s, p, b"h")
+    assert len(cache) == 2 and cache.hit("d", sent[0], users) is None and cache.hit("d", sent[2], users) is who[2]
+
+
+def test_success_cache_never_holds_the_password() -> None:
+    cache = SuccessCache(ttl_seconds=10)
+    sent = base64.b64encode(b"alice:s3cret-pw").decode()
+    cache.remember("d", sent, Principal("alice", "basic"), b"h")
+    held = repr(cache._entries).encode()
+    assert b"s3cret-pw" not in held and sent.encode() not in held
 
 
 def test_unknown_users_cost_a_bcrypt_check(tmp_path: Path) -> None:

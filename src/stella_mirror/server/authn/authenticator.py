@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio.to_thread
@@ -75,6 +75,8 @@ class AuthSettings:
 class _BasicAttempt:
     creds: BasicCredentials
     table: HtpasswdTable
+    encoded: str = field(repr=False)
+    """The credential as sent (the success cache's key)."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,27 @@ class Authenticator:
         except AuthFailure as exc:
             raise exc.with_challenge(self.challenge(domain, exc, bearer_error=True)) from None
 
+    def authenticate_now(self, domain: DomainPolicy, authorization: str | None) -> Principal | None:
+        """The principal when it is known without waiting or failing — anonymous where allowed, a Basic
+        credential in the success cache, a bearer token whose key is at hand — else None (nothing recorded:
+        the caller goes on with :meth:`authenticate_async`, which also produces the failure)."""
+        try:
+            attempt = self._begin(domain, authorization)
+        except (AuthFailure, ConfigError):
+            return None
+        if isinstance(attempt, Principal):
+            return attempt
+        bearer = self._bearer
+        if isinstance(attempt, _BearerAttempt) and bearer is not None:
+            header = attempt.header
+            if bearer.store.wants_fetch(header.kid, header.alg):
+                return None
+            try:
+                return bearer.verify_with_current_keys(attempt.token, domain.scopes(), header)
+            except AuthFailure:
+                return None
+        return None
+
     def reload(self) -> None:
         """Re-read every htpasswd file and the JWKS file, and drop the Basic cache.
 
@@ -230,17 +253,20 @@ class Authenticator:
         scheme, _, value = authorization.strip().partition(" ")
         scheme = scheme.lower()
         if scheme == "basic":
+            encoded = value.strip()
+            known = self._tables.get(domain.htpasswd) if domain.htpasswd is not None else None
+            if known is not None:
+                # Steady traffic: these exact credentials were checked a moment ago (no decoding needed).
+                principal = self._cache.hit(self._realm_key(domain), encoded, known.users)
+                if principal is not None:
+                    return principal
             try:
-                creds = parse_basic(value)
+                creds = parse_basic(encoded)
             except AuthFailure as exc:
                 raise exc.with_challenge(self.challenge(domain, exc)) from None
             if domain.htpasswd is None:
                 raise self._fail(domain, 401, "bad-credentials", "this mirror domain does not accept Basic credentials")
-            table = self._table(domain.htpasswd)
-            stored = table.users.get(creds.user)
-            if stored is not None and self._cache.hit(self._realm_key(domain), creds, stored):
-                return Principal(name=creds.user, method="basic")
-            return _BasicAttempt(creds, table)
+            return _BasicAttempt(creds, self._table(domain.htpasswd), encoded)
         if scheme == "bearer":
             if self._bearer is None:
                 raise self._fail(domain, 401, "bad-credentials", "bearer tokens are not accepted here")
@@ -259,8 +285,9 @@ class Authenticator:
         """The slow part of Basic: one bcrypt check (a dummy one for unknown users)."""
         creds, table = attempt.creds, attempt.table
         if check_password(table, creds):
-            self._cache.remember(self._realm_key(domain), creds, table.users[creds.user])
-            return Principal(name=creds.user, method="basic")
+            principal = Principal(name=creds.user, method="basic")
+            self._cache.remember(self._realm_key(domain), attempt.encoded, principal, table.users[creds.user])
+            return principal
         reason: Reason
         if creds.user in table.users:
             reason = "bad-credentials"

@@ -2,10 +2,10 @@
 
 bcrypt is deliberately slow (milliseconds at ``htpasswd -B``'s default cost 5, ~250 ms at cost 12), and a
 mirror client sends the same credentials with every request, so a successful check is remembered for a
-short time. The cache never holds a password: an entry is HMAC(process key, domain, user, password, stored
-hash) and an expiry, so a hit is one HMAC and one dictionary lookup (a wrong password simply finds no
-entry). The process key is random, so entries mean nothing outside this process and cannot be guessed.
-Including the stored hash makes an entry useless as soon as the user's line in the htpasswd file changes.
+short time. The cache never holds a password: an entry is keyed by a MAC (keyed BLAKE2b, random process key)
+of the domain and the credential as sent, so a hit is one hash and one dictionary lookup (a wrong password
+simply finds no entry), and entries mean nothing outside this process. An entry also records the htpasswd
+hash the password was checked against, so it is useless as soon as the user's line changes.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import bcrypt
 
 from stella_mirror.server.authn.failure import AuthFailure
 from stella_mirror.server.authn.htpasswd import HtpasswdTable
+from stella_mirror.server.context import Principal
 
 MAX_CREDENTIALS_LENGTH = 4096
 """Longer Basic values are refused before decoding (bcrypt only looks at 72 bytes anyway)."""
@@ -67,7 +68,13 @@ def parse_basic(encoded: str) -> BasicCredentials:
 
 
 class SuccessCache:
-    """Recently verified credentials, keyed so that no secret is stored. Thread-safe and bounded."""
+    """Recently verified credentials, keyed so that no secret is stored. Thread-safe and bounded.
+
+    An entry is keyed by a keyed BLAKE2b (a MAC; the key is random per process) of the realm and the exact
+    ``Basic`` value the client sent, so a hit needs neither base64 decoding nor parsing: one hash and one
+    dictionary lookup. It holds the principal and the htpasswd hash the password was checked against; it
+    only counts while that user's line still carries the same hash.
+    """
 
     def __init__(
         self,
@@ -78,49 +85,37 @@ class SuccessCache:
         self._ttl = ttl_seconds
         self._max = max_entries
         self._clock = clock
-        key = secrets.token_bytes(32)  # shorter than SHA-256's 64-byte block: used as is, zero-padded
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key.ljust(64, b"\0")))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key.ljust(64, b"\0")))
-        self._entries: OrderedDict[bytes, float] = OrderedDict()
-        """proof → expiry."""
+        self._key = secrets.token_bytes(32)
+        self._entries: OrderedDict[bytes, tuple[float, Principal, bytes]] = OrderedDict()
+        """proof → (expiry, principal, stored hash)."""
         self._lock = threading.Lock()
 
-    def _mac(self, *parts: bytes) -> bytes:
-        # HMAC-SHA256 (RFC 2104) of the length-prefixed parts, so ("a:b", "c") and ("a", "b:c") can never
-        # produce the same input. This runs on every authenticated request, so the keyed inner and outer
-        # hash states are computed once and copied: about a third of the cost of hmac.new or hmac.digest,
-        # which redo the key schedule every time.
-        inner = self._inner.copy()
-        inner.update(b"".join([len(part).to_bytes(4, "big") + part for part in parts]))
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
+    def _proof(self, realm: str, encoded: str) -> bytes:
+        return hashlib.blake2b(f"{realm}\0{encoded}".encode(), key=self._key, digest_size=32).digest()
 
-    def _proof(self, realm: str, creds: BasicCredentials, stored_hash: bytes) -> bytes:
-        return self._mac(b"proof", realm.encode(), creds.user.encode(), creds.password.encode(), stored_hash)
-
-    def hit(self, realm: str, creds: BasicCredentials, stored_hash: bytes) -> bool:
-        """Whether these exact credentials were verified for ``realm`` within the TTL."""
+    def hit(self, realm: str, encoded: str, users: Mapping[str, bytes]) -> Principal | None:
+        """The principal of the ``Basic`` value ``encoded``, when it was verified for ``realm`` within the TTL
+        and its user's hash in ``users`` (the current htpasswd table) is still the one it was checked against."""
         if self._ttl <= 0:
-            return False
-        proof = self._proof(realm, creds, stored_hash)
-        now = self._clock()
+            return None
+        proof = self._proof(realm, encoded)
         with self._lock:
-            expiry = self._entries.get(proof)
-            if expiry is None:
-                return False
-            if expiry <= now:
+            entry = self._entries.get(proof)
+            if entry is None:
+                return None
+            expiry, principal, stored = entry
+            if expiry <= self._clock() or users.get(principal.name) != stored:
                 del self._entries[proof]
-                return False
-            return True
+                return None
+            return principal
 
-    def remember(self, realm: str, creds: BasicCredentials, stored_hash: bytes) -> None:
-        """Record a successful bcrypt check."""
+    def remember(self, realm: str, encoded: str, principal: Principal, stored_hash: bytes) -> None:
+        """Record a successful bcrypt check of the ``Basic`` value ``encoded`` against ``stored_hash``."""
         if self._ttl <= 0:
             return
-        proof = self._proof(realm, creds, stored_hash)
+        proof = self._proof(realm, encoded)
         with self._lock:
-            self._entries[proof] = self._clock() + self._ttl
+            self._entries[proof] = (self._clock() + self._ttl, principal, stored_hash)
             self._entries.move_to_end(proof)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)

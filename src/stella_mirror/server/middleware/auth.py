@@ -57,6 +57,18 @@ class AuthGate:
         self.on_failure = on_failure
         self._config_logged_at = float("-inf")
 
+    def admit_now(self, ctx: RequestContext, authorization: str | None) -> bool:
+        """Set ``ctx.principal`` and return True when the request is authenticated without waiting (see
+        :meth:`Authenticator.authenticate_now`); False otherwise, with nothing recorded — the request then
+        goes through :meth:`admit`."""
+        domain = ctx.domain
+        assert domain is not None
+        principal = self.authenticator().authenticate_now(domain, authorization)
+        if principal is None:
+            return False
+        ctx.principal = principal
+        return True
+
     async def admit(self, ctx: RequestContext, authorization: str | None, send: Send) -> bool:
         """Authenticate a request to ``ctx.domain`` (which must be set); False when answered here."""
         domain = ctx.domain

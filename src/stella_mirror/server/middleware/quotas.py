@@ -24,6 +24,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stella_mirror.server.context import CONTEXT_KEY, RequestContext
+from stella_mirror.server.middleware.domain import Refusal
 from stella_mirror.server.problems import send_problem
 from stella_mirror.server.quotas.backend import QuotaBackend, QuotaDecision
 
@@ -111,40 +112,64 @@ class QuotaGate:
         if applies is None:
             return []
         budget, limit = applies
-        decision = await self._hit(quota_key(ctx, budget), limit)
+        verdict = self._verdict(ctx, budget, limit, await self._hit(quota_key(ctx, budget), limit))
+        if isinstance(verdict, list):
+            return verdict
+        await send_problem(send, *verdict)
+        return None
+
+    def admit_now(self, ctx: RequestContext) -> list[tuple[bytes, bytes]] | Refusal | None:
+        """:meth:`admit` for a backend that counts without waiting (the memory backend's ``hit_now``): the
+        headers to add, or the refusal to answer with (the request *was* counted). None, with nothing
+        counted, when the backend has to wait (Redis): the request then goes through :meth:`admit`."""
+        applies = self.limit_for(ctx)
+        if applies is None:
+            return []
+        hit_now: Callable[[str, int, int], QuotaDecision] | None = getattr(self.backend(), "hit_now", None)
+        if hit_now is None:
+            return None
+        budget, limit = applies
+        try:
+            decision = hit_now(quota_key(ctx, budget), limit, self.window)
+        except Exception as exc:
+            decision = self._failed(exc, limit)
+        return self._verdict(ctx, budget, limit, decision)
+
+    def _verdict(
+        self, ctx: RequestContext, budget: str, limit: int, decision: QuotaDecision
+    ) -> list[tuple[bytes, bytes]] | Refusal:
+        """The headers of an admitted request or the problem to answer (and the metrics of either)."""
         ctx.extra["quota"] = decision
         if decision.degraded:
             if self.on_unavailable is not None:
                 self.on_unavailable(ctx)
             if decision.allowed:
                 return []
-            await send_problem(
-                send, 503, "quota-unavailable", "Quota service unavailable",
-                "the server cannot check request quotas right now; retry later",
-                {"Retry-After": str(decision.reset_seconds)},
-            )
-            return None
+            return (503, "quota-unavailable", "Quota service unavailable",
+                    "the server cannot check request quotas right now; retry later",
+                    {"Retry-After": str(decision.reset_seconds)})
         if not decision.allowed:
             if self.on_reject is not None:
                 self.on_reject(ctx)
-            await send_problem(
-                send, 429, "quota-exceeded", "Too many requests",
-                f"the {budget} request quota of {limit} per {self.window} s for this domain is used up",
-                {**ratelimit_headers(decision, self.window), "Retry-After": str(decision.reset_seconds)},
-            )
-            return None
+            return (429, "quota-exceeded", "Too many requests",
+                    f"the {budget} request quota of {limit} per {self.window} s for this domain is used up",
+                    {**ratelimit_headers(decision, self.window), "Retry-After": str(decision.reset_seconds)})
         return ratelimit_raw(decision, self.window)
 
     async def _hit(self, key: str, limit: int) -> QuotaDecision:
-        # Backends promise not to raise; a third-party one that does must not turn into a 500 per request.
         try:
             return await self.backend().hit(key, limit, self.window)
         except Exception as exc:
-            now = time.monotonic()
-            if now - self._error_logged_at >= _ERROR_LOG_INTERVAL:
-                self._error_logged_at = now
-                log.warning("quota backend failed (%s: %s); letting requests through", type(exc).__name__, exc)
-            return QuotaDecision(allowed=True, limit=limit, remaining=limit, reset_seconds=1, degraded=True)
+            return self._failed(exc, limit)
+
+    def _failed(self, exc: Exception, limit: int) -> QuotaDecision:
+        """A backend that raised (they promise not to) must not turn into a 500 per request: the request goes
+        through as "degraded", logged at most every 30 s."""
+        now = time.monotonic()
+        if now - self._error_logged_at >= _ERROR_LOG_INTERVAL:
+            self._error_logged_at = now
+            log.warning("quota backend failed (%s: %s); letting requests through", type(exc).__name__, exc)
+        return QuotaDecision(allowed=True, limit=limit, remaining=limit, reset_seconds=1, degraded=True)
 
 
 class QuotaMiddleware(QuotaGate):
