@@ -221,6 +221,8 @@ class MirrorServer(_Model):
     pid_file: Path | None = None
     sendfile: bool = False
     """Send large file bodies with ``os.sendfile`` (plain HTTP only); see docs/benchmarks.md for why off."""
+    keep_alive_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """How long an idle keep-alive connection stays open (above a load balancer's idle timeout, if any)."""
     quotas: QuotaConfig = QuotaConfig()
     tls: TlsFiles = TlsFiles()
 

@@ -242,9 +242,10 @@ class MirrorApp:
         if state.quota_backend is not previous.quota_backend and previous.quota_backend is not None:
             with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().create_task(previous.quota_backend.close())
-        for key in ("host", "port", "workers", "sendfile"):
+        for key, name in (("host", "host"), ("port", "port"), ("workers", "workers"), ("sendfile", "sendfile"),
+                          ("keep_alive_seconds", "keepAliveSeconds")):
             if getattr(config.mirror, key) != getattr(previous.config.mirror, key):
-                log.warning("mirror.%s changed; it takes effect on restart, not on reload", key)
+                log.warning("mirror.%s changed; it takes effect on restart, not on reload", name)
         report_problems(state)
         log.info("configuration reloaded (generation %d)", state.generation)
         if self.metrics is not None:

@@ -367,6 +367,51 @@ class MirrorHttpToolsProtocol(HttpToolsProtocol):
         self._answered = False
         super().on_message_begin()
 
+    # Keep-alive timeout: uvicorn creates a timer when a response completes and cancels it when the next
+    # request's bytes arrive — a timer heap push and removal for every request. Here the timer stays: the
+    # connection only records when it became idle, and the timer, when it fires, closes the connection if it
+    # has been idle for the whole timeout since, or waits for the rest of it. Same deadline, one timer per
+    # idle period.
+
+    _idle_since: float | None = None
+    """When the last response completed with nothing queued behind it; None while a request is in progress."""
+
+    def _unset_keepalive_if_required(self) -> None:
+        # uvicorn calls this when bytes arrive (and on connection loss, handled below).
+        self._idle_since = None
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_since = None
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        idle_since = self._idle_since
+        if idle_since is None:
+            return  # busy: the response that ends this request arms the timer again
+        remaining = idle_since + self.timeout_keep_alive - self.loop.time()
+        if remaining > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(remaining, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        task = self.timeout_keep_alive_task
+        if task is not None:
+            task.cancel()
+            self.timeout_keep_alive_task = None
+
     def on_body(self, body: bytes) -> None:
         if not self._answered:
             super().on_body(body)

@@ -187,7 +187,7 @@ def _uvicorn_config(app: MirrorApp, tls: TlsManager | None) -> uvicorn.Config:
         log_config=None,
         server_header=False,
         proxy_headers=False,
-        timeout_keep_alive=30,
+        timeout_keep_alive=app.state.config.mirror.keep_alive_seconds,  # type: ignore[arg-type]
         timeout_graceful_shutdown=30,
         ssl_context_factory=tls.factory if tls is not None else None,
     )

@@ -28,6 +28,8 @@ class MemoryQuotaBackend:
         # key -> [count, window end]; dict order is the order windows opened (a re-opened key moves to the end).
         self._windows: dict[str, list[float]] = {}
         self._logged_at = float("-inf")
+        self._next_expiry = float("inf")
+        """No window ends before this time (the front window's end, or earlier)."""
         self.healthy = True
         """Always true: there is nothing to lose contact with."""
 
@@ -41,7 +43,8 @@ class MemoryQuotaBackend:
     def hit_now(self, key: str, limit: int, window_seconds: int) -> QuotaDecision:
         """:meth:`hit` without a coroutine: the gateway's immediate path counts with it (it never waits)."""
         now = self._clock()
-        self._evict_expired(now)
+        if now >= self._next_expiry:
+            self._evict_expired(now)
         window = self._windows.get(key)
         if window is None or window[1] <= now:
             if window is not None:
@@ -51,16 +54,24 @@ class MemoryQuotaBackend:
             if len(self._windows) > self._max_keys:
                 self._evict_overflow(now)
         window[0] += 1
+        if window[1] < self._next_expiry:  # a window that ends before the one we were waiting for
+            self._next_expiry = window[1]
         return QuotaDecision.from_count(int(window[0]), limit, window[1] - now)
 
     def _evict_expired(self, now: float) -> None:
         # Windows opened earlier end earlier (for one window length), so expired ones sit at the front.
         # A few per hit keeps the amortised cost constant.
+        # Between expiries (the front window's end) nothing needs looking at.
         for _ in range(8):
             first = next(iter(self._windows.items()), None)
-            if first is None or first[1][1] > now:
+            if first is None:
+                self._next_expiry = float("inf")
+                return
+            if first[1][1] > now:
+                self._next_expiry = first[1][1]
                 return
             del self._windows[first[0]]
+        self._next_expiry = now  # more may have expired: look again on the next hit
 
     def _evict_overflow(self, now: float) -> None:
         for key in [k for k, w in self._windows.items() if w[1] <= now]:
