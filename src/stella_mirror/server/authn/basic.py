@@ -98,16 +98,16 @@ class SuccessCache:
         and its user's hash in ``users`` (the current htpasswd table) is still the one it was checked against."""
         if self._ttl <= 0:
             return None
-        proof = self._proof(realm, encoded)
-        with self._lock:
-            entry = self._entries.get(proof)
-            if entry is None:
-                return None
-            expiry, principal, stored = entry
-            if expiry <= self._clock() or users.get(principal.name) != stored:
-                del self._entries[proof]
-                return None
-            return principal
+        # No lock on this path: a dict lookup is atomic under the GIL and entries are immutable tuples.
+        entry = self._entries.get(self._proof(realm, encoded))
+        if entry is None:
+            return None
+        expiry, principal, stored = entry
+        if expiry <= self._clock() or users.get(principal.name) != stored:
+            with self._lock:
+                self._entries.pop(self._proof(realm, encoded), None)
+            return None
+        return principal
 
     def remember(self, realm: str, encoded: str, principal: Principal, stored_hash: bytes) -> None:
         """Record a successful bcrypt check of the ``Basic`` value ``encoded`` against ``stored_hash``."""

@@ -53,13 +53,25 @@ def ratelimit_headers(decision: QuotaDecision, window_seconds: int) -> dict[str,
     }
 
 
+_CONSTANT_HEADERS: dict[tuple[int, int], tuple[tuple[bytes, bytes], tuple[bytes, bytes]]] = {}
+
+
 def ratelimit_raw(decision: QuotaDecision, window_seconds: int) -> list[tuple[bytes, bytes]]:
-    """The same headers as ASGI ``(name, value)`` byte pairs (formatted straight to bytes: every request)."""
+    """The same headers as ASGI ``(name, value)`` byte pairs (formatted straight to bytes: every request; the
+    limit and policy, which only depend on the configuration, once)."""
+    constant = _CONSTANT_HEADERS.get((decision.limit, window_seconds))
+    if constant is None:
+        if len(_CONSTANT_HEADERS) >= 1024:
+            _CONSTANT_HEADERS.clear()
+        constant = _CONSTANT_HEADERS[(decision.limit, window_seconds)] = (
+            (b"ratelimit-limit", b"%d" % decision.limit),
+            (b"ratelimit-policy", b"%d;w=%d" % (decision.limit, window_seconds)),
+        )
     return [
-        (b"ratelimit-limit", b"%d" % decision.limit),
+        constant[0],
         (b"ratelimit-remaining", b"%d" % decision.remaining),
         (b"ratelimit-reset", b"%d" % decision.reset_seconds),
-        (b"ratelimit-policy", b"%d;w=%d" % (decision.limit, window_seconds)),
+        constant[1],
     ]
 
 
