@@ -179,18 +179,15 @@ def group(staged: StagedRecords, buckets: int, lap: Callable[[str], None] = lamb
     lap("chains")
     order = ExternalSort(staged.work)
     multi: dict[int, str | None] = {}
-    for g, line in enumerate(staged.key_lines()):
+    for g, (cve, own) in enumerate(staged.keys()):
         r = parent[g]
         if nxt[g] == -1 and head[r] == g:  # a group of one record
-            cve, own = orjson.loads(line)
             key = cve or own
             order.add(key, g, key == own)
-        else:
-            cve = orjson.loads(line)[0]
-            if cve is not None:
-                multi[r] = better_cve(multi.get(r), cve)
-            elif r not in multi:
-                multi[r] = None
+        elif cve is not None:
+            multi[r] = better_cve(multi.get(r), cve)
+        elif r not in multi:
+            multi[r] = None
     del parent, uf
     groups = Groups(order, head, nxt, len(multi))
     for r, best in multi.items():

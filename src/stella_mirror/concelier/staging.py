@@ -12,7 +12,8 @@ per record while they are read:
 ``off-<tag>.bin``
     the start offset of each entry (native int64);
 ``key-<tag>.jsonl``
-    ``[lowestCve|null, ownKey]`` per record, for choosing each merge group's advisory key;
+    one line per flush: ``[lowestCve|null, ownKey, lowestCve|null, ownKey, …]``, a pair per record in
+    file order, for choosing each merge group's advisory key;
 ``alias-<tag>-<b>.jsonl``
     lines ``[k, alias, k, alias, …]`` (``k`` = the record's index within this reader), one file per
     bucket ``b = crc32(alias) mod buckets``, so the union over aliases can be done one bucket at a
@@ -124,6 +125,7 @@ class Stager:
         self._rec = (work / f"rec-{tag}.bin").open("ab", buffering=1 << 20)
         self._off = (work / f"off-{tag}.bin").open("ab")
         self._keys = (work / f"key-{tag}.jsonl").open("ab", buffering=1 << 16)
+        self._key_items: list[str | None] = []
         self._alias_paths = [work / f"alias-{tag}-{b}.jsonl" for b in range(cfg.buckets)]
         self._alias_files: list[IO[bytes] | None] = [None] * cfg.buckets
         self._buckets: list[list[Any]] = [[] for _ in range(cfg.buckets)]
@@ -160,7 +162,8 @@ class Stager:
         self._rec.write(entry)
         self._offsets.append(self._pos)
         self._pos += len(entry)
-        self._keys.write(orjson.dumps([cve, own]) + b"\n")
+        self._key_items.append(cve)
+        self._key_items.append(own)
         k = self.count
         buckets = self._buckets
         mask_b = self.cfg.buckets - 1
@@ -217,6 +220,9 @@ class Stager:
         self._offsets.tofile(self._off)
         self._off.flush()
         del self._offsets[:]
+        if self._key_items:
+            self._keys.write(orjson.dumps(self._key_items) + b"\n")
+            self._key_items.clear()
         self._keys.flush()
         for b, items in enumerate(self._buckets):
             if items:
@@ -690,11 +696,13 @@ class StagedRecords:
         rec: Advisory = orjson.loads(blob)
         return meta[3], rec
 
-    def key_lines(self) -> Iterator[bytes]:
-        """The ``[lowestCve, ownKey]`` lines of every record, in index order."""
+    def keys(self) -> Iterator[tuple[str | None, str]]:
+        """``(lowestCve, ownKey)`` of every record, in index order."""
         for tag in self.tags:
             with (self.work / f"key-{tag}.jsonl").open("rb", buffering=1 << 20) as fh:
-                yield from fh
+                for line in fh:
+                    items = orjson.loads(line)
+                    yield from zip(items[0::2], items[1::2], strict=True)
 
     def alias_files(self, bucket: int) -> Iterator[tuple[int, Path]]:
         """``(first record index, path)`` of each reader's file of one alias bucket."""
