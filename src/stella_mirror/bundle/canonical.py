@@ -88,7 +88,9 @@ class StreamingObjectWriter:
         """
         if count <= 0:
             return
-        self._out.write(b"," + data if self._count else data)
+        if self._count:
+            self._out.write(b",")  # not b"," + data: that would copy megabytes to prepend one byte
+        self._out.write(data)
         self._count += count
 
     def write_items(self, items: Iterable[Any]) -> None:
