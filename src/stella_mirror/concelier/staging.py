@@ -309,8 +309,9 @@ class DomainRun:
     lines: bytes
     """Their ``[key, digest]`` lines for the delta state file."""
     stats: DomainStats
-    spilled: tuple[str, int, int] | None = None
-    """Set by a reader process instead of ``data``: (file, offset, size) where it wrote the bytes."""
+    spilled: tuple[str, int, int, int] | None = None
+    """Set by a reader process instead of ``data`` and ``lines``: (file, offset, size of data, size of lines)
+    where it wrote them, one after the other."""
 
 
 @dataclass(frozen=True)
@@ -436,11 +437,12 @@ _worker_spill: list[Any] = []  # [fd, path, size] of this reader's fold output f
 
 
 def _fold_in_worker(layout: Layout, keys: list[str], spec: array) -> list[DomainRun | None]:  # type: ignore[type-arg]
-    """Fold a window; the runs' bytes go to this reader's spill file, not through the pool's pipe.
+    """Fold a window; the runs' bytes and state lines go to this reader's spill file, not through its pipe.
 
-    Pickling megabytes of bytes per window, sending them through a pipe and unpickling them in the
-    pool's result thread (which contends for the exporter's GIL) cost more than folding them did; the
-    exporter ``pread``s them from the page cache instead (:meth:`ReaderPool.fold`).
+    Pickling megabytes per window and sending them through a pipe cost more than folding them did (and
+    a reader blocked on a full pipe stops folding ahead); the exporter ``pread``s them from the page
+    cache instead (:meth:`ReaderPool.fold`). What does go through the pipe stays small (keys, counts,
+    statistics), so neither side can block the other on a full pipe.
     """
     global _worker_entries
     assert _worker_cfg is not None
@@ -453,13 +455,14 @@ def _fold_in_worker(layout: Layout, keys: list[str], spec: array) -> list[Domain
         _worker_spill.extend([fd, path, 0])
     fd, path, size = _worker_spill
     for run in runs:
-        if run is not None and run.data:
-            view = memoryview(run.data)
-            while view:
-                view = view[os.write(fd, view) :]
-            run.spilled = (path, size, len(run.data))
-            size += len(run.data)
-            run.data = b""
+        if run is not None:
+            for blob in (run.data, run.lines):
+                view = memoryview(blob)
+                while view:
+                    view = view[os.write(fd, view) :]
+            run.spilled = (path, size, len(run.data), len(run.lines))
+            size += len(run.data) + len(run.lines)
+            run.data = run.lines = b""
     _worker_spill[2] = size
     return runs
 
@@ -530,7 +533,12 @@ class ReaderPool:
     def _send(self, reader: _Reader, kind: str, args: tuple[Any, ...]) -> int:
         task_id = self._next_id
         self._next_id += 1
-        reader.conn.send((task_id, kind, args))
+        try:
+            reader.conn.send((task_id, kind, args))
+        except OSError:  # its end of the pipe is closed: the process is gone
+            reader.process.join(1)
+            code = reader.process.exitcode
+            raise RuntimeError(f"a reader process exited unexpectedly (exit code {code})") from None
         reader.pending.append(task_id)
         return task_id
 
@@ -601,13 +609,14 @@ class ReaderPool:
             runs: list[DomainRun | None] = self._result(task_id)
             for run in runs:
                 if run is not None and run.spilled is not None:
-                    path, offset, size = run.spilled
+                    path, offset, size, lines = run.spilled
                     fd = self._spill_fds.get(path)
                     if fd is None:
                         fd = self._spill_fds[path] = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
                     run.data = os.pread(fd, size, offset)
-                    if len(run.data) != size:
-                        raise RuntimeError(f"{path}: short read of a folded run ({len(run.data)} of {size} bytes)")
+                    run.lines = os.pread(fd, lines, offset + size)
+                    if len(run.data) != size or len(run.lines) != lines:
+                        raise RuntimeError(f"{path}: short read of a folded run at offset {offset}")
                     run.spilled = None
             return runs
 
