@@ -120,6 +120,41 @@ def test_pipelined_requests_are_answered_in_order(site: Site) -> None:
         conn.close()
 
 
+def test_a_malformed_request_after_answered_ones_gets_its_400_after_their_answers(site: Site) -> None:
+    conn = Conn(site.sp.port)
+    try:
+        conn.send(get(INDEX))
+        conn.read()  # memoised now
+        conn.send(get(INDEX) + get(MANIFEST) + b"GARBAGE\x00 / HTTP/1.1\r\n\r\n")
+        assert conn.read().body == site.file("mirror/index.json")
+        assert conn.read().body == site.file("mirror/primary/manifest.json")
+        assert conn.read().status == 400
+        assert conn.closed_by_peer()
+    finally:
+        conn.close()
+
+
+def test_answers_queued_for_one_connection_go_out_before_the_ordinary_path_answers(site: Site) -> None:
+    """Immediate answers are written at the end of the loop round; a request that takes the ordinary path in
+    the same read (here: a conditional one, and an unknown route) must not overtake them."""
+    conn = Conn(site.sp.port)
+    etag_conn = Conn(site.sp.port)
+    try:
+        etag_conn.send(get(INDEX))
+        etag = etag_conn.read().headers["etag"]
+        for _ in range(20):
+            conn.send(get(INDEX) + get(INDEX, f"If-None-Match: {etag}\r\n") + get(MANIFEST) + get("/nope")
+                      + get(INDEX))
+            assert conn.read().status == 200
+            assert conn.read(head=True).status == 304
+            assert conn.read().body == site.file("mirror/primary/manifest.json")
+            assert conn.read().status == 404
+            assert conn.read().body == site.file("mirror/index.json")
+    finally:
+        conn.close()
+        etag_conn.close()
+
+
 def test_a_client_that_stops_reading_still_gets_every_response_in_order(site: Site) -> None:
     """Thousands of pipelined requests sent before reading one byte: the server's writes back up, it must
     stop answering immediately and queue, then finish every response in order."""

@@ -28,8 +28,9 @@ event loop, plus a chain of message dicts — two thirds of the CPU of a small r
 lean. When the application has an ``answer_now(scope)`` method (ours: :meth:`Gateway.answer_now
 <stella_mirror.server.gateway.Gateway.answer_now>`), :class:`MirrorHttpToolsProtocol` calls it from the
 parser's headers-complete callback — only for a plain HTTP/1.1 keep-alive request with nothing in flight on the
-connection and the transport accepting writes — and, if it returns an :class:`Immediate`, writes that response
-at once and skips the cycle. None means "take the ordinary path", which then runs exactly as before.
+connection and the transport accepting writes — and, if it returns an :class:`Immediate`, queues that response
+and skips the cycle. None means "take the ordinary path", which then runs exactly as before. Queued answers
+are written at the end of the event-loop round, all of the round's together (see ``_queue_write``).
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class Immediate(NamedTuple):
 
 
 AnswerNow = Callable[[dict[str, Any]], Immediate | None]
+
+QUEUE_LIMIT = 64 * 1024
+"""Bytes of immediate answers a connection collects before they go to the transport within the same round."""
 
 SEND_TIMEOUT = 120.0
 """Seconds a client may stall (socket not writable) before the connection is dropped."""
@@ -405,7 +409,20 @@ class MirrorHttpToolsProtocol(HttpToolsProtocol):
         else:
             self.timeout_keep_alive_handler()
 
+    def send_400_response(self, msg: str) -> None:
+        self._flush_queued()
+        super().send_400_response(msg)
+
+    def shutdown(self) -> None:
+        self._flush_queued()
+        super().shutdown()
+
+    def timeout_keep_alive_handler(self) -> None:
+        self._flush_queued()
+        super().timeout_keep_alive_handler()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._queued = None  # the peer is gone
         super().connection_lost(exc)
         task = self.timeout_keep_alive_task
         if task is not None:
@@ -423,6 +440,7 @@ class MirrorHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self._answer_now is not None and self._try_immediate(self._answer_now):
             return
+        self._flush_queued()  # the ordinary path writes after what was answered before it
         if self.zero_copy and self.transport.get_extra_info("sslcontext") is None:
             self.scope.setdefault("extensions", {})[EXTENSION] = {}
         super().on_headers_complete()
@@ -470,9 +488,42 @@ class MirrorHttpToolsProtocol(HttpToolsProtocol):
         if answer is None:
             return False
         self._answered = True
-        self.transport.write(self._format_immediate(answer))
+        self._queue_write(self._format_immediate(answer))
         self.on_response_complete()
         return True
+
+    # Coalesced writes. An immediate answer is not written at once but at the end of this round of the event
+    # loop, together with every other answer of the round: on loopback, each write wakes the peer's thread,
+    # and a client woken once for a batch of responses costs both sides far less than one woken per response
+    # (measured: about a quarter less server CPU per small request, half again as many requests per second).
+    # Order on a connection is kept: whatever else writes to the transport — the ordinary path, a 400 for
+    # a malformed request, a close — flushes this connection's queue first.
+
+    _queued: list[bytes] | None = None
+    _queued_size = 0
+
+    def _queue_write(self, data: bytes) -> None:
+        queued = self._queued
+        if queued is None:
+            self._queued = [data]
+            self._queued_size = len(data)
+            self.loop.call_soon(self._flush_queued)
+            return
+        queued.append(data)
+        self._queued_size += len(data)
+        if self._queued_size >= QUEUE_LIMIT:
+            # Many pipelined requests in one read: hand them to the transport now, so that its flow control
+            # (write_paused → the ordinary path → reading paused) sees them.
+            self._flush_queued()
+
+    def _flush_queued(self) -> None:
+        queued = self._queued
+        if queued is None:
+            return
+        self._queued = None
+        self._queued_size = 0
+        if not self.transport.is_closing():
+            self.transport.write(b"".join(queued) if len(queued) > 1 else queued[0])
 
     def _format_immediate(self, answer: Immediate) -> bytes:
         status, static, headers, body = answer
