@@ -14,7 +14,7 @@
   chosen by ``Accept-Encoding`` with q-values; responses carry ``Vary: Accept-Encoding``.
 * **Bodies**: small files (≤ 256 KiB) are served from an in-memory cache keyed by the file version; larger
   ones are read with ``pread`` in 1 MiB chunks from the descriptor opened for this request (or sent with
-  ``os.sendfile`` through :mod:`stella_mirror.server.protocol` when enabled and the connection is plain TCP).
+  ``os.sendfile`` through :mod:`stella_mirror.server.cycle` when enabled and the connection is plain TCP).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from pathlib import Path
 import zstandard
 from starlette.types import Scope, Send
 
+from stella_mirror.server.cycle import EXTENSION as ZEROCOPY_EXTENSION
+from stella_mirror.server.cycle import MESSAGE as ZEROCOPY_MESSAGE
+from stella_mirror.server.cycle import PREFORMATTED
 from stella_mirror.server.exports import ExportNotFound, open_file
-from stella_mirror.server.protocol import EXTENSION as ZEROCOPY_EXTENSION
-from stella_mirror.server.protocol import MESSAGE as ZEROCOPY_MESSAGE
-from stella_mirror.server.protocol import PREFORMATTED
 
 SMALL_FILE_LIMIT = 256 * 1024
 CHUNK = 1024 * 1024

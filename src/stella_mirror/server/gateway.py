@@ -32,6 +32,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from stella_mirror.server import routes_concelier, routes_excititor, routes_ops
 from stella_mirror.server.context import RequestContext
+from stella_mirror.server.cycle import MESSAGE as ZEROCOPY_MESSAGE
 from stella_mirror.server.metrics import Metrics
 from stella_mirror.server.middleware.access_log import AccessLog
 from stella_mirror.server.middleware.auth import AuthGate
@@ -39,7 +40,6 @@ from stella_mirror.server.middleware.caching import CACHEABLE, cache_control
 from stella_mirror.server.middleware.domain import Target, route_request
 from stella_mirror.server.middleware.quotas import QuotaGate
 from stella_mirror.server.problems import problem_body, problem_response, send_problem
-from stella_mirror.server.protocol import MESSAGE as ZEROCOPY_MESSAGE
 from stella_mirror.server.protocol import Immediate
 from stella_mirror.server.routes_common import Runtime, recall_full
 from stella_mirror.server.state import ServerState
