@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from jsonedit import DELETE, edited
 from stella_mirror.concelier.sources import osv
 from stella_mirror.errors import MalformedDocumentError
 
@@ -104,25 +105,16 @@ def test_go_zero_time_means_unknown_and_limit_events_are_dropped() -> None:
 
 
 def _with(path: list[Any], value: Any) -> dict[str, Any]:
-    doc = orjson.loads(orjson.dumps(BASE))
-    node = doc
-    for step in path[:-1]:
-        node = node[step]
-    if value is _DELETE:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return dict(doc)
+    return edited(BASE, path, value)
 
 
-_DELETE = object()
 
 
 @pytest.mark.parametrize(
     ("path", "value", "pointer", "reason"),
     [
         (["affected", 0, "ranges", 1, "type"], "FOO", "/affected/0/ranges/1/type", "unknown range type 'FOO'"),
-        (["id"], _DELETE, "/id", "required field is missing"),
+        (["id"], DELETE, "/id", "required field is missing"),
         (["id"], 42, "/id", "expected a string, got number"),
         (["aliases"], "CVE-1", "/aliases", "expected an array, got string"),
         (["aliases", 1], None, "/aliases/1", "expected a string, got null"),
@@ -134,7 +126,7 @@ _DELETE = object()
             "exactly one of",
         ),
         (["modified"], "yesterday", "/modified", "not an RFC 3339 timestamp"),
-        (["modified"], _DELETE, "/modified", "required field is missing"),
+        (["modified"], DELETE, "/modified", "required field is missing"),
         (["severity"], [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N"}], "/severity/0/score", "missing base metric"),
     ],
 )

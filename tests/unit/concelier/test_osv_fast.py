@@ -15,6 +15,7 @@ import msgspec
 import orjson
 import pytest
 
+from jsonedit import DELETE, edited
 from stella_mirror.concelier.model import Doc, lowest_cve
 from stella_mirror.concelier.sources import canonical_record, osv
 from stella_mirror.concelier.sources.osv_fast import fast_entry
@@ -89,18 +90,9 @@ def _check(data: bytes, path: str = "osv/x.json") -> bool:
 
 
 def _with(path: list[Any], value: Any) -> dict[str, Any]:
-    doc: Any = orjson.loads(orjson.dumps(BASE))
-    node = doc
-    for step in path[:-1]:
-        node = node[step]
-    if value is _DELETE:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return dict(doc)
+    return edited(BASE, path, value)
 
 
-_DELETE = object()
 
 
 def test_a_full_document_takes_the_fast_path_with_the_same_bytes() -> None:
@@ -111,12 +103,12 @@ def test_a_full_document_takes_the_fast_path_with_the_same_bytes() -> None:
 @pytest.mark.parametrize(
     ("path", "value"),
     [
-        (["aliases"], _DELETE),
+        (["aliases"], DELETE),
         (["aliases"], None),
         (["aliases"], ["GHSA-xxxx-yyyy-zzzz"]),
         (["severity"], []),
-        (["severity"], _DELETE),
-        (["database_specific"], _DELETE),
+        (["severity"], DELETE),
+        (["database_specific"], DELETE),
         (["database_specific", "severity"], "bogus"),
         (["database_specific", "severity"], 7),
         (["database_specific", "cwe_ids"], "CWE-1"),
@@ -140,7 +132,7 @@ def test_a_full_document_takes_the_fast_path_with_the_same_bytes() -> None:
         (["modified"], "2024-01-02"),
         (["modified"], "2024-01-02T00:00:00.1Z"),
         (["modified"], None),
-        (["affected", 0, "package"], _DELETE),
+        (["affected", 0, "package"], DELETE),
         (["affected", 1, "package"], {"ecosystem": "PyPI", "name": "demo-pkg"}),
         (["affected", 0, "ranges", 0, "events", 0], {"introduced": "0", "note": "x"}),
         (["unknown_field"], {"deep": [1, 2]}),
@@ -150,16 +142,16 @@ def test_a_full_document_takes_the_fast_path_with_the_same_bytes() -> None:
         (["references", 0, "url"], ""),
         (["references", 0, "url"], "  "),
         # Malformed: the exact reader rejects, so the fast path must decline.
-        (["id"], _DELETE),
+        (["id"], DELETE),
         (["id"], 42),
         (["aliases"], "CVE-1"),
         (["aliases", 1], None),
-        (["modified"], _DELETE),
+        (["modified"], DELETE),
         (["modified"], "yesterday"),
         (["affected", 0, "ranges", 1, "type"], "FOO"),
         (["affected", 0, "ranges", 0, "events", 1], {"fixed": "1", "introduced": "0"}),
         (["affected", 0, "ranges", 0, "events", 1], {"fixed": 1}),
-        (["affected", 0, "ranges", 0, "events"], _DELETE),
+        (["affected", 0, "ranges", 0, "events"], DELETE),
         (["affected", 0, "package", "name"], ["x"]),
         (["affected", 0, "package", "name"], " "),
         (["severity", 0, "score"], "CVSS:3.1/AV:N"),
