@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from jsonedit import DELETE, edited
 from stella_mirror.errors import ConfigError
 from stella_mirror.excititor.config import Filters, load_config, parse_config
 from stella_mirror.excititor.providers import provider_files
@@ -37,15 +38,7 @@ GOOD: dict[str, Any] = {
 
 
 def _with(path: list[Any], value: Any) -> dict[str, Any]:
-    doc = yaml.safe_load(yaml.safe_dump(GOOD))
-    target = doc
-    for step in path[:-1]:
-        target = target[step]
-    if value is KeyError:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
-    return doc
+    return edited(GOOD, path, DELETE if value is KeyError else value)
 
 
 def test_issue_example_parses(tmp_path: Path) -> None:
