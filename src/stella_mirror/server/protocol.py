@@ -91,11 +91,14 @@ class MirrorHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         self._idle_since = None
-        self.flow.resume_reading()
         if self.pipeline:
+            # uvicorn resumes reading here too, so a client that pipelines faster than it reads grows the queue
+            # of parsed requests (a cycle and scope each) by a whole read for every response: hundreds of MB.
+            # Reading stays paused until the queued requests are answered.
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
             return
+        self.flow.resume_reading()
         self._idle_since = self.loop.time()
         if self.timeout_keep_alive_task is None:
             self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
