@@ -135,10 +135,12 @@ class Gateway:
         if route_request(scope, ctx, self.state()) is not None:
             return None
         target: Target = ctx.extra["target"]
-        if target.product is None or target.handler not in _IMMEDIATE or not self.auth.admit_now(ctx, authorization):
+        if target.product is None or target.handler not in _IMMEDIATE:
             return None
+        # The memoised answer before the credential: a bearer token costs a signature check, and a request
+        # that falls back (a large file, a precondition, a Range) would pay for it twice.
         found = recall_full(self.runtime, ctx, target.product, target.pin, target.parts)
-        if found is None:
+        if found is None or not self.auth.admit_now(ctx, authorization):
             return None
         verdict = self.quotas.admit_now(ctx)
         if verdict is None:
