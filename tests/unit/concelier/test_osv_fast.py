@@ -1,13 +1,17 @@
-"""The OSV fast path (typed msgspec decode → canonical bytes) against the exact reader.
+"""The OSV fast paths against the exact reader.
 
-The fast path may only *accept* documents the exact reader maps to the same record; everything else
-(malformed or merely unusual) must be declined so that the exact reader produces the record or the
-error. These tests compare both on real and constructed documents.
+Two implementations: ``python_entry`` (typed msgspec decode → mapped structs → canonical bytes) and
+``compiled_entry`` (orjson decode → ``_osvc.entry`` in C writes the canonical bytes). Each may only
+*accept* documents the exact reader maps to the same record; everything else (malformed or merely
+unusual) must be declined so that the exact reader produces the record or the error. These tests
+compare both with the exact reader on real, constructed and randomly mutated documents.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +21,8 @@ import pytest
 
 from jsonedit import DELETE, edited
 from stella_mirror.concelier.model import Doc, lowest_cve
-from stella_mirror.concelier.sources import canonical_record, osv
-from stella_mirror.concelier.sources.osv_fast import fast_entry
+from stella_mirror.concelier.sources import canonical_record, osv, osv_fast
+from stella_mirror.concelier.sources.osv_fast import Entry, compiled_entry, python_entry
 from stella_mirror.errors import MalformedDocumentError
 
 BASE: dict[str, Any] = {
@@ -73,10 +77,26 @@ def _exact(path: str, data: bytes) -> tuple[str, bytes | None, dict[str, Any] | 
     return ("ok", orjson.dumps(rec, option=orjson.OPT_SORT_KEYS), dict(rec))
 
 
-def _check(data: bytes, path: str = "osv/x.json") -> bool:
-    """Assert the fast path agrees with the general one; True when it took the document."""
+Impl = Callable[[bytes, str, str], Entry | None]
+
+
+@pytest.fixture(params=["python", "compiled"])
+def impl(request: pytest.FixtureRequest) -> Impl:
+    return python_entry if request.param == "python" else compiled_entry
+
+
+def test_the_compiled_module_is_built_and_used() -> None:
+    """``pip install`` builds it (setup.py); an export would otherwise silently take the slower path."""
+    assert osv_fast.COMPILED
+    assert osv_fast.fast_entry(orjson.dumps(BASE), "src", "sha256:x") == compiled_entry(
+        orjson.dumps(BASE), "src", "sha256:x"
+    )
+
+
+def _check(impl: Impl, data: bytes, path: str = "osv/x.json") -> bool:
+    """Assert a fast path agrees with the general one; True when it took the document."""
     status, blob, rec = _exact(path, data)
-    entry = fast_entry(data, "src", "sha256:" + hashlib.sha256(data).hexdigest())
+    entry = impl(data, "src", "sha256:" + hashlib.sha256(data).hexdigest())
     if entry is None:
         return False
     assert status == "ok", "the fast path accepted a document the exact reader rejects"
@@ -95,9 +115,9 @@ def _with(path: list[Any], value: Any) -> dict[str, Any]:
 
 
 
-def test_a_full_document_takes_the_fast_path_with_the_same_bytes() -> None:
-    assert _check(orjson.dumps(BASE))
-    assert _check(orjson.dumps(BASE, option=orjson.OPT_INDENT_2))
+def test_a_full_document_takes_the_fast_path_with_the_same_bytes(impl: Impl) -> None:
+    assert _check(impl, orjson.dumps(BASE))
+    assert _check(impl, orjson.dumps(BASE, option=orjson.OPT_INDENT_2))
 
 
 @pytest.mark.parametrize(
@@ -162,8 +182,8 @@ def test_a_full_document_takes_the_fast_path_with_the_same_bytes() -> None:
         (["summary"], 5),
     ],
 )
-def test_variants_agree_with_the_exact_reader(path: list[Any], value: Any) -> None:
-    _check(orjson.dumps(_with(path, value)))
+def test_variants_agree_with_the_exact_reader(impl: Impl, path: list[Any], value: Any) -> None:
+    _check(impl, orjson.dumps(_with(path, value)))
 
 
 @pytest.mark.parametrize(
@@ -181,15 +201,20 @@ def test_variants_agree_with_the_exact_reader(path: list[Any], value: Any) -> No
         b"[1, 2]",
     ],
 )
-def test_bytes_orjson_refuses_are_declined(data: bytes) -> None:
+def test_bytes_orjson_refuses_are_declined(impl: Impl, data: bytes) -> None:
     assert _exact("osv/x.json", data)[0] == "rejected"
-    assert fast_entry(data, "src", "sha256:" + "0" * 64) is None
+    assert impl(data, "src", "sha256:" + "0" * 64) is None
 
 
 def test_duplicate_keys_last_wins_in_both() -> None:
-    assert _check(b'{"id": "X", "id": "Y", "modified": "2024-01-01T00:00:00Z", "summary": "a", "summary": "s"}')
-    # msgspec checks each occurrence, orjson only keeps the last: declined, and the exact reader decides.
-    assert not _check(b'{"id": "X", "modified": "2024-01-01T00:00:00Z", "summary": 1, "summary": "s"}')
+    doc = b'{"id": "X", "id": "Y", "modified": "2024-01-01T00:00:00Z", "summary": "a", "summary": "s"}'
+    assert _check(python_entry, doc)
+    assert _check(compiled_entry, doc)
+    # msgspec checks each occurrence, orjson only keeps the last: python_entry declines, the compiled
+    # path sees what the exact reader sees (orjson's dict) and agrees with it.
+    doc = b'{"id": "X", "modified": "2024-01-01T00:00:00Z", "summary": 1, "summary": "s"}'
+    assert not _check(python_entry, doc)
+    assert _check(compiled_entry, doc)
 
 
 def test_msgspec_writes_strings_and_scores_as_orjson_does() -> None:
@@ -203,11 +228,105 @@ def test_msgspec_writes_strings_and_scores_as_orjson_does() -> None:
     assert encode(scores) == orjson.dumps(scores)
 
 
-def test_corpus_documents_agree(corpus: Path) -> None:
+def test_corpus_documents_agree(impl: Impl, corpus: Path) -> None:
     """Every golang JSON document of the shared corpus: the same bytes, and nearly all take the fast path."""
     taken = total = 0
     for path in sorted((corpus / "osv").rglob("*.json")):
         total += 1
-        taken += _check(path.read_bytes(), str(path))
+        taken += _check(impl, path.read_bytes(), str(path))
     assert total == 4291
     assert taken >= 0.99 * total
+
+
+ODD = 'q"b\\s/\x00\x01\x08\t\n\x0c\r\x1f\x7f é \u2028 \U0001f600 end'
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        # Every string the output carries, with characters that are escaped, kept raw or multi-byte.
+        (["summary"], ODD),
+        (["details"], ODD * 50),
+        (["id"], "ID-" + ODD),
+        (["aliases"], [ODD, "CVE-2024-1"]),
+        (["references", 0, "url"], ODD),
+        (["references", 1, "type"], ODD),
+        (["affected", 0, "package", "name"], ODD),
+        (["affected", 0, "package", "ecosystem"], ODD),
+        (["affected", 0, "versions"], [ODD, "1", ODD]),
+        (["affected", 0, "ranges", 0, "events", 0], {"introduced": ODD}),
+        (["database_specific", "cwe_ids"], [ODD, "CWE-1"]),
+        # The lowest CVE: by year, then by number (not by text), leading zeros included.
+        (["aliases"], ["CVE-2021-10000", "CVE-2021-9999", "CVE-2022-0001"]),
+        (["aliases"], ["CVE-2021-0009999", "CVE-2021-10000", "CVE-2021-9999"]),
+        (["aliases"], ["CVE-2021-999", "CVE-21-10000", "CVE-2021-1000x", "cve-2000-1111", "CVE-2021-1000"]),
+        (["aliases"], ["CVE-\u0662\u0660\u0662\u0661-1234", "CVE-2024-5"]),
+        (["aliases"], ["CVE-2021-1234\u0663", "CVE-2024-55555"]),
+        (["aliases"], ["\tCVE-2021-1234\x1c", "CVE-2021-1234"]),
+        # Severity words: case, Unicode whitespace and case rules.
+        (["database_specific", "severity"], " High "),
+        (["database_specific", "severity"], "\x1cmoderate\x1f"),
+        (["database_specific", "severity"], "CRITICAL"),
+        (["database_specific", "severity"], "H\u0130GH"),
+        (["database_specific", "severity"], "\u0130mportant"),
+        (["database_specific", "severity"], "importantx"),
+        (["database_specific", "severity"], ""),
+        (["database_specific"], {"severity": None, "cwe_ids": []}),
+        # Ranges: empty values (null and "" would sort alike), duplicates, a bare fixed beside a range.
+        (["affected", 0, "ranges", 0, "events", 0], {"introduced": ""}),
+        (["affected", 0, "ranges"], [{"type": "SEMVER", "events": [{"introduced": "1"}, {"fixed": "2"}]}] * 3),
+        (["affected", 0, "ranges", 0, "events"], [{"last_affected": "3"}, {"fixed": "4"}, {"introduced": "5"}]),
+        (["affected", 0, "ranges", 0, "events"], [{"introduced": "1"}, {"introduced": "2"}, {"limit": "3"}]),
+        # Long lists are left to the exact reader by the compiled path.
+        (["affected", 0, "versions"], [str(i) for i in range(600)]),
+        (["references"], [{"type": "WEB", "url": f"https://x.example/{i}"} for i in range(600)]),
+        (["aliases"], [f"GHSA-{i}" for i in range(700)]),
+        # Keys that are not plain ASCII field names.
+        (["summ\u00e4ry"], "x"),
+        ([""], "x"),
+    ],
+)
+def test_escapes_ids_and_edge_shapes_agree(impl: Impl, path: list[Any], value: Any) -> None:
+    _check(impl, orjson.dumps(_with(path, value)))
+
+
+_POOL: list[Any] = [
+    DELETE, None, "", " ", "x", ODD, 0, 1, -1, 2.5, True, [], {}, ["x"], [None], {"x": 1},
+    "CVE-2020-1234", "CVE-2019-99999", "GHSA-1", "2024-01-01T00:00:00Z", "2024-01-01T00:00:00.123456Z",
+    "0001-01-01T00:00:00Z", "2024-01-01", "PyPI", "Go", "npm", "pkg:pypi/demo@1", "ECOSYSTEM", "SEMVER", "GIT",
+    "CVSS_V3", "CVSS_V2", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", "high", "Moderate",
+    {"introduced": "0"}, {"fixed": "1.2"}, {"last_affected": "1"}, {"limit": "*"},
+    {"type": "WEB", "url": "https://z.example"}, {"ecosystem": "PyPI", "name": "other"},
+]
+
+
+def _paths(node: Any, prefix: list[Any]) -> list[list[Any]]:
+    out = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, [*prefix, k])
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, [*prefix, i])
+    return out
+
+
+def test_random_mutations_agree(impl: Impl) -> None:
+    """A seeded differential fuzz: 1–3 random edits of the full document, ~2,000 variants."""
+    rng = random.Random(20261129)
+    taken = 0
+    total = 2000
+    for _ in range(total):
+        doc: Any = BASE
+        for _ in range(rng.randint(1, 3)):
+            paths = _paths(doc, [])
+            path = rng.choice(paths)
+            if rng.random() < 0.15:  # a new key beside an existing one
+                path = [*path[:-1], rng.choice(["extra", "ranges", "purl", "severity", "events", "cwe_ids"])]
+            try:
+                doc = edited(doc, path, rng.choice(_POOL))
+            except (KeyError, IndexError, TypeError):
+                continue
+        taken += _check(impl, orjson.dumps(doc))
+    # Mostly harmless edits: a good share must still take the fast path, or the fuzz tests nothing.
+    assert taken > total // 5

@@ -1,0 +1,909 @@
+/*
+ * The OSV fast path in C: an orjson-decoded OSV document (dict) → the canonical bytes of its
+ * single-record advisory, or None (decline: the caller runs the exact reader).
+ *
+ * This is osv_fast.fast_entry without the Python object churn: instead of building output structs
+ * and encoding them, it checks the decoded tree's shape and writes the canonical JSON straight into
+ * one buffer. It only ever *accepts*: anything that is not exactly the common shape fast_entry
+ * accepts (a type it does not allow, an unknown field, a timestamp not in canonical form, an empty
+ * string where null and "" would differ, a list longer than MAX_ITEMS, …) returns None, and the
+ * exact reader maps the document or names the bad field. Differential tests hold it to the exact
+ * reader and to fast_entry on the shared corpus and on constructed variants.
+ *
+ * CVSS scoring, purls and non-ASCII severity words stay in Python, memoised, passed in once through
+ * configure(); the lowest CVE, ASCII severity words and ratings are re-stated here (small, and called
+ * for every document).
+ *
+ * Strings are compared as UTF-8 bytes: UTF-8 preserves code point order, so memcmp sorts exactly as
+ * Python sorts str. Output strings are escaped exactly as orjson and msgspec escape them.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_ITEMS 512 /* longer lists are left to the exact reader (keeps the small sorts below cheap) */
+
+static PyObject *cvss_fn, *purl_fn, *severity_fn;
+
+/* ---- output buffer ------------------------------------------------------------------------------ */
+
+typedef struct {
+    char *p;
+    Py_ssize_t len, cap;
+} Buf;
+
+static int buf_grow(Buf *b, Py_ssize_t extra) {
+    Py_ssize_t need = b->len + extra;
+    if (need <= b->cap) return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 4096;
+    while (cap < need) cap *= 2;
+    char *p = PyMem_Realloc(b->p, (size_t)cap);
+    if (!p) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_put(Buf *b, const char *s, Py_ssize_t n) {
+    if (buf_grow(b, n) < 0) return -1;
+    memcpy(b->p + b->len, s, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+#define PUT(b, lit) buf_put((b), (lit), (Py_ssize_t)(sizeof(lit) - 1))
+
+static const char HEX[] = "0123456789abcdef";
+
+/* Bytes that orjson escapes: ", \ and the control characters. */
+static unsigned char NEEDS_ESCAPE[256];
+
+static void init_escape_table(void) {
+    for (int c = 0; c < 0x20; c++) NEEDS_ESCAPE[c] = 1;
+    NEEDS_ESCAPE['"'] = NEEDS_ESCAPE['\\'] = 1;
+}
+
+/* A JSON string as orjson writes it: ", \ and control characters escaped, everything else raw UTF-8. */
+static int put_str(Buf *b, const char *s, Py_ssize_t n) {
+    if (buf_grow(b, n + 2) < 0) return -1;
+    b->p[b->len++] = '"';
+    Py_ssize_t run = 0; /* start of the bytes not yet copied */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* Eight bytes at a time while none needs escaping (the usual case: long plain text). */
+        while (i + 8 <= n) {
+            uint64_t x;
+            memcpy(&x, s + i, 8);
+            const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+            uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\');
+            uint64_t hit = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((bs - ones) & ~bs);
+            if (hit & high) break;
+            i += 8;
+        }
+        if (i >= n) break;
+        unsigned char c = (unsigned char)s[i];
+        if (!NEEDS_ESCAPE[c]) continue;
+        if (buf_grow(b, (i - run) + 6 + (n - i) + 1) < 0) return -1;
+        memcpy(b->p + b->len, s + run, (size_t)(i - run));
+        b->len += i - run;
+        run = i + 1;
+        char *o = b->p + b->len;
+        *o++ = '\\';
+        switch (c) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\t': *o++ = 't'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\f': *o++ = 'f'; break;
+        case '\r': *o++ = 'r'; break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = HEX[c >> 4];
+            *o++ = HEX[c & 15];
+        }
+        b->len = o - b->p;
+    }
+    if (buf_grow(b, (n - run) + 1) < 0) return -1;
+    memcpy(b->p + b->len, s + run, (size_t)(n - run));
+    b->len += n - run;
+    b->p[b->len++] = '"';
+    return 0;
+}
+
+/* ---- strings ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject *obj; /* borrowed, or owned when noted */
+    const char *s;
+    Py_ssize_t n;
+} Str;
+
+/* The UTF-8 of an exact str; -1 with no exception set when it has none (lone surrogates). */
+static int utf8(PyObject *o, Str *out) {
+    out->obj = o;
+    out->s = PyUnicode_AsUTF8AndSize(o, &out->n);
+    if (!out->s) {
+        PyErr_Clear();
+        return -1;
+    }
+    return 0;
+}
+
+static int str_cmp(const Str *a, const Str *b) {
+    Py_ssize_t n = a->n < b->n ? a->n : b->n;
+    int c = memcmp(a->s, b->s, (size_t)n);
+    if (c) return c;
+    return (a->n > b->n) - (a->n < b->n);
+}
+
+static int put_pystr(Buf *b, const Str *s) { return put_str(b, s->s, s->n); }
+
+static int put_opt(Buf *b, const Str *s) { return s->s ? put_str(b, s->s, s->n) : PUT(b, "null"); }
+
+static int is_space_only(PyObject *u) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(u);
+    int kind = PyUnicode_KIND(u);
+    const void *data = PyUnicode_DATA(u);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i))) return 0;
+    return 1;
+}
+
+static int needs_strip(PyObject *u) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(u);
+    if (n == 0) return 0;
+    int kind = PyUnicode_KIND(u);
+    const void *data = PyUnicode_DATA(u);
+    return Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, 0)) || Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, n - 1));
+}
+
+/* ^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$ over ASCII digits (stricter than re's \d: declines more). */
+static int canonical_time(const Str *t) {
+    static const char pat[] = "dddd-dd-ddTdd:dd:dd";
+    if (t->n != 20 && t->n != 27) return 0;
+    for (int i = 0; i < 19; i++) {
+        char c = t->s[i];
+        if (pat[i] == 'd' ? (c < '0' || c > '9') : c != pat[i]) return 0;
+    }
+    if (t->n == 27) {
+        if (t->s[19] != '.') return 0;
+        for (int i = 20; i < 26; i++)
+            if (t->s[i] < '0' || t->s[i] > '9') return 0;
+    }
+    return t->s[t->n - 1] == 'Z';
+}
+
+/* ---- field access ------------------------------------------------------------------------------- */
+
+/* Every key of d must be one of names[0..n); values[i] gets the value of names[i] (borrowed) or NULL. */
+static int fields(PyObject *d, const char *const *names, int n, PyObject **values) {
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    for (int i = 0; i < n; i++) values[i] = NULL;
+    while (PyDict_Next(d, &pos, &k, &v)) {
+        if (!PyUnicode_CheckExact(k) || !PyUnicode_IS_ASCII(k) || PyUnicode_GET_LENGTH(k) == 0) return -1;
+        const char *ks = (const char *)PyUnicode_DATA(k);
+        Py_ssize_t kn = PyUnicode_GET_LENGTH(k);
+        int i = 0;
+        for (; i < n; i++)
+            if (names[i][0] == ks[0] && (Py_ssize_t)strlen(names[i]) == kn && memcmp(names[i], ks, (size_t)kn) == 0)
+                break;
+        if (i == n) return -1; /* a field the common shape does not have */
+        values[i] = v;
+    }
+    return 0;
+}
+
+/* An optional str field: absent or null → s = NULL; a str → its UTF-8; anything else → -1. */
+static int opt_str(PyObject *v, Str *out) {
+    out->obj = NULL;
+    out->s = NULL;
+    out->n = 0;
+    if (v == NULL || v == Py_None) return 0;
+    if (!PyUnicode_CheckExact(v)) return -1;
+    return utf8(v, out);
+}
+
+static int req_str(PyObject *v, Str *out) {
+    if (v == NULL || !PyUnicode_CheckExact(v)) return -1;
+    return utf8(v, out);
+}
+
+/* An optional list: absent or null → 0 items (list NULL); a list of at most MAX_ITEMS → it; else -1. */
+static int opt_list(PyObject *v, PyObject **list) {
+    *list = NULL;
+    if (v == NULL || v == Py_None) return 0;
+    if (!PyList_CheckExact(v) || PyList_GET_SIZE(v) > MAX_ITEMS) return -1;
+    *list = v;
+    return 0;
+}
+
+#define LEN(l) ((l) ? PyList_GET_SIZE(l) : 0)
+
+/* ---- the document's parts ----------------------------------------------------------------------- */
+
+typedef struct {
+    Str fixed, introduced, last; /* s == NULL: null */
+    Str type;
+} Range;
+
+typedef struct {
+    Str ecosystem, package, purl;
+    Range *ranges;
+    Py_ssize_t nranges;
+    Str *versions;
+    Py_ssize_t nversions;
+} Affected;
+
+typedef struct {
+    PyObject *score; /* float or None, borrowed from the memo's tuple */
+    Str vector, version;
+} Cvss;
+
+typedef struct {
+    Str type, url;
+} Ref;
+
+static int cmp_opt(const Str *a, const Str *b) {
+    /* None sorts as "" (fast_entry's keys use ``x or ""``; empty strings are declined). */
+    static const Str empty = {NULL, "", 0};
+    return str_cmp(a->s ? a : &empty, b->s ? b : &empty);
+}
+
+static int range_cmp(const Range *a, const Range *b) {
+    int c = str_cmp(&a->type, &b->type);
+    if (!c) c = cmp_opt(&a->introduced, &b->introduced);
+    if (!c) c = cmp_opt(&a->fixed, &b->fixed);
+    if (!c) c = cmp_opt(&a->last, &b->last);
+    return c;
+}
+
+static int affected_cmp(const Affected *a, const Affected *b) {
+    int c = str_cmp(&a->ecosystem, &b->ecosystem);
+    if (!c) c = str_cmp(&a->package, &b->package);
+    if (!c) c = cmp_opt(&a->purl, &b->purl);
+    return c;
+}
+
+static int cvss_cmp(const Cvss *a, const Cvss *b) {
+    int c = str_cmp(&a->version, &b->version);
+    return c ? c : str_cmp(&a->vector, &b->vector);
+}
+
+static int ref_cmp(const Ref *a, const Ref *b) {
+    int c = str_cmp(&a->url, &b->url);
+    return c ? c : str_cmp(&a->type, &b->type);
+}
+
+static int strp_cmp(const Str *a, const Str *b) { return str_cmp(a, b); }
+
+/* Stable insertion sorts: lists are at most MAX_ITEMS long and nearly always a handful. */
+#define DEFINE_SORT(NAME, T, CMP)                                                                      \
+    static void NAME(T *a, Py_ssize_t n) {                                                             \
+        for (Py_ssize_t i = 1; i < n; i++) {                                                           \
+            T x = a[i];                                                                                \
+            Py_ssize_t j = i;                                                                          \
+            while (j > 0 && CMP(&a[j - 1], &x) > 0) {                                                  \
+                a[j] = a[j - 1];                                                                       \
+                j--;                                                                                   \
+            }                                                                                          \
+            a[j] = x;                                                                                  \
+        }                                                                                              \
+    }
+DEFINE_SORT(sort_ranges, Range, range_cmp)
+DEFINE_SORT(sort_affected, Affected, affected_cmp)
+DEFINE_SORT(sort_cvss, Cvss, cvss_cmp)
+DEFINE_SORT(sort_refs, Ref, ref_cmp)
+DEFINE_SORT(sort_strs, Str, strp_cmp)
+
+/* Scratch memory of one call, freed all at once. */
+typedef struct {
+    void *blocks[2 * MAX_ITEMS + 16];
+    int n;
+    PyObject *owned[2 * MAX_ITEMS + 64]; /* new references to release at the end */
+    int nowned;
+} Arena;
+
+static void *arena_alloc(Arena *a, size_t size) {
+    if (a->n == (int)(sizeof(a->blocks) / sizeof(a->blocks[0]))) return NULL;
+    void *p = PyMem_Malloc(size ? size : 1);
+    if (p) a->blocks[a->n++] = p;
+    return p;
+}
+
+static int arena_own(Arena *a, PyObject *o) {
+    if (a->nowned == (int)(sizeof(a->owned) / sizeof(a->owned[0]))) {
+        Py_DECREF(o);
+        return -1;
+    }
+    a->owned[a->nowned++] = o;
+    return 0;
+}
+
+static void arena_free(Arena *a) {
+    for (int i = 0; i < a->n; i++) PyMem_Free(a->blocks[i]);
+    for (int i = 0; i < a->nowned; i++) Py_DECREF(a->owned[i]);
+    a->n = a->nowned = 0;
+}
+
+/* Result codes of the parts: 0 ok, 1 decline, -1 a Python exception is set. */
+#define DECLINE 1
+
+static const char *const EVENT_KINDS[] = {"introduced", "fixed", "last_affected", "limit"};
+
+static int event_kind(PyObject *k) {
+    if (!PyUnicode_CheckExact(k) || !PyUnicode_IS_ASCII(k)) return -1;
+    const char *s = (const char *)PyUnicode_DATA(k);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(k);
+    for (int i = 0; i < 4; i++)
+        if ((Py_ssize_t)strlen(EVENT_KINDS[i]) == n && memcmp(EVENT_KINDS[i], s, (size_t)n) == 0) return i;
+    return -1;
+}
+
+/* _out_ranges: events → ranges, then unique + sorted, a bare "fixed" beside a range ending there dropped. */
+static int out_ranges(Arena *ar, PyObject *ranges, Range **out, Py_ssize_t *nout) {
+    static const char *const RANGE_FIELDS[] = {"type", "events", "repo", "database_specific"};
+    Py_ssize_t cap = 0, n = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ranges); i++) {
+        PyObject *r = PyList_GET_ITEM(ranges, i);
+        if (!PyDict_CheckExact(r)) return DECLINE;
+        PyObject *v[4];
+        if (fields(r, RANGE_FIELDS, 4, v) < 0 || !v[1] || !PyList_CheckExact(v[1])) return DECLINE;
+        cap += PyList_GET_SIZE(v[1]);
+    }
+    if (cap > MAX_ITEMS) return DECLINE;
+    Range *rs = arena_alloc(ar, sizeof(Range) * (size_t)(cap ? cap : 1));
+    if (!rs) return DECLINE;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ranges); i++) {
+        PyObject *r = PyList_GET_ITEM(ranges, i);
+        PyObject *v[4];
+        fields(r, RANGE_FIELDS, 4, v);
+        Str type;
+        if (req_str(v[0], &type) < 0) return DECLINE;
+        if (!((type.n == 9 && !memcmp(type.s, "ECOSYSTEM", 9)) || (type.n == 6 && !memcmp(type.s, "SEMVER", 6)) ||
+              (type.n == 3 && !memcmp(type.s, "GIT", 3))))
+            return DECLINE;
+        Str current = {NULL, NULL, 0}; /* the ``introduced`` of the open range */
+        int open = 0;
+        PyObject *events = v[1];
+        for (Py_ssize_t e = 0; e < PyList_GET_SIZE(events); e++) {
+            PyObject *ev = PyList_GET_ITEM(events, e);
+            if (!PyDict_CheckExact(ev) || PyDict_GET_SIZE(ev) != 1) return DECLINE;
+            Py_ssize_t pos = 0;
+            PyObject *k, *val;
+            PyDict_Next(ev, &pos, &k, &val);
+            int kind = event_kind(k);
+            Str value;
+            if (kind < 0 || req_str(val, &value) < 0 || value.n == 0) return DECLINE;
+            Range *o = &rs[n];
+            Str none = {NULL, NULL, 0};
+            switch (kind) {
+            case 0: /* introduced */
+                if (open) {
+                    *o = (Range){none, current, none, type};
+                    n++;
+                }
+                current = value;
+                open = 1;
+                break;
+            case 1: /* fixed */
+                *o = (Range){value, open ? current : none, none, type};
+                n++;
+                open = 0;
+                break;
+            case 2: /* last_affected */
+                *o = (Range){none, open ? current : none, value, type};
+                n++;
+                open = 0;
+                break;
+            default: /* limit */
+                break;
+            }
+        }
+        if (open) {
+            Str none = {NULL, NULL, 0};
+            rs[n++] = (Range){none, current, none, type};
+        }
+    }
+    if (n > 1) {
+        /* {key: r} keeps the last of equal keys; equal keys mean equal ranges here (no empty strings). */
+        sort_ranges(rs, n);
+        Py_ssize_t u = 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (u == 0 || range_cmp(&rs[u - 1], &rs[i]) != 0) rs[u++] = rs[i];
+        n = u;
+        Py_ssize_t kept = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Range *r = &rs[i];
+            int drop = 0;
+            if (!r->introduced.s && !r->last.s && r->fixed.s) {
+                for (Py_ssize_t j = 0; j < n && !drop; j++)
+                    if (rs[j].introduced.s && rs[j].fixed.s && str_cmp(&rs[j].fixed, &r->fixed) == 0) drop = 1;
+            }
+            if (!drop) rs[kept++] = *r;
+        }
+        n = kept;
+    }
+    *out = rs;
+    *nout = n;
+    return 0;
+}
+
+/* purl_fn(ecosystem, name, purl) → str | None, or False: decline. */
+static int package_purl(Arena *ar, const Str *eco, const Str *name, PyObject *purl, Str *out) {
+    PyObject *res = PyObject_CallFunctionObjArgs(purl_fn, eco->obj, name->obj, purl ? purl : Py_None, NULL);
+    if (!res) return -1;
+    if (arena_own(ar, res) < 0) return DECLINE;
+    if (res == Py_False) return DECLINE;
+    if (res == Py_None) {
+        *out = (Str){NULL, NULL, 0};
+        return 0;
+    }
+    if (!PyUnicode_CheckExact(res) || utf8(res, out) < 0 || out->n == 0) return DECLINE;
+    return 0;
+}
+
+static int out_affected(Arena *ar, PyObject *list, Affected **out, Py_ssize_t *nout) {
+    static const char *const AFFECTED_FIELDS[] = {"package",  "ranges", "versions", "severity", "ecosystem_specific",
+                                                  "database_specific"};
+    static const char *const PACKAGE_FIELDS[] = {"ecosystem", "name", "purl"};
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    Affected *as = arena_alloc(ar, sizeof(Affected) * (size_t)(n ? n : 1));
+    if (!as) return DECLINE;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *entry = PyList_GET_ITEM(list, i);
+        if (!PyDict_CheckExact(entry)) return DECLINE;
+        PyObject *v[6], *p[3];
+        if (fields(entry, AFFECTED_FIELDS, 6, v) < 0) return DECLINE;
+        if (!v[0] || !PyDict_CheckExact(v[0]) || fields(v[0], PACKAGE_FIELDS, 3, p) < 0) return DECLINE;
+        Affected *a = &as[i];
+        Str given_purl;
+        if (req_str(p[0], &a->ecosystem) < 0 || req_str(p[1], &a->package) < 0 || opt_str(p[2], &given_purl) < 0)
+            return DECLINE;
+        int rc = package_purl(ar, &a->ecosystem, &a->package, given_purl.obj, &a->purl);
+        if (rc) return rc;
+        PyObject *ranges, *versions;
+        if (opt_list(v[1], &ranges) < 0 || opt_list(v[2], &versions) < 0) return DECLINE;
+        a->ranges = NULL;
+        a->nranges = 0;
+        if (LEN(ranges)) {
+            rc = out_ranges(ar, ranges, &a->ranges, &a->nranges);
+            if (rc) return rc;
+        }
+        Py_ssize_t nv = LEN(versions);
+        a->versions = arena_alloc(ar, sizeof(Str) * (size_t)(nv ? nv : 1));
+        if (!a->versions) return DECLINE;
+        a->nversions = 0;
+        for (Py_ssize_t j = 0; j < nv; j++) { /* dict.fromkeys: first occurrences, in order */
+            Str s;
+            if (req_str(PyList_GET_ITEM(versions, j), &s) < 0) return DECLINE;
+            int seen = 0;
+            for (Py_ssize_t k = 0; k < a->nversions && !seen; k++) seen = str_cmp(&a->versions[k], &s) == 0;
+            if (!seen) a->versions[a->nversions++] = s;
+        }
+    }
+    if (n > 1) {
+        sort_affected(as, n);
+        for (Py_ssize_t i = 1; i < n; i++)
+            if (affected_cmp(&as[i - 1], &as[i]) == 0) return DECLINE; /* entries to fold: the general path */
+    }
+    *out = as;
+    *nout = n;
+    return 0;
+}
+
+/* cvss_fn(type, score) → None (decline), () (a type that is ignored) or (baseScore, vector, version, v3score). */
+static int out_cvss(Arena *ar, PyObject *list, Cvss **out, Py_ssize_t *nout, PyObject **best) {
+    static const char *const SEVERITY_FIELDS[] = {"type", "score"};
+    Py_ssize_t n = PyList_GET_SIZE(list), k = 0;
+    Cvss *cs = arena_alloc(ar, sizeof(Cvss) * (size_t)(n ? n : 1));
+    if (!cs) return DECLINE;
+    double best_score = -1.0;
+    *best = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PyList_GET_ITEM(list, i), *v[2];
+        if (!PyDict_CheckExact(s) || fields(s, SEVERITY_FIELDS, 2, v) < 0) return DECLINE;
+        if (!v[0] || !v[1] || !PyUnicode_CheckExact(v[0]) || !PyUnicode_CheckExact(v[1])) return DECLINE;
+        PyObject *res = PyObject_CallFunctionObjArgs(cvss_fn, v[0], v[1], NULL);
+        if (!res) return -1;
+        if (arena_own(ar, res) < 0) return DECLINE;
+        if (!PyTuple_CheckExact(res)) return DECLINE;
+        if (PyTuple_GET_SIZE(res) == 0) continue;
+        if (PyTuple_GET_SIZE(res) != 4) return DECLINE;
+        Cvss *c = &cs[k];
+        c->score = PyTuple_GET_ITEM(res, 0);
+        if (utf8(PyTuple_GET_ITEM(res, 1), &c->vector) < 0 || utf8(PyTuple_GET_ITEM(res, 2), &c->version) < 0)
+            return DECLINE;
+        PyObject *v3 = PyTuple_GET_ITEM(res, 3);
+        if (v3 != Py_None) {
+            double d = PyFloat_AsDouble(v3);
+            if (d == -1.0 && PyErr_Occurred()) return -1;
+            if (*best == NULL || d > best_score) {
+                best_score = d;
+                *best = v3;
+            }
+        }
+        k++;
+    }
+    sort_cvss(cs, k);
+    *out = cs;
+    *nout = k;
+    return 0;
+}
+
+static int put_float(Buf *b, PyObject *f) {
+    if (f == Py_None) return PUT(b, "null");
+    PyObject *r = PyObject_Repr(f); /* shortest round trip, as orjson/msgspec write (checked by tests) */
+    if (!r) return -1;
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(r, &n);
+    int rc = s ? buf_put(b, s, n) : -1;
+    Py_DECREF(r);
+    return rc;
+}
+
+static int put_str_list(Buf *b, const Str *items, Py_ssize_t n) {
+    if (PUT(b, "[") < 0) return -1;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((i && PUT(b, ",") < 0) || put_pystr(b, &items[i]) < 0) return -1;
+    return PUT(b, "]");
+}
+
+/* Sort and drop duplicates in place; returns the new length. */
+static Py_ssize_t sorted_unique(Str *items, Py_ssize_t n) {
+    sort_strs(items, n);
+    Py_ssize_t u = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (u == 0 || str_cmp(&items[u - 1], &items[i]) != 0) items[u++] = items[i];
+    return u;
+}
+
+static const char *const DOC_FIELDS[] = {"id",       "modified", "schema_version", "published", "withdrawn",
+                                         "aliases",  "upstream", "related",        "summary",   "details",
+                                         "severity", "affected", "references",     "credits",   "database_specific"};
+enum {
+    F_ID,
+    F_MODIFIED,
+    F_SCHEMA,
+    F_PUBLISHED,
+    F_WITHDRAWN,
+    F_ALIASES,
+    F_UPSTREAM,
+    F_RELATED,
+    F_SUMMARY,
+    F_DETAILS,
+    F_SEVERITY,
+    F_AFFECTED,
+    F_REFERENCES,
+    F_CREDITS,
+    F_DBS,
+    N_DOC_FIELDS
+};
+
+/* ^CVE-(\d{4})-(\d{4,})$ on ASCII: 1 a CVE id, 0 not one, -1 decline (non-ASCII after "CVE-": re's \d
+ * also matches other scripts' digits, so only the exact reader may decide). */
+static int cve_id(const Str *a) {
+    if (a->n < 4 || memcmp(a->s, "CVE-", 4) != 0) return 0;
+    for (Py_ssize_t i = 4; i < a->n; i++)
+        if ((unsigned char)a->s[i] >= 0x80) return -1;
+    if (a->n < 13 || a->s[8] != '-') return 0;
+    for (Py_ssize_t i = 4; i < a->n; i++)
+        if (i != 8 && (a->s[i] < '0' || a->s[i] > '9')) return 0;
+    return 1;
+}
+
+/* cve_order: (int(year), int(number), id) */
+static int cve_cmp(const Str *a, const Str *b) {
+    int c = memcmp(a->s + 4, b->s + 4, 4);
+    if (c) return c;
+    const char *x = a->s + 9, *y = b->s + 9;
+    Py_ssize_t nx = a->n - 9, ny = b->n - 9;
+    while (nx > 1 && *x == '0') x++, nx--;
+    while (ny > 1 && *y == '0') y++, ny--;
+    if (nx != ny) return nx < ny ? -1 : 1;
+    c = memcmp(x, y, (size_t)nx);
+    return c ? c : str_cmp(a, b);
+}
+
+/* lowest_cve over the ids: its index, -1 for none, -2 decline. */
+static Py_ssize_t lowest_cve(const Str *ids, Py_ssize_t n) {
+    Py_ssize_t best = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int is = cve_id(&ids[i]);
+        if (is < 0) return -2;
+        if (is && (best < 0 || cve_cmp(&ids[i], &ids[best]) < 0)) best = i;
+    }
+    return best;
+}
+
+static void set_cstr(Str *out, const char *s) {
+    out->obj = NULL;
+    out->s = s;
+    out->n = (Py_ssize_t)strlen(s);
+}
+
+/* severity_word: 0 with *out set (s NULL: unknown word), DECLINE, -1 with an exception. */
+static int severity_word(Arena *ar, PyObject *w, Str *out) {
+    static const char *const WORDS[][2] = {{"none", "none"},   {"low", "low"},     {"moderate", "medium"},
+                                           {"medium", "medium"}, {"important", "high"}, {"high", "high"},
+                                           {"critical", "critical"}};
+    *out = (Str){NULL, NULL, 0};
+    if (!PyUnicode_IS_ASCII(w)) { /* Unicode case rules: Python's own */
+        PyObject *r = PyObject_CallOneArg(severity_fn, w);
+        if (!r) return -1;
+        if (arena_own(ar, r) < 0) return DECLINE;
+        if (r == Py_None) return 0;
+        return PyUnicode_CheckExact(r) && utf8(r, out) == 0 ? 0 : DECLINE;
+    }
+    const char *s = (const char *)PyUnicode_DATA(w);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(w), i = 0;
+    while (i < n && Py_UNICODE_ISSPACE((unsigned char)s[i])) i++;
+    while (n > i && Py_UNICODE_ISSPACE((unsigned char)s[n - 1])) n--;
+    char low[12];
+    if (n - i > 10) return 0;
+    for (Py_ssize_t j = i; j < n; j++) low[j - i] = (char)(s[j] >= 'A' && s[j] <= 'Z' ? s[j] + 32 : s[j]);
+    low[n - i] = 0;
+    for (size_t k = 0; k < sizeof(WORDS) / sizeof(WORDS[0]); k++)
+        if (strcmp(low, WORDS[k][0]) == 0) {
+            set_cstr(out, WORDS[k][1]);
+            return 0;
+        }
+    return 0;
+}
+
+/* cvss.rating */
+static const char *rating(double score) {
+    if (score == 0) return "none";
+    if (score < 4.0) return "low";
+    if (score < 7.0) return "medium";
+    if (score < 9.0) return "high";
+    return "critical";
+}
+
+static int time_field(PyObject *v, int required, Str *out) {
+    if (required ? req_str(v, out) < 0 : opt_str(v, out) < 0) return DECLINE;
+    if (!out->s) return 0;
+    if (!canonical_time(out)) return DECLINE;
+    if (out->n == 20 && memcmp(out->s, "0001-01-01T00:00:00Z", 20) == 0) *out = (Str){NULL, NULL, 0};
+    return 0;
+}
+
+/* The body of entry(): 0 with *result set, DECLINE, or -1 with an exception. */
+static int build(Arena *ar, Buf *b, PyObject *doc, PyObject *source, PyObject *digest, PyObject **result) {
+    PyObject *f[N_DOC_FIELDS];
+    if (!PyDict_CheckExact(doc) || fields(doc, DOC_FIELDS, N_DOC_FIELDS, f) < 0) return DECLINE;
+    Str id, modified, published, withdrawn, summary, details, src, dig;
+    if (req_str(f[F_ID], &id) < 0 || id.n == 0 || is_space_only(f[F_ID])) return DECLINE;
+    if (needs_strip(f[F_ID])) return DECLINE; /* rare: the exact reader strips it */
+    if (time_field(f[F_MODIFIED], 1, &modified) || time_field(f[F_PUBLISHED], 0, &published) ||
+        time_field(f[F_WITHDRAWN], 0, &withdrawn))
+        return DECLINE;
+    if (opt_str(f[F_SUMMARY], &summary) < 0 || opt_str(f[F_DETAILS], &details) < 0) return DECLINE;
+    if (summary.s && summary.n == 0) summary.s = NULL; /* ``or None`` */
+    if (details.s && details.n == 0) details.s = NULL;
+    if (utf8(source, &src) < 0 || utf8(digest, &dig) < 0) return DECLINE;
+
+    PyObject *aliases, *related, *severity, *affected, *references;
+    if (opt_list(f[F_ALIASES], &aliases) < 0 || opt_list(f[F_RELATED], &related) < 0 ||
+        opt_list(f[F_SEVERITY], &severity) < 0 || opt_list(f[F_AFFECTED], &affected) < 0 ||
+        opt_list(f[F_REFERENCES], &references) < 0)
+        return DECLINE;
+    for (Py_ssize_t i = 0; i < LEN(related); i++)
+        if (!PyUnicode_CheckExact(PyList_GET_ITEM(related, i))) return DECLINE;
+
+    /* aliases: stripped, "" dropped, the id added, sorted and unique */
+    Py_ssize_t na = LEN(aliases);
+    Str *ids = arena_alloc(ar, sizeof(Str) * (size_t)(na + 1));
+    if (!ids) return DECLINE;
+    Py_ssize_t nids = 0;
+    for (Py_ssize_t i = 0; i < na; i++) {
+        PyObject *a = PyList_GET_ITEM(aliases, i);
+        if (!PyUnicode_CheckExact(a)) return DECLINE;
+        if (needs_strip(a)) {
+            a = PyObject_CallMethod(a, "strip", NULL);
+            if (!a) return -1;
+            if (arena_own(ar, a) < 0) return DECLINE;
+        }
+        if (PyUnicode_GET_LENGTH(a) == 0) continue;
+        if (utf8(a, &ids[nids]) < 0) return DECLINE;
+        nids++;
+    }
+    ids[nids++] = id;
+    nids = sorted_unique(ids, nids);
+
+    /* severity (database_specific.severity, else the rating of the best v3 score), cwes */
+    Str word = {NULL, NULL, 0};
+    Str *cwes = NULL;
+    Py_ssize_t ncwes = 0;
+    PyObject *dbs = f[F_DBS];
+    int rc;
+    if (dbs && dbs != Py_None) {
+        if (!PyDict_CheckExact(dbs)) return DECLINE;
+        PyObject *w = PyDict_GetItemString(dbs, "severity");
+        if (w && PyUnicode_CheckExact(w)) {
+            rc = severity_word(ar, w, &word);
+            if (rc) return rc;
+        }
+        PyObject *cw = PyDict_GetItemString(dbs, "cwe_ids");
+        if (cw && PyList_CheckExact(cw) && PyList_GET_SIZE(cw)) {
+            if (PyList_GET_SIZE(cw) > MAX_ITEMS) return DECLINE;
+            cwes = arena_alloc(ar, sizeof(Str) * (size_t)PyList_GET_SIZE(cw));
+            if (!cwes) return DECLINE;
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cw); i++) {
+                PyObject *c = PyList_GET_ITEM(cw, i);
+                if (!PyUnicode_Check(c)) continue; /* isinstance(c, str) */
+                if (!PyUnicode_CheckExact(c) || utf8(c, &cwes[ncwes]) < 0) return DECLINE;
+                ncwes++;
+            }
+            ncwes = sorted_unique(cwes, ncwes);
+        }
+    }
+    Cvss *cvss = NULL;
+    Py_ssize_t ncvss = 0;
+    PyObject *best = NULL;
+    if (LEN(severity)) {
+        rc = out_cvss(ar, severity, &cvss, &ncvss, &best);
+        if (rc) return rc;
+    }
+    Str sev = {NULL, NULL, 0};
+    if (word.s && word.n) {
+        sev = word;
+    } else if (best) {
+        double d = PyFloat_AsDouble(best);
+        if (d == -1.0 && PyErr_Occurred()) return -1;
+        set_cstr(&sev, rating(d));
+    }
+
+    Ref *refs = NULL;
+    Py_ssize_t nrefs = LEN(references);
+    if (nrefs) {
+        static const char *const REF_FIELDS[] = {"type", "url"};
+        refs = arena_alloc(ar, sizeof(Ref) * (size_t)nrefs);
+        if (!refs) return DECLINE;
+        for (Py_ssize_t i = 0; i < nrefs; i++) {
+            PyObject *r = PyList_GET_ITEM(references, i), *v[2];
+            if (!PyDict_CheckExact(r) || fields(r, REF_FIELDS, 2, v) < 0) return DECLINE;
+            if (req_str(v[0], &refs[i].type) < 0 || req_str(v[1], &refs[i].url) < 0 || refs[i].url.n == 0)
+                return DECLINE;
+        }
+        sort_refs(refs, nrefs);
+    }
+
+    Affected *aff = NULL;
+    Py_ssize_t naff = 0;
+    if (LEN(affected)) {
+        rc = out_affected(ar, affected, &aff, &naff);
+        if (rc) return rc;
+    }
+
+    /* the key: the lowest CVE among the ids, else the id */
+    Py_ssize_t low = lowest_cve(ids, nids);
+    if (low == -2) return DECLINE;
+    PyObject *id_list = PyList_New(nids);
+    if (!id_list) return -1;
+    for (Py_ssize_t i = 0; i < nids; i++) {
+        Py_INCREF(ids[i].obj);
+        PyList_SET_ITEM(id_list, i, ids[i].obj);
+    }
+    if (arena_own(ar, id_list) < 0) return DECLINE;
+    PyObject *cve = low >= 0 ? ids[low].obj : Py_None;
+    Str key = low >= 0 ? ids[low] : id;
+
+    /* the canonical bytes, keys in sorted order */
+    if (PUT(b, "{\"advisoryKey\":") || put_pystr(b, &key) || PUT(b, ",\"affected\":[")) return -1;
+    for (Py_ssize_t i = 0; i < naff; i++) {
+        Affected *a = &aff[i];
+        if ((i && PUT(b, ",")) || PUT(b, "{\"ecosystem\":") || put_pystr(b, &a->ecosystem) || PUT(b, ",\"package\":") ||
+            put_pystr(b, &a->package) || PUT(b, ",\"purl\":") || put_opt(b, &a->purl) || PUT(b, ",\"ranges\":["))
+            return -1;
+        for (Py_ssize_t j = 0; j < a->nranges; j++) {
+            Range *r = &a->ranges[j];
+            if ((j && PUT(b, ",")) || PUT(b, "{\"fixed\":") || put_opt(b, &r->fixed) || PUT(b, ",\"introduced\":") ||
+                put_opt(b, &r->introduced) || PUT(b, ",\"lastAffected\":") || put_opt(b, &r->last) ||
+                PUT(b, ",\"type\":") || put_pystr(b, &r->type) || PUT(b, "}"))
+                return -1;
+        }
+        if (PUT(b, "],\"versions\":") || put_str_list(b, a->versions, a->nversions) || PUT(b, "}")) return -1;
+    }
+    if (PUT(b, "],\"aliases\":") || put_str_list(b, ids, nids) || PUT(b, ",\"cvss\":[")) return -1;
+    for (Py_ssize_t i = 0; i < ncvss; i++) {
+        if ((i && PUT(b, ",")) || PUT(b, "{\"baseScore\":") || put_float(b, cvss[i].score) || PUT(b, ",\"vector\":") ||
+            put_pystr(b, &cvss[i].vector) || PUT(b, ",\"version\":") || put_pystr(b, &cvss[i].version) || PUT(b, "}"))
+            return -1;
+    }
+    if (PUT(b, "],\"cwes\":") || put_str_list(b, cwes, ncwes) || PUT(b, ",\"description\":") ||
+        put_opt(b, &details) || PUT(b, ",\"modified\":") || put_opt(b, &modified) ||
+        PUT(b, ",\"provenance\":[{\"digest\":") || put_pystr(b, &dig) || PUT(b, ",\"documentId\":") ||
+        put_pystr(b, &id) || PUT(b, ",\"recordedAt\":") || put_opt(b, &modified) || PUT(b, ",\"source\":") ||
+        put_pystr(b, &src) || PUT(b, "}],\"published\":") || put_opt(b, &published) || PUT(b, ",\"references\":["))
+        return -1;
+    for (Py_ssize_t i = 0; i < nrefs; i++) {
+        if ((i && PUT(b, ",")) || PUT(b, "{\"type\":") || put_pystr(b, &refs[i].type) || PUT(b, ",\"url\":") ||
+            put_pystr(b, &refs[i].url) || PUT(b, "}"))
+            return -1;
+    }
+    if (PUT(b, "],\"severity\":") || put_opt(b, &sev) || PUT(b, ",\"summary\":") || put_opt(b, &summary) ||
+        PUT(b, ",\"title\":") || put_opt(b, &summary) || PUT(b, ",\"withdrawn\":") || put_opt(b, &withdrawn) ||
+        PUT(b, "}"))
+        return -1;
+
+    PyObject *blob = PyBytes_FromStringAndSize(b->p, b->len);
+    if (!blob) return -1;
+    *result = Py_BuildValue("(NOOOO)", blob, cve != Py_None ? cve : id.obj, id_list, cve,
+                            modified.s ? f[F_MODIFIED] : Py_None);
+    return *result ? 0 : -1;
+}
+
+PyDoc_STRVAR(entry_doc, "entry(doc, source, digest) -> (blob, key, aliases, cve, recorded_at) | None\n\n"
+                        "The canonical single-record advisory of an orjson-decoded OSV document of the common\n"
+                        "shape, or None: let the exact reader map it (or name what is wrong with it).");
+
+static PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "entry() takes exactly 3 arguments");
+        return NULL;
+    }
+    if (!cvss_fn) {
+        PyErr_SetString(PyExc_RuntimeError, "_osvc.configure() was not called");
+        return NULL;
+    }
+    if (!PyUnicode_CheckExact(args[1]) || !PyUnicode_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "source and digest must be str");
+        return NULL;
+    }
+    Arena ar;
+    ar.n = ar.nowned = 0;
+    Buf b = {NULL, 0, 0};
+    PyObject *result = NULL;
+    int rc = build(&ar, &b, args[0], args[1], args[2], &result);
+    arena_free(&ar);
+    PyMem_Free(b.p);
+    if (rc < 0) return NULL;
+    if (rc == DECLINE) Py_RETURN_NONE;
+    return result;
+}
+
+PyDoc_STRVAR(configure_doc, "configure(cvss, purl, severity_word) -> None\n\n"
+                            "The Python helpers entry() calls (see osv_fast).");
+
+static PyObject *configure(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "configure() takes exactly 3 arguments");
+        return NULL;
+    }
+    PyObject **slots[] = {&cvss_fn, &purl_fn, &severity_fn};
+    for (int i = 0; i < 3; i++) {
+        if (!PyCallable_Check(args[i])) {
+            PyErr_SetString(PyExc_TypeError, "configure() takes callables");
+            return NULL;
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        Py_INCREF(args[i]);
+        Py_XSETREF(*slots[i], args[i]);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"entry", (PyCFunction)(void (*)(void))entry, METH_FASTCALL, entry_doc},
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_osvc", "The OSV fast path in C (see osv_fast).", -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__osvc(void) {
+    init_escape_table();
+    return PyModule_Create(&module);
+}
