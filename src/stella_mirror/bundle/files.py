@@ -10,7 +10,9 @@ import base64
 import contextlib
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TypeVar
@@ -46,7 +48,16 @@ class SigningWriter(HashingWriter):
     The ``.sig`` signs the SHA-256 of the file (the digest this writer computes anyway) and the JWS
     signs the SHA-256 of ``BASE64URL(header) || "." || file``; with both hashes ready when the file is
     complete, :func:`open_signed` signs without reading the file again.
+
+    Writes of large blocks (bundles arrive in runs of megabytes) are hashed twice and written by a
+    background thread, in order, while the caller prepares the next block: hashlib and file writes
+    release the GIL on large buffers, so on a machine with a spare core the two SHA-256 passes and
+    the copy into the page cache overlap the exporter's own work. At most ``_DEPTH`` blocks wait, so
+    memory stays bounded; the first failure is raised by the next ``write`` or by ``finish``.
     """
+
+    _DEPTH = 3
+    _BACKGROUND_MIN = 1 << 16  # smaller writes are done on the spot (after the queue has drained)
 
     def __init__(self, raw: IO[bytes], key: SigningKey) -> None:
         super().__init__(raw)
@@ -54,11 +65,71 @@ class SigningWriter(HashingWriter):
         self.signature: SignatureRef | None = None
         self._prefix = _signing_input_prefix(key.jws_header())
         self._jws = hashlib.sha256(self._prefix) if isinstance(key.private, ec.EllipticCurvePrivateKey) else None
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
-    def write(self, data: bytes) -> int:
+    def _apply(self, data: bytes) -> None:
         if self._jws is not None:
             self._jws.update(data)
-        return super().write(data)
+        HashingWriter.write(self, data)
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._apply(data)
+                except BaseException as exc:  # handed to the writing thread
+                    self._error = exc
+            self._queue.task_done()
+        self._queue.task_done()
+
+    def _drain(self) -> None:
+        if self._queue is not None:
+            self._queue.join()
+        if self._error is not None:
+            raise self._error
+
+    def write(self, data: bytes) -> int:
+        if len(data) < self._BACKGROUND_MIN:
+            self._drain()
+            self._apply(data)
+            return len(data)
+        if self._error is not None:
+            raise self._error
+        if self._queue is None:
+            self._queue = queue.Queue(self._DEPTH)
+            self._thread = threading.Thread(target=self._run, name="bundle-writer", daemon=True)
+            self._thread.start()
+        self._queue.put(data)
+        return len(data)
+
+    def finish(self) -> None:
+        """Wait for every block to be hashed and written; stop the thread (raises its first failure)."""
+        self._stop()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Stop the thread after what is queued (the file is being abandoned: failures are not raised)."""
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._queue is not None:
+            self._queue.put(None)
+            assert self._thread is not None
+            self._thread.join()
+            self._queue = self._thread = None
+
+    def raw_digest(self) -> bytes:
+        self._drain()
+        return super().raw_digest()
+
+    @property
+    def digest(self) -> str:
+        self._drain()
+        return super().digest
 
     def _sign(self, path: Path, ref_base: str) -> SignatureRef:
         private = self.key.private
@@ -75,7 +146,12 @@ class SigningWriter(HashingWriter):
 def open_signed(path: Path, key: SigningKey, ref_base: str = "", mode: int = 0o644) -> Iterator[SigningWriter]:
     """:func:`open_atomic`, then what :func:`sign_file` writes; the writer's ``signature`` is set on exit."""
     with _open_atomic(path, lambda raw: SigningWriter(raw, key), mode) as writer:
-        yield writer
+        try:
+            yield writer
+        except BaseException:
+            writer.abort()
+            raise
+        writer.finish()  # every block hashed and written before the file is flushed and renamed
     writer.signature = writer._sign(path, ref_base)
 
 
