@@ -42,6 +42,42 @@ def open_atomic(path: Path, mode: int = 0o644) -> Iterator[HashingWriter]:
         yield writer
 
 
+class _Lane:
+    """A thread that applies one function to queued blocks, in order; at most ``depth`` blocks wait.
+
+    The first failure is kept (later blocks are skipped) and raised by :meth:`check`/:meth:`drain`.
+    """
+
+    def __init__(self, apply: Callable[[bytes], object], name: str, depth: int) -> None:
+        self._apply = apply
+        self._queue: queue.Queue[bytes | None] = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self._apply(data)
+                except BaseException as exc:  # raised in the writing thread by check()
+                    self.error = exc
+            self._queue.task_done()
+        self._queue.task_done()
+
+    def put(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def drain(self) -> None:
+        """Wait until every queued block has been applied."""
+        self._queue.join()
+
+    def stop(self) -> None:
+        """Apply what is queued, then end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+
 class SigningWriter(HashingWriter):
     """A :class:`HashingWriter` that, for an ES256 key, also hashes the JWS signing input as bytes pass.
 
@@ -49,15 +85,16 @@ class SigningWriter(HashingWriter):
     signs the SHA-256 of ``BASE64URL(header) || "." || file``; with both hashes ready when the file is
     complete, :func:`open_signed` signs without reading the file again.
 
-    Writes of large blocks (bundles arrive in runs of megabytes) are hashed twice and written by a
-    background thread, in order, while the caller prepares the next block: hashlib and file writes
-    release the GIL on large buffers, so on a machine with a spare core the two SHA-256 passes and
-    the copy into the page cache overlap the exporter's own work. At most ``_DEPTH`` blocks wait, so
-    memory stays bounded; the first failure is raised by the next ``write`` or by ``finish``.
+    Large blocks (bundles arrive in runs of megabytes) are handled by two background threads, in
+    order, while the caller prepares the next block: one hashes the JWS signing input, the other
+    hashes the file and writes it. hashlib and file writes release the GIL on large buffers, so on a
+    machine with spare cores the two SHA-256 passes and the copy into the page cache run beside the
+    exporter's own work. At most ``_DEPTH`` blocks wait per thread, so memory stays bounded; the
+    first failure is raised by the next ``write`` or by ``finish``.
     """
 
     _DEPTH = 3
-    _BACKGROUND_MIN = 1 << 16  # smaller writes are done on the spot (after the queue has drained)
+    _BACKGROUND_MIN = 1 << 16  # smaller writes are done on the spot (after the queues have drained)
 
     def __init__(self, raw: IO[bytes], key: SigningKey) -> None:
         super().__init__(raw)
@@ -65,62 +102,51 @@ class SigningWriter(HashingWriter):
         self.signature: SignatureRef | None = None
         self._prefix = _signing_input_prefix(key.jws_header())
         self._jws = hashlib.sha256(self._prefix) if isinstance(key.private, ec.EllipticCurvePrivateKey) else None
-        self._queue: queue.Queue[bytes | None] | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._lanes: list[_Lane] = []
+        self._failure: BaseException | None = None  # of a lane already stopped
 
-    def _apply(self, data: bytes) -> None:
-        if self._jws is not None:
-            self._jws.update(data)
-        HashingWriter.write(self, data)
-
-    def _run(self) -> None:
-        assert self._queue is not None
-        while (data := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    self._apply(data)
-                except BaseException as exc:  # handed to the writing thread
-                    self._error = exc
-            self._queue.task_done()
-        self._queue.task_done()
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        for lane in self._lanes:
+            if lane.error is not None:
+                raise lane.error
 
     def _drain(self) -> None:
-        if self._queue is not None:
-            self._queue.join()
-        if self._error is not None:
-            raise self._error
+        for lane in self._lanes:
+            lane.drain()
+        self._check()
 
     def write(self, data: bytes) -> int:
         if len(data) < self._BACKGROUND_MIN:
             self._drain()
-            self._apply(data)
-            return len(data)
-        if self._error is not None:
-            raise self._error
-        if self._queue is None:
-            self._queue = queue.Queue(self._DEPTH)
-            self._thread = threading.Thread(target=self._run, name="bundle-writer", daemon=True)
-            self._thread.start()
-        self._queue.put(data)
+            if self._jws is not None:
+                self._jws.update(data)
+            return HashingWriter.write(self, data)
+        self._check()
+        if not self._lanes:
+            self._lanes.append(_Lane(lambda b: HashingWriter.write(self, b), "bundle-file", self._DEPTH))
+            if self._jws is not None:
+                self._lanes.append(_Lane(self._jws.update, "bundle-jws", self._DEPTH))
+        for lane in self._lanes:
+            lane.put(data)
         return len(data)
 
     def finish(self) -> None:
-        """Wait for every block to be hashed and written; stop the thread (raises its first failure)."""
+        """Wait for every block to be hashed and written; stop the threads (raises the first failure)."""
         self._stop()
-        if self._error is not None:
-            raise self._error
+        self._check()
 
     def abort(self) -> None:
-        """Stop the thread after what is queued (the file is being abandoned: failures are not raised)."""
+        """Stop the threads after what is queued (the file is being abandoned: failures are not raised)."""
         self._stop()
 
     def _stop(self) -> None:
-        if self._queue is not None:
-            self._queue.put(None)
-            assert self._thread is not None
-            self._thread.join()
-            self._queue = self._thread = None
+        for lane in self._lanes:
+            lane.stop()
+        if self._failure is None:
+            self._failure = next((lane.error for lane in self._lanes if lane.error is not None), None)
+        self._lanes = []
 
     def raw_digest(self) -> bytes:
         self._drain()

@@ -58,6 +58,7 @@ from stella_mirror.concelier.staging import (
     DomainRun,
     DomainStats,
     ReaderPool,
+    SourceTally,
     StageConfig,
     StagedRecords,
     bucket_count,
@@ -231,12 +232,25 @@ def _stage_config(req: ExportRequest, work: Path, domains: list[DomainSpec], tot
 
 
 def _read_all(
-    req: ExportRequest, summary: ExportSummary, pool: ReaderPool, total: int, clock: _PhaseClock
+    req: ExportRequest,
+    summary: ExportSummary,
+    pool: ReaderPool,
+    total: int,
+    clock: _PhaseClock,
+    tallied: SourceTally,
 ) -> StagedRecords:
-    """Stage every document's records."""
+    """Stage every document's records; add the readers' source tallies to ``tallied``."""
     counts: dict[str, int] = {}
     req.progress.phase("reading documents", total)
     for result in pool.read(_chunks(req)):
+        for (mask, source), (n, last) in result.tally.items():
+            slot = tallied.get((mask, source))
+            if slot is None:
+                tallied[(mask, source)] = [n, last]
+            else:
+                slot[0] += n
+                if last and (slot[1] is None or last > slot[1]):
+                    slot[1] = last
         req.progress.advance(result.read + result.skipped + len(result.rejected))
         summary.documents_read += result.read
         summary.documents_skipped += result.skipped
@@ -397,6 +411,7 @@ class _Writer:
         prev_id: str | None,
         clock: _PhaseClock,
         pool: ReaderPool,
+        tallied: SourceTally,
     ) -> None:
         self.req = req
         self.pool = pool
@@ -405,6 +420,11 @@ class _Writer:
         self.groups = groups
         self.domains = domains
         self.stats = [DomainStats() for _ in self.domains]
+        # Monotone filters: every record's sources were counted while staging (folds correct them).
+        for (mask, source), (n, last) in tallied.items():
+            for i, stats in enumerate(self.stats):
+                if mask >> i & 1:
+                    stats.add_source(source, n, last)
         # Runs of later domains: a meta line [firstKey, lastKey, count], then the run's bytes.
         self.spills = [_Spill(work / f"domain-{i}.bin") for i in range(1, len(domains))]
         (stage / STATE_DIR).mkdir(parents=True, exist_ok=True)
@@ -552,7 +572,8 @@ def run_export(req: ExportRequest) -> ExportSummary:
             workers = req.workers if req.workers is not None else min(2, os.cpu_count() or 1)
             cfg = _stage_config(req, work, domains, total)
             with ReaderPool(cfg, workers if total >= _IN_PROCESS_BELOW else 1) as pool:
-                staged = _read_all(req, summary, pool, total, clock)
+                tallied: SourceTally = {}
+                staged = _read_all(req, summary, pool, total, clock, tallied)
                 try:
                     if req.strict and summary.rejected:
                         first = summary.rejected[0]
@@ -576,6 +597,7 @@ def run_export(req: ExportRequest) -> ExportSummary:
                         prev_id,
                         clock,
                         pool,
+                        tallied,
                     )
                     try:
                         write_concelier_export(

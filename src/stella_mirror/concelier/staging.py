@@ -7,8 +7,9 @@ per record while they are read:
 
 ``rec-<tag>.bin``
     one entry per record: a meta line ``[blobDigest, domainMask, [[source, recordedAt], …], priority]``,
-    ``\\n``, then the record's canonical bytes — exactly what the bundle carries when the record is an
-    advisory of its own, so pass 3 can copy them unchanged;
+    the record's state-file line ``[ownKey, blobDigest]`` and then its canonical bytes — exactly what
+    the bundle and the state file carry when the record is an advisory of its own, so pass 3 can copy
+    both unchanged;
 ``off-<tag>.bin``
     the start offset of each entry (native int64);
 ``key-<tag>.jsonl``
@@ -71,6 +72,16 @@ class StageConfig:
     kinds: dict[str, str]
     max_bytes: int
 
+    @property
+    def monotone(self) -> bool:
+        """Whether an advisory merged from records is in every domain any of its records is in.
+
+        True unless a filter selects by severity: ecosystems and sources only accumulate in a merge,
+        a severity may change. Then each domain's per-source statistics can be counted per record
+        while staging (:class:`SourceTally`) and only corrected for the records that merge.
+        """
+        return not any("severity" in f.clauses for f in self.filters)
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -80,6 +91,10 @@ class Chunk:
     kind: str
     priority: int
     paths: list[str]
+
+
+SourceTally = dict[tuple[int, str], list[Any]]
+"""Per ``(domainMask, source)``: ``[records, latest recordedAt]`` of records staged with that mask."""
 
 
 @dataclass
@@ -92,6 +107,8 @@ class ChunkResult:
     records: int = 0
     rejected: list[tuple[str, str, str]] = field(default_factory=list)
     """(path, pointer, message) of each rejected document."""
+    tally: SourceTally = field(default_factory=dict)
+    """The chunk's records by mask and source (only when the filters are monotone)."""
 
 
 def bucket_count(documents: int) -> int:
@@ -104,15 +121,38 @@ def bucket_count(documents: int) -> int:
 
 
 def stage_entry(cfg: StageConfig, adv: Advisory, priority: int) -> tuple[bytes, Advisory]:
-    """An advisory's staged entry: ``[blobDigest, domainMask, [[source, recordedAt], …], priority]``, ``\\n``, bytes."""
+    """An advisory's staged entry: the meta line ``[blobDigest, domainMask, [[source, recordedAt], …],
+    priority]``, the state line ``[advisoryKey, blobDigest]``, the canonical bytes."""
     blob = orjson.dumps(adv, option=_SORT)
     mask = 0
     for i, filt in enumerate(cfg.filters):
         if not filt.clauses or filt.matches(adv, cfg.kinds):
             mask |= 1 << i
     prov = [[p["source"], p["recordedAt"]] for p in adv["provenance"]]
-    meta = orjson.dumps(["sha256:" + hashlib.sha256(blob).hexdigest(), mask, prov, priority])
-    return meta + b"\n" + blob, adv
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    meta = orjson.dumps([digest, mask, prov, priority])
+    return meta + b"\n" + orjson.dumps([adv["advisoryKey"], digest]) + b"\n" + blob, adv
+
+
+def split_entry(entry: bytes) -> tuple[list[Any], bytes]:
+    """``(meta, canonical bytes)`` of a staged entry."""
+    nl = entry.index(b"\n")
+    return orjson.loads(entry[:nl]), entry[entry.index(b"\n", nl + 1) + 1 :]
+
+
+def tally(into: SourceTally, mask: int, prov: list[list[Any]], sign: int = 1) -> None:
+    """Count one record (``sign`` -1: take it back) under its mask, once per source it names."""
+    seen: set[str] = set()
+    for source, recorded in prov:
+        if source in seen:
+            continue
+        seen.add(source)
+        slot = into.get((mask, source))
+        if slot is None:
+            slot = into[(mask, source)] = [0, None]
+        slot[0] += sign
+        if sign > 0 and recorded and (slot[1] is None or recorded > slot[1]):
+            slot[1] = recorded
 
 
 class Stager:
@@ -134,6 +174,7 @@ class Stager:
         self.count = 0
         # The domain mask of every record when no domain filters (the common case), else None.
         self._mask_all: int | None = (1 << len(cfg.filters)) - 1 if not any(f.clauses for f in cfg.filters) else None
+        self._tally: SourceTally | None = {} if cfg.monotone else None
 
     def add(self, record: Advisory, priority: int) -> None:
         """Stage one source record."""
@@ -141,6 +182,9 @@ class Stager:
         own = final["advisoryKey"]
         aliases = final["aliases"]
         names = aliases if own in aliases else [*aliases, own]
+        if self._tally is not None:
+            meta = orjson.loads(entry[: entry.index(b"\n")])
+            tally(self._tally, meta[1], meta[2])
         self._stage(entry, own, names, lowest_cve(names))
 
     def add_entry(self, entry: Entry, source: str, priority: int) -> None:
@@ -154,9 +198,18 @@ class Stager:
                 if not filt.clauses or filt.matches(adv, self.cfg.kinds):
                     mask |= 1 << i
         digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-        meta = orjson.dumps([digest, mask, [[source, entry.recorded_at]], priority])
+        recorded = entry.recorded_at
+        meta = orjson.dumps([digest, mask, [[source, recorded]], priority])
+        if self._tally is not None:  # tally() for one source, inline: this runs once per document
+            slot = self._tally.get((mask, source))
+            if slot is None:
+                slot = self._tally[(mask, source)] = [0, None]
+            slot[0] += 1
+            if recorded and (slot[1] is None or recorded > slot[1]):
+                slot[1] = recorded
+        state = orjson.dumps([entry.key, digest])
         # The key is in the aliases, and is their lowest CVE when they have one.
-        self._stage(meta + b"\n" + blob, entry.key, entry.aliases, entry.cve)
+        self._stage(b"%b\n%b\n%b" % (meta, state, blob), entry.key, entry.aliases, entry.cve)
 
     def _stage(self, entry: bytes, own: str, names: list[str], cve: str | None) -> None:
         self._rec.write(entry)
@@ -211,6 +264,8 @@ class Stager:
                 pointer, message = cast(tuple[str, str], payload)
                 result.rejected.append((path, pointer, message))
         result.records = self.count - before
+        if self._tally:
+            result.tally, self._tally = self._tally, {}
         self.flush()
         return result
 
@@ -284,6 +339,15 @@ class DomainStats:
                 seen.add(source)
             if recorded and (stat[1] is None or recorded > stat[1]):
                 stat[1] = recorded
+
+    def add_source(self, source: str, count: int, recorded: str | None) -> None:
+        """Add ``count`` advisories naming ``source`` (negative: take back), the latest recorded at ``recorded``."""
+        stat = self.sources.get(source)
+        if stat is None:
+            stat = self.sources[source] = [0, None]
+        stat[0] += count
+        if recorded and (stat[1] is None or recorded > stat[1]):
+            stat[1] = recorded
 
     def absorb(self, other: DomainStats) -> None:
         """Add the statistics of other advisories."""
@@ -379,55 +443,81 @@ def fold_window(cfg: StageConfig, entries: _Entries, keys: list[str], spec: arra
     ``n, record₁ … recordₙ``: those are folded here — sorted into merge order (source priority,
     document id, digest, key), so the result does not depend on which reader staged which record, and
     merged under the group key.
+
+    With monotone filters (:attr:`StageConfig.monotone`) the staging tallies already counted every
+    record's sources; a record final as staged is then copied without parsing anything but (with
+    filters) its mask, and a folded group takes its records' tallies back and counts itself instead.
     """
     n = len(cfg.filters)
+    monotone = cfg.monotone
+    mask_all = (1 << n) - 1 if not any(f.clauses for f in cfg.filters) else None
     blobs: list[list[bytes | memoryview]] = [[] for _ in range(n)]
-    lines: list[list[bytes]] = [[] for _ in range(n)]
+    lines: list[list[bytes | memoryview]] = [[] for _ in range(n)]
     firsts: list[str | None] = [None] * n
     lasts: list[str] = [""] * n
     stats = [DomainStats() for _ in range(n)]
-    loads, dumps, get, locate = orjson.loads, orjson.dumps, entries.get, entries.locate
+    correction: SourceTally = {}
+    loads, get, locate = orjson.loads, entries.get, entries.locate
     maps, views = entries.maps, entries.views
     blob: bytes | memoryview
+    line: bytes | memoryview
+    prov: list[list[Any]] | None
     pos = 0
     for key in keys:
         size = spec[pos]
         if size == 0:
-            # Final as staged: the blob is a view into the map, copied once, by the join below.
+            # Final as staged: blob and state line are views into the map, copied once, by the joins below.
             f, start, end = locate(spec[pos + 1])
             pos += 2
-            nl = maps[f].find(b"\n", start, end)
-            digest, mask, prov, _priority = loads(maps[f][start:nl])
-            blob = views[f][nl + 1 : end]
+            m = maps[f]
+            nl = m.find(b"\n", start, end)
+            nl2 = m.find(b"\n", nl + 1, end)
+            if monotone and mask_all is not None:
+                mask, prov = mask_all, None
+            else:
+                _digest, mask, prov, _priority = loads(m[start:nl])
+                if monotone:
+                    prov = None
+            view = views[f]
+            blob = view[nl2 + 1 : end]
+            line = view[nl + 1 : nl2 + 1]
         else:
             loaded = []
             for g in spec[pos + 1 : pos + 1 + size]:
-                raw = get(g)
-                nl = raw.index(b"\n")
-                loaded.append((loads(raw[:nl])[3], cast(Advisory, loads(raw[nl + 1 :]))))
+                meta, raw = split_entry(get(g))
+                if monotone:
+                    tally(correction, meta[1], meta[2], -1)
+                loaded.append((meta[3], cast(Advisory, loads(raw))))
             pos += 1 + size
             loaded.sort(key=lambda r: order_key(*r))
             entry = stage_entry(cfg, merge(key, [rec for _, rec in loaded]), 0)[0]
             nl = entry.index(b"\n")
-            digest, mask, prov, _priority = loads(entry[:nl])
-            blob = entry[nl + 1 :]
+            nl2 = entry.index(b"\n", nl + 1)
+            _digest, mask, prov, _priority = loads(entry[:nl])
+            blob = entry[nl2 + 1 :]
+            line = entry[nl + 1 : nl2 + 1]
         for d in range(n):
             if mask >> d & 1:
                 if firsts[d] is None:
                     firsts[d] = key
                 lasts[d] = key
                 blobs[d].append(blob)
-                lines[d].append(dumps([key, digest]))
-                stats[d].add_provenance(prov)
+                lines[d].append(line)
+                if prov is None:
+                    stats[d].count += 1
+                else:
+                    stats[d].add_provenance(prov)
+    for (mask, source), (count, _last) in correction.items():
+        for d in range(n):
+            if mask >> d & 1:
+                stats[d].add_source(source, count, None)
     runs: list[DomainRun | None] = []
     for d in range(n):
         first = firsts[d]
         if first is None:
             runs.append(None)
         else:
-            runs.append(
-                DomainRun(first, lasts[d], len(blobs[d]), b",".join(blobs[d]), b"\n".join(lines[d]) + b"\n", stats[d])
-            )
+            runs.append(DomainRun(first, lasts[d], len(blobs[d]), b",".join(blobs[d]), b"".join(lines[d]), stats[d]))
     entries.release()
     return runs
 
@@ -695,9 +785,7 @@ class StagedRecords:
 
     def meta_and_blob(self, i: int) -> tuple[list[Any], bytes]:
         """``([blobDigest, mask, provenance pairs, priority], canonical bytes)`` of record ``i``."""
-        entry = self.entry(i)
-        nl = entry.index(b"\n")
-        return orjson.loads(entry[:nl]), entry[nl + 1 :]
+        return split_entry(self.entry(i))
 
     def record(self, i: int) -> tuple[int, Advisory]:
         """``(source priority, record)`` of record ``i``."""

@@ -43,3 +43,36 @@ def test_nothing_is_written_when_the_block_fails(tmp_path: Path) -> None:
         out.write(b"partial")
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_interleaved_large_and_small_writes_keep_their_order(tmp_path: Path) -> None:
+    """Large blocks go to background threads, small ones are written on the spot: the file is in order."""
+    key = generate("ES256")
+    trusted = TrustedKeys([key.public])
+    parts = []
+    for i in range(40):
+        parts.append(bytes([65 + i % 26]) * (70_000 + i * 1_001))  # background
+        parts.append(b",%d," % i)  # on the spot, after the queued blocks
+    path = tmp_path / "bundle.json"
+    with open_signed(path, key) as out:
+        for part in parts:
+            out.write(part)
+        assert out.digest == sha256_bytes(b"".join(parts))  # reading the digest waits for the threads
+        out.write(b"x" * 100_000)
+    data = b"".join(parts) + b"x" * 100_000
+    assert path.read_bytes() == data
+    assert out.size == len(data) and out.digest == sha256_bytes(data)
+    assert verify_detached_jws(path.with_name("bundle.json.jws").read_bytes(), data, trusted) == key.kid
+    assert verify_blob_sig(path.with_name("bundle.json.sig").read_bytes(), data, trusted) == key.kid
+
+
+def test_a_failing_background_write_fails_the_export_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "bundle.json"
+    with pytest.raises(ValueError, match="closed file"), open_signed(path, generate("ES256")) as out:
+        out.write(b"y" * 200_000)
+        out.digest  # noqa: B018 - the first block is on disk
+        out._raw.close()  # the file lane's next write fails in its thread  # type: ignore[attr-defined]
+        for _ in range(10):
+            out.write(b"z" * 200_000)  # raises once the failure is seen (or finish() does)
+    assert list(tmp_path.iterdir()) == []
+    assert not [t for t in __import__("threading").enumerate() if t.name.startswith("bundle-")]
