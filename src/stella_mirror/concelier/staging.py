@@ -37,6 +37,7 @@ import hashlib
 import mmap
 import multiprocessing
 import os
+import struct
 import traceback
 import zlib
 from array import array
@@ -53,12 +54,20 @@ import orjson
 from stella_mirror.concelier.filters import DomainFilter
 from stella_mirror.concelier.merge import merge
 from stella_mirror.concelier.model import Advisory, lowest_cve
-from stella_mirror.concelier.sources import canonical_record, load_records, order_key, parse_records, read_bytes
+from stella_mirror.concelier.sources import (
+    canonical_record,
+    load_records,
+    order_key,
+    osv_fast,
+    parse_records,
+    read_bytes,
+)
 from stella_mirror.concelier.sources.osv_fast import Entry, fast_entry
 from stella_mirror.errors import MalformedDocumentError
 
 CHUNK_DOCUMENTS = 256  # documents per task: big enough that a task's overhead is noise, small enough to balance
 _SORT = orjson.OPT_SORT_KEYS
+_INT64 = struct.Struct("=q")  # the offset files: native int64, as array("q") reads them
 
 
 @dataclass(frozen=True)
@@ -162,14 +171,16 @@ class Stager:
         self.cfg = cfg
         self.tag = tag
         work = Path(cfg.work)
-        self._rec = (work / f"rec-{tag}.bin").open("ab", buffering=1 << 20)
+        self._rec = (work / f"rec-{tag}.bin").open("ab")
         self._off = (work / f"off-{tag}.bin").open("ab")
+        # A chunk's entries and their offsets, written out by flush() (``_osvc.stage`` appends here too).
+        self._recbuf = bytearray()
+        self._offbuf = bytearray()
         self._keys = (work / f"key-{tag}.jsonl").open("ab", buffering=1 << 16)
         self._key_items: list[str | None] = []
         self._alias_paths = [work / f"alias-{tag}-{b}.jsonl" for b in range(cfg.buckets)]
         self._alias_files: list[IO[bytes] | None] = [None] * cfg.buckets
         self._buckets: list[list[Any]] = [[] for _ in range(cfg.buckets)]
-        self._offsets = array("q")
         self._pos = 0
         self.count = 0
         # The domain mask of every record when no domain filters (the common case), else None.
@@ -212,8 +223,8 @@ class Stager:
         self._stage(b"%b\n%b\n%b" % (meta, state, blob), entry.key, entry.aliases, entry.cve)
 
     def _stage(self, entry: bytes, own: str, names: list[str], cve: str | None) -> None:
-        self._rec.write(entry)
-        self._offsets.append(self._pos)
+        self._recbuf += entry
+        self._offbuf += _INT64.pack(self._pos)
         self._pos += len(entry)
         self._key_items.append(cve)
         self._key_items.append(own)
@@ -236,6 +247,9 @@ class Stager:
         before = self.count
         fast = chunk.kind == "osv"
         max_bytes = self.cfg.max_bytes
+        source, priority = chunk.source, chunk.priority
+        # The compiled module stages a document in one call when every record's mask is known up front.
+        stage = osv_fast.compiled_stage if self._mask_all is not None else None
         for path in chunk.paths:
             status: str
             payload: object
@@ -246,6 +260,34 @@ class Stager:
                     status, payload = "rejected", (exc.pointer, str(exc))
                 else:
                     digest = "sha256:" + hashlib.sha256(data).hexdigest()
+                    if stage is not None:
+                        try:
+                            doc = orjson.loads(data)
+                        except orjson.JSONDecodeError:
+                            pass  # the general path names the problem
+                        else:
+                            size = stage(
+                                doc,
+                                source,
+                                digest,
+                                priority,
+                                self._mask_all,
+                                self.count,
+                                self._pos,
+                                self._recbuf,
+                                self._offbuf,
+                                self._key_items,
+                                self._buckets,
+                                self._tally,
+                            )
+                            if size is not None:
+                                self._pos += size
+                                self.count += 1
+                                result.read += 1
+                                continue
+                        status, payload = parse_records(path, chunk.kind, source, data, digest)
+                        self._settle(status, payload, path, priority, result)
+                        continue
                     entry = fast_entry(data, chunk.source, digest)
                     if entry is not None:
                         result.read += 1
@@ -254,27 +296,31 @@ class Stager:
                     status, payload = parse_records(path, chunk.kind, chunk.source, data, digest)
             else:
                 status, payload = load_records(path, chunk.kind, chunk.source, max_bytes)
-            if status == "ok":
-                result.read += 1
-                for record in cast(list[Advisory], payload):
-                    self.add(record, chunk.priority)
-            elif status == "skipped":
-                result.skipped += 1
-            else:
-                pointer, message = cast(tuple[str, str], payload)
-                result.rejected.append((path, pointer, message))
+            self._settle(status, payload, path, priority, result)
         result.records = self.count - before
         if self._tally:
             result.tally, self._tally = self._tally, {}
         self.flush()
         return result
 
+    def _settle(self, status: str, payload: object, path: str, priority: int, result: ChunkResult) -> None:
+        """Stage what the general path read from a document, or count it as skipped or rejected."""
+        if status == "ok":
+            result.read += 1
+            for record in cast(list[Advisory], payload):
+                self.add(record, priority)
+        elif status == "skipped":
+            result.skipped += 1
+        else:
+            pointer, message = cast(tuple[str, str], payload)
+            result.rejected.append((path, pointer, message))
+
     def flush(self) -> None:
         """Push everything staged so far to the files."""
-        self._rec.flush()
-        self._offsets.tofile(self._off)
-        self._off.flush()
-        del self._offsets[:]
+        for out, buf in ((self._rec, self._recbuf), (self._off, self._offbuf)):
+            out.write(buf)  # a buffered writer writes all of it (or raises)
+            out.flush()
+            buf.clear()
         if self._key_items:
             self._keys.write(orjson.dumps(self._key_items) + b"\n")
             self._key_items.clear()

@@ -24,7 +24,36 @@
 
 #define MAX_ITEMS 512 /* longer lists are left to the exact reader (keeps the small sorts below cheap) */
 
-static PyObject *cvss_fn, *purl_fn, *severity_fn;
+static PyObject *cvss_fn, *purl_fn, *severity_fn, *sha256_fn;
+static PyObject *ONE; /* the int 1 */
+static PyObject *purl_memo, *cvss_memo; /* answers of purl_fn / cvss_fn by their arguments */
+
+#define MEMO_MAX (1 << 14)
+
+/* fn(*args), remembered in memo (a dict, cleared when full): corpora repeat a handful of CVSS vectors and
+ * packages many times over, and the helpers are pure. A new reference, or NULL with an exception. */
+static PyObject *memo_call(PyObject *memo, PyObject *fn, PyObject *const *args, Py_ssize_t n) {
+    PyObject *key = n == 2 ? PyTuple_Pack(2, args[0], args[1]) : PyTuple_Pack(3, args[0], args[1], args[2]);
+    if (!key) return NULL;
+    PyObject *res = PyDict_GetItemWithError(memo, key);
+    if (res) {
+        Py_INCREF(res);
+        Py_DECREF(key);
+        return res;
+    }
+    if (PyErr_Occurred() || !(res = PyObject_Vectorcall(fn, args, (size_t)n, NULL))) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(memo) >= MEMO_MAX) PyDict_Clear(memo);
+    if (PyDict_SetItem(memo, key, res) < 0) {
+        Py_DECREF(key);
+        Py_DECREF(res);
+        return NULL;
+    }
+    Py_DECREF(key);
+    return res;
+}
 
 /* ---- output buffer ------------------------------------------------------------------------------ */
 
@@ -437,7 +466,8 @@ static int out_ranges(Arena *ar, PyObject *ranges, Range **out, Py_ssize_t *nout
 
 /* purl_fn(ecosystem, name, purl) → str | None, or False: decline. */
 static int package_purl(Arena *ar, const Str *eco, const Str *name, PyObject *purl, Str *out) {
-    PyObject *res = PyObject_CallFunctionObjArgs(purl_fn, eco->obj, name->obj, purl ? purl : Py_None, NULL);
+    PyObject *args[3] = {eco->obj, name->obj, purl ? purl : Py_None};
+    PyObject *res = memo_call(purl_memo, purl_fn, args, 3);
     if (!res) return -1;
     if (arena_own(ar, res) < 0) return DECLINE;
     if (res == Py_False) return DECLINE;
@@ -510,7 +540,7 @@ static int out_cvss(Arena *ar, PyObject *list, Cvss **out, Py_ssize_t *nout, PyO
         PyObject *s = PyList_GET_ITEM(list, i), *v[2];
         if (!PyDict_CheckExact(s) || fields(s, SEVERITY_FIELDS, 2, v) < 0) return DECLINE;
         if (!v[0] || !v[1] || !PyUnicode_CheckExact(v[0]) || !PyUnicode_CheckExact(v[1])) return DECLINE;
-        PyObject *res = PyObject_CallFunctionObjArgs(cvss_fn, v[0], v[1], NULL);
+        PyObject *res = memo_call(cvss_memo, cvss_fn, v, 2);
         if (!res) return -1;
         if (arena_own(ar, res) < 0) return DECLINE;
         if (!PyTuple_CheckExact(res)) return DECLINE;
@@ -674,8 +704,18 @@ static int time_field(PyObject *v, int required, Str *out) {
     return 0;
 }
 
-/* The body of entry(): 0 with *result set, DECLINE, or -1 with an exception. */
-static int build(Arena *ar, Buf *b, PyObject *doc, PyObject *source, PyObject *digest, PyObject **result) {
+/* What build() found besides the canonical bytes (borrowed references, valid while the document lives). */
+typedef struct {
+    Str key;        /* the advisory key: the lowest CVE, else the id */
+    Str *ids;       /* every id, sorted and unique (arena memory) */
+    Py_ssize_t nids;
+    PyObject *cve;  /* the lowest CVE (a str of the document) or Py_None */
+    PyObject *key_obj;
+    PyObject *recorded; /* ``modified`` (a str of the document) or Py_None */
+} Built;
+
+/* The canonical bytes of a document into b: 0 with *out filled, DECLINE, or -1 with an exception. */
+static int build(Arena *ar, Buf *b, PyObject *doc, PyObject *source, PyObject *digest, Built *out) {
     PyObject *f[N_DOC_FIELDS];
     if (!PyDict_CheckExact(doc) || fields(doc, DOC_FIELDS, N_DOC_FIELDS, f) < 0) return DECLINE;
     Str id, modified, published, withdrawn, summary, details, src, dig;
@@ -785,13 +825,6 @@ static int build(Arena *ar, Buf *b, PyObject *doc, PyObject *source, PyObject *d
     /* the key: the lowest CVE among the ids, else the id */
     Py_ssize_t low = lowest_cve(ids, nids);
     if (low == -2) return DECLINE;
-    PyObject *id_list = PyList_New(nids);
-    if (!id_list) return -1;
-    for (Py_ssize_t i = 0; i < nids; i++) {
-        Py_INCREF(ids[i].obj);
-        PyList_SET_ITEM(id_list, i, ids[i].obj);
-    }
-    if (arena_own(ar, id_list) < 0) return DECLINE;
     PyObject *cve = low >= 0 ? ids[low].obj : Py_None;
     Str key = low >= 0 ? ids[low] : id;
 
@@ -833,11 +866,13 @@ static int build(Arena *ar, Buf *b, PyObject *doc, PyObject *source, PyObject *d
         PUT(b, "}"))
         return -1;
 
-    PyObject *blob = PyBytes_FromStringAndSize(b->p, b->len);
-    if (!blob) return -1;
-    *result = Py_BuildValue("(NOOOO)", blob, cve != Py_None ? cve : id.obj, id_list, cve,
-                            modified.s ? f[F_MODIFIED] : Py_None);
-    return *result ? 0 : -1;
+    out->key = key;
+    out->ids = ids;
+    out->nids = nids;
+    out->cve = cve;
+    out->key_obj = key.obj;
+    out->recorded = modified.s ? f[F_MODIFIED] : Py_None;
+    return 0;
 }
 
 PyDoc_STRVAR(entry_doc, "entry(doc, source, digest) -> (blob, key, aliases, cve, recorded_at) | None\n\n"
@@ -861,40 +896,219 @@ static PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     Arena ar;
     ar.n = ar.nowned = 0;
     Buf b = {NULL, 0, 0};
+    Built got;
     PyObject *result = NULL;
-    int rc = build(&ar, &b, args[0], args[1], args[2], &result);
+    int rc = build(&ar, &b, args[0], args[1], args[2], &got);
+    if (rc == 0) {
+        PyObject *id_list = PyList_New(got.nids);
+        if (id_list) {
+            for (Py_ssize_t i = 0; i < got.nids; i++) {
+                Py_INCREF(got.ids[i].obj);
+                PyList_SET_ITEM(id_list, i, got.ids[i].obj);
+            }
+            result = Py_BuildValue("(y#ONOO)", b.p, b.len, got.key_obj, id_list, got.cve, got.recorded);
+        }
+    }
     arena_free(&ar);
     PyMem_Free(b.p);
-    if (rc < 0) return NULL;
+    if (rc == DECLINE) Py_RETURN_NONE;
+    return result; /* NULL with an exception when rc < 0 or building the tuple failed */
+}
+
+
+/* ---- staging (see staging.Stager) -------------------------------------------------------------- */
+
+static uint32_t CRC_TABLE[256];
+
+static void init_crc_table(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        CRC_TABLE[n] = c;
+    }
+}
+
+/* zlib.crc32 */
+static uint32_t crc32_of(const char *s, Py_ssize_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (Py_ssize_t i = 0; i < n; i++) c = CRC_TABLE[(c ^ (unsigned char)s[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+static int put_ll(Buf *b, long long v) {
+    char tmp[32];
+    int n = snprintf(tmp, sizeof(tmp), "%lld", v);
+    return buf_put(b, tmp, n);
+}
+
+static int append_bytes(PyObject *ba, const char *s, Py_ssize_t n) {
+    Py_ssize_t old = PyByteArray_GET_SIZE(ba);
+    if (PyByteArray_Resize(ba, old + n) < 0) return -1;
+    memcpy(PyByteArray_AS_STRING(ba) + old, s, (size_t)n);
+    return 0;
+}
+
+/* tally[(mask, source)]: [records, latest recordedAt] += this record (staging.tally for one source). */
+static int tally_one(PyObject *tally, PyObject *mask, PyObject *source, PyObject *recorded) {
+    PyObject *key = PyTuple_Pack(2, mask, source);
+    if (!key) return -1;
+    PyObject *slot = PyDict_GetItemWithError(tally, key);
+    int rc = -1;
+    if (slot == NULL) {
+        if (PyErr_Occurred()) goto done;
+        PyObject *one = PyLong_FromLong(1);
+        PyObject *fresh = one ? PyList_New(2) : NULL;
+        if (!fresh) {
+            Py_XDECREF(one);
+            goto done;
+        }
+        PyList_SET_ITEM(fresh, 0, one);
+        Py_INCREF(recorded);
+        PyList_SET_ITEM(fresh, 1, recorded);
+        rc = PyDict_SetItem(tally, key, fresh);
+        Py_DECREF(fresh);
+        goto done;
+    }
+    if (!PyList_CheckExact(slot) || PyList_GET_SIZE(slot) != 2) {
+        PyErr_SetString(PyExc_TypeError, "tally slots must be [count, recordedAt] lists");
+        goto done;
+    }
+    PyObject *count = PyNumber_Add(PyList_GET_ITEM(slot, 0), ONE);
+    if (!count) goto done;
+    PyList_SetItem(slot, 0, count); /* steals count */
+    PyObject *last = PyList_GET_ITEM(slot, 1);
+    if (recorded != Py_None) {
+        int newer = last == Py_None ? 1 : PyUnicode_Compare(recorded, last) > 0;
+        if (newer) {
+            Py_INCREF(recorded);
+            PyList_SetItem(slot, 1, recorded);
+        }
+    }
+    rc = 0;
+done:
+    Py_DECREF(key);
+    return rc;
+}
+
+PyDoc_STRVAR(stage_doc,
+             "stage(doc, source, digest, priority, mask, k, pos, rec, offs, keys, buckets, tally) -> int | None\n\n"
+             "Stager.add_entry(entry(doc, source, digest), ...) in one step: appends the staged entry (meta\n"
+             "line, state line, canonical bytes) to the bytearray rec, its offset pos (int64) to offs, the\n"
+             "key candidates to keys, (k, alias) to buckets[crc32(alias) % len(buckets)], counts the record\n"
+             "in tally (a dict, or None); returns the entry's length, or None (nothing appended): decline.");
+
+static PyObject *stage(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "stage() takes exactly 12 arguments");
+        return NULL;
+    }
+    PyObject *doc = args[0], *source = args[1], *digest = args[2], *priority = args[3], *mask = args[4];
+    PyObject *k = args[5], *pos = args[6], *rec = args[7], *offs = args[8], *keys = args[9];
+    PyObject *buckets = args[10], *tally = args[11];
+    if (!cvss_fn || !sha256_fn) {
+        PyErr_SetString(PyExc_RuntimeError, "_osvc.configure() was not called");
+        return NULL;
+    }
+    if (!PyUnicode_CheckExact(source) || !PyUnicode_CheckExact(digest) || !PyLong_CheckExact(priority) ||
+        !PyLong_CheckExact(mask) || !PyLong_CheckExact(k) || !PyLong_CheckExact(pos) || !PyByteArray_CheckExact(rec) ||
+        !PyByteArray_CheckExact(offs) || !PyList_CheckExact(keys) || !PyList_CheckExact(buckets) ||
+        (tally != Py_None && !PyDict_CheckExact(tally))) {
+        PyErr_SetString(PyExc_TypeError, "stage(): wrong argument types");
+        return NULL;
+    }
+    Py_ssize_t nb = PyList_GET_SIZE(buckets);
+    if (nb < 1 || (nb & (nb - 1))) {
+        PyErr_SetString(PyExc_ValueError, "stage(): the number of buckets must be a power of two");
+        return NULL;
+    }
+    long long prio = PyLong_AsLongLong(priority), at = PyLong_AsLongLong(pos);
+    unsigned long long bits = PyLong_AsUnsignedLongLong(mask);
+    if (PyErr_Occurred()) return NULL;
+
+    Arena ar;
+    ar.n = ar.nowned = 0;
+    Buf b = {NULL, 0, 0}, head = {NULL, 0, 0};
+    Built got;
+    PyObject *result = NULL, *hex = NULL;
+    int rc = build(&ar, &b, doc, source, digest, &got);
+    if (rc) goto out;
+    rc = -1;
+    /* the blob's digest, by hashlib (OpenSSL) */
+    PyObject *view = PyMemoryView_FromMemory(b.p, b.len, PyBUF_READ);
+    if (!view) goto out;
+    PyObject *h = PyObject_CallOneArg(sha256_fn, view);
+    Py_DECREF(view);
+    if (!h) goto out;
+    hex = PyObject_CallMethod(h, "hexdigest", NULL);
+    Py_DECREF(h);
+    Py_ssize_t hn;
+    const char *hs = hex ? PyUnicode_AsUTF8AndSize(hex, &hn) : NULL;
+    if (!hs) goto out;
+    /* [digest, mask, [[source, recordedAt]], priority] \n [key, digest] \n — as orjson.dumps writes them */
+    Str src, rec_at = {NULL, NULL, 0};
+    if (utf8(source, &src) < 0 || (got.recorded != Py_None && utf8(got.recorded, &rec_at) < 0)) {
+        PyErr_SetString(PyExc_ValueError, "stage(): source is not valid UTF-8");
+        goto out;
+    }
+    char num[32];
+    int numn = snprintf(num, sizeof(num), "%llu", bits);
+    if (PUT(&head, "[\"sha256:") || buf_put(&head, hs, hn) || PUT(&head, "\",") || buf_put(&head, num, numn) ||
+        PUT(&head, ",[[") || put_pystr(&head, &src) || PUT(&head, ",") || put_opt(&head, &rec_at) || PUT(&head, "]],") ||
+        put_ll(&head, prio) || PUT(&head, "]\n[") || put_pystr(&head, &got.key) || PUT(&head, ",\"sha256:") ||
+        buf_put(&head, hs, hn) || PUT(&head, "\"]\n"))
+        goto out;
+    int64_t at64 = (int64_t)at;
+    if (append_bytes(rec, head.p, head.len) || append_bytes(rec, b.p, b.len) ||
+        append_bytes(offs, (const char *)&at64, 8))
+        goto out;
+    if (PyList_Append(keys, got.cve) || PyList_Append(keys, got.key_obj)) goto out;
+    for (Py_ssize_t i = 0; i < got.nids; i++) {
+        PyObject *bucket = PyList_GET_ITEM(buckets, (Py_ssize_t)(crc32_of(got.ids[i].s, got.ids[i].n) & (uint32_t)(nb - 1)));
+        if (!PyList_CheckExact(bucket) || PyList_Append(bucket, k) || PyList_Append(bucket, got.ids[i].obj)) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "stage(): buckets must be lists");
+            goto out;
+        }
+    }
+    if (tally != Py_None && tally_one(tally, mask, source, got.recorded) < 0) goto out;
+    result = PyLong_FromSsize_t(head.len + b.len);
+out:
+    Py_XDECREF(hex);
+    arena_free(&ar);
+    PyMem_Free(b.p);
+    PyMem_Free(head.p);
     if (rc == DECLINE) Py_RETURN_NONE;
     return result;
 }
 
-PyDoc_STRVAR(configure_doc, "configure(cvss, purl, severity_word) -> None\n\n"
+PyDoc_STRVAR(configure_doc, "configure(cvss, purl, severity_word, sha256) -> None\n\n"
                             "The Python helpers entry() calls (see osv_fast).");
 
 static PyObject *configure(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "configure() takes exactly 3 arguments");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "configure() takes exactly 4 arguments");
         return NULL;
     }
-    PyObject **slots[] = {&cvss_fn, &purl_fn, &severity_fn};
-    for (int i = 0; i < 3; i++) {
+    PyObject **slots[] = {&cvss_fn, &purl_fn, &severity_fn, &sha256_fn};
+    for (int i = 0; i < 4; i++) {
         if (!PyCallable_Check(args[i])) {
             PyErr_SetString(PyExc_TypeError, "configure() takes callables");
             return NULL;
         }
     }
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         Py_INCREF(args[i]);
         Py_XSETREF(*slots[i], args[i]);
     }
+    PyDict_Clear(purl_memo); /* answers of the previous helpers */
+    PyDict_Clear(cvss_memo);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"entry", (PyCFunction)(void (*)(void))entry, METH_FASTCALL, entry_doc},
+    {"stage", (PyCFunction)(void (*)(void))stage, METH_FASTCALL, stage_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -905,5 +1119,10 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__osvc(void) {
     init_escape_table();
+    init_crc_table();
+    ONE = PyLong_FromLong(1);
+    purl_memo = PyDict_New();
+    cvss_memo = PyDict_New();
+    if (!ONE || !purl_memo || !cvss_memo) return NULL;
     return PyModule_Create(&module);
 }

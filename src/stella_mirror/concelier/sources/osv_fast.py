@@ -24,6 +24,7 @@ Two properties make that hold for the parse itself:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, NamedTuple
 
@@ -419,31 +420,19 @@ def python_entry(data: bytes, source: str, digest: str) -> Entry | None:
 # --- the compiled fast path -------------------------------------------------------------------------
 #
 # ``_osvc.entry`` does what :func:`python_entry` does on an orjson-decoded document, writing the
-# canonical bytes itself (see _osvc.c). What needs tables or rules stays here, memoised, and the
-# module calls it: the functions below answer in the shapes it expects.
-
-_c_cvss_memo: dict[tuple[str, str], tuple[Any, ...] | None] = {}
-
+# canonical bytes itself (see _osvc.c). What needs tables or rules stays here and the module calls it,
+# remembering the answers: the functions below answer in the shapes it expects.
 
 def _c_cvss(kind: str, raw: str) -> tuple[Any, ...] | None:
-    """None: decline; ``()``: a type that is ignored; else ``(baseScore, vector, version, v3 score)``."""
-    key = (kind, raw)
-    memo = _c_cvss_memo
-    if key in memo:
-        return memo[key]
+    """None: decline; ``()``: a type that is ignored; else ``(baseScore, vector, version, v3 score)``.
+
+    The compiled module remembers the answers (this runs once per distinct type and vector).
+    """
     known = _one_cvss(kind, raw)
-    out: tuple[Any, ...] | None
     if known is None:
-        out = None
-    elif known[0] is None:
-        out = ()
-    else:
-        entry = known[0]
-        out = (entry.baseScore, entry.vector, entry.version, known[1])
-    if len(memo) >= _MEMO_MAX:
-        memo.clear()
-    memo[key] = out
-    return out
+        return None
+    entry, score = known
+    return () if entry is None else (entry.baseScore, entry.vector, entry.version, score)
 
 
 def _c_purl(ecosystem: str, name: str, purl: str | None) -> str | bool | None:
@@ -457,6 +446,8 @@ def _c_purl(ecosystem: str, name: str, purl: str | None) -> str | bool | None:
 _loads = orjson.loads
 _make_entry = Entry._make
 _osvc_entry: Any = None
+compiled_stage: Any = None
+"""``_osvc.stage`` (see _osvc.c and ``staging.Stager``) when the compiled module is built, else None."""
 COMPILED = False
 """Whether the compiled module is in use."""
 try:
@@ -464,6 +455,7 @@ try:
 except ImportError:  # a source tree that was never built: python_entry does the same, slower
     pass
 else:
-    _osvc.configure(_c_cvss, _c_purl, severity_word)
+    _osvc.configure(_c_cvss, _c_purl, severity_word, hashlib.sha256)
     _osvc_entry = _osvc.entry
+    compiled_stage = _osvc.stage
     COMPILED = True

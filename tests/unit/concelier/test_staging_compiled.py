@@ -1,0 +1,81 @@
+"""``_osvc.stage`` (one call per OSV JSON document) against the Python staging path it replaces.
+
+Both must write byte-identical staging files (entries, offsets, key candidates, alias buckets) and
+report the same counts and source tallies, whatever the documents: real, constructed, mutated or
+malformed (declined documents go to the general path in both).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from osv_documents import BASE, EDITS, ODD, leaf_paths
+
+from jsonedit import edited
+from stella_mirror.concelier.filters import DomainFilter
+from stella_mirror.concelier.sources import osv_fast
+from stella_mirror.concelier.staging import Chunk, ChunkResult, StageConfig, Stager
+
+CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus"
+
+
+def _stage(work: Path, paths: list[str], buckets: int, compiled: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    work.mkdir()
+    with monkeypatch.context() as m:
+        if not compiled:
+            m.setattr(osv_fast, "compiled_stage", None)
+        stager = Stager(StageConfig(str(work), buckets, (DomainFilter(),), {"osv": "osv"}, 1 << 20), "t")
+        results: list[ChunkResult] = []
+        for i in range(0, len(paths), 64):
+            results.append(stager.read_chunk(Chunk("src", "osv", 3, paths[i : i + 64])))
+        stager.close()
+    files = {p.name: p.read_bytes() for p in sorted(work.iterdir())}
+    return files, [(r.read, r.skipped, r.records, r.rejected, r.tally) for r in results]
+
+
+def _compare(tmp_path: Path, paths: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert osv_fast.compiled_stage is not None, "the compiled module is not built"
+    for buckets in (1, 4):
+        fast = _stage(tmp_path / f"c{buckets}", paths, buckets, True, monkeypatch)
+        slow = _stage(tmp_path / f"p{buckets}", paths, buckets, False, monkeypatch)
+        assert fast[1] == slow[1]
+        assert fast[0].keys() == slow[0].keys()
+        for name in fast[0]:
+            assert fast[0][name] == slow[0][name], name
+
+
+def _write(folder: Path, docs: list[bytes]) -> list[str]:
+    folder.mkdir()
+    paths = []
+    for i, data in enumerate(docs):
+        path = folder / f"doc-{i:05d}.json"
+        path.write_bytes(data)
+        paths.append(str(path))
+    return paths
+
+
+def test_constructed_mutated_and_malformed_documents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(7)
+    docs = [orjson.dumps(BASE), orjson.dumps(edited(BASE, ["summary"], ODD))]
+    for _ in range(400):
+        doc: Any = BASE
+        for _ in range(rng.randint(1, 3)):
+            try:
+                doc = edited(doc, rng.choice(leaf_paths(doc, [])), rng.choice(EDITS))
+            except (KeyError, IndexError, TypeError):
+                continue
+        docs.append(orjson.dumps(doc))
+    docs += [b"{not json", b"[]", b'{"id": "X"}', b"\xff\xfe", b""]
+    _compare(tmp_path, _write(tmp_path / "docs", docs), monkeypatch)
+
+
+def test_corpus_documents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not CORPUS.is_dir():
+        pytest.skip(f"shared corpus not found at {CORPUS}")
+    paths = sorted(str(p) for p in (CORPUS / "osv").rglob("*.json"))
+    assert len(paths) == 4291
+    _compare(tmp_path, paths, monkeypatch)
