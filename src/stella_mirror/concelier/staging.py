@@ -240,16 +240,14 @@ class Stager:
     def read_chunk(self, chunk: Chunk) -> ChunkResult:
         """Read, map and stage every document of a chunk; flush the files.
 
-        OSV JSON documents of the common shape go through :func:`.osv_fast.fast_entry`; every other
-        document (and every one that path declines) through :func:`.sources.parse_records`.
+        OSV JSON documents of the common shape take the fast path (:meth:`_stage_fast`); every other
+        document (and every one that path declines) the general one (:func:`.sources.parse_records`).
         """
         result = ChunkResult(self.tag)
         before = self.count
         fast = chunk.kind == "osv"
         max_bytes = self.cfg.max_bytes
         source, priority = chunk.source, chunk.priority
-        # The compiled module stages a document in one call when every record's mask is known up front.
-        stage = osv_fast.compiled_stage if self._mask_all is not None else None
         for path in chunk.paths:
             status: str
             payload: object
@@ -260,48 +258,56 @@ class Stager:
                     status, payload = "rejected", (exc.pointer, str(exc))
                 else:
                     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-                    if stage is not None:
-                        try:
-                            doc = orjson.loads(data)
-                        except orjson.JSONDecodeError:
-                            pass  # the general path names the problem
-                        else:
-                            size = stage(
-                                doc,
-                                source,
-                                digest,
-                                priority,
-                                self._mask_all,
-                                self.count,
-                                self._pos,
-                                self._recbuf,
-                                self._offbuf,
-                                self._key_items,
-                                self._buckets,
-                                self._tally,
-                            )
-                            if size is not None:
-                                self._pos += size
-                                self.count += 1
-                                result.read += 1
-                                continue
-                        status, payload = parse_records(path, chunk.kind, source, data, digest)
-                        self._settle(status, payload, path, priority, result)
-                        continue
-                    entry = fast_entry(data, chunk.source, digest)
-                    if entry is not None:
+                    if self._stage_fast(data, digest, source, priority):
                         result.read += 1
-                        self.add_entry(entry, chunk.source, chunk.priority)
                         continue
-                    status, payload = parse_records(path, chunk.kind, chunk.source, data, digest)
+                    status, payload = parse_records(path, chunk.kind, source, data, digest)
             else:
-                status, payload = load_records(path, chunk.kind, chunk.source, max_bytes)
+                status, payload = load_records(path, chunk.kind, source, max_bytes)
             self._settle(status, payload, path, priority, result)
         result.records = self.count - before
         if self._tally:
             result.tally, self._tally = self._tally, {}
         self.flush()
         return result
+
+    def _stage_fast(self, data: bytes, digest: str, source: str, priority: int) -> bool:
+        """Stage an OSV JSON document through the fast path; False when it declines (nothing staged).
+
+        With the compiled module and no domain filters (every record's mask is known up front),
+        ``_osvc.stage`` does it in one call; otherwise :func:`.osv_fast.fast_entry` builds the entry
+        and :meth:`add_entry` stages it. Both write the same bytes (tests compare them).
+        """
+        stage = osv_fast.compiled_stage
+        if stage is None or self._mask_all is None:
+            entry = fast_entry(data, source, digest)
+            if entry is None:
+                return False
+            self.add_entry(entry, source, priority)
+            return True
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False  # the general path names the problem
+        size = stage(
+            doc,
+            source,
+            digest,
+            priority,
+            self._mask_all,
+            self.count,
+            self._pos,
+            self._recbuf,
+            self._offbuf,
+            self._key_items,
+            self._buckets,
+            self._tally,
+        )
+        if size is None:
+            return False
+        self._pos += size
+        self.count += 1
+        return True
 
     def _settle(self, status: str, payload: object, path: str, priority: int, result: ChunkResult) -> None:
         """Stage what the general path read from a document, or count it as skipped or rejected."""
