@@ -61,6 +61,7 @@ from stella_mirror.concelier.staging import (
     SourceTally,
     StageConfig,
     StagedRecords,
+    add_tally,
     bucket_count,
 )
 from stella_mirror.errors import ConfigError, ExportRejectedError
@@ -243,14 +244,7 @@ def _read_all(
     counts: dict[str, int] = {}
     req.progress.phase("reading documents", total)
     for result in pool.read(_chunks(req)):
-        for (mask, source), (n, last) in result.tally.items():
-            slot = tallied.get((mask, source))
-            if slot is None:
-                tallied[(mask, source)] = [n, last]
-            else:
-                slot[0] += n
-                if last and (slot[1] is None or last > slot[1]):
-                    slot[1] = last
+        add_tally(tallied, result.tally)
         req.progress.advance(result.read + result.skipped + len(result.rejected))
         summary.documents_read += result.read
         summary.documents_skipped += result.skipped

@@ -149,6 +149,18 @@ def split_entry(entry: bytes) -> tuple[list[Any], bytes]:
     return orjson.loads(entry[:nl]), entry[entry.index(b"\n", nl + 1) + 1 :]
 
 
+def add_tally(into: SourceTally, other: SourceTally) -> None:
+    """Add another tally's counts (and latest ``recordedAt``) to ``into``."""
+    for key, (n, last) in other.items():
+        slot = into.get(key)
+        if slot is None:
+            into[key] = [n, last]
+            continue
+        slot[0] += n
+        if last and (slot[1] is None or last > slot[1]):
+            slot[1] = last
+
+
 def tally(into: SourceTally, mask: int, prov: list[list[Any]], sign: int = 1) -> None:
     """Count one record (``sign`` -1: take it back) under its mask, once per source it names."""
     seen: set[str] = set()
@@ -405,12 +417,7 @@ class DomainStats:
         """Add the statistics of other advisories."""
         self.count += other.count
         for source, (n, last) in other.sources.items():
-            stat = self.sources.get(source)
-            if stat is None:
-                stat = self.sources[source] = [0, None]
-            stat[0] += n
-            if last and (stat[1] is None or last > stat[1]):
-                stat[1] = last
+            self.add_source(source, n, last)
 
 
 @dataclass
