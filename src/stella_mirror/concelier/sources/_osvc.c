@@ -2,17 +2,18 @@
  * The OSV fast path in C: an orjson-decoded OSV document (dict) → the canonical bytes of its
  * single-record advisory, or None (decline: the caller runs the exact reader).
  *
- * This is osv_fast.fast_entry without the Python object churn: instead of building output structs
+ * This is osv_fast.python_entry without the Python object churn: instead of building output structs
  * and encoding them, it checks the decoded tree's shape and writes the canonical JSON straight into
- * one buffer. It only ever *accepts*: anything that is not exactly the common shape fast_entry
- * accepts (a type it does not allow, an unknown field, a timestamp not in canonical form, an empty
+ * one buffer; stage() goes on to append the staged entry where staging.Stager keeps its chunk. It
+ * only ever *accepts*: anything that is not exactly the common shape python_entry accepts (a type it does not allow, an unknown field, a timestamp not in canonical form, an empty
  * string where null and "" would differ, a list longer than MAX_ITEMS, …) returns None, and the
  * exact reader maps the document or names the bad field. Differential tests hold it to the exact
- * reader and to fast_entry on the shared corpus and on constructed variants.
+ * reader and to python_entry on the shared corpus, constructed variants and mutated documents, and
+ * stage() to the Python staging path (tests/unit/concelier/test_osv_fast.py, test_staging_compiled.py).
  *
- * CVSS scoring, purls and non-ASCII severity words stay in Python, memoised, passed in once through
- * configure(); the lowest CVE, ASCII severity words and ratings are re-stated here (small, and called
- * for every document).
+ * CVSS scoring, purls and non-ASCII severity words stay in Python, passed in once through configure()
+ * (with hashlib.sha256) and memoised here; the lowest CVE, ASCII severity words, ratings and zlib's
+ * CRC-32 are re-stated here (small, and needed for every document).
  *
  * Strings are compared as UTF-8 bytes: UTF-8 preserves code point order, so memcmp sorts exactly as
  * Python sorts str. Output strings are escaped exactly as orjson and msgspec escape them.
