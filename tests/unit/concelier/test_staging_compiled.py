@@ -1,8 +1,10 @@
-"""``_osvc.stage`` (one call per OSV JSON document) against the Python staging path it replaces.
+"""The compiled staging paths against the Python staging path they replace.
 
-Both must write byte-identical staging files (entries, offsets, key candidates, alias buckets) and
-report the same counts and source tallies, whatever the documents: real, constructed, mutated or
-malformed (declined documents go to the general path in both).
+``_osvc.stage_files`` (reads, hashes, decodes and stages runs of files), ``_osvc.stage`` (one decoded
+document) and the Python path must write byte-identical staging files (entries, offsets, key
+candidates, alias buckets) and report the same counts and source tallies, whatever the documents:
+real, constructed, mutated, malformed, too big for one read, or not JSON at all (what the compiled
+paths decline goes to the general path, in order).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from stella_mirror.concelier.staging import Chunk, ChunkResult, StageConfig, Sta
 CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus"
 
 
-def _stage(work: Path, paths: list[str], buckets: int, compiled: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+def _stage(work: Path, paths: list[str], buckets: int, mode: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     work.mkdir()
     with monkeypatch.context() as m:
-        if not compiled:
+        if mode != "files":
+            m.setattr(osv_fast, "compiled_stage_files", None)
+        if mode == "python":
             m.setattr(osv_fast, "compiled_stage", None)
         stager = Stager(StageConfig(str(work), buckets, (DomainFilter(),), {"osv": "osv"}, 1 << 20), "t")
         results: list[ChunkResult] = []
@@ -38,14 +42,15 @@ def _stage(work: Path, paths: list[str], buckets: int, compiled: bool, monkeypat
 
 
 def _compare(tmp_path: Path, paths: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    assert osv_fast.compiled_stage is not None, "the compiled module is not built"
+    assert osv_fast.compiled_stage is not None and osv_fast.compiled_stage_files is not None, "not built"
     for buckets in (1, 4):
-        fast = _stage(tmp_path / f"c{buckets}", paths, buckets, True, monkeypatch)
-        slow = _stage(tmp_path / f"p{buckets}", paths, buckets, False, monkeypatch)
-        assert fast[1] == slow[1]
-        assert fast[0].keys() == slow[0].keys()
-        for name in fast[0]:
-            assert fast[0][name] == slow[0][name], name
+        slow = _stage(tmp_path / f"p{buckets}", paths, buckets, "python", monkeypatch)
+        for mode in ("files", "one"):
+            fast = _stage(tmp_path / f"{mode}{buckets}", paths, buckets, mode, monkeypatch)
+            assert fast[1] == slow[1], mode
+            assert fast[0].keys() == slow[0].keys(), mode
+            for name in fast[0]:
+                assert fast[0][name] == slow[0][name], (mode, name)
 
 
 def _write(folder: Path, docs: list[bytes]) -> list[str]:
@@ -70,7 +75,15 @@ def test_constructed_mutated_and_malformed_documents(tmp_path: Path, monkeypatch
                 continue
         docs.append(orjson.dumps(doc))
     docs += [b"{not json", b"[]", b'{"id": "X"}', b"\xff\xfe", b""]
-    _compare(tmp_path, _write(tmp_path / "docs", docs), monkeypatch)
+    # Over one 64 KiB read (the Python path reads it), and a document of the common shape again after it.
+    docs += [orjson.dumps(edited(BASE, ["details"], "x" * 70_000)), orjson.dumps(BASE)]
+    paths = _write(tmp_path / "docs", docs)
+    # Not JSON by name, and unreadable: both taken by the general path in between.
+    yaml = tmp_path / "docs" / "doc-00100-b.yaml"
+    yaml.write_text("id: Y-1\nmodified: 2024-01-01T00:00:00Z\n")
+    missing = str(tmp_path / "docs" / "gone.json")
+    paths[100:100] = [str(yaml), missing]
+    _compare(tmp_path, paths, monkeypatch)
 
 
 def test_corpus_documents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

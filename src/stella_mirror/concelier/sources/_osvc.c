@@ -20,12 +20,15 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_ITEMS 512 /* longer lists are left to the exact reader (keeps the small sorts below cheap) */
 
-static PyObject *cvss_fn, *purl_fn, *severity_fn, *sha256_fn;
+static PyObject *cvss_fn, *purl_fn, *severity_fn, *sha256_fn, *loads_fn;
 static PyObject *ONE; /* the int 1 */
 static PyObject *purl_memo, *cvss_memo; /* answers of purl_fn / cvss_fn by their arguments */
 
@@ -991,50 +994,59 @@ done:
     return rc;
 }
 
-PyDoc_STRVAR(stage_doc,
-             "stage(doc, source, digest, priority, mask, k, pos, rec, offs, keys, buckets, tally) -> int | None\n\n"
-             "Stager.add_entry(entry(doc, source, digest), ...) in one step: appends the staged entry (meta\n"
-             "line, state line, canonical bytes) to the bytearray rec, its offset pos (int64) to offs, the\n"
-             "key candidates to keys, (k, alias) to buckets[crc32(alias) % len(buckets)], counts the record\n"
-             "in tally (a dict, or None); returns the entry's length, or None (nothing appended): decline.");
+/* Where a reader keeps its chunk (staging.Stager), and what every staged record of the chunk shares. */
+typedef struct {
+    PyObject *source, *mask, *rec, *offs, *keys, *buckets, *tally;
+    long long prio;
+    unsigned long long bits;
+    Py_ssize_t nb;
+} Sink;
 
-static PyObject *stage(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 12) {
-        PyErr_SetString(PyExc_TypeError, "stage() takes exactly 12 arguments");
-        return NULL;
-    }
-    PyObject *doc = args[0], *source = args[1], *digest = args[2], *priority = args[3], *mask = args[4];
-    PyObject *k = args[5], *pos = args[6], *rec = args[7], *offs = args[8], *keys = args[9];
-    PyObject *buckets = args[10], *tally = args[11];
-    if (!cvss_fn || !sha256_fn) {
+/* args: source, priority, mask, rec, offs, keys, buckets, tally */
+static int sink_from(Sink *s, PyObject *const *args) {
+    if (!cvss_fn || !sha256_fn || !loads_fn) {
         PyErr_SetString(PyExc_RuntimeError, "_osvc.configure() was not called");
-        return NULL;
+        return -1;
     }
-    if (!PyUnicode_CheckExact(source) || !PyUnicode_CheckExact(digest) || !PyLong_CheckExact(priority) ||
-        !PyLong_CheckExact(mask) || !PyLong_CheckExact(k) || !PyLong_CheckExact(pos) || !PyByteArray_CheckExact(rec) ||
-        !PyByteArray_CheckExact(offs) || !PyList_CheckExact(keys) || !PyList_CheckExact(buckets) ||
-        (tally != Py_None && !PyDict_CheckExact(tally))) {
-        PyErr_SetString(PyExc_TypeError, "stage(): wrong argument types");
-        return NULL;
+    s->source = args[0];
+    s->mask = args[2];
+    s->rec = args[3];
+    s->offs = args[4];
+    s->keys = args[5];
+    s->buckets = args[6];
+    s->tally = args[7];
+    if (!PyUnicode_CheckExact(s->source) || !PyLong_CheckExact(args[1]) || !PyLong_CheckExact(s->mask) ||
+        !PyByteArray_CheckExact(s->rec) || !PyByteArray_CheckExact(s->offs) || !PyList_CheckExact(s->keys) ||
+        !PyList_CheckExact(s->buckets) || (s->tally != Py_None && !PyDict_CheckExact(s->tally))) {
+        PyErr_SetString(PyExc_TypeError, "stage: wrong argument types");
+        return -1;
     }
-    Py_ssize_t nb = PyList_GET_SIZE(buckets);
-    if (nb < 1 || (nb & (nb - 1))) {
-        PyErr_SetString(PyExc_ValueError, "stage(): the number of buckets must be a power of two");
-        return NULL;
+    s->nb = PyList_GET_SIZE(s->buckets);
+    if (s->nb < 1 || (s->nb & (s->nb - 1))) {
+        PyErr_SetString(PyExc_ValueError, "stage: the number of buckets must be a power of two");
+        return -1;
     }
-    long long prio = PyLong_AsLongLong(priority), at = PyLong_AsLongLong(pos);
-    unsigned long long bits = PyLong_AsUnsignedLongLong(mask);
-    if (PyErr_Occurred()) return NULL;
+    s->prio = PyLong_AsLongLong(args[1]);
+    s->bits = PyLong_AsUnsignedLongLong(s->mask);
+    return PyErr_Occurred() ? -1 : 0;
+}
 
+#define STAGE_DECLINED (-2)
+
+/* Stage one decoded document as record k at offset at: the entry's size, STAGE_DECLINED (nothing
+ * appended), or -1 with an exception. */
+static Py_ssize_t stage_one(Sink *s, PyObject *doc, PyObject *digest, PyObject *k, long long at) {
     Arena ar;
     ar.n = ar.nowned = 0;
     Buf b = {NULL, 0, 0}, head = {NULL, 0, 0};
     Built got;
-    PyObject *result = NULL, *hex = NULL;
-    int rc = build(&ar, &b, doc, source, digest, &got);
-    if (rc) goto out;
-    rc = -1;
+    PyObject *hex = NULL;
+    Py_ssize_t result = -1;
+    int rc = build(&ar, &b, doc, s->source, digest, &got);
+    if (rc) {
+        if (rc == DECLINE) result = STAGE_DECLINED;
+        goto out;
+    }
     /* the blob's digest, by hashlib (OpenSSL) */
     PyObject *view = PyMemoryView_FromMemory(b.p, b.len, PyBUF_READ);
     if (!view) goto out;
@@ -1048,57 +1060,199 @@ static PyObject *stage(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     if (!hs) goto out;
     /* [digest, mask, [[source, recordedAt]], priority] \n [key, digest] \n — as orjson.dumps writes them */
     Str src, rec_at = {NULL, NULL, 0};
-    if (utf8(source, &src) < 0 || (got.recorded != Py_None && utf8(got.recorded, &rec_at) < 0)) {
-        PyErr_SetString(PyExc_ValueError, "stage(): source is not valid UTF-8");
+    if (utf8(s->source, &src) < 0 || (got.recorded != Py_None && utf8(got.recorded, &rec_at) < 0)) {
+        PyErr_SetString(PyExc_ValueError, "stage: source is not valid UTF-8");
         goto out;
     }
     char num[32];
-    int numn = snprintf(num, sizeof(num), "%llu", bits);
+    int numn = snprintf(num, sizeof(num), "%llu", s->bits);
     if (PUT(&head, "[\"sha256:") || buf_put(&head, hs, hn) || PUT(&head, "\",") || buf_put(&head, num, numn) ||
         PUT(&head, ",[[") || put_pystr(&head, &src) || PUT(&head, ",") || put_opt(&head, &rec_at) || PUT(&head, "]],") ||
-        put_ll(&head, prio) || PUT(&head, "]\n[") || put_pystr(&head, &got.key) || PUT(&head, ",\"sha256:") ||
+        put_ll(&head, s->prio) || PUT(&head, "]\n[") || put_pystr(&head, &got.key) || PUT(&head, ",\"sha256:") ||
         buf_put(&head, hs, hn) || PUT(&head, "\"]\n"))
         goto out;
     int64_t at64 = (int64_t)at;
-    if (append_bytes(rec, head.p, head.len) || append_bytes(rec, b.p, b.len) ||
-        append_bytes(offs, (const char *)&at64, 8))
+    if (append_bytes(s->rec, head.p, head.len) || append_bytes(s->rec, b.p, b.len) ||
+        append_bytes(s->offs, (const char *)&at64, 8))
         goto out;
-    if (PyList_Append(keys, got.cve) || PyList_Append(keys, got.key_obj)) goto out;
+    if (PyList_Append(s->keys, got.cve) || PyList_Append(s->keys, got.key_obj)) goto out;
     for (Py_ssize_t i = 0; i < got.nids; i++) {
-        PyObject *bucket = PyList_GET_ITEM(buckets, (Py_ssize_t)(crc32_of(got.ids[i].s, got.ids[i].n) & (uint32_t)(nb - 1)));
+        uint32_t bucket_no = crc32_of(got.ids[i].s, got.ids[i].n) & (uint32_t)(s->nb - 1);
+        PyObject *bucket = PyList_GET_ITEM(s->buckets, (Py_ssize_t)bucket_no);
         if (!PyList_CheckExact(bucket) || PyList_Append(bucket, k) || PyList_Append(bucket, got.ids[i].obj)) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "stage(): buckets must be lists");
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "stage: buckets must be lists");
             goto out;
         }
     }
-    if (tally != Py_None && tally_one(tally, mask, source, got.recorded) < 0) goto out;
-    result = PyLong_FromSsize_t(head.len + b.len);
+    if (s->tally != Py_None && tally_one(s->tally, s->mask, s->source, got.recorded) < 0) goto out;
+    result = head.len + b.len;
 out:
     Py_XDECREF(hex);
     arena_free(&ar);
     PyMem_Free(b.p);
     PyMem_Free(head.p);
-    if (rc == DECLINE) Py_RETURN_NONE;
     return result;
 }
 
-PyDoc_STRVAR(configure_doc, "configure(cvss, purl, severity_word, sha256) -> None\n\n"
+PyDoc_STRVAR(stage_doc,
+             "stage(doc, digest, k, pos, source, priority, mask, rec, offs, keys, buckets, tally) -> int | None\n\n"
+             "Stager.add_entry(entry(doc, source, digest), ...) in one step: appends the staged entry (meta\n"
+             "line, state line, canonical bytes) to the bytearray rec, its offset pos (int64) to offs, the\n"
+             "key candidates to keys, (k, alias) to buckets[crc32(alias) % len(buckets)], counts the record\n"
+             "in tally (a dict, or None); returns the entry's length, or None (nothing appended): decline.");
+
+static PyObject *stage(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    Sink sink;
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "stage() takes exactly 12 arguments");
+        return NULL;
+    }
+    if (sink_from(&sink, args + 4) < 0) return NULL;
+    if (!PyUnicode_CheckExact(args[1]) || !PyLong_CheckExact(args[2]) || !PyLong_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "stage(): wrong argument types");
+        return NULL;
+    }
+    long long at = PyLong_AsLongLong(args[3]);
+    if (at == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t size = stage_one(&sink, args[0], args[1], args[2], at);
+    if (size == STAGE_DECLINED) Py_RETURN_NONE;
+    return size < 0 ? NULL : PyLong_FromSsize_t(size);
+}
+
+#define FIRST_READ (1 << 16) /* staging.read_bytes reads files under 64 KiB in one go; others go there */
+
+/* The bytes of a small file (< FIRST_READ and <= max_bytes), or NULL with no exception: decline. */
+static PyObject *read_small(PyObject *path, Py_ssize_t max_bytes, char *buf) {
+    PyObject *fs = NULL;
+    if (!PyUnicode_FSConverter(path, &fs)) {
+        PyErr_Clear();
+        return NULL;
+    }
+    int fd = open(PyBytes_AS_STRING(fs), O_RDONLY | O_CLOEXEC);
+    Py_DECREF(fs);
+    if (fd < 0) return NULL;
+    Py_ssize_t n = 0;
+    while (n < FIRST_READ) {
+        ssize_t got = read(fd, buf + n, (size_t)(FIRST_READ - n));
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            n = -1;
+            break;
+        }
+        if (got == 0) break;
+        n += got;
+    }
+    close(fd);
+    if (n < 0 || n >= FIRST_READ || n > max_bytes) return NULL;
+    return PyBytes_FromStringAndSize(buf, n);
+}
+
+static int is_json_path(PyObject *p) {
+    if (!PyUnicode_CheckExact(p)) return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(p);
+    if (n < 5) return 0;
+    PyObject *tail = PyUnicode_Substring(p, n - 5, n);
+    if (!tail) {
+        PyErr_Clear();
+        return 0;
+    }
+    int ok = PyUnicode_CompareWithASCIIString(tail, ".json") == 0;
+    Py_DECREF(tail);
+    return ok;
+}
+
+PyDoc_STRVAR(stage_files_doc,
+             "stage_files(paths, start, max_bytes, k, pos, source, priority, mask, rec, offs, keys, buckets,\n"
+             "            tally) -> (next, staged, pos)\n\n"
+             "Read (as staging.read_bytes does), hash, decode and stage(...) paths[start:] in order, record\n"
+             "k, k + 1, …; stop at the first path that is not a small, readable .json file or whose document\n"
+             "is declined, and return its index (len(paths) when none), how many were staged and the new\n"
+             "offset. The caller takes that path through the general reader and goes on after it.");
+
+static PyObject *stage_files(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    Sink sink;
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "stage_files() takes exactly 13 arguments");
+        return NULL;
+    }
+    PyObject *paths = args[0];
+    if (!PyList_CheckExact(paths) || !PyLong_CheckExact(args[1]) || !PyLong_CheckExact(args[2]) ||
+        !PyLong_CheckExact(args[3]) || !PyLong_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "stage_files(): wrong argument types");
+        return NULL;
+    }
+    if (sink_from(&sink, args + 5) < 0) return NULL;
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]), max_bytes = PyLong_AsSsize_t(args[2]);
+    long long k = PyLong_AsLongLong(args[3]), at = PyLong_AsLongLong(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    char *buf = PyMem_Malloc(FIRST_READ);
+    if (!buf) return PyErr_NoMemory();
+    Py_ssize_t i = start < 0 ? 0 : start, n = PyList_GET_SIZE(paths), staged = 0;
+    int failed = 0;
+    for (; i < n; i++) {
+        PyObject *path = PyList_GET_ITEM(paths, i);
+        if (!is_json_path(path)) break;
+        PyObject *data = read_small(path, max_bytes, buf);
+        if (!data) break;
+        PyObject *h = PyObject_CallOneArg(sha256_fn, data);
+        PyObject *hex = h ? PyObject_CallMethod(h, "hexdigest", NULL) : NULL;
+        Py_XDECREF(h);
+        PyObject *digest = hex ? PyUnicode_FromFormat("sha256:%U", hex) : NULL;
+        Py_XDECREF(hex);
+        if (!digest) {
+            Py_DECREF(data);
+            failed = 1;
+            break;
+        }
+        PyObject *doc = PyObject_CallOneArg(loads_fn, data);
+        Py_DECREF(data);
+        if (!doc) { /* not JSON orjson accepts: the general path names the problem */
+            Py_DECREF(digest);
+            if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+                failed = 1;
+                break;
+            }
+            PyErr_Clear();
+            break;
+        }
+        PyObject *kobj = PyLong_FromLongLong(k);
+        Py_ssize_t size = kobj ? stage_one(&sink, doc, digest, kobj, at) : -1;
+        Py_XDECREF(kobj);
+        Py_DECREF(doc);
+        Py_DECREF(digest);
+        if (size == STAGE_DECLINED) break;
+        if (size < 0) {
+            failed = 1;
+            break;
+        }
+        at += size;
+        k++;
+        staged++;
+    }
+    PyMem_Free(buf);
+    if (failed) return NULL;
+    return Py_BuildValue("(nnL)", i, staged, at);
+}
+
+PyDoc_STRVAR(configure_doc, "configure(cvss, purl, severity_word, sha256, loads) -> None\n\n"
                             "The Python helpers entry() calls (see osv_fast).");
 
 static PyObject *configure(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "configure() takes exactly 4 arguments");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "configure() takes exactly 5 arguments");
         return NULL;
     }
-    PyObject **slots[] = {&cvss_fn, &purl_fn, &severity_fn, &sha256_fn};
-    for (int i = 0; i < 4; i++) {
+    PyObject **slots[] = {&cvss_fn, &purl_fn, &severity_fn, &sha256_fn, &loads_fn};
+    for (int i = 0; i < 5; i++) {
         if (!PyCallable_Check(args[i])) {
             PyErr_SetString(PyExc_TypeError, "configure() takes callables");
             return NULL;
         }
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         Py_INCREF(args[i]);
         Py_XSETREF(*slots[i], args[i]);
     }
@@ -1110,6 +1264,7 @@ static PyObject *configure(PyObject *self, PyObject *const *args, Py_ssize_t nar
 static PyMethodDef methods[] = {
     {"entry", (PyCFunction)(void (*)(void))entry, METH_FASTCALL, entry_doc},
     {"stage", (PyCFunction)(void (*)(void))stage, METH_FASTCALL, stage_doc},
+    {"stage_files", (PyCFunction)(void (*)(void))stage_files, METH_FASTCALL, stage_files_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
     {NULL, NULL, 0, NULL},
 };

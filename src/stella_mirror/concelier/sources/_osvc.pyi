@@ -8,19 +8,35 @@ def configure(
     purl: Callable[[str, str, str | None], str | bool | None],
     severity_word: Callable[[str], str | None],
     sha256: Callable[[Any], Any],
+    loads: Callable[[bytes], Any],
 ) -> None: ...
 def entry(doc: object, source: str, digest: str) -> tuple[bytes, str, list[str], str | None, str | None] | None: ...
 def stage(
     doc: object,
-    source: str,
     digest: str,
-    priority: int,
-    mask: int,
     k: int,
     pos: int,
+    source: str,
+    priority: int,
+    mask: int,
     rec: bytearray,
     offs: bytearray,
     keys: list[str | None],
     buckets: list[list[Any]],
     tally: dict[tuple[int, str], list[Any]] | None,
 ) -> int | None: ...
+def stage_files(
+    paths: list[str],
+    start: int,
+    max_bytes: int,
+    k: int,
+    pos: int,
+    source: str,
+    priority: int,
+    mask: int,
+    rec: bytearray,
+    offs: bytearray,
+    keys: list[str | None],
+    buckets: list[list[Any]],
+    tally: dict[tuple[int, str], list[Any]] | None,
+) -> tuple[int, int, int]: ...

@@ -448,6 +448,8 @@ _make_entry = Entry._make
 _osvc_entry: Any = None
 compiled_stage: Any = None
 """``_osvc.stage`` (see _osvc.c and ``staging.Stager``) when the compiled module is built, else None."""
+compiled_stage_files: Any = None
+"""``_osvc.stage_files`` likewise."""
 COMPILED = False
 """Whether the compiled module is in use."""
 try:
@@ -455,7 +457,8 @@ try:
 except ImportError:  # a source tree that was never built: python_entry does the same, slower
     pass
 else:
-    _osvc.configure(_c_cvss, _c_purl, severity_word, hashlib.sha256)
+    _osvc.configure(_c_cvss, _c_purl, severity_word, hashlib.sha256, orjson.loads)
     _osvc_entry = _osvc.entry
     compiled_stage = _osvc.stage
+    compiled_stage_files = _osvc.stage_files
     COMPILED = True
