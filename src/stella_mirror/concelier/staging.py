@@ -221,15 +221,10 @@ class Stager:
                 if not filt.clauses or filt.matches(adv, self.cfg.kinds):
                     mask |= 1 << i
         digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-        recorded = entry.recorded_at
-        meta = orjson.dumps([digest, mask, [[source, recorded]], priority])
-        if self._tally is not None:  # tally() for one source, inline: this runs once per document
-            slot = self._tally.get((mask, source))
-            if slot is None:
-                slot = self._tally[(mask, source)] = [0, None]
-            slot[0] += 1
-            if recorded and (slot[1] is None or recorded > slot[1]):
-                slot[1] = recorded
+        prov = [[source, entry.recorded_at]]
+        meta = orjson.dumps([digest, mask, prov, priority])
+        if self._tally is not None:
+            tally(self._tally, mask, prov)
         state = orjson.dumps([entry.key, digest])
         # The key is in the aliases, and is their lowest CVE when they have one.
         self._stage(b"%b\n%b\n%b" % (meta, state, blob), entry.key, entry.aliases, entry.cve)
