@@ -68,6 +68,14 @@ class _Lane:
     def put(self, data: bytes) -> None:
         self._queue.put(data)
 
+    def offer(self, data: bytes) -> bool:
+        """:meth:`put` unless the queue is full (then nothing happens): False."""
+        try:
+            self._queue.put_nowait(data)
+        except queue.Full:
+            return False
+        return True
+
     def drain(self) -> None:
         """Wait until every queued block has been applied."""
         self._queue.join()
@@ -89,12 +97,16 @@ class SigningWriter(HashingWriter):
     order, while the caller prepares the next block: one hashes the JWS signing input, the other
     hashes the file and writes it. hashlib and file writes release the GIL on large buffers, so on a
     machine with spare cores the two SHA-256 passes and the copy into the page cache run beside the
-    exporter's own work. At most ``_DEPTH`` blocks wait per thread, so memory stays bounded; the
-    first failure is raised by the next ``write`` or by ``finish``.
+    exporter's own work. Small writes are gathered into a block of their own, so the threads never
+    wait for each other. At most ``_DEPTH`` blocks wait per thread, so memory stays bounded; the
+    first failure is raised by the next ``write`` or by ``finish``. A third thread asks the kernel to
+    write the file to disk every ``_SYNC_EVERY`` bytes (``fdatasync``), so that the ``fsync`` before
+    the rename finds little left to do.
     """
 
     _DEPTH = 3
-    _BACKGROUND_MIN = 1 << 16  # smaller writes are done on the spot (after the queues have drained)
+    _BACKGROUND_MIN = 1 << 16  # smaller writes are gathered until they make a block of this size
+    _SYNC_EVERY = 32 << 20
 
     def __init__(self, raw: IO[bytes], key: SigningKey) -> None:
         super().__init__(raw)
@@ -103,50 +115,93 @@ class SigningWriter(HashingWriter):
         self._prefix = _signing_input_prefix(key.jws_header())
         self._jws = hashlib.sha256(self._prefix) if isinstance(key.private, ec.EllipticCurvePrivateKey) else None
         self._lanes: list[_Lane] = []
+        self._sync: _Lane | None = None
+        self._unsynced = 0
+        self._small = bytearray()
         self._failure: BaseException | None = None  # of a lane already stopped
 
     def _check(self) -> None:
         if self._failure is not None:
             raise self._failure
-        for lane in self._lanes:
+        for lane in (*self._lanes, *([self._sync] if self._sync else [])):
             if lane.error is not None:
                 raise lane.error
 
+    def _apply(self, data: bytes) -> None:
+        """Hash and write one block on the spot (no threads started yet: a small file)."""
+        if self._jws is not None:
+            self._jws.update(data)
+        HashingWriter.write(self, data)
+
+    def _write_file(self, data: bytes) -> None:
+        """The file thread: hash and write a block; now and then ask for it to be written to disk."""
+        HashingWriter.write(self, data)
+        self._unsynced += len(data)
+        if self._unsynced >= self._SYNC_EVERY and self._sync is not None and self._sync.offer(b""):
+            self._unsynced = 0
+
+    def _start(self) -> None:
+        self._lanes.append(_Lane(self._write_file, "bundle-file", self._DEPTH))
+        if self._jws is not None:
+            self._lanes.append(_Lane(self._jws.update, "bundle-jws", self._DEPTH))
+        fd = self._raw.fileno()
+        self._sync = _Lane(lambda _: os.fdatasync(fd), "bundle-sync", 1)
+
+    def _put(self, data: bytes) -> None:
+        if not self._lanes:
+            self._start()
+        for lane in self._lanes:
+            lane.put(data)
+
+    def _flush_small(self) -> None:
+        if self._small:
+            block = bytes(self._small)
+            self._small.clear()
+            if self._lanes:
+                self._put(block)
+            else:
+                self._apply(block)
+
     def _drain(self) -> None:
+        self._flush_small()
         for lane in self._lanes:
             lane.drain()
         self._check()
 
     def write(self, data: bytes) -> int:
-        if len(data) < self._BACKGROUND_MIN:
-            self._drain()
-            if self._jws is not None:
-                self._jws.update(data)
-            return HashingWriter.write(self, data)
         self._check()
-        if not self._lanes:
-            self._lanes.append(_Lane(lambda b: HashingWriter.write(self, b), "bundle-file", self._DEPTH))
-            if self._jws is not None:
-                self._lanes.append(_Lane(self._jws.update, "bundle-jws", self._DEPTH))
-        for lane in self._lanes:
-            lane.put(data)
+        if len(data) < self._BACKGROUND_MIN:
+            self._small += data
+            if len(self._small) >= self._BACKGROUND_MIN:
+                block = bytes(self._small)
+                self._small.clear()
+                self._put(block)
+            return len(data)
+        if self._small:
+            block = bytes(self._small)
+            self._small.clear()
+            self._put(block)
+        self._put(data)
         return len(data)
 
     def finish(self) -> None:
         """Wait for every block to be hashed and written; stop the threads (raises the first failure)."""
+        self._flush_small()
         self._stop()
         self._check()
 
     def abort(self) -> None:
         """Stop the threads after what is queued (the file is being abandoned: failures are not raised)."""
+        self._small.clear()
         self._stop()
 
     def _stop(self) -> None:
-        for lane in self._lanes:
+        lanes = [*self._lanes, *([self._sync] if self._sync else [])]
+        for lane in lanes:  # the file thread first: it may still offer work to the sync thread
             lane.stop()
         if self._failure is None:
-            self._failure = next((lane.error for lane in self._lanes if lane.error is not None), None)
-        self._lanes = []
+            self._failure = next((lane.error for lane in lanes if lane.error is not None), None)
+        self._lanes, self._sync = [], None
 
     def raw_digest(self) -> bytes:
         self._drain()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stella_mirror.bundle.digest import sha256_bytes
-from stella_mirror.bundle.files import open_signed, sign_file
+from stella_mirror.bundle.files import SigningWriter, open_signed, sign_file
 from stella_mirror.bundle.signing import TrustedKeys, generate, verify_blob_sig, verify_detached_jws
 from stella_mirror.errors import SignatureError
 
@@ -45,14 +45,18 @@ def test_nothing_is_written_when_the_block_fails(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_interleaved_large_and_small_writes_keep_their_order(tmp_path: Path) -> None:
-    """Large blocks go to background threads, small ones are written on the spot: the file is in order."""
+def test_interleaved_large_and_small_writes_keep_their_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large blocks go to background threads, small ones are gathered into blocks: the file is in order.
+
+    The file is also handed to ``fdatasync`` every 200 kB here (every 32 MiB by default) while it grows.
+    """
+    monkeypatch.setattr(SigningWriter, "_SYNC_EVERY", 200_000)
     key = generate("ES256")
     trusted = TrustedKeys([key.public])
     parts = []
     for i in range(40):
         parts.append(bytes([65 + i % 26]) * (70_000 + i * 1_001))  # background
-        parts.append(b",%d," % i)  # on the spot, after the queued blocks
+        parts.append(b",%d," % i)  # gathered, then queued before the next large block
     path = tmp_path / "bundle.json"
     with open_signed(path, key) as out:
         for part in parts:
@@ -76,3 +80,15 @@ def test_a_failing_background_write_fails_the_export_and_writes_nothing(tmp_path
             out.write(b"z" * 200_000)  # raises once the failure is seen (or finish() does)
     assert list(tmp_path.iterdir()) == []
     assert not [t for t in __import__("threading").enumerate() if t.name.startswith("bundle-")]
+
+
+def test_a_small_bundle_starts_no_thread(tmp_path: Path) -> None:
+    key = generate("ES256")
+    path = tmp_path / "bundle.json"
+    with open_signed(path, key) as out:
+        for i in range(100):
+            out.write(b'{"n":%d},' % i)
+        assert not [t for t in __import__("threading").enumerate() if t.name.startswith("bundle-")]
+    data = b"".join(b'{"n":%d},' % i for i in range(100))
+    assert path.read_bytes() == data and out.digest == sha256_bytes(data)
+    assert verify_detached_jws(path.with_name("bundle.json.jws").read_bytes(), data, TrustedKeys([key.public]))
