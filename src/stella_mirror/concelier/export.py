@@ -575,7 +575,7 @@ def run_export(req: ExportRequest) -> ExportSummary:
                             f"{len(summary.rejected)} document(s) rejected and --strict is set; nothing was "
                             f"published (first: {first.message})"
                         )
-                    groups = grouping.group(staged, cfg.buckets, clock.lap)
+                    groups = grouping.group(staged, cfg.buckets, clock.lap, pool)
                     summary.advisories = len(groups)
                     summary.merged_advisories = groups.merged
                     prev_dir = root.active_dir()

@@ -21,8 +21,6 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections.abc import Callable, Iterator
-from itertools import compress
-from operator import ne
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ import orjson
 
 from stella_mirror.concelier.merge import better_cve
 from stella_mirror.concelier.sources import order_key
-from stella_mirror.concelier.staging import StagedRecords
+from stella_mirror.concelier.staging import ReaderPool, StagedRecords, alias_pairs
 
 SORT_RUN = 1 << 16  # triples per sorted run (about 10 MiB of Python objects while a run is sorted)
 _BLOCK = 1024  # triples per line of a run file
@@ -64,24 +62,18 @@ class RecordUnion:
             rank[ra] += 1
 
 
-def union_aliases(staged: StagedRecords, buckets: int, uf: RecordUnion) -> None:
-    """Join every two records that name the same alias, one alias bucket at a time."""
-    for b in range(buckets):
-        names: list[str] = []
-        owners: list[int] = []
-        for base, path in staged.alias_files(b):
-            with path.open("rb") as fh:
-                for line in fh:
-                    items = orjson.loads(line)
-                    names += items[1::2]
-                    owners += items[0::2] if base == 0 else [k + base for k in items[0::2]]
-        # One owner per alias (the last one wins in dict()); every other naming record joins it.
-        # Everything but the (few) unions runs in C.
-        first = dict(zip(names, owners, strict=True))
-        canon = list(map(first.__getitem__, names))
-        del first, names
-        for a, g in compress(zip(canon, owners, strict=True), map(ne, canon, owners)):
-            uf.union(a, g)
+def union_aliases(staged: StagedRecords, buckets: int, uf: RecordUnion, pool: ReaderPool | None = None) -> None:
+    """Join every two records that name the same alias, one alias bucket at a time.
+
+    With ``pool`` the buckets are read by the reader processes, in parallel (:func:`staging.alias_pairs`);
+    only the pairs to join come back.
+    """
+    files = [[(base, str(path)) for base, path in staged.alias_files(b)] for b in range(buckets)]
+    results = pool.alias_pairs(files) if pool is not None else map(alias_pairs, files)
+    union = uf.union
+    for pairs in results:
+        for i in range(0, len(pairs), 2):
+            union(pairs[i], pairs[i + 1])
 
 
 class ExternalSort:
@@ -160,11 +152,19 @@ class Groups:
         return out
 
 
-def group(staged: StagedRecords, buckets: int, lap: Callable[[str], None] = lambda _phase: None) -> Groups:
-    """Form the merge groups of all staged records and sort them by advisory key (``lap`` times the steps)."""
+def group(
+    staged: StagedRecords,
+    buckets: int,
+    lap: Callable[[str], None] = lambda _phase: None,
+    pool: ReaderPool | None = None,
+) -> Groups:
+    """Form the merge groups of all staged records and sort them by advisory key (``lap`` times the steps).
+
+    ``pool``: reader processes to read the alias buckets in parallel.
+    """
     n = len(staged)
     uf = RecordUnion(n)
-    union_aliases(staged, buckets, uf)
+    union_aliases(staged, buckets, uf, pool)
     lap("union")
     head = array("i", [-1]) * n
     nxt = array("i", [-1]) * n

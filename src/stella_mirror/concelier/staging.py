@@ -44,8 +44,10 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import compress
 from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
+from operator import ne
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -369,6 +371,32 @@ class Stager:
                 fh.close()
 
 
+def alias_pairs(files: list[tuple[int, str]]) -> array:  # type: ignore[type-arg]
+    """Pairs ``a, g`` of records to join because they name the same alias, from one alias bucket.
+
+    ``files`` are the bucket's files of every reader with the index of that reader's first record.
+    Every alias is mapped to one record naming it (the last one, as ``dict()`` keeps it); every other
+    record naming it is paired with that one. Exact: the alias strings themselves are compared, the
+    hash only chose the bucket. Everything but the (few) pairs runs in C.
+    """
+    names: list[str] = []
+    owners: list[int] = []
+    for base, path in files:
+        with open(path, "rb") as fh:
+            for line in fh:
+                items = orjson.loads(line)
+                names += items[1::2]
+                owners += items[0::2] if base == 0 else [k + base for k in items[0::2]]
+    first = dict(zip(names, owners, strict=True))
+    canon = list(map(first.__getitem__, names))
+    del first, names
+    pairs = array("i")
+    for a, g in compress(zip(canon, owners, strict=True), map(ne, canon, owners)):
+        pairs.append(a)
+        pairs.append(g)
+    return pairs
+
+
 # --- the reader processes ----------------------------------------------------------------------------
 
 _worker_cfg: StageConfig | None = None
@@ -628,7 +656,11 @@ def _fold_in_worker(layout: Layout, keys: list[str], spec: array) -> list[Domain
 def _reader_main(conn: Connection, cfg: StageConfig) -> None:
     """A reader process: run tasks from the pipe, send each result (or the exception) back, in order."""
     _init_worker(cfg)
-    tasks: dict[str, Callable[..., Any]] = {"read": _read_chunk_in_worker, "fold": _fold_in_worker}
+    tasks: dict[str, Callable[..., Any]] = {
+        "read": _read_chunk_in_worker,
+        "fold": _fold_in_worker,
+        "pairs": alias_pairs,
+    }
     while True:
         try:
             message = conn.recv()
@@ -752,6 +784,23 @@ class ReaderPool:
                 yield stager.read_chunk(chunk)
         finally:
             stager.close()
+
+    def alias_pairs(self, buckets: list[list[tuple[int, str]]]) -> Iterator[array]:  # type: ignore[type-arg]
+        """:func:`alias_pairs` of every bucket, spread over the readers; results in any order."""
+        if not self._readers:
+            for files in buckets:
+                yield alias_pairs(files)
+            return
+        # A few tasks in flight per reader, so neither side can block the other on a full pipe.
+        in_flight: deque[int] = deque()
+        for files in buckets:
+            reader = min(self._readers, key=lambda r: len(r.pending))
+            if len(reader.pending) >= self._IN_FLIGHT:
+                yield self._result(in_flight.popleft())
+                reader = min(self._readers, key=lambda r: len(r.pending))
+            in_flight.append(self._send(reader, "pairs", (files,)))
+        while in_flight:
+            yield self._result(in_flight.popleft())
 
     def fold(self, layout: Layout, keys: list[str], spec: array) -> Callable[[], list[DomainRun | None]]:  # type: ignore[type-arg]
         """Start :func:`fold_window` on a window (in a reader process); the returned function waits for it."""
