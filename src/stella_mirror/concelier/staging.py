@@ -619,37 +619,42 @@ def fold_window(cfg: StageConfig, entries: _Entries, keys: list[str], spec: arra
 
 
 _worker_entries: _Entries | None = None
-_worker_spill: list[Any] = []  # [fd, path, size] of this reader's fold output file
+_worker_spills = [0]  # windows this reader has folded (names its spill files)
 
 
 def _fold_in_worker(layout: Layout, keys: list[str], spec: array) -> list[DomainRun | None]:  # type: ignore[type-arg]
-    """Fold a window; the runs' bytes and state lines go to this reader's spill file, not through its pipe.
+    """Fold a window; the runs' bytes and state lines go to a spill file of their own, not through the pipe.
 
     Pickling megabytes per window and sending them through a pipe cost more than folding them did (and
     a reader blocked on a full pipe stops folding ahead); the exporter ``pread``s them from the page
-    cache instead (:meth:`ReaderPool.fold`). What does go through the pipe stays small (keys, counts,
-    statistics), so neither side can block the other on a full pipe.
+    cache instead and deletes the file (:meth:`ReaderPool.fold`). One file per window, deleted once
+    read, keeps the page cache these runs occupy to a few windows: the kernel gets the same pages
+    back for the next ones instead of finding new memory for the whole bundle a second time (on a
+    virtual machine, first touches of guest memory are what makes writing a large file slow). What
+    does go through the pipe stays small (keys, counts, statistics), so neither side can block the
+    other on a full pipe.
     """
     global _worker_entries
     assert _worker_cfg is not None
     if _worker_entries is None or _worker_entries.layout != layout:
         _worker_entries = _Entries(layout)
     runs = fold_window(_worker_cfg, _worker_entries, keys, spec)
-    if not _worker_spill:
-        path = str(Path(_worker_cfg.work) / f"fold-{os.getpid()}.bin")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
-        _worker_spill.extend([fd, path, 0])
-    fd, path, size = _worker_spill
-    for run in runs:
-        if run is not None:
-            for blob in (run.data, run.lines):
-                view = memoryview(blob)
-                while view:
-                    view = view[os.write(fd, view) :]
-            run.spilled = (path, size, len(run.data), len(run.lines))
-            size += len(run.data) + len(run.lines)
-            run.data = run.lines = b""
-    _worker_spill[2] = size
+    path = str(Path(_worker_cfg.work) / f"fold-{os.getpid()}-{_worker_spills[0]}.bin")
+    _worker_spills[0] += 1
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        size = 0
+        for run in runs:
+            if run is not None:
+                for blob in (run.data, run.lines):
+                    view = memoryview(blob)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                run.spilled = (path, size, len(run.data), len(run.lines))
+                size += len(run.data) + len(run.lines)
+                run.data = run.lines = b""
+    finally:
+        os.close(fd)
     return runs
 
 
@@ -705,7 +710,6 @@ class ReaderPool:
         self._done: dict[int, tuple[bool, Any]] = {}
         self._next_id = 0
         self._entries: _Entries | None = None
-        self._spill_fds: dict[str, int] = {}
         if workers > 1:
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
@@ -814,17 +818,23 @@ class ReaderPool:
 
         def wait() -> list[DomainRun | None]:
             runs: list[DomainRun | None] = self._result(task_id)
-            for run in runs:
-                if run is not None and run.spilled is not None:
-                    path, offset, size, lines = run.spilled
-                    fd = self._spill_fds.get(path)
-                    if fd is None:
-                        fd = self._spill_fds[path] = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            spilled = [run for run in runs if run is not None and run.spilled is not None]
+            if not spilled:
+                return runs
+            path = spilled[0].spilled[0]  # type: ignore[index]
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                for run in spilled:
+                    assert run.spilled is not None and run.spilled[0] == path
+                    _path, offset, size, lines = run.spilled
                     run.data = os.pread(fd, size, offset)
                     run.lines = os.pread(fd, lines, offset + size)
                     if len(run.data) != size or len(run.lines) != lines:
                         raise RuntimeError(f"{path}: short read of a folded run at offset {offset}")
                     run.spilled = None
+            finally:
+                os.close(fd)
+            os.unlink(path)  # its pages go back to the kernel unwritten
             return runs
 
         return wait
@@ -840,9 +850,6 @@ class ReaderPool:
         if self._entries is not None:
             self._entries.close()
             self._entries = None
-        for fd in self._spill_fds.values():
-            os.close(fd)
-        self._spill_fds.clear()
 
     def __enter__(self) -> ReaderPool:
         return self
