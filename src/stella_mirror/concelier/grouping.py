@@ -96,6 +96,17 @@ class ExternalSort:
         if len(self._items) >= self._run_size:
             self._spill()
 
+    def extend(self, triples: list[tuple[str, int, int]]) -> None:
+        """Add triples in bulk (the list is taken over: the caller must not use it again)."""
+        self.count += len(triples)
+        items = self._items
+        items += triples
+        while len(items) >= self._run_size:
+            rest = items[self._run_size :]
+            del items[self._run_size :]
+            self._spill()  # sorts and writes self._items (items), then starts a new list
+            self._items = items = rest
+
     def _spill(self) -> None:
         items = self._items
         items.sort()
@@ -179,15 +190,20 @@ def group(
     lap("chains")
     order = ExternalSort(staged.work)
     multi: dict[int, str | None] = {}
+    singles: list[tuple[str, int, int]] = []  # handed to the sort in blocks (a call per record costs more)
     for g, (cve, own) in enumerate(staged.keys()):
         r = parent[g]
         if nxt[g] == -1 and head[r] == g:  # a group of one record
             key = cve or own
-            order.add(key, g, key == own)
+            singles.append((key, g, key == own))
+            if len(singles) == _BLOCK * 16:
+                order.extend(singles)
+                singles = []
         elif cve is not None:
             multi[r] = better_cve(multi.get(r), cve)
         elif r not in multi:
             multi[r] = None
+    order.extend(singles)
     del parent, uf
     groups = Groups(order, head, nxt, len(multi))
     for r, best in multi.items():

@@ -82,7 +82,11 @@ class UnionFind:
 
 def better_cve(current: str | None, candidate: str) -> str:
     """The lower of two CVE ids (numeric order)."""
-    return candidate if current is None or cve_order(candidate) < cve_order(current) else current
+    if current is None:
+        return candidate
+    if candidate == current:  # the common case in a merge group: no parsing
+        return current
+    return candidate if cve_order(candidate) < cve_order(current) else current
 
 
 def _time_order(stamp: str) -> str:

@@ -21,7 +21,11 @@ def test_external_sort_matches_sorted(tmp_path: Path, run_size: int) -> None:
     rng = random.Random(run_size)
     triples = [(f'K-{rng.randrange(500):03d}\n\t"é', rng.randrange(10**6), rng.randrange(2)) for _ in range(700)]
     order = ExternalSort(tmp_path, run_size)
-    for t in triples:
+    for t in triples[:300]:
+        order.add(*t)
+    order.extend(triples[300:301])
+    order.extend(triples[301:650])  # in bulk, across run boundaries
+    for t in triples[650:]:
         order.add(*t)
     assert order.count == 700
     assert [tuple(t) for t in order] == sorted(triples)
