@@ -321,11 +321,7 @@ class Stager:
                 return False
             self.add_entry(entry, source, priority)
             return True
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return False  # the general path names the problem
-        size = stage(doc, digest, self.count, self._pos, source, priority, self._mask_all, *self._sink())
+        size = stage(data, digest, self.count, self._pos, source, priority, self._mask_all, *self._sink())
         if size is None:
             return False
         self._pos += size

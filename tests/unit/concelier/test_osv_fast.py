@@ -166,15 +166,21 @@ def test_bytes_orjson_refuses_are_declined(impl: Impl, data: bytes) -> None:
     assert impl(data, "src", "sha256:" + "0" * 64) is None
 
 
-def test_duplicate_keys_last_wins_in_both() -> None:
-    doc = b'{"id": "X", "id": "Y", "modified": "2024-01-01T00:00:00Z", "summary": "a", "summary": "s"}'
-    assert _check(python_entry, doc)
-    assert _check(compiled_entry, doc)
-    # msgspec checks each occurrence, orjson only keeps the last: python_entry declines, the compiled
-    # path sees what the exact reader sees (orjson's dict) and agrees with it.
-    doc = b'{"id": "X", "modified": "2024-01-01T00:00:00Z", "summary": 1, "summary": "s"}'
-    assert not _check(python_entry, doc)
-    assert _check(compiled_entry, doc)
+def test_duplicate_keys_are_declined_or_read_as_orjson_reads_them() -> None:
+    for doc in (
+        b'{"id": "X", "id": "Y", "modified": "2024-01-01T00:00:00Z", "summary": "a", "summary": "s"}',
+        b'{"id": "X", "modified": "2024-01-01T00:00:00Z", "summary": 1, "summary": "s"}',
+    ):
+        assert _check(python_entry, doc)  # orjson's tree: the last occurrence, as the exact reader sees it
+        # The compiled reader declines any key given twice: the exact reader decides.
+        assert not _check(compiled_entry, doc)
+
+
+def test_a_number_orjson_refuses_is_declined(impl: Impl) -> None:
+    """msgspec reads integers of any size; orjson refuses one it cannot hold even as a float."""
+    data = orjson.dumps(BASE).replace(b'"credits":', b'"upstream": [' + b"9" * 400 + b'], "credits":')
+    assert _exact("osv/x.json", data)[0] == "rejected"
+    assert impl(data, "src", "sha256:" + "0" * 64) is None
 
 
 def test_msgspec_writes_strings_and_scores_as_orjson_does() -> None:
@@ -270,3 +276,96 @@ def test_random_mutations_agree(impl: Impl) -> None:
         taken += _check(impl, orjson.dumps(doc))
     # Mostly harmless edits: a good share must still take the fast path, or the fuzz tests nothing.
     assert taken > total // 5
+
+
+def _doc_with(raw_summary: bytes, extra: bytes = b"") -> bytes:
+    """BASE as JSON with ``summary`` replaced by raw JSON text (escapes, odd bytes) and more members."""
+    body = orjson.dumps(_with(["summary"], "@@"))
+    return body.replace(b'"@@"', raw_summary).replace(b'{"schema_version"', b"{" + extra + b'"schema_version"', 1)
+
+
+@pytest.mark.parametrize(
+    ("raw", "taken"),
+    [
+        # Escapes decoded as orjson decodes them.
+        (b'"caf\\u00e9 \\ud83d\\ude00 a\\/b \\" \\\\ \\b\\f\\n\\r\\t \\u0000 \\u2028"', True),
+        (b'"plain \xc3\xa9 \xe2\x80\xa8 \xf0\x9f\x98\x80"', True),
+        # Malformed: orjson refuses them, so every fast path must decline.
+        (b'"lone \\ud800"', False),
+        (b'"lone \\udc00"', False),
+        (b'"pair reversed \\ude00\\ud83d"', False),
+        (b'"bad \\u12G4"', False),
+        (b'"short \\u12"', False),
+        (b'"bad escape \\x41"', False),
+        (b'"raw \x01 control"', False),
+        (b'"overlong \xc0\x80"', False),
+        (b'"overlong \xe0\x80\x80"', False),
+        (b'"surrogate \xed\xa0\x80"', False),
+        (b'"too big \xf4\x90\x80\x80"', False),
+        (b'"truncated \xe2\x80"', False),
+        (b'"stray \x80"', False),
+        (b'"unterminated', False),
+    ],
+)
+def test_json_strings(impl: Impl, raw: bytes, taken: bool) -> None:
+    assert _check(impl, _doc_with(raw)) is taken or impl is python_entry
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b'"database_specific": {"n": [0, -0, 1.5, -12.25, 123456789012345678901234567890, true, false, null]},',
+        b'"credits": [{"x": 1e5}],',  # the compiled reader declines exponents; orjson reads them
+        b'"credits": [{"x": 1E+5}],',
+        b'"credits": ' + b"[" * 70 + b"]" * 70 + b",",  # deeper than the compiled reader goes
+        b'"credits": [01],',  # malformed from here on
+        b'"credits": [1.],',
+        b'"credits": [.5],',
+        b'"credits": [-],',
+        b'"credits": [1,],',
+        b'"credits": {"a": 1,},',
+        b'"credits": [tru],',
+        b'"credits": [nul],',
+        b'"credits": [' + b"9" * 400 + b"],",
+        b'"credits": {"a": 1, "a": 2},',
+    ],
+)
+def test_json_values_in_fields_not_mapped(impl: Impl, extra: bytes) -> None:
+    _check(impl, _doc_with(b'"s"', extra))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"null", b"[]", b'"x"', b" \n\t\r{}", b"\x0c{}", b"{} {}", b'{"id": "X"', b'{"id" "X"}', b"{,}"],
+)
+def test_json_documents_that_are_not_one_object(impl: Impl, data: bytes) -> None:
+    assert impl(data, "src", "sha256:" + "0" * 64) is None
+
+
+def test_the_compiled_reader_takes_escaped_documents() -> None:
+    """Documents with escapes and non-ASCII text are mapped by the compiled reader itself, not declined."""
+    assert _check(compiled_entry, _doc_with(b'"caf\\u00e9 \\ud83d\\ude00 \\n"'))
+    assert _check(compiled_entry, orjson.dumps(BASE, option=orjson.OPT_INDENT_2))
+
+
+def test_random_byte_edits_agree(impl: Impl) -> None:
+    """A seeded fuzz of the JSON text itself: bytes replaced, inserted, deleted or the text cut short."""
+    rng = random.Random(1129)
+    base = orjson.dumps(_with(["summary"], "caf\u00e9 \U0001f600 \\ \" \n"), option=orjson.OPT_INDENT_2)
+    alphabet = b'{}[]":,\\/ntfrbu0123456789-.eE \n\t\xc3\xa9\xed\xa0\x80\xff\x00'
+    taken = 0
+    for _ in range(3000):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(data))
+            op = rng.random()
+            if op < 0.4:
+                data[at] = rng.choice(alphabet)
+            elif op < 0.7:
+                data[at:at] = bytes([rng.choice(alphabet)])
+            elif op < 0.95:
+                del data[at]
+            else:
+                del data[at:]
+        taken += _check(impl, bytes(data))
+    assert taken > 300  # many edits land in text and leave a valid document

@@ -28,7 +28,7 @@
 
 #define MAX_ITEMS 512 /* longer lists are left to the exact reader (keeps the small sorts below cheap) */
 
-static PyObject *cvss_fn, *purl_fn, *severity_fn, *sha256_fn, *loads_fn;
+static PyObject *cvss_fn, *purl_fn, *severity_fn, *sha256_fn;
 static PyObject *ONE; /* the int 1 */
 static PyObject *purl_memo, *cvss_memo; /* answers of purl_fn / cvss_fn by their arguments */
 
@@ -179,23 +179,6 @@ static int put_pystr(Buf *b, const Str *s) { return put_str(b, s->s, s->n); }
 
 static int put_opt(Buf *b, const Str *s) { return s->s ? put_str(b, s->s, s->n) : PUT(b, "null"); }
 
-static int is_space_only(PyObject *u) {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(u);
-    int kind = PyUnicode_KIND(u);
-    const void *data = PyUnicode_DATA(u);
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (!Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i))) return 0;
-    return 1;
-}
-
-static int needs_strip(PyObject *u) {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(u);
-    if (n == 0) return 0;
-    int kind = PyUnicode_KIND(u);
-    const void *data = PyUnicode_DATA(u);
-    return Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, 0)) || Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, n - 1));
-}
-
 /* ^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$ over ASCII digits (stricter than re's \d: declines more). */
 static int canonical_time(const Str *t) {
     static const char pat[] = "dddd-dd-ddTdd:dd:dd";
@@ -212,52 +195,439 @@ static int canonical_time(const Str *t) {
     return t->s[t->n - 1] == 'Z';
 }
 
-/* ---- field access ------------------------------------------------------------------------------- */
+/* ---- a strict JSON reader ----------------------------------------------------------------------- */
+/*
+ * The document is parsed into a small tree in C rather than into Python objects. It reads a strict
+ * subset of what orjson reads, to the same values: UTF-8 checked sequence by sequence (no overlong
+ * forms, no surrogates, nothing above U+10FFFF), escapes decoded (a lone surrogate declines), numbers
+ * without an exponent and of at most 300 digits (finite whatever orjson makes of them), no key twice
+ * in one object, at most J_DEPTH levels. Anything else declines, and the exact reader decides.
+ */
+enum { J_NULL, J_FALSE, J_TRUE, J_NUM, J_STR, J_ARR, J_OBJ };
+typedef struct JVal JVal;
+typedef struct JMem JMem;
+struct JVal {
+    int t;
+    Py_ssize_t n; /* bytes of a string, items of an array, members of an object */
+    union {
+        const char *s;
+        JVal *items;
+        JMem *mem;
+    } u;
+};
+struct JMem {
+    const char *k;
+    Py_ssize_t kn;
+    JVal v;
+};
 
-/* Every key of d must be one of names[0..n); values[i] gets the value of names[i] (borrowed) or NULL. */
-static int fields(PyObject *d, const char *const *names, int n, PyObject **values) {
-    Py_ssize_t pos = 0;
-    PyObject *k, *v;
-    for (int i = 0; i < n; i++) values[i] = NULL;
-    while (PyDict_Next(d, &pos, &k, &v)) {
-        if (!PyUnicode_CheckExact(k) || !PyUnicode_IS_ASCII(k) || PyUnicode_GET_LENGTH(k) == 0) return -1;
-        const char *ks = (const char *)PyUnicode_DATA(k);
-        Py_ssize_t kn = PyUnicode_GET_LENGTH(k);
-        int i = 0;
-        for (; i < n; i++)
-            if (names[i][0] == ks[0] && (Py_ssize_t)strlen(names[i]) == kn && memcmp(names[i], ks, (size_t)kn) == 0)
-                break;
-        if (i == n) return -1; /* a field the common shape does not have */
-        values[i] = v;
+#define J_DEPTH 64
+#define J_MEMBERS 256 /* larger objects decline (keeps the repeated-key check small) */
+
+typedef struct JChunk {
+    struct JChunk *next;
+    size_t used, cap;
+    char data[];
+} JChunk;
+
+typedef struct {
+    const unsigned char *p, *end;
+    JChunk *chunks; /* nodes and decoded strings */
+    JVal *vals;     /* items of the arrays being read */
+    Py_ssize_t nvals, capvals;
+    JMem *mems; /* members of the objects being read */
+    Py_ssize_t nmems, capmems;
+    int depth;
+} JP;
+
+static void *jp_alloc(JP *jp, size_t size) {
+    size = (size + 15) & ~(size_t)15;
+    JChunk *c = jp->chunks;
+    if (!c || c->used + size > c->cap) {
+        size_t cap = size > 16384 ? size : 16384;
+        c = PyMem_Malloc(sizeof(JChunk) + cap);
+        if (!c) return NULL;
+        c->next = jp->chunks;
+        c->used = 0;
+        c->cap = cap;
+        jp->chunks = c;
+    }
+    void *p = c->data + c->used;
+    c->used += size;
+    return p;
+}
+
+static void jp_free(JP *jp) {
+    for (JChunk *c = jp->chunks, *next; c; c = next) {
+        next = c->next;
+        PyMem_Free(c);
+    }
+    PyMem_Free(jp->vals);
+    PyMem_Free(jp->mems);
+    memset(jp, 0, sizeof(*jp));
+}
+
+static void jp_ws(JP *jp) {
+    while (jp->p < jp->end && (*jp->p == ' ' || *jp->p == '\n' || *jp->p == '\r' || *jp->p == '\t')) jp->p++;
+}
+
+/* The length of the UTF-8 sequence at p (first byte >= 0x80), or 0 when it is not well formed. */
+static int utf8_seq(const unsigned char *p, const unsigned char *end) {
+    unsigned char c = p[0];
+    if (c >= 0xC2 && c <= 0xDF) return end - p >= 2 && (p[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (end - p < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
+        if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F)) return 0; /* overlong, surrogate */
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (end - p < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
+        if ((c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] > 0x8F)) return 0; /* overlong, > U+10FFFF */
+        return 4;
     }
     return 0;
 }
 
-/* An optional str field: absent or null → s = NULL; a str → its UTF-8; anything else → -1. */
-static int opt_str(PyObject *v, Str *out) {
-    out->obj = NULL;
-    out->s = NULL;
-    out->n = 0;
-    if (v == NULL || v == Py_None) return 0;
-    if (!PyUnicode_CheckExact(v)) return -1;
-    return utf8(v, out);
+static int hex4(const unsigned char *p, unsigned *out) {
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0')
+                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+                                            : 16u;
+        if (d == 16u) return 0;
+        v = v * 16 + d;
+    }
+    *out = v;
+    return 1;
 }
 
-static int req_str(PyObject *v, Str *out) {
-    if (v == NULL || !PyUnicode_CheckExact(v)) return -1;
-    return utf8(v, out);
+/* A string at jp->p (its opening quote): 0 with *s, *n (into the input when nothing is escaped), -1. */
+static int jp_string(JP *jp, const char **s, Py_ssize_t *n) {
+    const unsigned char *start = jp->p + 1, *p = start, *end = jp->end;
+    int escaped = 0;
+    for (;;) {
+        while (p + 8 <= end) { /* eight plain ASCII bytes at a time */
+            uint64_t x;
+            memcpy(&x, p, 8);
+            const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+            uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\');
+            if ((((x - ones * 0x20) | x | (q - ones) | (bs - ones)) & high) == 0) { /* no <0x20, >=0x80, ", \ */
+                p += 8;
+                continue;
+            }
+            break;
+        }
+        if (p >= end) return -1;
+        unsigned char c = *p;
+        if (c == '"') break;
+        if (c == '\\') {
+            if (end - p < 2) return -1;
+            escaped = 1;
+            p += p[1] == 'u' ? 6 : 2; /* checked when decoded below */
+            if (p > end) return -1;
+            continue;
+        }
+        if (c < 0x20) return -1;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        int k = utf8_seq(p, end);
+        if (!k) return -1;
+        p += k;
+    }
+    jp->p = p + 1;
+    if (!escaped) {
+        *s = (const char *)start;
+        *n = p - start;
+        return 0;
+    }
+    char *out = jp_alloc(jp, (size_t)(p - start)), *o = out; /* never longer decoded */
+    if (!out) return -1;
+    for (const unsigned char *q = start; q < p;) {
+        if (*q != '\\') {
+            *o++ = (char)*q++;
+            continue;
+        }
+        unsigned char e = q[1];
+        q += 2;
+        switch (e) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '/': *o++ = '/'; break;
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        case 'u': {
+            unsigned cp, lo;
+            if (p - q < 4 || !hex4(q, &cp)) return -1;
+            q += 4;
+            if (cp >= 0xDC00 && cp <= 0xDFFF) return -1; /* a lone low surrogate */
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (p - q < 6 || q[0] != '\\' || q[1] != 'u' || !hex4(q + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+                    return -1;
+                q += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            if (cp < 0x80) {
+                *o++ = (char)cp;
+            } else if (cp < 0x800) {
+                *o++ = (char)(0xC0 | (cp >> 6));
+                *o++ = (char)(0x80 | (cp & 0x3F));
+            } else if (cp < 0x10000) {
+                *o++ = (char)(0xE0 | (cp >> 12));
+                *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+                *o++ = (char)(0x80 | (cp & 0x3F));
+            } else {
+                *o++ = (char)(0xF0 | (cp >> 18));
+                *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+                *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+                *o++ = (char)(0x80 | (cp & 0x3F));
+            }
+            break;
+        }
+        default:
+            return -1;
+        }
+    }
+    *s = out;
+    *n = o - out;
+    return 0;
+}
+
+static int jp_number(JP *jp) {
+    const unsigned char *p = jp->p, *end = jp->end;
+    Py_ssize_t digits = 0;
+    if (p < end && *p == '-') p++;
+    if (p >= end) return -1;
+    if (*p == '0') {
+        p++;
+        digits = 1;
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9') p++, digits++;
+    } else {
+        return -1;
+    }
+    if (p < end && *p == '.') {
+        p++;
+        Py_ssize_t fraction = 0;
+        while (p < end && *p >= '0' && *p <= '9') p++, fraction++;
+        if (!fraction) return -1;
+        digits += fraction;
+    }
+    if ((p < end && (*p == 'e' || *p == 'E')) || digits > 300) return -1;
+    jp->p = p;
+    return 0;
+}
+
+static int jp_value(JP *jp, JVal *v);
+
+static int jp_array(JP *jp, JVal *v) {
+    if (++jp->depth > J_DEPTH) return -1;
+    jp->p++;
+    Py_ssize_t base = jp->nvals;
+    jp_ws(jp);
+    if (jp->p < jp->end && *jp->p == ']') {
+        jp->p++;
+    } else {
+        for (;;) {
+            JVal item;
+            if (jp_value(jp, &item) < 0) return -1;
+            if (jp->nvals == jp->capvals) {
+                Py_ssize_t cap = jp->capvals ? jp->capvals * 2 : 64;
+                JVal *grown = PyMem_Realloc(jp->vals, sizeof(JVal) * (size_t)cap);
+                if (!grown) return -1;
+                jp->vals = grown;
+                jp->capvals = cap;
+            }
+            jp->vals[jp->nvals++] = item;
+            jp_ws(jp);
+            if (jp->p >= jp->end) return -1;
+            if (*jp->p == ',') {
+                jp->p++;
+                continue;
+            }
+            if (*jp->p != ']') return -1;
+            jp->p++;
+            break;
+        }
+    }
+    v->t = J_ARR;
+    v->n = jp->nvals - base;
+    v->u.items = NULL;
+    if (v->n) {
+        if (!(v->u.items = jp_alloc(jp, sizeof(JVal) * (size_t)v->n))) return -1;
+        memcpy(v->u.items, jp->vals + base, sizeof(JVal) * (size_t)v->n);
+    }
+    jp->nvals = base;
+    jp->depth--;
+    return 0;
+}
+
+static int jp_object(JP *jp, JVal *v) {
+    if (++jp->depth > J_DEPTH) return -1;
+    jp->p++;
+    Py_ssize_t base = jp->nmems;
+    jp_ws(jp);
+    if (jp->p < jp->end && *jp->p == '}') {
+        jp->p++;
+    } else {
+        for (;;) {
+            JMem m;
+            jp_ws(jp);
+            if (jp->p >= jp->end || *jp->p != '"' || jp_string(jp, &m.k, &m.kn) < 0) return -1;
+            for (Py_ssize_t i = base; i < jp->nmems; i++) /* a key twice: orjson keeps the last; declined */
+                if (jp->mems[i].kn == m.kn && memcmp(jp->mems[i].k, m.k, (size_t)m.kn) == 0) return -1;
+            if (jp->nmems - base >= J_MEMBERS) return -1;
+            jp_ws(jp);
+            if (jp->p >= jp->end || *jp->p != ':') return -1;
+            jp->p++;
+            if (jp_value(jp, &m.v) < 0) return -1;
+            if (jp->nmems == jp->capmems) {
+                Py_ssize_t cap = jp->capmems ? jp->capmems * 2 : 64;
+                JMem *grown = PyMem_Realloc(jp->mems, sizeof(JMem) * (size_t)cap);
+                if (!grown) return -1;
+                jp->mems = grown;
+                jp->capmems = cap;
+            }
+            jp->mems[jp->nmems++] = m;
+            jp_ws(jp);
+            if (jp->p >= jp->end) return -1;
+            if (*jp->p == ',') {
+                jp->p++;
+                continue;
+            }
+            if (*jp->p != '}') return -1;
+            jp->p++;
+            break;
+        }
+    }
+    v->t = J_OBJ;
+    v->n = jp->nmems - base;
+    v->u.mem = NULL;
+    if (v->n) {
+        if (!(v->u.mem = jp_alloc(jp, sizeof(JMem) * (size_t)v->n))) return -1;
+        memcpy(v->u.mem, jp->mems + base, sizeof(JMem) * (size_t)v->n);
+    }
+    jp->nmems = base;
+    jp->depth--;
+    return 0;
+}
+
+static int jp_value(JP *jp, JVal *v) {
+    jp_ws(jp);
+    if (jp->p >= jp->end) return -1;
+    Py_ssize_t left = jp->end - jp->p;
+    switch (*jp->p) {
+    case '{': return jp_object(jp, v);
+    case '[': return jp_array(jp, v);
+    case '"': v->t = J_STR; return jp_string(jp, &v->u.s, &v->n);
+    case 't':
+        if (left < 4 || memcmp(jp->p, "true", 4) != 0) return -1;
+        jp->p += 4;
+        v->t = J_TRUE;
+        return 0;
+    case 'f':
+        if (left < 5 || memcmp(jp->p, "false", 5) != 0) return -1;
+        jp->p += 5;
+        v->t = J_FALSE;
+        return 0;
+    case 'n':
+        if (left < 4 || memcmp(jp->p, "null", 4) != 0) return -1;
+        jp->p += 4;
+        v->t = J_NULL;
+        return 0;
+    default:
+        v->t = J_NUM;
+        return jp_number(jp);
+    }
+}
+
+/* The document's tree: 0 (an object at the top, nothing after it), or -1: decline. */
+static int jp_parse(JP *jp, const char *data, Py_ssize_t n, JVal *root) {
+    jp->p = (const unsigned char *)data;
+    jp->end = jp->p + n;
+    if (jp_value(jp, root) < 0) return -1;
+    jp_ws(jp);
+    return jp->p == jp->end && root->t == J_OBJ ? 0 : -1;
+}
+
+/* ---- field access ------------------------------------------------------------------------------- */
+
+typedef const JVal *JV;
+
+/* Every key of the object d must be one of names[0..n); values[i] gets the value of names[i] or NULL. */
+static int fields(JV d, const char *const *names, int n, JV *values) {
+    for (int i = 0; i < n; i++) values[i] = NULL;
+    for (Py_ssize_t m = 0; m < d->n; m++) {
+        const JMem *mem = &d->u.mem[m];
+        int i = 0;
+        for (; i < n; i++)
+            if (mem->kn && names[i][0] == mem->k[0] && (Py_ssize_t)strlen(names[i]) == mem->kn &&
+                memcmp(names[i], mem->k, (size_t)mem->kn) == 0)
+                break;
+        if (i == n) return -1; /* a field the common shape does not have */
+        values[i] = &mem->v;
+    }
+    return 0;
+}
+
+/* The value of key k in the object d, or NULL. */
+static JV member(JV d, const char *k) {
+    Py_ssize_t kn = (Py_ssize_t)strlen(k);
+    for (Py_ssize_t m = 0; m < d->n; m++)
+        if (d->u.mem[m].kn == kn && memcmp(d->u.mem[m].k, k, (size_t)kn) == 0) return &d->u.mem[m].v;
+    return NULL;
+}
+
+static void jstr(JV v, Str *out) {
+    out->obj = NULL;
+    out->s = v->u.s;
+    out->n = v->n;
+}
+
+/* An optional str field: absent or null → s = NULL; a str → its UTF-8; anything else → -1. */
+static int opt_str(JV v, Str *out) {
+    *out = (Str){NULL, NULL, 0};
+    if (v == NULL || v->t == J_NULL) return 0;
+    if (v->t != J_STR) return -1;
+    jstr(v, out);
+    return 0;
+}
+
+static int req_str(JV v, Str *out) {
+    if (v == NULL || v->t != J_STR) return -1;
+    jstr(v, out);
+    return 0;
 }
 
 /* An optional list: absent or null → 0 items (list NULL); a list of at most MAX_ITEMS → it; else -1. */
-static int opt_list(PyObject *v, PyObject **list) {
+static int opt_list(JV v, JV *list) {
     *list = NULL;
-    if (v == NULL || v == Py_None) return 0;
-    if (!PyList_CheckExact(v) || PyList_GET_SIZE(v) > MAX_ITEMS) return -1;
+    if (v == NULL || v->t == J_NULL) return 0;
+    if (v->t != J_ARR || v->n > MAX_ITEMS) return -1;
     *list = v;
     return 0;
 }
 
-#define LEN(l) ((l) ? PyList_GET_SIZE(l) : 0)
+#define LEN(l) ((l) ? (l)->n : 0)
+#define ITEM(l, i) (&(l)->u.items[i])
+
+/* str.isspace() for an ASCII byte */
+static int ascii_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f); }
+
+/* str.strip() where it can be decided on bytes: 0 with *s trimmed, -1 when a non-ASCII character is at
+ * either end (Unicode has spaces of its own: the exact reader decides). */
+static int strip_str(Str *s) {
+    while (s->n && ascii_space((unsigned char)s->s[0])) s->s++, s->n--;
+    while (s->n && ascii_space((unsigned char)s->s[s->n - 1])) s->n--;
+    if (s->n && ((unsigned char)s->s[0] >= 0x80 || (unsigned char)s->s[s->n - 1] >= 0x80)) return -1;
+    return 0;
+}
 
 /* ---- the document's parts ----------------------------------------------------------------------- */
 
@@ -365,37 +735,46 @@ static void arena_free(Arena *a) {
     a->n = a->nowned = 0;
 }
 
+/* The Python str of a Str, made once and kept in s->obj (released with the arena); NULL on failure
+ * (with an exception set, or none when the arena is full: decline). */
+static PyObject *str_obj(Arena *ar, Str *s) {
+    if (s->obj) return s->obj;
+    PyObject *o = PyUnicode_DecodeUTF8(s->s, s->n, NULL);
+    if (!o || arena_own(ar, o) < 0) return NULL;
+    return s->obj = o;
+}
+
+/* str_obj's failure as a result code: -1 with an exception, else DECLINE. */
+#define OBJ_FAILED() (PyErr_Occurred() ? -1 : DECLINE)
+
 /* Result codes of the parts: 0 ok, 1 decline, -1 a Python exception is set. */
 #define DECLINE 1
 
 static const char *const EVENT_KINDS[] = {"introduced", "fixed", "last_affected", "limit"};
 
-static int event_kind(PyObject *k) {
-    if (!PyUnicode_CheckExact(k) || !PyUnicode_IS_ASCII(k)) return -1;
-    const char *s = (const char *)PyUnicode_DATA(k);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(k);
+static int event_kind(const JMem *m) {
     for (int i = 0; i < 4; i++)
-        if ((Py_ssize_t)strlen(EVENT_KINDS[i]) == n && memcmp(EVENT_KINDS[i], s, (size_t)n) == 0) return i;
+        if ((Py_ssize_t)strlen(EVENT_KINDS[i]) == m->kn && memcmp(EVENT_KINDS[i], m->k, (size_t)m->kn) == 0) return i;
     return -1;
 }
 
 /* _out_ranges: events → ranges, then unique + sorted, a bare "fixed" beside a range ending there dropped. */
-static int out_ranges(Arena *ar, PyObject *ranges, Range **out, Py_ssize_t *nout) {
+static int out_ranges(Arena *ar, JV ranges, Range **out, Py_ssize_t *nout) {
     static const char *const RANGE_FIELDS[] = {"type", "events", "repo", "database_specific"};
     Py_ssize_t cap = 0, n = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ranges); i++) {
-        PyObject *r = PyList_GET_ITEM(ranges, i);
-        if (!PyDict_CheckExact(r)) return DECLINE;
-        PyObject *v[4];
-        if (fields(r, RANGE_FIELDS, 4, v) < 0 || !v[1] || !PyList_CheckExact(v[1])) return DECLINE;
-        cap += PyList_GET_SIZE(v[1]);
+    for (Py_ssize_t i = 0; i < ranges->n; i++) {
+        JV r = ITEM(ranges, i);
+        if (r->t != J_OBJ) return DECLINE;
+        JV v[4];
+        if (fields(r, RANGE_FIELDS, 4, v) < 0 || !v[1] || v[1]->t != J_ARR) return DECLINE;
+        cap += v[1]->n;
     }
     if (cap > MAX_ITEMS) return DECLINE;
     Range *rs = arena_alloc(ar, sizeof(Range) * (size_t)(cap ? cap : 1));
     if (!rs) return DECLINE;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ranges); i++) {
-        PyObject *r = PyList_GET_ITEM(ranges, i);
-        PyObject *v[4];
+    for (Py_ssize_t i = 0; i < ranges->n; i++) {
+        JV r = ITEM(ranges, i);
+        JV v[4];
         fields(r, RANGE_FIELDS, 4, v);
         Str type;
         if (req_str(v[0], &type) < 0) return DECLINE;
@@ -404,16 +783,13 @@ static int out_ranges(Arena *ar, PyObject *ranges, Range **out, Py_ssize_t *nout
             return DECLINE;
         Str current = {NULL, NULL, 0}; /* the ``introduced`` of the open range */
         int open = 0;
-        PyObject *events = v[1];
-        for (Py_ssize_t e = 0; e < PyList_GET_SIZE(events); e++) {
-            PyObject *ev = PyList_GET_ITEM(events, e);
-            if (!PyDict_CheckExact(ev) || PyDict_GET_SIZE(ev) != 1) return DECLINE;
-            Py_ssize_t pos = 0;
-            PyObject *k, *val;
-            PyDict_Next(ev, &pos, &k, &val);
-            int kind = event_kind(k);
+        JV events = v[1];
+        for (Py_ssize_t e = 0; e < events->n; e++) {
+            JV ev = ITEM(events, e);
+            if (ev->t != J_OBJ || ev->n != 1) return DECLINE;
+            int kind = event_kind(&ev->u.mem[0]);
             Str value;
-            if (kind < 0 || req_str(val, &value) < 0 || value.n == 0) return DECLINE;
+            if (kind < 0 || req_str(&ev->u.mem[0].v, &value) < 0 || value.n == 0) return DECLINE;
             Range *o = &rs[n];
             Str none = {NULL, NULL, 0};
             switch (kind) {
@@ -469,8 +845,9 @@ static int out_ranges(Arena *ar, PyObject *ranges, Range **out, Py_ssize_t *nout
 }
 
 /* purl_fn(ecosystem, name, purl) → str | None, or False: decline. */
-static int package_purl(Arena *ar, const Str *eco, const Str *name, PyObject *purl, Str *out) {
-    PyObject *args[3] = {eco->obj, name->obj, purl ? purl : Py_None};
+static int package_purl(Arena *ar, Str *eco, Str *name, Str *purl, Str *out) {
+    PyObject *args[3] = {str_obj(ar, eco), str_obj(ar, name), purl->s ? str_obj(ar, purl) : Py_None};
+    if (!args[0] || !args[1] || !args[2]) return OBJ_FAILED();
     PyObject *res = memo_call(purl_memo, purl_fn, args, 3);
     if (!res) return -1;
     if (arena_own(ar, res) < 0) return DECLINE;
@@ -483,26 +860,26 @@ static int package_purl(Arena *ar, const Str *eco, const Str *name, PyObject *pu
     return 0;
 }
 
-static int out_affected(Arena *ar, PyObject *list, Affected **out, Py_ssize_t *nout) {
+static int out_affected(Arena *ar, JV list, Affected **out, Py_ssize_t *nout) {
     static const char *const AFFECTED_FIELDS[] = {"package",  "ranges", "versions", "severity", "ecosystem_specific",
                                                   "database_specific"};
     static const char *const PACKAGE_FIELDS[] = {"ecosystem", "name", "purl"};
-    Py_ssize_t n = PyList_GET_SIZE(list);
+    Py_ssize_t n = list->n;
     Affected *as = arena_alloc(ar, sizeof(Affected) * (size_t)(n ? n : 1));
     if (!as) return DECLINE;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *entry = PyList_GET_ITEM(list, i);
-        if (!PyDict_CheckExact(entry)) return DECLINE;
-        PyObject *v[6], *p[3];
+        JV entry = ITEM(list, i);
+        if (entry->t != J_OBJ) return DECLINE;
+        JV v[6], p[3];
         if (fields(entry, AFFECTED_FIELDS, 6, v) < 0) return DECLINE;
-        if (!v[0] || !PyDict_CheckExact(v[0]) || fields(v[0], PACKAGE_FIELDS, 3, p) < 0) return DECLINE;
+        if (!v[0] || v[0]->t != J_OBJ || fields(v[0], PACKAGE_FIELDS, 3, p) < 0) return DECLINE;
         Affected *a = &as[i];
         Str given_purl;
         if (req_str(p[0], &a->ecosystem) < 0 || req_str(p[1], &a->package) < 0 || opt_str(p[2], &given_purl) < 0)
             return DECLINE;
-        int rc = package_purl(ar, &a->ecosystem, &a->package, given_purl.obj, &a->purl);
+        int rc = package_purl(ar, &a->ecosystem, &a->package, &given_purl, &a->purl);
         if (rc) return rc;
-        PyObject *ranges, *versions;
+        JV ranges, versions;
         if (opt_list(v[1], &ranges) < 0 || opt_list(v[2], &versions) < 0) return DECLINE;
         a->ranges = NULL;
         a->nranges = 0;
@@ -516,7 +893,7 @@ static int out_affected(Arena *ar, PyObject *list, Affected **out, Py_ssize_t *n
         a->nversions = 0;
         for (Py_ssize_t j = 0; j < nv; j++) { /* dict.fromkeys: first occurrences, in order */
             Str s;
-            if (req_str(PyList_GET_ITEM(versions, j), &s) < 0) return DECLINE;
+            if (req_str(ITEM(versions, j), &s) < 0) return DECLINE;
             int seen = 0;
             for (Py_ssize_t k = 0; k < a->nversions && !seen; k++) seen = str_cmp(&a->versions[k], &s) == 0;
             if (!seen) a->versions[a->nversions++] = s;
@@ -533,18 +910,21 @@ static int out_affected(Arena *ar, PyObject *list, Affected **out, Py_ssize_t *n
 }
 
 /* cvss_fn(type, score) → None (decline), () (a type that is ignored) or (baseScore, vector, version, v3score). */
-static int out_cvss(Arena *ar, PyObject *list, Cvss **out, Py_ssize_t *nout, PyObject **best) {
+static int out_cvss(Arena *ar, JV list, Cvss **out, Py_ssize_t *nout, PyObject **best) {
     static const char *const SEVERITY_FIELDS[] = {"type", "score"};
-    Py_ssize_t n = PyList_GET_SIZE(list), k = 0;
+    Py_ssize_t n = list->n, k = 0;
     Cvss *cs = arena_alloc(ar, sizeof(Cvss) * (size_t)(n ? n : 1));
     if (!cs) return DECLINE;
     double best_score = -1.0;
     *best = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *s = PyList_GET_ITEM(list, i), *v[2];
-        if (!PyDict_CheckExact(s) || fields(s, SEVERITY_FIELDS, 2, v) < 0) return DECLINE;
-        if (!v[0] || !v[1] || !PyUnicode_CheckExact(v[0]) || !PyUnicode_CheckExact(v[1])) return DECLINE;
-        PyObject *res = memo_call(cvss_memo, cvss_fn, v, 2);
+        JV s = ITEM(list, i), v[2];
+        if (s->t != J_OBJ || fields(s, SEVERITY_FIELDS, 2, v) < 0) return DECLINE;
+        Str type, score;
+        if (req_str(v[0], &type) < 0 || req_str(v[1], &score) < 0) return DECLINE;
+        PyObject *args[2] = {str_obj(ar, &type), str_obj(ar, &score)};
+        if (!args[0] || !args[1]) return OBJ_FAILED();
+        PyObject *res = memo_call(cvss_memo, cvss_fn, args, 2);
         if (!res) return -1;
         if (arena_own(ar, res) < 0) return DECLINE;
         if (!PyTuple_CheckExact(res)) return DECLINE;
@@ -663,20 +1043,23 @@ static void set_cstr(Str *out, const char *s) {
 }
 
 /* severity_word: 0 with *out set (s NULL: unknown word), DECLINE, -1 with an exception. */
-static int severity_word(Arena *ar, PyObject *w, Str *out) {
+static int severity_word(Arena *ar, Str *w, Str *out) {
     static const char *const WORDS[][2] = {{"none", "none"},   {"low", "low"},     {"moderate", "medium"},
                                            {"medium", "medium"}, {"important", "high"}, {"high", "high"},
                                            {"critical", "critical"}};
     *out = (Str){NULL, NULL, 0};
-    if (!PyUnicode_IS_ASCII(w)) { /* Unicode case rules: Python's own */
-        PyObject *r = PyObject_CallOneArg(severity_fn, w);
+    for (Py_ssize_t j = 0; j < w->n; j++) {
+        if ((unsigned char)w->s[j] < 0x80) continue;
+        PyObject *word = str_obj(ar, w); /* Unicode case rules: Python's own */
+        if (!word) return OBJ_FAILED();
+        PyObject *r = PyObject_CallOneArg(severity_fn, word);
         if (!r) return -1;
         if (arena_own(ar, r) < 0) return DECLINE;
         if (r == Py_None) return 0;
         return PyUnicode_CheckExact(r) && utf8(r, out) == 0 ? 0 : DECLINE;
     }
-    const char *s = (const char *)PyUnicode_DATA(w);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(w), i = 0;
+    const char *s = w->s;
+    Py_ssize_t n = w->n, i = 0;
     while (i < n && Py_UNICODE_ISSPACE((unsigned char)s[i])) i++;
     while (n > i && Py_UNICODE_ISSPACE((unsigned char)s[n - 1])) n--;
     char low[12];
@@ -700,7 +1083,7 @@ static const char *rating(double score) {
     return "critical";
 }
 
-static int time_field(PyObject *v, int required, Str *out) {
+static int time_field(JV v, int required, Str *out) {
     if (required ? req_str(v, out) < 0 : opt_str(v, out) < 0) return DECLINE;
     if (!out->s) return 0;
     if (!canonical_time(out)) return DECLINE;
@@ -715,16 +1098,17 @@ typedef struct {
     Py_ssize_t nids;
     PyObject *cve;  /* the lowest CVE (a str of the document) or Py_None */
     PyObject *key_obj;
-    PyObject *recorded; /* ``modified`` (a str of the document) or Py_None */
+    PyObject *recorded; /* ``modified`` or Py_None */
 } Built;
 
 /* The canonical bytes of a document into b: 0 with *out filled, DECLINE, or -1 with an exception. */
-static int build(Arena *ar, Buf *b, PyObject *doc, PyObject *source, PyObject *digest, Built *out) {
-    PyObject *f[N_DOC_FIELDS];
-    if (!PyDict_CheckExact(doc) || fields(doc, DOC_FIELDS, N_DOC_FIELDS, f) < 0) return DECLINE;
+static int build(Arena *ar, Buf *b, JV doc, PyObject *source, PyObject *digest, Built *out) {
+    JV f[N_DOC_FIELDS];
+    if (doc->t != J_OBJ || fields(doc, DOC_FIELDS, N_DOC_FIELDS, f) < 0) return DECLINE;
     Str id, modified, published, withdrawn, summary, details, src, dig;
-    if (req_str(f[F_ID], &id) < 0 || id.n == 0 || is_space_only(f[F_ID])) return DECLINE;
-    if (needs_strip(f[F_ID])) return DECLINE; /* rare: the exact reader strips it */
+    if (req_str(f[F_ID], &id) < 0 || id.n == 0) return DECLINE;
+    Str stripped = id;
+    if (strip_str(&stripped) < 0 || stripped.n != id.n) return DECLINE; /* rare: the exact reader strips it */
     if (time_field(f[F_MODIFIED], 1, &modified) || time_field(f[F_PUBLISHED], 0, &published) ||
         time_field(f[F_WITHDRAWN], 0, &withdrawn))
         return DECLINE;
@@ -733,13 +1117,13 @@ static int build(Arena *ar, Buf *b, PyObject *doc, PyObject *source, PyObject *d
     if (details.s && details.n == 0) details.s = NULL;
     if (utf8(source, &src) < 0 || utf8(digest, &dig) < 0) return DECLINE;
 
-    PyObject *aliases, *related, *severity, *affected, *references;
+    JV aliases, related, severity, affected, references;
     if (opt_list(f[F_ALIASES], &aliases) < 0 || opt_list(f[F_RELATED], &related) < 0 ||
         opt_list(f[F_SEVERITY], &severity) < 0 || opt_list(f[F_AFFECTED], &affected) < 0 ||
         opt_list(f[F_REFERENCES], &references) < 0)
         return DECLINE;
     for (Py_ssize_t i = 0; i < LEN(related); i++)
-        if (!PyUnicode_CheckExact(PyList_GET_ITEM(related, i))) return DECLINE;
+        if (ITEM(related, i)->t != J_STR) return DECLINE;
 
     /* aliases: stripped, "" dropped, the id added, sorted and unique */
     Py_ssize_t na = LEN(aliases);
@@ -747,16 +1131,8 @@ static int build(Arena *ar, Buf *b, PyObject *doc, PyObject *source, PyObject *d
     if (!ids) return DECLINE;
     Py_ssize_t nids = 0;
     for (Py_ssize_t i = 0; i < na; i++) {
-        PyObject *a = PyList_GET_ITEM(aliases, i);
-        if (!PyUnicode_CheckExact(a)) return DECLINE;
-        if (needs_strip(a)) {
-            a = PyObject_CallMethod(a, "strip", NULL);
-            if (!a) return -1;
-            if (arena_own(ar, a) < 0) return DECLINE;
-        }
-        if (PyUnicode_GET_LENGTH(a) == 0) continue;
-        if (utf8(a, &ids[nids]) < 0) return DECLINE;
-        nids++;
+        if (req_str(ITEM(aliases, i), &ids[nids]) < 0 || strip_str(&ids[nids]) < 0) return DECLINE;
+        if (ids[nids].n) nids++;
     }
     ids[nids++] = id;
     nids = sorted_unique(ids, nids);
@@ -765,26 +1141,24 @@ static int build(Arena *ar, Buf *b, PyObject *doc, PyObject *source, PyObject *d
     Str word = {NULL, NULL, 0};
     Str *cwes = NULL;
     Py_ssize_t ncwes = 0;
-    PyObject *dbs = f[F_DBS];
+    JV dbs = f[F_DBS];
     int rc;
-    if (dbs && dbs != Py_None) {
-        if (!PyDict_CheckExact(dbs)) return DECLINE;
-        PyObject *w = PyDict_GetItemString(dbs, "severity");
-        if (w && PyUnicode_CheckExact(w)) {
-            rc = severity_word(ar, w, &word);
+    if (dbs && dbs->t != J_NULL) {
+        if (dbs->t != J_OBJ) return DECLINE;
+        JV w = member(dbs, "severity");
+        if (w && w->t == J_STR) {
+            Str ws;
+            jstr(w, &ws);
+            rc = severity_word(ar, &ws, &word);
             if (rc) return rc;
         }
-        PyObject *cw = PyDict_GetItemString(dbs, "cwe_ids");
-        if (cw && PyList_CheckExact(cw) && PyList_GET_SIZE(cw)) {
-            if (PyList_GET_SIZE(cw) > MAX_ITEMS) return DECLINE;
-            cwes = arena_alloc(ar, sizeof(Str) * (size_t)PyList_GET_SIZE(cw));
+        JV cw = member(dbs, "cwe_ids");
+        if (cw && cw->t == J_ARR && cw->n) {
+            if (cw->n > MAX_ITEMS) return DECLINE;
+            cwes = arena_alloc(ar, sizeof(Str) * (size_t)cw->n);
             if (!cwes) return DECLINE;
-            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cw); i++) {
-                PyObject *c = PyList_GET_ITEM(cw, i);
-                if (!PyUnicode_Check(c)) continue; /* isinstance(c, str) */
-                if (!PyUnicode_CheckExact(c) || utf8(c, &cwes[ncwes]) < 0) return DECLINE;
-                ncwes++;
-            }
+            for (Py_ssize_t i = 0; i < cw->n; i++)
+                if (ITEM(cw, i)->t == J_STR) jstr(ITEM(cw, i), &cwes[ncwes++]); /* isinstance(c, str) */
             ncwes = sorted_unique(cwes, ncwes);
         }
     }
@@ -811,8 +1185,8 @@ static int build(Arena *ar, Buf *b, PyObject *doc, PyObject *source, PyObject *d
         refs = arena_alloc(ar, sizeof(Ref) * (size_t)nrefs);
         if (!refs) return DECLINE;
         for (Py_ssize_t i = 0; i < nrefs; i++) {
-            PyObject *r = PyList_GET_ITEM(references, i), *v[2];
-            if (!PyDict_CheckExact(r) || fields(r, REF_FIELDS, 2, v) < 0) return DECLINE;
+            JV r = ITEM(references, i), v[2];
+            if (r->t != J_OBJ || fields(r, REF_FIELDS, 2, v) < 0) return DECLINE;
             if (req_str(v[0], &refs[i].type) < 0 || req_str(v[1], &refs[i].url) < 0 || refs[i].url.n == 0)
                 return DECLINE;
         }
@@ -829,6 +1203,11 @@ static int build(Arena *ar, Buf *b, PyObject *doc, PyObject *source, PyObject *d
     /* the key: the lowest CVE among the ids, else the id */
     Py_ssize_t low = lowest_cve(ids, nids);
     if (low == -2) return DECLINE;
+    for (Py_ssize_t i = 0; i < nids; i++) /* the ids go back to Python (key candidates, aliases) */
+        if (!str_obj(ar, &ids[i])) return OBJ_FAILED();
+    Py_ssize_t at_id = 0;
+    while (str_cmp(&ids[at_id], &id) != 0) at_id++;
+    id.obj = ids[at_id].obj;
     PyObject *cve = low >= 0 ? ids[low].obj : Py_None;
     Str key = low >= 0 ? ids[low] : id;
 
@@ -875,12 +1254,13 @@ static int build(Arena *ar, Buf *b, PyObject *doc, PyObject *source, PyObject *d
     out->nids = nids;
     out->cve = cve;
     out->key_obj = key.obj;
-    out->recorded = modified.s ? f[F_MODIFIED] : Py_None;
+    out->recorded = Py_None;
+    if (modified.s && !(out->recorded = str_obj(ar, &modified))) return OBJ_FAILED();
     return 0;
 }
 
-PyDoc_STRVAR(entry_doc, "entry(doc, source, digest) -> (blob, key, aliases, cve, recorded_at) | None\n\n"
-                        "The canonical single-record advisory of an orjson-decoded OSV document of the common\n"
+PyDoc_STRVAR(entry_doc, "entry(data, source, digest) -> (blob, key, aliases, cve, recorded_at) | None\n\n"
+                        "The canonical single-record advisory of an OSV JSON document (bytes) of the common\n"
                         "shape, or None: let the exact reader map it (or name what is wrong with it).");
 
 static PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -897,12 +1277,17 @@ static PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         PyErr_SetString(PyExc_TypeError, "source and digest must be str");
         return NULL;
     }
+    Py_buffer data;
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) return NULL;
     Arena ar;
     ar.n = ar.nowned = 0;
     Buf b = {NULL, 0, 0};
     Built got;
     PyObject *result = NULL;
-    int rc = build(&ar, &b, args[0], args[1], args[2], &got);
+    JP jp;
+    memset(&jp, 0, sizeof(jp));
+    JVal doc;
+    int rc = jp_parse(&jp, data.buf, data.len, &doc) < 0 ? DECLINE : build(&ar, &b, &doc, args[1], args[2], &got);
     if (rc == 0) {
         PyObject *id_list = PyList_New(got.nids);
         if (id_list) {
@@ -914,6 +1299,8 @@ static PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         }
     }
     arena_free(&ar);
+    jp_free(&jp);
+    PyBuffer_Release(&data);
     PyMem_Free(b.p);
     if (rc == DECLINE) Py_RETURN_NONE;
     return result; /* NULL with an exception when rc < 0 or building the tuple failed */
@@ -1004,7 +1391,7 @@ typedef struct {
 
 /* args: source, priority, mask, rec, offs, keys, buckets, tally */
 static int sink_from(Sink *s, PyObject *const *args) {
-    if (!cvss_fn || !sha256_fn || !loads_fn) {
+    if (!cvss_fn || !sha256_fn) {
         PyErr_SetString(PyExc_RuntimeError, "_osvc.configure() was not called");
         return -1;
     }
@@ -1035,7 +1422,7 @@ static int sink_from(Sink *s, PyObject *const *args) {
 
 /* Stage one decoded document as record k at offset at: the entry's size, STAGE_DECLINED (nothing
  * appended), or -1 with an exception. */
-static Py_ssize_t stage_one(Sink *s, PyObject *doc, PyObject *digest, PyObject *k, long long at) {
+static Py_ssize_t stage_one(Sink *s, JV doc, PyObject *digest, PyObject *k, long long at) {
     Arena ar;
     ar.n = ar.nowned = 0;
     Buf b = {NULL, 0, 0}, head = {NULL, 0, 0};
@@ -1095,7 +1482,7 @@ out:
 }
 
 PyDoc_STRVAR(stage_doc,
-             "stage(doc, digest, k, pos, source, priority, mask, rec, offs, keys, buckets, tally) -> int | None\n\n"
+             "stage(data, digest, k, pos, source, priority, mask, rec, offs, keys, buckets, tally) -> int | None\n\n"
              "Stager.add_entry(entry(doc, source, digest), ...) in one step: appends the staged entry (meta\n"
              "line, state line, canonical bytes) to the bytearray rec, its offset pos (int64) to offs, the\n"
              "key candidates to keys, (k, alias) to buckets[crc32(alias) % len(buckets)], counts the record\n"
@@ -1115,7 +1502,15 @@ static PyObject *stage(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     }
     long long at = PyLong_AsLongLong(args[3]);
     if (at == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t size = stage_one(&sink, args[0], args[1], args[2], at);
+    Py_buffer data;
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) return NULL;
+    JP jp;
+    memset(&jp, 0, sizeof(jp));
+    JVal doc;
+    Py_ssize_t size = jp_parse(&jp, data.buf, data.len, &doc) < 0 ? STAGE_DECLINED
+                                                                   : stage_one(&sink, &doc, args[1], args[2], at);
+    jp_free(&jp);
+    PyBuffer_Release(&data);
     if (size == STAGE_DECLINED) Py_RETURN_NONE;
     return size < 0 ? NULL : PyLong_FromSsize_t(size);
 }
@@ -1206,21 +1601,18 @@ static PyObject *stage_files(PyObject *self, PyObject *const *args, Py_ssize_t n
             failed = 1;
             break;
         }
-        PyObject *doc = PyObject_CallOneArg(loads_fn, data);
-        Py_DECREF(data);
-        if (!doc) { /* not JSON orjson accepts: the general path names the problem */
-            Py_DECREF(digest);
-            if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
-                failed = 1;
-                break;
-            }
-            PyErr_Clear();
-            break;
+        JP jp;
+        memset(&jp, 0, sizeof(jp));
+        JVal doc;
+        PyObject *kobj = NULL;
+        Py_ssize_t size = STAGE_DECLINED; /* not JSON this reader takes: the general path decides */
+        if (jp_parse(&jp, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &doc) == 0) {
+            kobj = PyLong_FromLongLong(k);
+            size = kobj ? stage_one(&sink, &doc, digest, kobj, at) : -1;
         }
-        PyObject *kobj = PyLong_FromLongLong(k);
-        Py_ssize_t size = kobj ? stage_one(&sink, doc, digest, kobj, at) : -1;
         Py_XDECREF(kobj);
-        Py_DECREF(doc);
+        jp_free(&jp);
+        Py_DECREF(data);
         Py_DECREF(digest);
         if (size == STAGE_DECLINED) break;
         if (size < 0) {
@@ -1236,23 +1628,23 @@ static PyObject *stage_files(PyObject *self, PyObject *const *args, Py_ssize_t n
     return Py_BuildValue("(nnL)", i, staged, at);
 }
 
-PyDoc_STRVAR(configure_doc, "configure(cvss, purl, severity_word, sha256, loads) -> None\n\n"
+PyDoc_STRVAR(configure_doc, "configure(cvss, purl, severity_word, sha256) -> None\n\n"
                             "The Python helpers entry() calls (see osv_fast).");
 
 static PyObject *configure(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "configure() takes exactly 5 arguments");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "configure() takes exactly 4 arguments");
         return NULL;
     }
-    PyObject **slots[] = {&cvss_fn, &purl_fn, &severity_fn, &sha256_fn, &loads_fn};
-    for (int i = 0; i < 5; i++) {
+    PyObject **slots[] = {&cvss_fn, &purl_fn, &severity_fn, &sha256_fn};
+    for (int i = 0; i < 4; i++) {
         if (!PyCallable_Check(args[i])) {
             PyErr_SetString(PyExc_TypeError, "configure() takes callables");
             return NULL;
         }
     }
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 4; i++) {
         Py_INCREF(args[i]);
         Py_XSETREF(*slots[i], args[i]);
     }

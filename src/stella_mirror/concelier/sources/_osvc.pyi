@@ -8,11 +8,10 @@ def configure(
     purl: Callable[[str, str, str | None], str | bool | None],
     severity_word: Callable[[str], str | None],
     sha256: Callable[[Any], Any],
-    loads: Callable[[bytes], Any],
 ) -> None: ...
-def entry(doc: object, source: str, digest: str) -> tuple[bytes, str, list[str], str | None, str | None] | None: ...
+def entry(data: bytes, source: str, digest: str) -> tuple[bytes, str, list[str], str | None, str | None] | None: ...
 def stage(
-    doc: object,
+    data: bytes,
     digest: str,
     k: int,
     pos: int,

@@ -1,9 +1,11 @@
-"""The fast path of the OSV reader: JSON decoded straight into typed structs (msgspec), then mapped.
+"""The fast path of the OSV reader: the decoded document checked against typed structs, then mapped.
 
 :func:`to_record` in :mod:`.osv` checks every value of a generic ``dict`` tree that orjson built and
 names the JSON pointer of the first problem. Most documents have exactly the expected shape, so this
-module decodes them with msgspec into :class:`msgspec.Struct` types that describe that shape — types
-are checked by the decoder, in C, while it parses — and maps the structs onto the canonical record.
+module converts orjson's tree with msgspec into :class:`msgspec.Struct` types that describe that
+shape — types are checked in C — and maps the structs onto the canonical record. The compiled module
+(``_osvc.c``, :func:`compiled_entry`) does the same in one pass over the bytes; :func:`python_entry`
+is its reference and its fallback.
 
 It only ever *accepts*: whenever a document is not of the common shape (a type the structs do not
 allow, a field no OSV schema version defines, a timestamp not already in canonical form, a value the
@@ -12,14 +14,10 @@ maps the document or raises the precise :class:`~stella_mirror.errors.MalformedD
 records, the rejections and their messages are those of :func:`.osv.to_record` by construction; what
 this module must guarantee is that it returns a record only where that function returns the same one.
 
-Two properties make that hold for the parse itself:
-
-- every struct forbids unknown fields, and fields that the mapping does not read are typed ``Any``,
-  so msgspec *decodes* every value in the document (a value it skips would not be checked as strictly
-  as orjson checks it: invalid UTF-8 or an out-of-range number in a skipped string or number passes);
-- decoded values are checked as orjson checks them (UTF-8 including surrogates, finite numbers,
-  escapes, control characters, trailing bytes), and msgspec's nesting limit (the interpreter's
-  recursion limit, 1000) is below orjson's (1024). Duplicate keys: the last one wins in both.
+The document is decoded by orjson, the exact reader's own parser, so both see the same values (a
+number orjson refuses, a key given twice, invalid UTF-8 anywhere): msgspec decoding the bytes itself
+accepted integers of any size that orjson refuses. Every struct forbids unknown fields; fields that
+the mapping does not read are typed ``Any``.
 """
 
 from __future__ import annotations
@@ -94,8 +92,11 @@ class _Document(msgspec.Struct, forbid_unknown_fields=True):
     database_specific: dict[str, Any] | None = None
 
 
-_decode = msgspec.json.Decoder(_Document).decode
-_FALLBACK_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError, _Fallback)
+_FALLBACK_ERRORS = (msgspec.ValidationError, orjson.JSONDecodeError, RecursionError, _Fallback)
+
+
+def _decode(data: bytes) -> _Document:
+    return msgspec.convert(orjson.loads(data), _Document)
 
 
 def _time(value: str | None) -> str | None:
@@ -346,14 +347,10 @@ def fast_entry(data: bytes, source: str, digest: str) -> Entry | None:
 
 
 def compiled_entry(data: bytes, source: str, digest: str) -> Entry | None:
-    """:func:`fast_entry` through the compiled module: orjson decodes, ``_osvc.entry`` maps and encodes."""
+    """:func:`fast_entry` through the compiled module, which parses, checks, maps and encodes in C."""
     if _osvc_entry is None:
         raise RuntimeError("the compiled OSV module (_osvc) is not built: pip install the package")
-    try:
-        doc = _loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    got = _osvc_entry(doc, source, digest)
+    got = _osvc_entry(data, source, digest)
     return None if got is None else _make_entry(got)
 
 
@@ -419,7 +416,7 @@ def python_entry(data: bytes, source: str, digest: str) -> Entry | None:
 
 # --- the compiled fast path -------------------------------------------------------------------------
 #
-# ``_osvc.entry`` does what :func:`python_entry` does on an orjson-decoded document, writing the
+# ``_osvc.entry`` does what :func:`python_entry` does, parsing the JSON itself and writing the
 # canonical bytes itself (see _osvc.c). What needs tables or rules stays here and the module calls it,
 # remembering the answers: the functions below answer in the shapes it expects.
 
@@ -443,7 +440,6 @@ def _c_purl(ecosystem: str, name: str, purl: str | None) -> str | bool | None:
         return False
 
 
-_loads = orjson.loads
 _make_entry = Entry._make
 _osvc_entry: Any = None
 compiled_stage: Any = None
@@ -457,7 +453,7 @@ try:
 except ImportError:  # a source tree that was never built: python_entry does the same, slower
     pass
 else:
-    _osvc.configure(_c_cvss, _c_purl, severity_word, hashlib.sha256, orjson.loads)
+    _osvc.configure(_c_cvss, _c_purl, severity_word, hashlib.sha256)
     _osvc_entry = _osvc.entry
     compiled_stage = _osvc.stage
     compiled_stage_files = _osvc.stage_files
