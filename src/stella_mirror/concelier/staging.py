@@ -131,14 +131,20 @@ def bucket_count(documents: int) -> int:
     return buckets
 
 
-def stage_entry(cfg: StageConfig, adv: Advisory, priority: int) -> tuple[bytes, Advisory]:
-    """An advisory's staged entry: the meta line ``[blobDigest, domainMask, [[source, recordedAt], …],
-    priority]``, the state line ``[advisoryKey, blobDigest]``, the canonical bytes."""
-    blob = orjson.dumps(adv, option=_SORT)
+def domain_mask(cfg: StageConfig, adv: Advisory) -> int:
+    """Bit ``i`` set when domain ``i``'s filter selects the advisory."""
     mask = 0
     for i, filt in enumerate(cfg.filters):
         if not filt.clauses or filt.matches(adv, cfg.kinds):
             mask |= 1 << i
+    return mask
+
+
+def stage_entry(cfg: StageConfig, adv: Advisory, priority: int) -> tuple[bytes, Advisory]:
+    """An advisory's staged entry: the meta line ``[blobDigest, domainMask, [[source, recordedAt], …],
+    priority]``, the state line ``[advisoryKey, blobDigest]``, the canonical bytes."""
+    blob = orjson.dumps(adv, option=_SORT)
+    mask = domain_mask(cfg, adv)
     prov = [[p["source"], p["recordedAt"]] for p in adv["provenance"]]
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     meta = orjson.dumps([digest, mask, prov, priority])
@@ -217,11 +223,7 @@ class Stager:
         blob = entry.blob
         mask = self._mask_all
         if mask is None:
-            adv = orjson.loads(blob)
-            mask = 0
-            for i, filt in enumerate(self.cfg.filters):
-                if not filt.clauses or filt.matches(adv, self.cfg.kinds):
-                    mask |= 1 << i
+            mask = domain_mask(self.cfg, orjson.loads(blob))
         digest = "sha256:" + hashlib.sha256(blob).hexdigest()
         prov = [[source, entry.recorded_at]]
         meta = orjson.dumps([digest, mask, prov, priority])
@@ -549,7 +551,8 @@ def fold_window(cfg: StageConfig, entries: _Entries, keys: list[str], spec: arra
     lasts: list[str] = [""] * n
     stats = [DomainStats() for _ in range(n)]
     correction: SourceTally = {}
-    loads, get, locate = orjson.loads, entries.get, entries.locate
+    loads, dumps, get, locate = orjson.loads, orjson.dumps, entries.get, entries.locate
+    merge_c = osv_fast.compiled_merge
     maps, views = entries.maps, entries.views
     blob: bytes | memoryview
     line: bytes | memoryview
@@ -574,20 +577,29 @@ def fold_window(cfg: StageConfig, entries: _Entries, keys: list[str], spec: arra
             blob = view[nl2 + 1 : end]
             line = view[nl + 1 : nl2 + 1]
         else:
-            loaded = []
-            for g in spec[pos + 1 : pos + 1 + size]:
-                meta, raw = split_entry(get(g))
-                if monotone:
-                    tally(correction, meta[1], meta[2], -1)
-                loaded.append((meta[3], cast(Advisory, loads(raw))))
+            members = [split_entry(get(g)) for g in spec[pos + 1 : pos + 1 + size]]
             pos += 1 + size
-            loaded.sort(key=lambda r: order_key(*r))
-            entry = stage_entry(cfg, merge(key, [rec for _, rec in loaded]), 0)[0]
-            nl = entry.index(b"\n")
-            nl2 = entry.index(b"\n", nl + 1)
-            _digest, mask, prov, _priority = loads(entry[:nl])
-            blob = entry[nl2 + 1 :]
-            line = entry[nl + 1 : nl2 + 1]
+            if monotone:
+                for meta, _raw in members:
+                    tally(correction, meta[1], meta[2], -1)
+            merged = merge_c(key, [(meta[3], raw) for meta, raw in members]) if merge_c and size > 1 else None
+            if merged is not None:
+                # The compiled merge's bytes; the provenance pairs of the records are the merged
+                # advisory's (statistics count each source once and keep the latest recordedAt).
+                blob = merged
+                digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+                mask = mask_all if mask_all is not None else domain_mask(cfg, cast(Advisory, loads(blob)))
+                prov = [pair for meta, _raw in members for pair in meta[2]]
+                line = dumps([key, digest]) + b"\n"
+            else:
+                loaded = [(meta[3], cast(Advisory, loads(raw))) for meta, raw in members]
+                loaded.sort(key=lambda r: order_key(*r))
+                entry = stage_entry(cfg, merge(key, [rec for _, rec in loaded]), 0)[0]
+                nl = entry.index(b"\n")
+                nl2 = entry.index(b"\n", nl + 1)
+                _digest, mask, prov, _priority = loads(entry[:nl])
+                blob = entry[nl2 + 1 :]
+                line = entry[nl + 1 : nl2 + 1]
         for d in range(n):
             if mask >> d & 1:
                 if firsts[d] is None:

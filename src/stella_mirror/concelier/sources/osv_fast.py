@@ -446,6 +446,8 @@ compiled_stage: Any = None
 """``_osvc.stage`` (see _osvc.c and ``staging.Stager``) when the compiled module is built, else None."""
 compiled_stage_files: Any = None
 """``_osvc.stage_files`` likewise."""
+compiled_merge: Any = None
+"""``_osvc.merge`` (merge.merge of two or more staged records in C) likewise."""
 COMPILED = False
 """Whether the compiled module is in use."""
 try:
@@ -457,4 +459,5 @@ else:
     _osvc_entry = _osvc.entry
     compiled_stage = _osvc.stage
     compiled_stage_files = _osvc.stage_files
+    compiled_merge = _osvc.merge
     COMPILED = True
