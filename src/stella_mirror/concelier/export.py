@@ -51,7 +51,7 @@ from stella_mirror.bundle.writer import (
 from stella_mirror.concelier import grouping
 from stella_mirror.concelier.filters import DomainFilter
 from stella_mirror.concelier.grouping import Groups
-from stella_mirror.concelier.sources import DEFAULT_MAX_DOCUMENT_BYTES, SourceSpec, iter_files
+from stella_mirror.concelier.sources import DEFAULT_MAX_DOCUMENT_BYTES, SourceSpec, iter_files, osv_fast
 from stella_mirror.concelier.staging import (
     CHUNK_DOCUMENTS,
     Chunk,
@@ -196,6 +196,10 @@ def _count_files(spec: SourceSpec) -> int:
     """Files below a source folder (for the progress total and the alias bucket count): an unsorted walk."""
     if not spec.path.is_dir():
         raise ConfigError("sources", f"source {spec.name}: {spec.path} is not a directory")
+    if osv_fast.compiled_count_files is not None:  # the same count in C, without a Python object per entry
+        counted = osv_fast.compiled_count_files(str(spec.path))
+        if counted is not None:
+            return int(counted)
     n, stack = 0, [str(spec.path)]
     while stack:
         with os.scandir(stack.pop()) as it:

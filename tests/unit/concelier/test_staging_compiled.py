@@ -9,6 +9,7 @@ paths decline goes to the general path, in order).
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -92,3 +93,31 @@ def test_corpus_documents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     paths = sorted(str(p) for p in (CORPUS / "osv").rglob("*.json"))
     assert len(paths) == 4291
     _compare(tmp_path, paths, monkeypatch)
+
+
+def test_count_files_counts_as_the_python_walk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regular files only; dot-names skipped; symbolic links (to files or folders) not followed."""
+    from stella_mirror.concelier import export
+    from stella_mirror.concelier.sources import SourceSpec
+
+    root = tmp_path / "src"
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    (root / "empty").mkdir()
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "x.json").write_text("{}")
+    for i, folder in enumerate([root, root / "a", root / "a" / "b" / "c"]):
+        for j in range(i + 2):
+            (folder / f"f{j}.json").write_text("{}")
+    (root / ".dot.json").write_text("{}")
+    (root / "link.json").symlink_to(root / "f0.json")
+    (root / "linkdir").symlink_to(root / "a", target_is_directory=True)
+    os.mkfifo(root / "pipe")
+    spec = SourceSpec("osv", "osv", root)
+    assert osv_fast.compiled_count_files is not None
+    compiled = export._count_files(spec)
+    monkeypatch.setattr(osv_fast, "compiled_count_files", None)
+    assert compiled == export._count_files(spec) == 2 + 3 + 4
+    if CORPUS.is_dir():
+        for folder in (CORPUS / "osv", CORPUS / "csaf"):
+            assert osv_fast._osvc.count_files(str(folder)) == export._count_files(SourceSpec("s", "osv", folder))
+    assert osv_fast._osvc.count_files(str(tmp_path / "missing")) is None

@@ -448,6 +448,8 @@ compiled_stage_files: Any = None
 """``_osvc.stage_files`` likewise."""
 compiled_merge: Any = None
 """``_osvc.merge`` (merge.merge of two or more staged records in C) likewise."""
+compiled_count_files: Any = None
+"""``_osvc.count_files`` (the export's count of a source's files) likewise."""
 COMPILED = False
 """Whether the compiled module is in use."""
 try:
@@ -460,4 +462,5 @@ else:
     compiled_stage = _osvc.stage
     compiled_stage_files = _osvc.stage_files
     compiled_merge = _osvc.merge
+    compiled_count_files = _osvc.count_files
     COMPILED = True
