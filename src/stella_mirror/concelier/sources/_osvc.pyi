@@ -1,4 +1,4 @@
-"""The OSV fast path in C (_osvc.c); see osv_fast.compiled_entry."""
+"""The Concelier export's hot path in C (_osvc.c and its parts in osvc/); see osv_fast."""
 
 from collections.abc import Callable
 from typing import Any
