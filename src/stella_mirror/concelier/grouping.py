@@ -28,8 +28,10 @@ import orjson
 
 from stella_mirror.concelier.merge import better_cve
 from stella_mirror.concelier.sources import order_key
+from stella_mirror.concelier.sources.osv_fast import compiled_module
 from stella_mirror.concelier.staging import ReaderPool, StagedRecords, alias_pairs
 
+_osvc = compiled_module  # the compiled helpers (None when not built: the Python loops below run)
 SORT_RUN = 1 << 16  # triples per sorted run (about 10 MiB of Python objects while a run is sorted)
 _BLOCK = 1024  # triples per line of a run file
 
@@ -72,6 +74,9 @@ def union_aliases(staged: StagedRecords, buckets: int, uf: RecordUnion, pool: Re
     results = pool.alias_pairs(files) if pool is not None else map(alias_pairs, files)
     union = uf.union
     for pairs in results:
+        if _osvc is not None:  # the same unions in C, on the same arrays
+            _osvc.join_pairs(uf.parent, uf.rank, pairs)
+            continue
         for i in range(0, len(pairs), 2):
             union(pairs[i], pairs[i + 1])
 
@@ -180,18 +185,29 @@ def group(
     head = array("i", [-1]) * n
     nxt = array("i", [-1]) * n
     parent = uf.parent
-    find = uf.find
-    for g in range(n):
-        r = find(g)
-        parent[g] = r  # fully compressed from here on: parent is the group's representative
-        nxt[g] = head[r]
-        head[r] = g
+    if _osvc is not None:
+        _osvc.chains(parent, head, nxt)
+    else:
+        find = uf.find
+        for g in range(n):
+            r = find(g)
+            parent[g] = r  # fully compressed from here on: parent is the group's representative
+            nxt[g] = head[r]
+            head[r] = g
     del uf.rank
     lap("chains")
     order = ExternalSort(staged.work)
     multi: dict[int, str | None] = {}
     singles: list[tuple[str, int, int]] = []  # handed to the sort in blocks (a call per record costs more)
-    for g, (cve, own) in enumerate(staged.keys()):
+    if _osvc is not None:  # the same pass in C, a key line at a time
+        base = 0
+        for items in staged.key_lines():
+            _osvc.group_keys(items, base, parent, head, nxt, singles, multi, better_cve)
+            base += len(items) // 2
+            if len(singles) >= _BLOCK * 16:
+                order.extend(singles)
+                singles = []
+    for g, (cve, own) in enumerate(() if _osvc is not None else staged.keys()):
         r = parent[g]
         if nxt[g] == -1 and head[r] == g:  # a group of one record
             key = cve or own

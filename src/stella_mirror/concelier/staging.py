@@ -925,13 +925,17 @@ class StagedRecords:
         rec: Advisory = orjson.loads(blob)
         return meta[3], rec
 
-    def keys(self) -> Iterator[tuple[str | None, str]]:
-        """``(lowestCve, ownKey)`` of every record, in index order."""
+    def key_lines(self) -> Iterator[list[str | None]]:
+        """The staged key lines, in index order: ``[lowestCve, ownKey, lowestCve, ownKey, …]`` each."""
         for tag in self.tags:
             with (self.work / f"key-{tag}.jsonl").open("rb", buffering=1 << 20) as fh:
                 for line in fh:
-                    items = orjson.loads(line)
-                    yield from zip(items[0::2], items[1::2], strict=True)
+                    yield orjson.loads(line)
+
+    def keys(self) -> Iterator[tuple[str | None, str]]:
+        """``(lowestCve, ownKey)`` of every record, in index order."""
+        for items in self.key_lines():
+            yield from zip(items[0::2], items[1::2], strict=True)
 
     def alias_files(self, bucket: int) -> Iterator[tuple[int, Path]]:
         """``(first record index, path)`` of each reader's file of one alias bucket."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from array import array
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +38,31 @@ def test_record_union_joins_transitively() -> None:
     uf.union(3, 5)
     uf.union(1, 2)
     assert uf.find(0) == uf.find(5) != uf.find(1) == uf.find(2) != uf.find(4)
+
+
+def test_compiled_union_chains_and_keys_match_python() -> None:
+    """join_pairs and chains leave the arrays exactly as RecordUnion and the Python chain loop do."""
+    compiled = grouping._osvc
+    assert compiled is not None, "the compiled module is not built"
+    rng = random.Random(5)
+    n = 2000
+    pairs = array("i", [rng.randrange(n) for _ in range(1200)])
+    python, c = RecordUnion(n), RecordUnion(n)
+    for i in range(0, len(pairs), 2):
+        python.union(pairs[i], pairs[i + 1])
+    compiled.join_pairs(c.parent, c.rank, pairs)
+    assert c.parent == python.parent and c.rank == python.rank
+    head, nxt = array("i", [-1]) * n, array("i", [-1]) * n
+    compiled.chains(c.parent, head, nxt)
+    want_head, want_next = array("i", [-1]) * n, array("i", [-1]) * n
+    for g in range(n):
+        r = python.find(g)
+        python.parent[g] = r
+        want_next[g] = want_head[r]
+        want_head[r] = g
+    assert (c.parent, head, nxt) == (python.parent, want_head, want_next)
+    with pytest.raises(ValueError):
+        compiled.join_pairs(c.parent, c.rank, array("i", [0, n]))
 
 
 def _export(out: Path, keydir: Path, workers: int) -> dict[str, bytes]:
@@ -76,6 +102,10 @@ def test_tiny_runs_windows_and_buckets_change_nothing(
         monkeypatch.setattr(export, "bucket_count", lambda _n, b=buckets: b)
         assert _export(tmp_path / f"pool-{buckets}", keydir, workers=2) == expected
         assert _export(tmp_path / f"inline-{buckets}", keydir, workers=1) == expected
+        # The union-find, chains and key pass in Python instead of the compiled helpers.
+        with monkeypatch.context() as m:
+            m.setattr(grouping, "_osvc", None)
+            assert _export(tmp_path / f"python-{buckets}", keydir, workers=2) == expected
 
 
 def test_bucket_count_is_a_bounded_power_of_two() -> None:

@@ -21,6 +21,7 @@
  *   json.h    the strict JSON reader          osv.h    an OSV document -> canonical bytes (entry)
  *   stage.h   staging (stage, stage_files)    merge.h  merging staged records (merge)
  *   count.h   counting a source's files (count_files)
+ *   group.h   grouping.group's union-find, chains and key pass (join_pairs, chains, group_keys)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -38,6 +39,7 @@
 #include "osvc/stage.h"
 #include "osvc/merge.h"
 #include "osvc/count.h"
+#include "osvc/group.h"
 
 PyDoc_STRVAR(configure_doc, "configure(cvss, purl, severity_word, sha256) -> None\n\n"
                             "The Python helpers entry() calls (see osv_fast).");
@@ -70,6 +72,9 @@ static PyMethodDef methods[] = {
     {"stage_files", (PyCFunction)(void (*)(void))stage_files, METH_FASTCALL, stage_files_doc},
     {"merge", (PyCFunction)(void (*)(void))merge_entry, METH_FASTCALL, merge_doc},
     {"count_files", (PyCFunction)count_files, METH_O, count_files_doc},
+    {"join_pairs", (PyCFunction)(void (*)(void))join_pairs, METH_FASTCALL, join_pairs_doc},
+    {"chains", (PyCFunction)(void (*)(void))chains, METH_FASTCALL, chains_doc},
+    {"group_keys", (PyCFunction)(void (*)(void))group_keys, METH_FASTCALL, group_keys_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -450,6 +450,8 @@ compiled_merge: Any = None
 """``_osvc.merge`` (merge.merge of two or more staged records in C) likewise."""
 compiled_count_files: Any = None
 """``_osvc.count_files`` (the export's count of a source's files) likewise."""
+compiled_module: Any = None
+"""The compiled module itself when built (grouping uses its union-find helpers), else None."""
 COMPILED = False
 """Whether the compiled module is in use."""
 try:
@@ -463,4 +465,5 @@ else:
     compiled_stage_files = _osvc.stage_files
     compiled_merge = _osvc.merge
     compiled_count_files = _osvc.count_files
+    compiled_module = _osvc
     COMPILED = True
