@@ -283,23 +283,7 @@ static int merge_records(Arena *ar, Buf *b, Str *key, Rec *recs, Py_ssize_t nrec
                 if (!seen) vs[m++] = v;
             }
         }
-        if (n > 1) { /* as _out_ranges: unique (the last of a key), sorted, a bare "fixed" beside a range dropped */
-            sort_ranges(rs, n);
-            Py_ssize_t u = 0;
-            for (Py_ssize_t y = 0; y < n; y++)
-                if (u == 0 || range_cmp(&rs[u - 1], &rs[y]) != 0) rs[u++] = rs[y];
-            n = u;
-            Py_ssize_t kept = 0;
-            for (Py_ssize_t y = 0; y < n; y++) {
-                Range *rr = &rs[y];
-                int drop = 0;
-                if (!rr->introduced.s && !rr->last.s && rr->fixed.s)
-                    for (Py_ssize_t z = 0; z < n && !drop; z++)
-                        if (rs[z].introduced.s && rs[z].fixed.s && str_cmp(&rs[z].fixed, &rr->fixed) == 0) drop = 1;
-                if (!drop) rs[kept++] = *rr;
-            }
-            n = kept;
-        }
+        n = normalize_ranges(rs, n);
         Keyed *first = &aff[i];
         Str purl;
         if (str_or_null(member(first->v, "purl"), &purl) < 0) return DECLINE;

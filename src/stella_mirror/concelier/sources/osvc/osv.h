@@ -203,6 +203,28 @@ static int event_kind(const JMem *m) {
     return -1;
 }
 
+/* merge.merge_affected's ranges (and _out_ranges'): unique ({key: r} keeps the last of equal keys;
+ * equal keys mean equal ranges here, as empty strings are declined), sorted, a bare "fixed" dropped
+ * beside a range that ends there. Returns the count kept. */
+static Py_ssize_t normalize_ranges(Range *rs, Py_ssize_t n) {
+    if (n < 2) return n;
+    sort_ranges(rs, n);
+    Py_ssize_t u = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (u == 0 || range_cmp(&rs[u - 1], &rs[i]) != 0) rs[u++] = rs[i];
+    n = u;
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Range *r = &rs[i];
+        int drop = 0;
+        if (!r->introduced.s && !r->last.s && r->fixed.s)
+            for (Py_ssize_t j = 0; j < n && !drop; j++)
+                if (rs[j].introduced.s && rs[j].fixed.s && str_cmp(&rs[j].fixed, &r->fixed) == 0) drop = 1;
+        if (!drop) rs[kept++] = *r;
+    }
+    return kept;
+}
+
 /* _out_ranges: events → ranges, then unique + sorted, a bare "fixed" beside a range ending there dropped. */
 static int out_ranges(Arena *ar, JV ranges, Range **out, Py_ssize_t *nout) {
     static const char *const RANGE_FIELDS[] = {"type", "events", "repo", "database_specific"};
@@ -265,25 +287,7 @@ static int out_ranges(Arena *ar, JV ranges, Range **out, Py_ssize_t *nout) {
             rs[n++] = (Range){none, current, none, type};
         }
     }
-    if (n > 1) {
-        /* {key: r} keeps the last of equal keys; equal keys mean equal ranges here (no empty strings). */
-        sort_ranges(rs, n);
-        Py_ssize_t u = 0;
-        for (Py_ssize_t i = 0; i < n; i++)
-            if (u == 0 || range_cmp(&rs[u - 1], &rs[i]) != 0) rs[u++] = rs[i];
-        n = u;
-        Py_ssize_t kept = 0;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            Range *r = &rs[i];
-            int drop = 0;
-            if (!r->introduced.s && !r->last.s && r->fixed.s) {
-                for (Py_ssize_t j = 0; j < n && !drop; j++)
-                    if (rs[j].introduced.s && rs[j].fixed.s && str_cmp(&rs[j].fixed, &r->fixed) == 0) drop = 1;
-            }
-            if (!drop) rs[kept++] = *r;
-        }
-        n = kept;
-    }
+    n = normalize_ranges(rs, n);
     *out = rs;
     *nout = n;
     return 0;
