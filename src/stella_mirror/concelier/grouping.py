@@ -63,6 +63,14 @@ class RecordUnion:
         if rank[ra] == rank[rb]:
             rank[ra] += 1
 
+    def union_pairs(self, pairs: array) -> None:  # type: ignore[type-arg]
+        """:meth:`union` for every pair ``a, g`` of a flat array (in C when the module is built)."""
+        if _osvc is not None:
+            _osvc.join_pairs(self.parent, self.rank, pairs)
+            return
+        for i in range(0, len(pairs), 2):
+            self.union(pairs[i], pairs[i + 1])
+
 
 def union_aliases(staged: StagedRecords, buckets: int, uf: RecordUnion, pool: ReaderPool | None = None) -> None:
     """Join every two records that name the same alias, one alias bucket at a time.
@@ -72,13 +80,8 @@ def union_aliases(staged: StagedRecords, buckets: int, uf: RecordUnion, pool: Re
     """
     files = [[(base, str(path)) for base, path in staged.alias_files(b)] for b in range(buckets)]
     results = pool.alias_pairs(files) if pool is not None else map(alias_pairs, files)
-    union = uf.union
     for pairs in results:
-        if _osvc is not None:  # the same unions in C, on the same arrays
-            _osvc.join_pairs(uf.parent, uf.rank, pairs)
-            continue
-        for i in range(0, len(pairs), 2):
-            union(pairs[i], pairs[i + 1])
+        uf.union_pairs(pairs)
 
 
 class ExternalSort:
@@ -168,6 +171,30 @@ class Groups:
         return out
 
 
+def _key_pass(
+    items: list[Any],
+    base: int,
+    parent: array,  # type: ignore[type-arg]
+    head: array,  # type: ignore[type-arg]
+    nxt: array,  # type: ignore[type-arg]
+    singles: list[tuple[str, int, int]],
+    multi: dict[int, str | None],
+    better: Callable[[str | None, str], str],
+) -> None:
+    """The key pass over one key line ``[lowestCve, ownKey, …]`` of records ``base, base + 1, …``:
+    a record alone in its group goes to ``singles`` as ``(key, record, key == ownKey)``; a group of
+    several keeps its best CVE in ``multi[representative]`` (``_osvc.group_keys`` in Python)."""
+    for g, (cve, own) in enumerate(zip(items[0::2], items[1::2], strict=True), base):
+        r = parent[g]
+        if nxt[g] == -1 and head[r] == g:  # a group of one record
+            key = cve or own
+            singles.append((key, g, key == own))
+        elif cve is not None:
+            multi[r] = better(multi.get(r), cve)
+        elif r not in multi:
+            multi[r] = None
+
+
 def group(
     staged: StagedRecords,
     buckets: int,
@@ -199,26 +226,14 @@ def group(
     order = ExternalSort(staged.work)
     multi: dict[int, str | None] = {}
     singles: list[tuple[str, int, int]] = []  # handed to the sort in blocks (a call per record costs more)
-    if _osvc is not None:  # the same pass in C, a key line at a time
-        base = 0
-        for items in staged.key_lines():
-            _osvc.group_keys(items, base, parent, head, nxt, singles, multi, better_cve)
-            base += len(items) // 2
-            if len(singles) >= _BLOCK * 16:
-                order.extend(singles)
-                singles = []
-    for g, (cve, own) in enumerate(() if _osvc is not None else staged.keys()):
-        r = parent[g]
-        if nxt[g] == -1 and head[r] == g:  # a group of one record
-            key = cve or own
-            singles.append((key, g, key == own))
-            if len(singles) == _BLOCK * 16:
-                order.extend(singles)
-                singles = []
-        elif cve is not None:
-            multi[r] = better_cve(multi.get(r), cve)
-        elif r not in multi:
-            multi[r] = None
+    key_pass = _osvc.group_keys if _osvc is not None else _key_pass
+    base = 0
+    for items in staged.key_lines():
+        key_pass(items, base, parent, head, nxt, singles, multi, better_cve)
+        base += len(items) // 2
+        if len(singles) >= _BLOCK * 16:
+            order.extend(singles)
+            singles = []
     order.extend(singles)
     del parent, uf
     groups = Groups(order, head, nxt, len(multi))

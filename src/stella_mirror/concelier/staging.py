@@ -932,11 +932,6 @@ class StagedRecords:
                 for line in fh:
                     yield orjson.loads(line)
 
-    def keys(self) -> Iterator[tuple[str | None, str]]:
-        """``(lowestCve, ownKey)`` of every record, in index order."""
-        for items in self.key_lines():
-            yield from zip(items[0::2], items[1::2], strict=True)
-
     def alias_files(self, bucket: int) -> Iterator[tuple[int, Path]]:
         """``(first record index, path)`` of each reader's file of one alias bucket."""
         for tag, base in zip(self.tags, self.bases, strict=True):
