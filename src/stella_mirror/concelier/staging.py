@@ -429,15 +429,9 @@ class DomainStats:
         """Count one advisory from its ``[source, recordedAt]`` pairs."""
         self.count += 1
         seen: set[str] = set()
-        for source, recorded in prov:
-            stat = self.sources.get(source)
-            if stat is None:
-                stat = self.sources[source] = [0, None]
-            if source not in seen:
-                stat[0] += 1
-                seen.add(source)
-            if recorded and (stat[1] is None or recorded > stat[1]):
-                stat[1] = recorded
+        for source, recorded in prov:  # each source counts once per advisory
+            self.add_source(source, 0 if source in seen else 1, recorded)
+            seen.add(source)
 
     def add_source(self, source: str, count: int, recorded: str | None) -> None:
         """Add ``count`` advisories naming ``source`` (negative: take back), the latest recorded at ``recorded``."""
