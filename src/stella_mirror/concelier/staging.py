@@ -176,12 +176,17 @@ def tally(into: SourceTally, mask: int, prov: list[list[Any]], sign: int = 1) ->
         if source in seen:
             continue
         seen.add(source)
-        slot = into.get((mask, source))
-        if slot is None:
-            slot = into[(mask, source)] = [0, None]
-        slot[0] += sign
-        if sign > 0 and recorded and (slot[1] is None or recorded > slot[1]):
-            slot[1] = recorded
+        _bump(into, (mask, source), sign, recorded if sign > 0 else None)
+
+
+def _bump(slots: dict[Any, list[Any]], key: Any, count: int, recorded: str | None) -> None:
+    """``slots[key]`` (``[count, latest recordedAt]``, made on first use) += ``count``, latest of ``recorded``."""
+    slot = slots.get(key)
+    if slot is None:
+        slot = slots[key] = [0, None]
+    slot[0] += count
+    if recorded and (slot[1] is None or recorded > slot[1]):
+        slot[1] = recorded
 
 
 class Stager:
@@ -435,12 +440,7 @@ class DomainStats:
 
     def add_source(self, source: str, count: int, recorded: str | None) -> None:
         """Add ``count`` advisories naming ``source`` (negative: take back), the latest recorded at ``recorded``."""
-        stat = self.sources.get(source)
-        if stat is None:
-            stat = self.sources[source] = [0, None]
-        stat[0] += count
-        if recorded and (stat[1] is None or recorded > stat[1]):
-            stat[1] = recorded
+        _bump(self.sources, source, count, recorded)
 
     def absorb(self, other: DomainStats) -> None:
         """Add the statistics of other advisories."""
