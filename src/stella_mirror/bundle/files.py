@@ -167,14 +167,15 @@ class SigningWriter(HashingWriter):
         for lane in self._lanes:
             lane.put(data)
 
+    def _take_small(self) -> bytes:
+        block = bytes(self._small)
+        self._small.clear()
+        return block
+
     def _flush_small(self) -> None:
+        """The gathered small writes as a block: queued, or applied here while no thread runs yet."""
         if self._small:
-            block = bytes(self._small)
-            self._small.clear()
-            if self._lanes:
-                self._put(block)
-            else:
-                self._apply(block)
+            (self._put if self._lanes else self._apply)(self._take_small())
 
     def _drain(self) -> None:
         self._flush_small()
@@ -187,14 +188,9 @@ class SigningWriter(HashingWriter):
         if len(data) < self._BACKGROUND_MIN:
             self._small += data
             if len(self._small) >= self._BACKGROUND_MIN:
-                block = bytes(self._small)
-                self._small.clear()
-                self._put(block)
+                self._put(self._take_small())
             return len(data)
-        if self._small:
-            block = bytes(self._small)
-            self._small.clear()
-            self._put(block)
+        self._flush_small()
         self._put(data)
         return len(data)
 
