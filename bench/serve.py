@@ -80,18 +80,48 @@ def wait_http(url: str, timeout: float = 30, headers: dict[str, str] | None = No
 
 
 def _advisory(i: int, rng: random.Random) -> dict[str, Any]:
-    words = " ".join(rng.choice(["buffer", "overflow", "request", "parser", "remote", "crafted", "denial",
-                                 "service", "memory", "input", "validation", "attacker"]) for _ in range(300))
+    words = " ".join(
+        rng.choice(
+            [
+                "buffer",
+                "overflow",
+                "request",
+                "parser",
+                "remote",
+                "crafted",
+                "denial",
+                "service",
+                "memory",
+                "input",
+                "validation",
+                "attacker",
+            ]
+        )
+        for _ in range(300)
+    )
     key = f"CVE-2024-{i:06d}"
     return {
-        "advisoryKey": key, "aliases": [key, f"GHSA-{i:04x}-bench-{i % 997:03d}"], "title": f"Advisory {key}",
-        "summary": words[:160], "description": words, "published": "2024-01-01T00:00:00Z",
-        "modified": "2024-06-01T00:00:00Z", "withdrawn": None, "severity": "high",
+        "advisoryKey": key,
+        "aliases": [key, f"GHSA-{i:04x}-bench-{i % 997:03d}"],
+        "title": f"Advisory {key}",
+        "summary": words[:160],
+        "description": words,
+        "published": "2024-01-01T00:00:00Z",
+        "modified": "2024-06-01T00:00:00Z",
+        "withdrawn": None,
+        "severity": "high",
         "cvss": [{"version": "3.1", "vector": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", "baseScore": 9.8}],
-        "cwes": ["CWE-787"], "references": [{"url": f"https://example.org/{key}", "type": "ADVISORY"}],
-        "affected": [{"ecosystem": "PyPI", "package": f"pkg{i % 5000}", "purl": f"pkg:pypi/pkg{i % 5000}",
-                      "ranges": [{"type": "ECOSYSTEM", "introduced": "0", "fixed": "1.2.3", "lastAffected": None}],
-                      "versions": []}],
+        "cwes": ["CWE-787"],
+        "references": [{"url": f"https://example.org/{key}", "type": "ADVISORY"}],
+        "affected": [
+            {
+                "ecosystem": "PyPI",
+                "package": f"pkg{i % 5000}",
+                "purl": f"pkg:pypi/pkg{i % 5000}",
+                "ranges": [{"type": "ECOSYSTEM", "introduced": "0", "fixed": "1.2.3", "lastAffected": None}],
+                "versions": [],
+            }
+        ],
         "provenance": [{"source": "bench", "documentId": key, "digest": "sha256:" + "0" * 64, "recordedAt": None}],
     }
 
@@ -114,7 +144,8 @@ def build_tree(root: Path, keys: Path) -> Path:
             now = utcnow()
             stamp = ExportStamp(export_id, seq, rfc3339(now), rfc3339(now.replace(year=now.year + 1)))
             doms = [ConcelierDomain("primary", "Primary", big)] + [
-                ConcelierDomain(d, d.title(), small) for d in ("community", "partner", "secure")]
+                ConcelierDomain(d, d.title(), small) for d in ("community", "partner", "secure")
+            ]
             write_concelier_export(stage, stamp, doms, key)
             return er.commit(stage, export_id)
 
@@ -148,7 +179,8 @@ def start_nginx(work: Path, root: Path, htpasswd: Path) -> tuple[Proc, int]:
     conf = prefix / "nginx.conf"
     # As root, nginx would switch its workers to "nobody", who cannot read a private temp directory.
     user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
-    conf.write_text(textwrap.dedent(f"""\
+    conf.write_text(
+        textwrap.dedent(f"""\
         {user}
         worker_processes 2;
         daemon off;
@@ -179,7 +211,8 @@ def start_nginx(work: Path, root: Path, htpasswd: Path) -> tuple[Proc, int]:
             location = /concelier/exports/index.json {{ alias {latest}/index.json; }}
           }}
         }}
-        """))
+        """)
+    )
     proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(prefix)], stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/concelier/exports/index.json")
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
@@ -188,7 +221,8 @@ def start_nginx(work: Path, root: Path, htpasswd: Path) -> tuple[Proc, int]:
 
 def write_config(work: Path, root: Path, htpasswd: Path, sendfile: bool, name: str) -> Path:
     cfg = work / f"{name}.yaml"
-    cfg.write_text(textwrap.dedent(f"""\
+    cfg.write_text(
+        textwrap.dedent(f"""\
         concelier:
           mirror:
             exportRoot: {root}
@@ -209,7 +243,8 @@ def write_config(work: Path, root: Path, htpasswd: Path, sendfile: bool, name: s
           accessLog: {work / f"{name}-access.log"}
           metrics: true
           sendfile: {"true" if sendfile else "false"}
-        """))
+        """)
+    )
     return cfg
 
 
@@ -217,9 +252,23 @@ def start_ours(work: Path, root: Path, htpasswd: Path, workers: int, sendfile: b
     port = free_port()
     cfg = write_config(work, root, htpasswd, sendfile, name)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONCELIER__", "EXCITITOR__", "MIRROR__"))}
-    proc = subprocess.Popen([sys.executable, "-c", "from stella_mirror.cli.main import main; main()", "serve",
-                             "--config", str(cfg), "--port", str(port), "--workers", str(workers)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=(work / f"{name}.err").open("wb"))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from stella_mirror.cli.main import main; main()",
+            "serve",
+            "--config",
+            str(cfg),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(work / f"{name}.err").open("wb"),
+    )
     wait_http(f"http://127.0.0.1:{port}/readyz")
     time.sleep(0.5)
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
@@ -228,8 +277,11 @@ def start_ours(work: Path, root: Path, htpasswd: Path, workers: int, sendfile: b
 
 def start_http_server(root: Path) -> Proc:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                             "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_http(f"http://127.0.0.1:{port}/latest/mirror/index.json")
     return Proc("http.server", proc, port, [proc.pid])
 
@@ -274,8 +326,10 @@ def wrk(server: str, scenario: str, url: str, connections: int, duration: int, h
     mbps = float(tr.group(1)) * _UNITS[tr.group(2)] if tr else 0.0
     p99 = re.search(r"99%\s+(\S+)", out)
     errors = 0
-    for pat in (r"Non-2xx or 3xx responses: (\d+)",
-                r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"):
+    for pat in (
+        r"Non-2xx or 3xx responses: (\d+)",
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+    ):
         m = re.search(pat, out)
         if m:
             errors += sum(int(g) for g in m.groups())
@@ -323,10 +377,20 @@ def in_process(work: Path, root: Path, htpasswd: Path, n: int) -> int:
     token = base64.b64encode(f"{USER}:{PASSWORD}".encode())
 
     def scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
-        return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-                "scheme": "http", "path": "/concelier/exports/index.json",
-                "raw_path": b"/concelier/exports/index.json", "query_string": b"", "root_path": "",
-                "headers": headers, "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8080)}
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/concelier/exports/index.json",
+            "raw_path": b"/concelier/exports/index.json",
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8080),
+        }
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -366,8 +430,11 @@ def in_process(work: Path, root: Path, htpasswd: Path, n: int) -> int:
                     statuses.append(answer.status)
             per = (time.process_time() - started) / n * 1e6
             bad = sum(1 for s in statuses if s != 200)
-            print(f"  ({name}) immediate  {per:6.1f} µs CPU per request ({n} requests, {bad} not 200, {slow} by "
-                  "the ASGI path)", flush=True)
+            print(
+                f"  ({name}) immediate  {per:6.1f} µs CPU per request ({n} requests, {bad} not 200, {slow} by "
+                "the ASGI path)",
+                flush=True,
+            )
         if app.sink is not None:
             app.sink.close()
 
@@ -385,12 +452,20 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--markdown", action="store_true", help="also print a Markdown table")
-    ap.add_argument("--only", default="a,b,c", help="comma-separated scenarios to run (default a,b,c); "
-                    "ratios that need a scenario left out are not printed")
+    ap.add_argument(
+        "--only",
+        default="a,b,c",
+        help="comma-separated scenarios to run (default a,b,c); ratios that need a scenario left out are not printed",
+    )
     ap.add_argument("--no-floor", action="store_true", help="skip python3 -m http.server (saves a minute)")
-    ap.add_argument("--in-process", type=int, default=0, metavar="N",
-                    help="instead of the HTTP runs, call the ASGI app N times per scenario in this process (no "
-                         "sockets, no uvicorn) and print its own CPU µs per request for (a) and (c)")
+    ap.add_argument(
+        "--in-process",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the HTTP runs, call the ASGI app N times per scenario in this process (no "
+        "sockets, no uvicorn) and print its own CPU µs per request for (a) and (c)",
+    )
     args = ap.parse_args()
     for tool in ("nginx", "wrk", "htpasswd"):
         if not shutil.which(tool):
@@ -435,8 +510,12 @@ def main() -> int:
         bundle = "/concelier/exports/mirror/primary/bundle.json"
         # Sanity: every server answers what the scenario expects.
         assert httpx.get(f"http://127.0.0.1:{nginx_auth_port}{index}", auth=(USER, PASSWORD)).status_code == 200
-        assert httpx.get(f"http://127.0.0.1:{ours.port}{index}", auth=(USER, PASSWORD),
-                         headers={"Host": SECURE_HOST}).status_code == 200
+        assert (
+            httpx.get(
+                f"http://127.0.0.1:{ours.port}{index}", auth=(USER, PASSWORD), headers={"Host": SECURE_HOST}
+            ).status_code
+            == 200
+        )
         assert httpx.get(f"http://127.0.0.1:{ours.port}{index}", headers={"Host": SECURE_HOST}).status_code == 401
 
         floor_port = floor.port if floor is not None else 0
@@ -450,8 +529,13 @@ def main() -> int:
             ("stella-mirror sendfile", "b", f"http://127.0.0.1:{zc_port}{bundle}", 8, []),
             ("http.server", "b", f"http://127.0.0.1:{floor_port}/latest/mirror/primary/bundle.json", 8, []),
             ("nginx auth_basic", "c", f"http://127.0.0.1:{nginx_auth_port}{index}", 64, [basic]),
-            ("stella-mirror auth+quotas", "c", f"http://127.0.0.1:{ours.port}{index}", 64,
-             [basic, f"Host: {SECURE_HOST}"]),
+            (
+                "stella-mirror auth+quotas",
+                "c",
+                f"http://127.0.0.1:{ours.port}{index}",
+                64,
+                [basic, f"Host: {SECURE_HOST}"],
+            ),
         ]
         # (c) is compared with plain nginx in (a), so nginx (a) runs whenever (c) does.
         wanted = only | ({"a-nginx"} if "c" in only else set())
@@ -461,8 +545,9 @@ def main() -> int:
             if server == "http.server" and floor is None:
                 continue
             # A short warm-up (caches, bcrypt success cache, page cache), then the measured run.
-            subprocess.run(["wrk", "-t2", f"-c{conns}", "-d2s", *_headers(headers), url],
-                           capture_output=True, check=True)
+            subprocess.run(
+                ["wrk", "-t2", f"-c{conns}", "-d2s", *_headers(headers), url], capture_output=True, check=True
+            )
             pids = next((p.pids for p in procs if url.startswith(f"http://127.0.0.1:{p.port}/")), [])
             if server.startswith("nginx"):
                 pids = nginx.pids
@@ -471,8 +556,11 @@ def main() -> int:
             if pids and r.rps:
                 r.cpu_us = (cpu_seconds(pids) - cpu_before) / (r.rps * d) * 1e6
             results.append(r)
-            print(f"  ({scenario}) {server:28s} {r.rps:10.0f} req/s {r.mbps:9.1f} MB/s  p99 {r.p99_ms:7.2f} ms"
-                  f"  errors {r.errors}  cpu/req {r.cpu_us:7.1f} µs", flush=True)
+            print(
+                f"  ({scenario}) {server:28s} {r.rps:10.0f} req/s {r.mbps:9.1f} MB/s  p99 {r.p99_ms:7.2f} ms"
+                f"  errors {r.errors}  cpu/req {r.cpu_us:7.1f} µs",
+                flush=True,
+            )
 
         if args.soak:
             print(f"soak: (c) for {args.soak} s, sampling RSS of {len(ours.pids)} processes …", flush=True)
@@ -486,8 +574,14 @@ def main() -> int:
 
             t = threading.Thread(target=sample)
             t.start()
-            r = wrk("stella-mirror auth+quotas", "soak", f"http://127.0.0.1:{ours.port}{index}", 64, args.soak,
-                    [basic, f"Host: {SECURE_HOST}"])
+            r = wrk(
+                "stella-mirror auth+quotas",
+                "soak",
+                f"http://127.0.0.1:{ours.port}{index}",
+                64,
+                args.soak,
+                [basic, f"Host: {SECURE_HOST}"],
+            )
             stop.set()
             t.join()
             soak.append((float(args.soak), rss_kib(ours.pids)))
@@ -510,8 +604,10 @@ def main() -> int:
     if "c" in only:
         c_ratio_bcrypt = get("stella-mirror auth+quotas", "c").rps / get("nginx auth_basic", "c").rps
         c_ratio_plain = get("stella-mirror auth+quotas", "c").rps / get("nginx", "a").rps
-        verdict += [("(c) req/s vs nginx auth_basic (bcrypt)", c_ratio_bcrypt, c_ratio_bcrypt >= 10, "≥ 10×"),
-                    ("(c) req/s vs plain nginx (a)", c_ratio_plain, c_ratio_plain >= 0.2, "≥ 0.2×")]
+        verdict += [
+            ("(c) req/s vs nginx auth_basic (bcrypt)", c_ratio_bcrypt, c_ratio_bcrypt >= 10, "≥ 10×"),
+            ("(c) req/s vs plain nginx (a)", c_ratio_plain, c_ratio_plain >= 0.2, "≥ 0.2×"),
+        ]
     if "a" in only:
         p99_a = get("stella-mirror", "a").p99_ms
         verdict.append(("(a) p99 ms", p99_a, p99_a < 25, "< 25 ms"))
@@ -528,12 +624,14 @@ def main() -> int:
     if soak:
         print(f"  RSS over the soak (KiB, all processes): {[k for _, k in soak]}  peak {peak}")
     if args.markdown:
-        print("\n| scenario | server | req/s | MB/s | p99 | errors | server CPU/req |"
-              "\n|---|---|---:|---:|---:|---:|---:|")
+        print(
+            "\n| scenario | server | req/s | MB/s | p99 | errors | server CPU/req |\n|---|---|---:|---:|---:|---:|---:|"
+        )
         for r in results:
             cpu = "" if r.cpu_us != r.cpu_us else f"{r.cpu_us:,.0f} µs"
-            print(f"| {r.scenario} | {r.server} | {r.rps:,.0f} | {r.mbps:,.1f} | {r.p99_ms:.2f} ms | {r.errors} "
-                  f"| {cpu} |")
+            print(
+                f"| {r.scenario} | {r.server} | {r.rps:,.0f} | {r.mbps:,.1f} | {r.p99_ms:.2f} ms | {r.errors} | {cpu} |"
+            )
         print("\n| ratio | value | target | |\n|---|---:|---|---|")
         for name, value, ok, target in verdict:
             print(f"| {name} | {value:.2f} | {target} | {'met' if ok else '**missed**'} |")

@@ -311,9 +311,7 @@ def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
-def canonicalize(
-    data: Any, model: type[BaseModel], path: tuple[Any, ...], strict: bool, report: LoadReport
-) -> Any:
+def canonicalize(data: Any, model: type[BaseModel], path: tuple[Any, ...], strict: bool, report: LoadReport) -> Any:
     """Rename keys of ``data`` to the model's camelCase aliases, matching case-insensitively.
 
     Numeric-keyed dicts (from the environment) under list fields stay dicts here (merged by index later).

@@ -53,8 +53,10 @@ def _export_concelier(root: Path, key: SigningKey, notes: list[str]) -> None:
     sources = sample_sources()
     domains = [DomainSpec(d, display_name(d)) for d in ("primary", "community")]
     summary = run_export(ExportRequest(sources=sources, domains=domains, key=key, out=root, strict=False))
-    notes.append(f"Concelier: {summary.advisories} advisories from {summary.documents_read} sample documents, "
-                 f"export {summary.export_id}")
+    notes.append(
+        f"Concelier: {summary.advisories} advisories from {summary.documents_read} sample documents, "
+        f"export {summary.export_id}"
+    )
 
 
 def _export_excititor(root: Path, key: SigningKey, notes: list[str]) -> None:
@@ -78,21 +80,48 @@ def build_demo(directory: Path, port: int) -> DemoMirror:
 
     def domains(primary_auth: bool) -> list[dict[str, object]]:
         return [
-            {"id": "primary", "displayName": "Primary", "requireAuthentication": primary_auth,
-             "htpasswd": str(htpasswd), "maxDownloadRequestsPerHour": 1200},
-            {"id": "community", "displayName": "Community", "requireAuthentication": False,
-             "htpasswd": str(htpasswd), "maxDownloadRequestsPerHour": 600},
+            {
+                "id": "primary",
+                "displayName": "Primary",
+                "requireAuthentication": primary_auth,
+                "htpasswd": str(htpasswd),
+                "maxDownloadRequestsPerHour": 1200,
+            },
+            {
+                "id": "community",
+                "displayName": "Community",
+                "requireAuthentication": False,
+                "htpasswd": str(htpasswd),
+                "maxDownloadRequestsPerHour": 600,
+            },
         ]
 
     config = {
-        "concelier": {"mirror": {"enabled": True, "exportRoot": str(directory / "concelier"),
-                                 "requireAuthentication": True, "htpasswd": str(htpasswd),
-                                 "maxIndexRequestsPerHour": 3600, "domains": domains(True)}},
-        "excititor": {"artifacts": {"filesystem": {"root": str(directory / "excititor")}},
-                      "mirror": {"enabled": True, "htpasswd": str(htpasswd), "maxIndexRequestsPerHour": 3600,
-                                 "domains": domains(True)}},
-        "mirror": {"host": "127.0.0.1", "port": port, "accessLog": str(directory / "access.log"),
-                   "pidFile": str(directory / "server.pid")},
+        "concelier": {
+            "mirror": {
+                "enabled": True,
+                "exportRoot": str(directory / "concelier"),
+                "requireAuthentication": True,
+                "htpasswd": str(htpasswd),
+                "maxIndexRequestsPerHour": 3600,
+                "domains": domains(True),
+            }
+        },
+        "excititor": {
+            "artifacts": {"filesystem": {"root": str(directory / "excititor")}},
+            "mirror": {
+                "enabled": True,
+                "htpasswd": str(htpasswd),
+                "maxIndexRequestsPerHour": 3600,
+                "domains": domains(True),
+            },
+        },
+        "mirror": {
+            "host": "127.0.0.1",
+            "port": port,
+            "accessLog": str(directory / "access.log"),
+            "pidFile": str(directory / "server.pid"),
+        },
     }
     config_path = directory / "mirror.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -162,5 +191,4 @@ def run_demo(port: int, directory: Path | None, workers: int = 1) -> int:
     print()
     print(f"Serving on http://127.0.0.1:{port} — press Ctrl-C to stop.", flush=True)
     sys.stdout.flush()
-    return run(ServeOptions(loader, host="127.0.0.1", port=port, workers=workers,
-                            pid_file=target / "server.pid"))
+    return run(ServeOptions(loader, host="127.0.0.1", port=port, workers=workers, pid_file=target / "server.pid"))

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stella_mirror.bundle.keyfiles import load_signing_key
 from stella_mirror.errors import ConfigError
@@ -28,6 +26,9 @@ class RichProgress:
     """A progress bar on the terminal (stderr)."""
 
     def __init__(self) -> None:
+        from rich.console import Console  # only on a terminal (rich costs ~20 ms to import)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         self._bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),

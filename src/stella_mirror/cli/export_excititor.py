@@ -6,13 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from stella_mirror.bundle.keyfiles import load_signing_key
+from stella_mirror.cli.console import err_console, escape
 from stella_mirror.timeutil import parse_duration, parse_rfc3339
-
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def excititor(
@@ -48,9 +45,9 @@ def excititor(
     )
     report = summary.report
     for exc in report.rejected:
-        _err.print(f"[yellow]rejected[/] {escape(str(exc))}")
+        err_console().print(f"[yellow]rejected[/] {escape(str(exc))}")
     for path, first in report.duplicates:
-        _err.print(f"duplicate {escape(path)} (same bytes as {escape(first)}): counted once")
+        err_console().print(f"duplicate {escape(path)} (same bytes as {escape(first)}): counted once")
     typer.echo(
         f"published Excititor export {summary.export_id} sequence {summary.sequence} to {out}: "
         f"{report.documents} documents, {summary.claims} claims, {len(report.rejected)} rejected, "

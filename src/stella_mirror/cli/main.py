@@ -11,10 +11,9 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from stella_mirror.cli import export, keys, server_commands, verify
+from stella_mirror.cli.console import err_console, escape
 from stella_mirror.errors import StellaMirrorError
 
 app = typer.Typer(
@@ -29,12 +28,10 @@ app.add_typer(export.app, name="export")
 app.command("verify")(verify.verify)
 server_commands.register(app)
 
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
-
 
 def report_error(exc: StellaMirrorError) -> int:
     """Print one clear line for a known error and return its exit code."""
-    _err.print(f"[bold red]error[/] {escape(f'[{exc.kind}] {exc}')}", markup=True)
+    err_console().print(f"[bold red]error[/] {escape(f'[{exc.kind}] {exc}')}", markup=True)
     return exc.exit_code
 
 

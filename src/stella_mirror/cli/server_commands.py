@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import orjson
 import typer
-import yaml
 
 if TYPE_CHECKING:
     from stella_mirror.config import MirrorConfig
@@ -88,6 +87,8 @@ def config_check(
     if output == "json":
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
     else:
+        import yaml
+
         typer.echo(yaml.safe_dump(data, sort_keys=True, default_flow_style=False).rstrip())
     for key in report.ignored_env:
         typer.echo(f"warning: environment key {key} matches no setting and was ignored", err=True)

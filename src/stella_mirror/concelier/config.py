@@ -26,8 +26,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from stella_mirror.concelier.export import DomainSpec
 from stella_mirror.concelier.filters import DomainFilter
 from stella_mirror.concelier.sources import DEFAULT_MAX_DOCUMENT_BYTES, KINDS, SourceSpec
@@ -87,6 +85,8 @@ def _get(obj: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str
 
 def load_config(path: Path) -> ConcelierExportConfig:
     """Read an export configuration file; errors name the key path."""
+    import yaml  # here, not at the top: a flag-only export need not compile PyYAML's patterns
+
     try:
         raw = yaml.safe_load(path.read_bytes())
     except OSError as exc:

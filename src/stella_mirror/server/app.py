@@ -73,12 +73,19 @@ def build_state(
 ) -> ServerState:
     """A complete state generation (raises :class:`StellaMirrorError` on invalid files)."""
     sites, problems = build_sites(config, service)
-    state = ServerState(config=config, sites=sites, problems=problems,
-                        generation=previous.generation + 1 if previous else 0)
+    state = ServerState(
+        config=config, sites=sites, problems=problems, generation=previous.generation + 1 if previous else 0
+    )
     authenticator = _authenticator(config, state.all_policies())
     backend = _quota_backend(config, previous)
-    return ServerState(config=config, sites=sites, authenticator=authenticator, quota_backend=backend,
-                       generation=state.generation, problems=problems)
+    return ServerState(
+        config=config,
+        sites=sites,
+        authenticator=authenticator,
+        quota_backend=backend,
+        generation=state.generation,
+        problems=problems,
+    )
 
 
 def report_problems(state: ServerState) -> None:
@@ -242,8 +249,13 @@ class MirrorApp:
         if state.quota_backend is not previous.quota_backend and previous.quota_backend is not None:
             with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().create_task(previous.quota_backend.close())
-        for key, name in (("host", "host"), ("port", "port"), ("workers", "workers"), ("sendfile", "sendfile"),
-                          ("keep_alive_seconds", "keepAliveSeconds")):
+        for key, name in (
+            ("host", "host"),
+            ("port", "port"),
+            ("workers", "workers"),
+            ("sendfile", "sendfile"),
+            ("keep_alive_seconds", "keepAliveSeconds"),
+        ):
             if getattr(config.mirror, key) != getattr(previous.config.mirror, key):
                 log.warning("mirror.%s changed; it takes effect on restart, not on reload", name)
         report_problems(state)

@@ -143,8 +143,12 @@ def header_block(static: tuple[tuple[bytes, bytes], ...]) -> HeaderBlock | None:
     names = [name.lower() for name, _ in static]
     values = [value for _, value in static]
     block: HeaderBlock | None = None
-    usable = not (HEADER_RE.search(b"".join(names)) or HEADER_VALUE_RE.search(b"".join(values))
-                  or b"transfer-encoding" in names or b"connection" in names)
+    usable = not (
+        HEADER_RE.search(b"".join(names))
+        or HEADER_VALUE_RE.search(b"".join(values))
+        or b"transfer-encoding" in names
+        or b"connection" in names
+    )
     if usable:
         length = next((int(v.decode()) for n, v in zip(names, values, strict=True) if n == b"content-length"), None)
         wire = b"".join([b"%s: %s\r\n" % pair for pair in zip(names, values, strict=True)])

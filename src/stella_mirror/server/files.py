@@ -310,8 +310,9 @@ def open_representation(
     """
     candidates: list[tuple[str | None, str]] = []
     if negotiate and accept_encoding:
-        candidates = [(coding, name + suffix)
-                      for coding, suffix in choose_encodings(parse_accept_encoding(accept_encoding))]
+        candidates = [
+            (coding, name + suffix) for coding, suffix in choose_encodings(parse_accept_encoding(accept_encoding))
+        ]
     candidates.append((None, name))
     for encoding, fname in candidates:
         st = lstat(fname) if lstat is not None else _lstat_regular(dir_fd, fname)
@@ -354,7 +355,10 @@ def _content_headers(rep: Representation, content_type: bytes) -> list[tuple[byt
 
 
 def full_response_headers(
-    rep: Representation, cache: FileCache, content_type: bytes, extra_headers: list[tuple[bytes, bytes]],
+    rep: Representation,
+    cache: FileCache,
+    content_type: bytes,
+    extra_headers: list[tuple[bytes, bytes]],
     negotiate: bool,
 ) -> tuple[tuple[bytes, bytes], ...]:
     """The headers of a ``200`` with the whole of a cached small representation (what
@@ -362,8 +366,11 @@ def full_response_headers(
     keep them with the representation and answer such requests with :func:`send_full`."""
     assert rep.hexdigest is not None
     etag, last_modified = cache.validators(rep.version, rep.encoding, rep.hexdigest, rep.mtime)
-    return (*_entity_headers(etag, last_modified, extra_headers, negotiate), *_content_headers(rep, content_type),
-            (b"content-length", b"%d" % rep.version.size))
+    return (
+        *_entity_headers(etag, last_modified, extra_headers, negotiate),
+        *_content_headers(rep, content_type),
+        (b"content-length", b"%d" % rep.version.size),
+    )
 
 
 async def send_full(scope: Scope, send: Send, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> None:
@@ -437,9 +444,7 @@ async def send_representation(
     assert rep.fd is not None
     extensions = scope.get("extensions") or {}
     if use_sendfile and ZEROCOPY_EXTENSION in extensions:
-        await send(
-            {"type": ZEROCOPY_MESSAGE, "file": rep.fd, "offset": start, "count": length, "more_body": False}
-        )
+        await send({"type": ZEROCOPY_MESSAGE, "file": rep.fd, "offset": start, "count": length, "more_body": False})
         return
     offset = start
     remaining = length
@@ -470,7 +475,9 @@ async def send_bytes(
     inm = req.get(b"if-none-match")
     ims = req.get(b"if-modified-since")
     if (inm is not None and _etag_matches(inm.decode("latin-1"), etag)) or (
-        inm is None and ims is not None and last_modified is not None
+        inm is None
+        and ims is not None
+        and last_modified is not None
         and _not_modified_since(ims.decode("latin-1"), last_modified)
     ):
         await send({"type": "http.response.start", "status": 304, "headers": headers})
@@ -496,8 +503,10 @@ def precompress(path: Path, levels: tuple[int, int] = (19, 9)) -> list[Path]:
 
     zst_level, gz_level = levels
     out: list[Path] = []
-    for suffix, make in ((".zst", lambda: zstandard.ZstdCompressor(level=zst_level, write_checksum=True).compressobj()),
-                         (".gz", lambda: zlib.compressobj(gz_level, zlib.DEFLATED, 31))):
+    for suffix, make in (
+        (".zst", lambda: zstandard.ZstdCompressor(level=zst_level, write_checksum=True).compressobj()),
+        (".gz", lambda: zlib.compressobj(gz_level, zlib.DEFLATED, 31)),
+    ):
         target = path.with_name(path.name + suffix)
         comp = make()
         with path.open("rb") as src, open_atomic(target) as dst:

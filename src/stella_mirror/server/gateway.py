@@ -112,9 +112,17 @@ class Gateway:
             if out.status != 0:
                 raise
             with contextlib.suppress(Exception):
-                await out({"type": "http.response.start", "status": 500, "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", b"%d" % len(_INTERNAL_ERROR)), (b"cache-control", b"no-store")]})
+                await out(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/problem+json"),
+                            (b"content-length", b"%d" % len(_INTERNAL_ERROR)),
+                            (b"cache-control", b"no-store"),
+                        ],
+                    }
+                )
                 await out({"type": "http.response.body", "body": _INTERNAL_ERROR})
         finally:
             self.access_log.finish(scope, ctx, out.status, out.nbytes, time.perf_counter() - started)

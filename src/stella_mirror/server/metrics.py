@@ -178,12 +178,19 @@ class MirrorCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         snaps = self.metrics.all_snapshots()
-        yield self._counter(snaps, "requests", "stella_mirror_requests", "HTTP requests answered",
-                            ["product", "domain", "route", "status"])
-        yield self._counter(snaps, "bytes", "stella_mirror_response_bytes", "Response body bytes sent",
-                            ["product", "domain", "route"])
-        hist = HistogramMetricFamily("stella_mirror_request_duration_seconds", "Time to answer a request",
-                                     labels=["product", "route"])
+        yield self._counter(
+            snaps,
+            "requests",
+            "stella_mirror_requests",
+            "HTTP requests answered",
+            ["product", "domain", "route", "status"],
+        )
+        yield self._counter(
+            snaps, "bytes", "stella_mirror_response_bytes", "Response body bytes sent", ["product", "domain", "route"]
+        )
+        hist = HistogramMetricFamily(
+            "stella_mirror_request_duration_seconds", "Time to answer a request", labels=["product", "route"]
+        )
         for k, counts in sorted(_sum_hist(snaps).items()):
             cumulative, buckets = 0.0, []
             for bound, n in zip((*BUCKETS, float("inf")), counts[:-1], strict=True):
@@ -191,12 +198,27 @@ class MirrorCollector(Collector):
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             hist.add_metric(_labels(k), buckets, counts[-1])
         yield hist
-        yield self._counter(snaps, "auth_failures", "stella_mirror_auth_failures",
-                            "Requests refused by authentication", ["product", "domain", "reason"])
-        yield self._counter(snaps, "quota_rejections", "stella_mirror_quota_rejections",
-                            "Requests refused with 429", ["product", "domain", "budget"])
-        yield self._counter(snaps, "quota_unavailable", "stella_mirror_quota_unavailable",
-                            "Requests the quota backend could not count (answered by fail mode)", ["product", "domain"])
+        yield self._counter(
+            snaps,
+            "auth_failures",
+            "stella_mirror_auth_failures",
+            "Requests refused by authentication",
+            ["product", "domain", "reason"],
+        )
+        yield self._counter(
+            snaps,
+            "quota_rejections",
+            "stella_mirror_quota_rejections",
+            "Requests refused with 429",
+            ["product", "domain", "budget"],
+        )
+        yield self._counter(
+            snaps,
+            "quota_unavailable",
+            "stella_mirror_quota_unavailable",
+            "Requests the quota backend could not count (answered by fail mode)",
+            ["product", "domain"],
+        )
         fam = CounterMetricFamily("stella_mirror_reloads", "Configuration reloads", labels=["result"])
         for k, v in sorted(_sum(snaps, "reloads").items()):
             fam.add_metric([k], v)
@@ -204,9 +226,7 @@ class MirrorCollector(Collector):
         yield from self._freshness()
 
     @staticmethod
-    def _counter(
-        snaps: list[dict[str, Any]], kind: str, name: str, doc: str, labels: list[str]
-    ) -> CounterMetricFamily:
+    def _counter(snaps: list[dict[str, Any]], kind: str, name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
         """One counter family summed over every worker's snapshot."""
         fam = CounterMetricFamily(name, doc, labels=labels)
         for k, v in sorted(_sum(snaps, kind).items()):
@@ -215,14 +235,22 @@ class MirrorCollector(Collector):
 
     def _freshness(self) -> Iterator[Any]:
         now = time.time()
-        age = GaugeMetricFamily("stella_mirror_export_age_seconds", "Seconds since the active export was generated",
-                                labels=["product", "domain"])
-        expires = GaugeMetricFamily("stella_mirror_index_expires_timestamp_seconds",
-                                    "expiresAt of the active signed index (unix seconds)", labels=["product", "domain"])
-        seq = GaugeMetricFamily("stella_mirror_export_sequence", "sequence of the active signed index",
-                                labels=["product", "domain"])
-        up = GaugeMetricFamily("stella_mirror_export_up", "1 when the active export's index parses",
-                               labels=["product", "domain"])
+        age = GaugeMetricFamily(
+            "stella_mirror_export_age_seconds",
+            "Seconds since the active export was generated",
+            labels=["product", "domain"],
+        )
+        expires = GaugeMetricFamily(
+            "stella_mirror_index_expires_timestamp_seconds",
+            "expiresAt of the active signed index (unix seconds)",
+            labels=["product", "domain"],
+        )
+        seq = GaugeMetricFamily(
+            "stella_mirror_export_sequence", "sequence of the active signed index", labels=["product", "domain"]
+        )
+        up = GaugeMetricFamily(
+            "stella_mirror_export_up", "1 when the active export's index parses", labels=["product", "domain"]
+        )
         for product, domain, doc in self.freshness.indexes():
             labels = [product, domain]
             up.add_metric(labels, 1.0 if doc is not None else 0.0)

@@ -241,8 +241,10 @@ class MirrorHttpToolsProtocol(HttpToolsProtocol):
         if HEADER_RE.search(names) or HEADER_VALUE_RE.search(values):
             # Our own code built these, so this is a bug; answer like uvicorn does for an app error.
             log.error("immediate answer with an invalid header; answering 500")
-            return STATUS_LINE[500] + b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n\r\n" \
+            return (
+                STATUS_LINE[500] + b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n\r\n"
                 b"Internal Server Error"
+            )
         return b"".join([head, *[b"%s: %s\r\n" % pair for pair in headers], b"\r\n", body])
 
 

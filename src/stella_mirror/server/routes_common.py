@@ -135,8 +135,13 @@ async def serve_file(
         rep = _open(rt, export, parts, key[1], negotiate)
         head = None
         if rep.body is not None:
-            head = full_response_headers(rep, rt.files, content_type_for(parts[-1]),
-                                         [(b"x-mirror-export-id", export.export_id.encode())], negotiate)
+            head = full_response_headers(
+                rep,
+                rt.files,
+                content_type_for(parts[-1]),
+                [(b"x-mirror-export-id", export.export_id.encode())],
+                negotiate,
+            )
             export.remember(key, (rep, head))
     try:
         extra["exportId"] = export.export_id
@@ -146,8 +151,14 @@ async def serve_file(
             await send_full(scope, send, rep.body, head)
             return
         await send_representation(
-            scope, send, rep, rt.files, content_type_for(parts[-1]),
-            [(b"x-mirror-export-id", export.export_id.encode())], negotiate, rt.use_sendfile,
+            scope,
+            send,
+            rep,
+            rt.files,
+            content_type_for(parts[-1]),
+            [(b"x-mirror-export-id", export.export_id.encode())],
+            negotiate,
+            rt.use_sendfile,
         )
     finally:
         if rep.fd is not None:
@@ -191,8 +202,9 @@ def recall_full(
     return rep.body, head
 
 
-def _open(rt: Runtime, export: ExportHandle, parts: tuple[str, ...], accept: str | None,
-          negotiate: bool) -> Representation:
+def _open(
+    rt: Runtime, export: ExportHandle, parts: tuple[str, ...], accept: str | None, negotiate: bool
+) -> Representation:
     dir_parts = parts[:-1]
 
     def lstat(name: str) -> os.stat_result | None:

@@ -83,8 +83,15 @@ async def _export(
     ctx.extra["exportId"] = export_id
     if target.handler == "excititor.export":
         body = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS) + b"\n"
-        await send_bytes(scope, send, body, hashlib.sha256(body).hexdigest(), JSON,
-                         [(b"x-mirror-export-id", export_id.encode())], mtime)
+        await send_bytes(
+            scope,
+            send,
+            body,
+            hashlib.sha256(body).hexdigest(),
+            JSON,
+            [(b"x-mirror-export-id", export_id.encode())],
+            mtime,
+        )
         return
     rel = entry.get("path")
     parts = tuple(rel.split("/")) if isinstance(rel, str) else ()
@@ -107,14 +114,17 @@ async def _domains(scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, e
             summary = _summary(doc)
         except (ExportNotFound, ValueError):
             summary = None
-        items.append({
-            "domainId": policy.domain_id,
-            "displayName": policy.display_name,
-            "requireAuthentication": policy.require_authentication,
-            "index": f"/excititor/mirror/{policy.domain_id}/index",
-            "summary": summary,
-        })
+        items.append(
+            {
+                "domainId": policy.domain_id,
+                "displayName": policy.display_name,
+                "requireAuthentication": policy.require_authentication,
+                "index": f"/excititor/mirror/{policy.domain_id}/index",
+                "summary": summary,
+            }
+        )
     body = orjson.dumps({"exportId": export_id, "domains": items}, option=orjson.OPT_SORT_KEYS) + b"\n"
     ctx.extra["exportId"] = export_id
-    await send_bytes(scope, send, body, hashlib.sha256(body).hexdigest(), JSON,
-                     [(b"x-mirror-export-id", export_id.encode())])
+    await send_bytes(
+        scope, send, body, hashlib.sha256(body).hexdigest(), JSON, [(b"x-mirror-export-id", export_id.encode())]
+    )

@@ -46,8 +46,10 @@ def readiness(state: ServerState, rt: Runtime) -> list[str]:
             try:
                 doc, _ = read_json(export, _index_parts(site.product, dom), rt)
             except ExportNotFound:
-                reasons.append(f"{site.product}: export {export.export_id} has no index"
-                               + ("" if dom == WIDE_DOMAIN_ID else f" for domain {dom}"))
+                reasons.append(
+                    f"{site.product}: export {export.export_id} has no index"
+                    + ("" if dom == WIDE_DOMAIN_ID else f" for domain {dom}")
+                )
                 continue
             except ValueError:
                 reasons.append(f"{site.product}: the index of export {export.export_id} is not valid JSON")
@@ -71,8 +73,10 @@ class ActiveIndexes(FreshnessSource):
             try:
                 export = site.resolver.resolve()
                 if site.product == "concelier":
-                    docs = [(name, self._doc(export, ("mirror", "index.json")))
-                            for name in (list(site.domains) or [WIDE_DOMAIN_ID])]
+                    docs = [
+                        (name, self._doc(export, ("mirror", "index.json")))
+                        for name in (list(site.domains) or [WIDE_DOMAIN_ID])
+                    ]
                 else:
                     docs = [(name, self._doc(export, ("mirror", name, "index.json"))) for name in site.domains]
             except RootUnavailable:
@@ -89,9 +93,17 @@ class ActiveIndexes(FreshnessSource):
 
 
 async def healthz(send: Send) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(_HEALTHY)),
-        (b"cache-control", b"no-store")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(_HEALTHY)),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": _HEALTHY})
 
 
@@ -101,17 +113,33 @@ async def readyz(send: Send, rt: Runtime) -> None:
         await send_problem(send, 503, "not-ready", "Not ready", "; ".join(reasons), {"Retry-After": "10"})
         return
     body = orjson.dumps({"status": "ready"})
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
-        (b"cache-control", b"no-store")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 async def metrics(send: Send, rt: Runtime, registry: Metrics) -> None:
     body = render(registry, ActiveIndexes(rt))
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"), (b"content-length", b"%d" % len(body)),
-        (b"cache-control", b"no-store")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
+                (b"content-length", b"%d" % len(body)),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -116,8 +116,10 @@ class TlsManager:
     def prepare(self, config: MirrorConfig) -> Callable[[], None]:
         """Reload hook: load and check every certificate now; the returned step makes them live."""
         if not config.tls_enabled():
+
             def keep() -> None:
                 log.warning("TLS cannot be switched off by reload; restart to serve plain HTTP")
+
             return keep
         plan = self._plan(config)
 
@@ -222,8 +224,11 @@ def run(opts: ServeOptions) -> int:
         pid_file.write_text(f"{os.getpid()}\n", encoding="ascii")
     _announce(host, sock.getsockname()[1], config, workers)
     if workers > 1 and config.mirror.quotas.backend == "memory":
-        log.warning("quotas use the memory backend with %d workers: each worker counts on its own "
-                    "(use mirror.quotas.backend=redis for exact budgets)", workers)
+        log.warning(
+            "quotas use the memory backend with %d workers: each worker counts on its own "
+            "(use mirror.quotas.backend=redis for exact budgets)",
+            workers,
+        )
     try:
         if workers == 1:
             serve_worker(sock, opts, None)

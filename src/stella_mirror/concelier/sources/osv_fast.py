@@ -420,6 +420,7 @@ def python_entry(data: bytes, source: str, digest: str) -> Entry | None:
 # canonical bytes itself (see _osvc.c). What needs tables or rules stays here and the module calls it,
 # remembering the answers: the functions below answer in the shapes it expects.
 
+
 def _c_cvss(kind: str, raw: str) -> tuple[Any, ...] | None:
     """None: decline; ``()``: a type that is ignored; else ``(baseScore, vector, version, v3 score)``.
 

@@ -11,31 +11,39 @@ YAML goes through libyaml (``CSafeLoader`` when available) with three guards:
 
 The alias and depth checks walk the event stream (no recursion, no node building) and only run when
 the bytes could contain an alias or deep nesting, so ordinary documents are parsed once.
+
+PyYAML is imported on the first YAML document: it compiles its resolver patterns at import (~10 ms),
+which an export of JSON documents need not pay.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import orjson
-import yaml
 
 from stella_mirror.errors import MalformedDocumentError
 
 MAX_ALIASES = 16
 MAX_DEPTH = 64
 
-_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+@cache
+def _loaders() -> tuple[Any, Any]:
+    """(the base safe loader, a subclass of it that leaves timestamps as the strings they were written as)."""
+    import yaml
 
-class _StringTimestampLoader(_Base):  # type: ignore[misc]
-    """A safe loader that leaves timestamps as the strings they were written as."""
+    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+    class StringTimestampLoader(base):  # type: ignore[misc]
+        pass
 
-_StringTimestampLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in _Base.yaml_implicit_resolvers.items()
-}
+    StringTimestampLoader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in base.yaml_implicit_resolvers.items()
+    }
+    return base, StringTimestampLoader
 
 
 def load_json(path: str, data: bytes) -> Any:
@@ -57,9 +65,11 @@ def _needs_event_scan(data: bytes) -> bool:
 
 
 def _scan_events(path: str, data: bytes) -> None:
+    import yaml
+
     depth = 0
     aliases = 0
-    for event in yaml.parse(data, Loader=_Base):
+    for event in yaml.parse(data, Loader=_loaders()[0]):
         if isinstance(event, yaml.AliasEvent):
             aliases += 1
             if aliases > MAX_ALIASES:
@@ -76,10 +86,12 @@ def _scan_events(path: str, data: bytes) -> None:
 
 def load_yaml(path: str, data: bytes) -> Any:
     """Parse one YAML document safely (see module docstring)."""
+    import yaml
+
     try:
         if _needs_event_scan(data):
             _scan_events(path, data)
-        return yaml.load(data, Loader=_StringTimestampLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(data, Loader=_loaders()[1])  # noqa: S506 - a SafeLoader subclass
     except MalformedDocumentError:
         raise
     except yaml.YAMLError as exc:

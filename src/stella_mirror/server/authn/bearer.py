@@ -211,8 +211,12 @@ class JwksStore:
                     raise ValueError(f"JWKS larger than {MAX_JWKS_BYTES} bytes")
                 keys = parse_jwks(response.json(), _redact_url(self.url))
             except (httpx.HTTPError, ValueError, ConfigError) as exc:
-                log.warning("JWKS fetch from %s failed (%s); keeping %d previous keys",
-                            _redact_url(self.url), exc, len(self._url_keys))
+                log.warning(
+                    "JWKS fetch from %s failed (%s); keeping %d previous keys",
+                    _redact_url(self.url),
+                    exc,
+                    len(self._url_keys),
+                )
                 return
             self._url_keys = keys
             self._state = _KeyState(tuple(self._file_keys + self._url_keys))

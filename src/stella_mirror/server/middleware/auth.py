@@ -80,8 +80,12 @@ class AuthGate:
                 self.on_failure(ctx, failure.reason)
             headers = {"WWW-Authenticate": failure.challenge} if failure.challenge else {}
             await send_problem(
-                send, failure.status, _SLUGS.get(failure.status, "unauthorized"),
-                _TITLES.get(failure.status, "Unauthorized"), failure.detail, headers,
+                send,
+                failure.status,
+                _SLUGS.get(failure.status, "unauthorized"),
+                _TITLES.get(failure.status, "Unauthorized"),
+                failure.detail,
+                headers,
             )
             return False
         except ConfigError as exc:
@@ -91,8 +95,13 @@ class AuthGate:
             if now - self._config_logged_at >= _CONFIG_LOG_INTERVAL:
                 self._config_logged_at = now
                 log.error("authentication unavailable for domain %s: %s", domain.domain_id, exc)
-            await send_problem(send, 503, "auth-unavailable", "Authentication unavailable",
-                               "the server cannot check credentials for this domain right now")
+            await send_problem(
+                send,
+                503,
+                "auth-unavailable",
+                "Authentication unavailable",
+                "the server cannot check credentials for this domain right now",
+            )
             return False
         return True
 

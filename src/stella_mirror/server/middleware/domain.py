@@ -122,12 +122,27 @@ def parse_route(path: str) -> Target | None:
         pin, rest = pinned
         cache = "payload" if pin else "index"
         if len(rest) == 1 and rest[0] in CONCELIER_INDEX_FILES:
-            return Target("concelier.index", "concelier", CONCELIER_INDEX_FILES[rest[0]], "index", cache,
-                          pin=pin, parts=("mirror", rest[0]))
+            return Target(
+                "concelier.index",
+                "concelier",
+                CONCELIER_INDEX_FILES[rest[0]],
+                "index",
+                cache,
+                pin=pin,
+                parts=("mirror", rest[0]),
+            )
         if len(rest) == 3 and rest[0] == "mirror" and rest[2] in CONCELIER_FILES and safe_segment(rest[1]):
             route, kind = CONCELIER_FILES[rest[2]]
-            return Target("concelier.file", "concelier", route, kind, "payload", domain_id=rest[1], pin=pin,
-                          parts=("mirror", rest[1], rest[2]))
+            return Target(
+                "concelier.file",
+                "concelier",
+                route,
+                kind,
+                "payload",
+                domain_id=rest[1],
+                pin=pin,
+                parts=("mirror", rest[1], rest[2]),
+            )
         return None
     if segs[0] == "excititor" and segs[1] == "mirror":
         if len(segs) == 3 and segs[2] == "domains":
@@ -143,19 +158,44 @@ def parse_route(path: str) -> Target | None:
         domain = rest[0]
         if len(rest) == 2 and rest[1] in EXCITITOR_INDEX_FILES:
             suffix = EXCITITOR_INDEX_FILES[rest[1]]
-            return Target("excititor.index", "excititor", "excititor.index" + suffix, "index",
-                          "payload" if pin else "index", domain_id=domain, pin=pin,
-                          parts=("mirror", domain, "index.json" + suffix), suffix=suffix)
+            return Target(
+                "excititor.index",
+                "excititor",
+                "excititor.index" + suffix,
+                "index",
+                "payload" if pin else "index",
+                domain_id=domain,
+                pin=pin,
+                parts=("mirror", domain, "index.json" + suffix),
+                suffix=suffix,
+            )
         if len(rest) in (3, 4) and rest[1] == "exports" and safe_segment(rest[2]):
             key = rest[2]
             if len(rest) == 3:
-                return Target("excititor.export", "excititor", "excititor.export", "metadata",
-                              "payload" if pin else "index", domain_id=domain, pin=pin, export_key=key)
+                return Target(
+                    "excititor.export",
+                    "excititor",
+                    "excititor.export",
+                    "metadata",
+                    "payload" if pin else "index",
+                    domain_id=domain,
+                    pin=pin,
+                    export_key=key,
+                )
             if rest[3] in EXCITITOR_DOWNLOADS:
                 suffix = EXCITITOR_DOWNLOADS[rest[3]]
                 dl_kind: RouteKind = "metadata" if suffix else "download"
-                return Target("excititor.download", "excititor", "excititor.download" + suffix, dl_kind, "payload",
-                              domain_id=domain, pin=pin, export_key=key, suffix=suffix)
+                return Target(
+                    "excititor.download",
+                    "excititor",
+                    "excititor.download" + suffix,
+                    dl_kind,
+                    "payload",
+                    domain_id=domain,
+                    pin=pin,
+                    export_key=key,
+                    suffix=suffix,
+                )
         return None
     return None
 
@@ -196,10 +236,14 @@ Refusal = tuple[int, str, str, str, dict[str, str] | None]
 """A problem response decided while routing: ``(status, slug, title, detail, extra headers)``."""
 
 _NOT_FOUND: Refusal = (404, "not-found", "Not found", "no such route", None)
-_NOT_ALLOWED: Refusal = (405, "method-not-allowed", "Method not allowed", "only GET and HEAD are supported",
-                         {"Allow": "GET, HEAD"})
-_UNKNOWN_DOMAIN: Refusal = (404, "unknown-domain", "Unknown mirror domain", "no such mirror domain on this host",
-                            None)
+_NOT_ALLOWED: Refusal = (
+    405,
+    "method-not-allowed",
+    "Method not allowed",
+    "only GET and HEAD are supported",
+    {"Allow": "GET, HEAD"},
+)
+_UNKNOWN_DOMAIN: Refusal = (404, "unknown-domain", "Unknown mirror domain", "no such mirror domain on this host", None)
 
 
 def _target(scope: Scope) -> Target | tuple[int, str] | None:

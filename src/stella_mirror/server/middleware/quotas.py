@@ -157,15 +157,23 @@ class QuotaGate:
                 self.on_unavailable(ctx)
             if decision.allowed:
                 return []
-            return (503, "quota-unavailable", "Quota service unavailable",
-                    "the server cannot check request quotas right now; retry later",
-                    {"Retry-After": str(decision.reset_seconds)})
+            return (
+                503,
+                "quota-unavailable",
+                "Quota service unavailable",
+                "the server cannot check request quotas right now; retry later",
+                {"Retry-After": str(decision.reset_seconds)},
+            )
         if not decision.allowed:
             if self.on_reject is not None:
                 self.on_reject(ctx)
-            return (429, "quota-exceeded", "Too many requests",
-                    f"the {budget} request quota of {limit} per {self.window} s for this domain is used up",
-                    {**ratelimit_headers(decision, self.window), "Retry-After": str(decision.reset_seconds)})
+            return (
+                429,
+                "quota-exceeded",
+                "Too many requests",
+                f"the {budget} request quota of {limit} per {self.window} s for this domain is used up",
+                {**ratelimit_headers(decision, self.window), "Retry-After": str(decision.reset_seconds)},
+            )
         return ratelimit_raw(decision, self.window)
 
     async def _hit(self, key: str, limit: int) -> QuotaDecision:

@@ -132,7 +132,11 @@ class RedisQuotaBackend:
             # One line, no traceback, no password: the class and message say refused/timeout/auth.
             log.warning(
                 "quota backend %s unavailable (%s: %s); failing %s (%d failures since last report)",
-                self._where, type(exc).__name__, exc or "timeout", self.fail_mode, self._failures_since_log,
+                self._where,
+                type(exc).__name__,
+                exc or "timeout",
+                self.fail_mode,
+                self._failures_since_log,
             )
             self._logged_at = now
             self._failures_since_log = 0
