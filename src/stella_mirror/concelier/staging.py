@@ -202,10 +202,13 @@ class Stager:
         self._recbuf = bytearray()
         self._offbuf = bytearray()
         self._keys = (work / f"key-{tag}.jsonl").open("ab", buffering=1 << 16)
-        self._key_items: list[str | None] = []
+        # The chunk's key candidates and alias pairs as JSON list items ("item,item,…"): flush() writes
+        # each as one line, the bytes orjson.dumps writes for the list (_osvc appends in C, without
+        # making a Python object per key or alias).
+        self._key_items = bytearray()
         self._alias_paths = [work / f"alias-{tag}-{b}.jsonl" for b in range(cfg.buckets)]
         self._alias_files: list[IO[bytes] | None] = [None] * cfg.buckets
-        self._buckets: list[list[Any]] = [[] for _ in range(cfg.buckets)]
+        self._buckets = [bytearray() for _ in range(cfg.buckets)]
         self._pos = 0
         self.count = 0
         # The domain mask of every record when no domain filters (the common case), else None.
@@ -242,15 +245,13 @@ class Stager:
         self._recbuf += entry
         self._offbuf += _INT64.pack(self._pos)
         self._pos += len(entry)
-        self._key_items.append(cve)
-        self._key_items.append(own)
+        _add_item(self._key_items, orjson.dumps([cve, own])[1:-1])
         k = self.count
         buckets = self._buckets
         mask_b = self.cfg.buckets - 1
         for alias in names:
             b = zlib.crc32(alias.encode("utf-8", "surrogatepass")) & mask_b
-            buckets[b].append(k)
-            buckets[b].append(alias)
+            _add_item(buckets[b], orjson.dumps([k, alias])[1:-1])
         self.count += 1
 
     def read_chunk(self, chunk: Chunk) -> ChunkResult:
@@ -295,7 +296,7 @@ class Stager:
         self.flush()
         return result
 
-    def _sink(self) -> tuple[bytearray, bytearray, list[str | None], list[list[Any]], SourceTally | None]:
+    def _sink(self) -> tuple[bytearray, bytearray, bytearray, list[bytearray], SourceTally | None]:
         """Where ``_osvc.stage``/``stage_files`` append: the chunk's entries, offsets, keys, buckets, tally."""
         return self._recbuf, self._offbuf, self._key_items, self._buckets, self._tally
 
@@ -354,7 +355,7 @@ class Stager:
             out.flush()
             buf.clear()
         if self._key_items:
-            self._keys.write(orjson.dumps(self._key_items) + b"\n")
+            self._keys.write(b"[" + self._key_items + b"]\n")
             self._key_items.clear()
         self._keys.flush()
         for b, items in enumerate(self._buckets):
@@ -362,7 +363,7 @@ class Stager:
                 fh = self._alias_files[b]
                 if fh is None:
                     fh = self._alias_files[b] = self._alias_paths[b].open("ab")
-                fh.write(orjson.dumps(items) + b"\n")
+                fh.write(b"[" + items + b"]\n")
                 fh.flush()
                 items.clear()
 
@@ -372,6 +373,13 @@ class Stager:
         for fh in (self._rec, self._off, self._keys, *self._alias_files):
             if fh is not None:
                 fh.close()
+
+
+def _add_item(items: bytearray, item: bytes) -> None:
+    """Append one JSON list item to a chunk's item buffer (see :class:`Stager`)."""
+    if items:
+        items += b","
+    items += item
 
 
 def alias_pairs(files: list[tuple[int, str]]) -> array:  # type: ignore[type-arg]

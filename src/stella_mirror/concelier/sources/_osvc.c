@@ -2,7 +2,8 @@
  * The Concelier export's hot path in C: reading OSV JSON documents into canonical single-record
  * advisories, staging them, merging staged records, counting a source's files. Python keeps the
  * rules that need tables (CVSS scoring, purls, non-ASCII severity words; passed in once through
- * configure(), with hashlib.sha256) and every case this module is not sure of.
+ * configure(), with hashlib.sha256 for CPUs without the SHA extensions) and every case this module is
+ * not sure of.
  *
  * It only ever *accepts*: a document that is not exactly the common shape (a type it does not allow,
  * an unknown field, a timestamp not in canonical form, an empty string where null and "" would
@@ -18,6 +19,7 @@
  *
  * One translation unit, in parts by concern (the osvc folder, included below in order):
  *   common.h  limits, the helpers' memo, the output buffer and string escaping, strings
+ *   sha256.h  SHA-256 with the x86 SHA extensions (else hashlib)
  *   json.h    the strict JSON reader          osv.h    an OSV document -> canonical bytes (entry)
  *   stage.h   staging (stage, stage_files)    merge.h  merging staged records (merge)
  *   count.h   counting a source's files (count_files)
@@ -34,6 +36,7 @@
 #include <unistd.h>
 
 #include "osvc/common.h"
+#include "osvc/sha256.h"
 #include "osvc/json.h"
 #include "osvc/osv.h"
 #include "osvc/stage.h"
@@ -76,6 +79,8 @@ static PyMethodDef methods[] = {
     {"chains", (PyCFunction)(void (*)(void))chains, METH_FASTCALL, chains_doc},
     {"group_keys", (PyCFunction)(void (*)(void))group_keys, METH_FASTCALL, group_keys_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
+    {"sha256_hex", (PyCFunction)py_sha256_hex, METH_O, sha256_hex_doc},
+    {"use_native_sha256", (PyCFunction)use_native_sha256, METH_O, use_native_sha256_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -87,6 +92,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__osvc(void) {
     init_escape_table();
     init_crc_table();
+    init_sha256();
     ONE = PyLong_FromLong(1);
     purl_memo = PyDict_New();
     cvss_memo = PyDict_New();

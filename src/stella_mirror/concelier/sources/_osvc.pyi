@@ -20,8 +20,8 @@ def stage(
     mask: int,
     rec: bytearray,
     offs: bytearray,
-    keys: list[str | None],
-    buckets: list[list[Any]],
+    keys: bytearray,
+    buckets: list[bytearray],
     tally: dict[tuple[int, str], list[Any]] | None,
 ) -> int | None: ...
 def stage_files(
@@ -35,8 +35,8 @@ def stage_files(
     mask: int,
     rec: bytearray,
     offs: bytearray,
-    keys: list[str | None],
-    buckets: list[list[Any]],
+    keys: bytearray,
+    buckets: list[bytearray],
     tally: dict[tuple[int, str], list[Any]] | None,
 ) -> tuple[int, int, int]: ...
 def merge(key: str, records: list[tuple[int, bytes]]) -> bytes | None: ...
@@ -53,3 +53,5 @@ def group_keys(
     multi: dict[int, str | None],
     better_cve: Callable[[str | None, str], str],
 ) -> None: ...
+def sha256_hex(data: bytes | bytearray | memoryview) -> str: ...
+def use_native_sha256(on: bool) -> bool: ...

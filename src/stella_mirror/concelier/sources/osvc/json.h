@@ -73,6 +73,24 @@ static void jp_free(JP *jp) {
     memset(jp, 0, sizeof(*jp));
 }
 
+/* Ready for the next document, keeping the first block of node memory (staging reads thousands of
+ * documents in a row; each would otherwise allocate and free its own). */
+static void jp_reset(JP *jp) {
+    JChunk *keep = NULL;
+    for (JChunk *c = jp->chunks, *next; c; c = next) {
+        next = c->next;
+        if (!next && c->cap == 16384) {
+            keep = c;
+        } else {
+            PyMem_Free(c);
+        }
+    }
+    if (keep) keep->used = 0;
+    jp->chunks = keep;
+    jp->nvals = jp->nmems = 0;
+    jp->depth = 0;
+}
+
 static void jp_ws(JP *jp) {
     while (jp->p < jp->end && (*jp->p == ' ' || *jp->p == '\n' || *jp->p == '\r' || *jp->p == '\t')) jp->p++;
 }

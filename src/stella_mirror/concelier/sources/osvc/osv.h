@@ -545,16 +545,15 @@ typedef struct {
     Str key;        /* the advisory key: the lowest CVE, else the id */
     Str *ids;       /* every id, sorted and unique (arena memory) */
     Py_ssize_t nids;
-    PyObject *cve;  /* the lowest CVE (a str of the document) or Py_None */
-    PyObject *key_obj;
-    PyObject *recorded; /* ``modified`` or Py_None */
+    Py_ssize_t low; /* the index of the lowest CVE in ids, or -1 */
+    Str modified;   /* ``modified`` (s == NULL when absent): the record's recordedAt */
 } Built;
 
 /* The canonical bytes of a document into b: 0 with *out filled, DECLINE, or -1 with an exception. */
-static int build(Arena *ar, Buf *b, JV doc, PyObject *source, PyObject *digest, Built *out) {
+static int build(Arena *ar, Buf *b, JV doc, const Str *src, const Str *dig, Built *out) {
     JV f[N_DOC_FIELDS];
     if (doc->t != J_OBJ || fields(doc, DOC_FIELDS, N_DOC_FIELDS, f) < 0) return DECLINE;
-    Str id, modified, published, withdrawn, summary, details, src, dig;
+    Str id, modified, published, withdrawn, summary, details;
     if (req_str(f[F_ID], &id) < 0 || id.n == 0) return DECLINE;
     Str stripped = id;
     if (strip_str(&stripped) < 0 || stripped.n != id.n) return DECLINE; /* rare: the exact reader strips it */
@@ -564,7 +563,6 @@ static int build(Arena *ar, Buf *b, JV doc, PyObject *source, PyObject *digest, 
     if (opt_str(f[F_SUMMARY], &summary) < 0 || opt_str(f[F_DETAILS], &details) < 0) return DECLINE;
     if (summary.s && summary.n == 0) summary.s = NULL; /* ``or None`` */
     if (details.s && details.n == 0) details.s = NULL;
-    if (utf8(source, &src) < 0 || utf8(digest, &dig) < 0) return DECLINE;
 
     JV aliases, related, severity, affected, references;
     if (opt_list(f[F_ALIASES], &aliases) < 0 || opt_list(f[F_RELATED], &related) < 0 ||
@@ -652,12 +650,6 @@ static int build(Arena *ar, Buf *b, JV doc, PyObject *source, PyObject *digest, 
     /* the key: the lowest CVE among the ids, else the id */
     Py_ssize_t low = lowest_cve(ids, nids);
     if (low == -2) return DECLINE;
-    for (Py_ssize_t i = 0; i < nids; i++) /* the ids go back to Python (key candidates, aliases) */
-        if (!str_obj(ar, &ids[i])) return OBJ_FAILED();
-    Py_ssize_t at_id = 0;
-    while (str_cmp(&ids[at_id], &id) != 0) at_id++;
-    id.obj = ids[at_id].obj;
-    PyObject *cve = low >= 0 ? ids[low].obj : Py_None;
     Str key = low >= 0 ? ids[low] : id;
 
     /* the canonical bytes, keys in sorted order */
@@ -684,9 +676,9 @@ static int build(Arena *ar, Buf *b, JV doc, PyObject *source, PyObject *digest, 
     }
     if (PUT(b, "],\"cwes\":") || put_str_list(b, cwes, ncwes) || PUT(b, ",\"description\":") ||
         put_opt(b, &details) || PUT(b, ",\"modified\":") || put_opt(b, &modified) ||
-        PUT(b, ",\"provenance\":[{\"digest\":") || put_pystr(b, &dig) || PUT(b, ",\"documentId\":") ||
+        PUT(b, ",\"provenance\":[{\"digest\":") || put_pystr(b, dig) || PUT(b, ",\"documentId\":") ||
         put_pystr(b, &id) || PUT(b, ",\"recordedAt\":") || put_opt(b, &modified) || PUT(b, ",\"source\":") ||
-        put_pystr(b, &src) || PUT(b, "}],\"published\":") || put_opt(b, &published) || PUT(b, ",\"references\":["))
+        put_pystr(b, src) || PUT(b, "}],\"published\":") || put_opt(b, &published) || PUT(b, ",\"references\":["))
         return -1;
     for (Py_ssize_t i = 0; i < nrefs; i++) {
         if ((i && PUT(b, ",")) || PUT(b, "{\"type\":") || put_pystr(b, &refs[i].type) || PUT(b, ",\"url\":") ||
@@ -701,10 +693,8 @@ static int build(Arena *ar, Buf *b, JV doc, PyObject *source, PyObject *digest, 
     out->key = key;
     out->ids = ids;
     out->nids = nids;
-    out->cve = cve;
-    out->key_obj = key.obj;
-    out->recorded = Py_None;
-    if (modified.s && !(out->recorded = str_obj(ar, &modified))) return OBJ_FAILED();
+    out->low = low;
+    out->modified = modified;
     return 0;
 }
 
@@ -736,16 +726,27 @@ static PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     JP jp;
     memset(&jp, 0, sizeof(jp));
     JVal doc;
-    int rc = jp_parse(&jp, data.buf, data.len, &doc) < 0 ? DECLINE : build(&ar, &b, &doc, args[1], args[2], &got);
-    if (rc == 0) {
+    Str src, dig;
+    int rc = utf8(args[1], &src) < 0 || utf8(args[2], &dig) < 0 || jp_parse(&jp, data.buf, data.len, &doc) < 0
+                 ? DECLINE
+                 : build(&ar, &b, &doc, &src, &dig, &got);
+    if (rc == 0) { /* the ids, key, CVE and recordedAt as str */
         PyObject *id_list = PyList_New(got.nids);
-        if (id_list) {
-            for (Py_ssize_t i = 0; i < got.nids; i++) {
-                Py_INCREF(got.ids[i].obj);
-                PyList_SET_ITEM(id_list, i, got.ids[i].obj);
-            }
-            result = Py_BuildValue("(y#ONOO)", b.p, b.len, got.key_obj, id_list, got.cve, got.recorded);
+        Py_ssize_t own = got.low >= 0 ? got.low : 0;
+        for (Py_ssize_t i = 0; id_list && i < got.nids; i++) {
+            PyObject *o = PyUnicode_DecodeUTF8(got.ids[i].s, got.ids[i].n, NULL);
+            if (!o) Py_CLEAR(id_list);
+            else PyList_SET_ITEM(id_list, i, o);
+            if (got.low < 0 && str_cmp(&got.ids[i], &got.key) == 0) own = i;
         }
+        PyObject *recorded = !id_list ? NULL
+                             : got.modified.s ? PyUnicode_DecodeUTF8(got.modified.s, got.modified.n, NULL)
+                                              : Py_NewRef(Py_None);
+        if (recorded) {
+            PyObject *key = PyList_GET_ITEM(id_list, own), *cve = got.low >= 0 ? key : Py_None;
+            result = Py_BuildValue("(y#OOON)", b.p, b.len, key, id_list, cve, recorded);
+        }
+        Py_XDECREF(id_list);
     }
     arena_free(&ar);
     jp_free(&jp);

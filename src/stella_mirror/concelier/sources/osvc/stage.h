@@ -33,23 +33,23 @@ static int append_bytes(PyObject *ba, const char *s, Py_ssize_t n) {
     return 0;
 }
 
-/* tally[(mask, source)]: [records, latest recordedAt] += this record (staging.tally for one source). */
-static int tally_one(PyObject *tally, PyObject *mask, PyObject *source, PyObject *recorded) {
+/* tally[(mask, source)]: [records, latest recordedAt] += count records whose latest recordedAt is
+ * recorded (None: none has one) — staging._bump. */
+static int tally_add(PyObject *tally, PyObject *mask, PyObject *source, Py_ssize_t count, PyObject *recorded) {
     PyObject *key = PyTuple_Pack(2, mask, source);
     if (!key) return -1;
     PyObject *slot = PyDict_GetItemWithError(tally, key);
     int rc = -1;
     if (slot == NULL) {
         if (PyErr_Occurred()) goto done;
-        PyObject *one = PyLong_FromLong(1);
-        PyObject *fresh = one ? PyList_New(2) : NULL;
+        PyObject *n = PyLong_FromSsize_t(count);
+        PyObject *fresh = n ? PyList_New(2) : NULL;
         if (!fresh) {
-            Py_XDECREF(one);
+            Py_XDECREF(n);
             goto done;
         }
-        PyList_SET_ITEM(fresh, 0, one);
-        Py_INCREF(recorded);
-        PyList_SET_ITEM(fresh, 1, recorded);
+        PyList_SET_ITEM(fresh, 0, n);
+        PyList_SET_ITEM(fresh, 1, Py_NewRef(recorded));
         rc = PyDict_SetItem(tally, key, fresh);
         Py_DECREF(fresh);
         goto done;
@@ -58,16 +58,16 @@ static int tally_one(PyObject *tally, PyObject *mask, PyObject *source, PyObject
         PyErr_SetString(PyExc_TypeError, "tally slots must be [count, recordedAt] lists");
         goto done;
     }
-    PyObject *count = PyNumber_Add(PyList_GET_ITEM(slot, 0), ONE);
-    if (!count) goto done;
-    PyList_SetItem(slot, 0, count); /* steals count */
+    PyObject *n = PyLong_FromSsize_t(count);
+    PyObject *sum = n ? PyNumber_Add(PyList_GET_ITEM(slot, 0), n) : NULL;
+    Py_XDECREF(n);
+    if (!sum) goto done;
+    PyList_SetItem(slot, 0, sum); /* steals sum */
     PyObject *last = PyList_GET_ITEM(slot, 1);
     if (recorded != Py_None) {
         int newer = last == Py_None ? 1 : PyUnicode_Compare(recorded, last) > 0;
-        if (newer) {
-            Py_INCREF(recorded);
-            PyList_SetItem(slot, 1, recorded);
-        }
+        if (newer < 0 && PyErr_Occurred()) goto done;
+        if (newer) PyList_SetItem(slot, 1, Py_NewRef(recorded));
     }
     rc = 0;
 done:
@@ -75,16 +75,25 @@ done:
     return rc;
 }
 
-/* Where a reader keeps its chunk (staging.Stager), and what every staged record of the chunk shares. */
+/* Where a reader keeps its chunk (staging.Stager), and what every staged record of the chunk shares.
+ * keys and each bucket are bytearrays of JSON list items ("item,item,…", no brackets), which flush()
+ * writes as one JSON line each, byte for byte what orjson.dumps writes for the list. */
 typedef struct {
     PyObject *source, *mask, *rec, *offs, *keys, *buckets, *tally;
+    Str src;
     long long prio;
     unsigned long long bits;
     Py_ssize_t nb;
+    Py_ssize_t tcount;                /* records counted since tally_flush (all with this mask and source) */
+    char tlatest[64];                 /* their latest recordedAt */
+    Py_ssize_t tlatest_n;             /* its length, or -1: none had one */
+    Buf head, line;                   /* scratch: a record's meta and state lines; a key or bucket item */
 } Sink;
 
 /* args: source, priority, mask, rec, offs, keys, buckets, tally */
 static int sink_from(Sink *s, PyObject *const *args) {
+    memset(s, 0, sizeof(*s));
+    s->tlatest_n = -1;
     if (!cvss_fn || !sha256_fn) {
         PyErr_SetString(PyExc_RuntimeError, "_osvc.configure() was not called");
         return -1;
@@ -97,7 +106,7 @@ static int sink_from(Sink *s, PyObject *const *args) {
     s->buckets = args[6];
     s->tally = args[7];
     if (!PyUnicode_CheckExact(s->source) || !PyLong_CheckExact(args[1]) || !PyLong_CheckExact(s->mask) ||
-        !PyByteArray_CheckExact(s->rec) || !PyByteArray_CheckExact(s->offs) || !PyList_CheckExact(s->keys) ||
+        !PyByteArray_CheckExact(s->rec) || !PyByteArray_CheckExact(s->offs) || !PyByteArray_CheckExact(s->keys) ||
         !PyList_CheckExact(s->buckets) || (s->tally != Py_None && !PyDict_CheckExact(s->tally))) {
         PyErr_SetString(PyExc_TypeError, "stage: wrong argument types");
         return -1;
@@ -107,71 +116,116 @@ static int sink_from(Sink *s, PyObject *const *args) {
         PyErr_SetString(PyExc_ValueError, "stage: the number of buckets must be a power of two");
         return -1;
     }
+    for (Py_ssize_t b = 0; b < s->nb; b++) {
+        if (!PyByteArray_CheckExact(PyList_GET_ITEM(s->buckets, b))) {
+            PyErr_SetString(PyExc_TypeError, "stage: buckets must be bytearrays");
+            return -1;
+        }
+    }
+    if (utf8(s->source, &s->src) < 0) {
+        PyErr_SetString(PyExc_ValueError, "stage: source is not valid UTF-8");
+        return -1;
+    }
     s->prio = PyLong_AsLongLong(args[1]);
     s->bits = PyLong_AsUnsignedLongLong(s->mask);
     return PyErr_Occurred() ? -1 : 0;
 }
 
+/* Count one staged record in the sink's tally (recordedAt: s == NULL when it has none). */
+static void tally_note(Sink *s, const Str *recorded) {
+    s->tcount++;
+    if (!recorded->s) return;
+    if (s->tlatest_n >= 0) {
+        Str last = {NULL, s->tlatest, s->tlatest_n};
+        if (str_cmp(recorded, &last) <= 0) return;
+    }
+    /* a canonical time (time_field): 20 or 27 bytes */
+    memcpy(s->tlatest, recorded->s, (size_t)recorded->n);
+    s->tlatest_n = recorded->n;
+}
+
+/* Add what tally_note counted to the tally dict (if any); 0, or -1 with an exception. */
+static int tally_flush(Sink *s) {
+    if (s->tally == Py_None || !s->tcount) return 0;
+    PyObject *latest = s->tlatest_n < 0 ? Py_NewRef(Py_None) : PyUnicode_DecodeUTF8(s->tlatest, s->tlatest_n, NULL);
+    if (!latest) return -1;
+    int rc = tally_add(s->tally, s->mask, s->source, s->tcount, latest);
+    Py_DECREF(latest);
+    s->tcount = 0;
+    s->tlatest_n = -1;
+    return rc;
+}
+
+/* The sink's tally is flushed; its scratch memory freed. rc passes through (-1 stays -1). */
+static int sink_done(Sink *s, int rc) {
+    if (rc == 0 && tally_flush(s) < 0) rc = -1;
+    PyMem_Free(s->head.p);
+    PyMem_Free(s->line.p);
+    s->head.p = s->line.p = NULL;
+    return rc;
+}
+
+/* Append one JSON list item to the bytearray ba ("," first unless it is empty). */
+static int append_item(PyObject *ba, const Buf *item) {
+    Py_ssize_t old = PyByteArray_GET_SIZE(ba), sep = old ? 1 : 0;
+    if (PyByteArray_Resize(ba, old + sep + item->len) < 0) return -1;
+    char *o = PyByteArray_AS_STRING(ba) + old;
+    if (sep) *o++ = ',';
+    memcpy(o, item->p, (size_t)item->len);
+    return 0;
+}
+
 #define STAGE_DECLINED (-2)
 
 /* Stage one decoded document as record k at offset at: the entry's size, STAGE_DECLINED (nothing
- * appended), or -1 with an exception. */
-static Py_ssize_t stage_one(Sink *s, JV doc, PyObject *digest, PyObject *k, long long at) {
+ * appended), or -1 with an exception. dig is the document's "sha256:<hex>". */
+static Py_ssize_t stage_one(Sink *s, JV doc, const Str *dig, long long k, long long at) {
     Arena ar;
     ar.n = ar.nowned = 0;
-    Buf b = {NULL, 0, 0}, head = {NULL, 0, 0};
+    Buf b = {NULL, 0, 0}, *head = &s->head, *line = &s->line;
     Built got;
-    PyObject *hex = NULL;
     Py_ssize_t result = -1;
-    int rc = build(&ar, &b, doc, s->source, digest, &got);
+    int rc = build(&ar, &b, doc, &s->src, dig, &got);
     if (rc) {
         if (rc == DECLINE) result = STAGE_DECLINED;
         goto out;
     }
-    /* the blob's digest, by hashlib (OpenSSL) */
-    PyObject *view = PyMemoryView_FromMemory(b.p, b.len, PyBUF_READ);
-    if (!view) goto out;
-    PyObject *h = PyObject_CallOneArg(sha256_fn, view);
-    Py_DECREF(view);
-    if (!h) goto out;
-    hex = PyObject_CallMethod(h, "hexdigest", NULL);
-    Py_DECREF(h);
-    Py_ssize_t hn;
-    const char *hs = hex ? PyUnicode_AsUTF8AndSize(hex, &hn) : NULL;
-    if (!hs) goto out;
-    /* [digest, mask, [[source, recordedAt]], priority] \n [key, digest] \n — as orjson.dumps writes them */
-    Str src, rec_at = {NULL, NULL, 0};
-    if (utf8(s->source, &src) < 0 || (got.recorded != Py_None && utf8(got.recorded, &rec_at) < 0)) {
-        PyErr_SetString(PyExc_ValueError, "stage: source is not valid UTF-8");
+    if (got.modified.s && got.modified.n > (Py_ssize_t)sizeof(s->tlatest)) { /* not a canonical time: cannot be */
+        result = STAGE_DECLINED;
         goto out;
     }
+    char hs[64]; /* the blob's digest */
+    if (sha256_hex(b.p, b.len, hs) < 0) goto out;
+    /* [digest, mask, [[source, recordedAt]], priority] \n [key, digest] \n — as orjson.dumps writes them */
     char num[32];
     int numn = snprintf(num, sizeof(num), "%llu", s->bits);
-    if (PUT(&head, "[\"sha256:") || buf_put(&head, hs, hn) || PUT(&head, "\",") || buf_put(&head, num, numn) ||
-        PUT(&head, ",[[") || put_pystr(&head, &src) || PUT(&head, ",") || put_opt(&head, &rec_at) || PUT(&head, "]],") ||
-        put_ll(&head, s->prio) || PUT(&head, "]\n[") || put_pystr(&head, &got.key) || PUT(&head, ",\"sha256:") ||
-        buf_put(&head, hs, hn) || PUT(&head, "\"]\n"))
+    head->len = 0;
+    if (PUT(head, "[\"sha256:") || buf_put(head, hs, 64) || PUT(head, "\",") || buf_put(head, num, numn) ||
+        PUT(head, ",[[") || put_pystr(head, &s->src) || PUT(head, ",") || put_opt(head, &got.modified) ||
+        PUT(head, "]],") || put_ll(head, s->prio) || PUT(head, "]\n[") || put_pystr(head, &got.key) ||
+        PUT(head, ",\"sha256:") || buf_put(head, hs, 64) || PUT(head, "\"]\n"))
         goto out;
     int64_t at64 = (int64_t)at;
-    if (append_bytes(s->rec, head.p, head.len) || append_bytes(s->rec, b.p, b.len) ||
+    if (append_bytes(s->rec, head->p, head->len) || append_bytes(s->rec, b.p, b.len) ||
         append_bytes(s->offs, (const char *)&at64, 8))
         goto out;
-    if (PyList_Append(s->keys, got.cve) || PyList_Append(s->keys, got.key_obj)) goto out;
-    for (Py_ssize_t i = 0; i < got.nids; i++) {
+    /* the key candidates: lowest CVE (or null), own key */
+    line->len = 0;
+    if ((got.low >= 0 ? put_pystr(line, &got.ids[got.low]) : PUT(line, "null")) || PUT(line, ",") ||
+        put_pystr(line, &got.key) || append_item(s->keys, line))
+        goto out;
+    for (Py_ssize_t i = 0; i < got.nids; i++) { /* (k, alias) into the alias's bucket */
         uint32_t bucket_no = crc32_of(got.ids[i].s, got.ids[i].n) & (uint32_t)(s->nb - 1);
-        PyObject *bucket = PyList_GET_ITEM(s->buckets, (Py_ssize_t)bucket_no);
-        if (!PyList_CheckExact(bucket) || PyList_Append(bucket, k) || PyList_Append(bucket, got.ids[i].obj)) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "stage: buckets must be lists");
+        line->len = 0;
+        if (put_ll(line, k) || PUT(line, ",") || put_pystr(line, &got.ids[i]) ||
+            append_item(PyList_GET_ITEM(s->buckets, (Py_ssize_t)bucket_no), line))
             goto out;
-        }
     }
-    if (s->tally != Py_None && tally_one(s->tally, s->mask, s->source, got.recorded) < 0) goto out;
-    result = head.len + b.len;
+    if (s->tally != Py_None) tally_note(s, &got.modified);
+    result = head->len + b.len;
 out:
-    Py_XDECREF(hex);
     arena_free(&ar);
     PyMem_Free(b.p);
-    PyMem_Free(head.p);
     return result;
 }
 
@@ -179,8 +233,9 @@ PyDoc_STRVAR(stage_doc,
              "stage(data, digest, k, pos, source, priority, mask, rec, offs, keys, buckets, tally) -> int | None\n\n"
              "Stager.add_entry(entry(doc, source, digest), ...) in one step: appends the staged entry (meta\n"
              "line, state line, canonical bytes) to the bytearray rec, its offset pos (int64) to offs, the\n"
-             "key candidates to keys, (k, alias) to buckets[crc32(alias) % len(buckets)], counts the record\n"
-             "in tally (a dict, or None); returns the entry's length, or None (nothing appended): decline.");
+             "key candidates to the bytearray keys, (k, alias) to the bytearray buckets[crc32(alias) %\n"
+             "len(buckets)] (JSON list items, comma-separated), counts the record in tally (a dict, or None);\n"
+             "returns the entry's length, or None (nothing appended): decline.");
 
 static PyObject *stage(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
@@ -190,37 +245,88 @@ static PyObject *stage(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         return NULL;
     }
     if (sink_from(&sink, args + 4) < 0) return NULL;
-    if (!PyUnicode_CheckExact(args[1]) || !PyLong_CheckExact(args[2]) || !PyLong_CheckExact(args[3])) {
+    Str dig;
+    if (!PyUnicode_CheckExact(args[1]) || !PyLong_CheckExact(args[2]) || !PyLong_CheckExact(args[3]) ||
+        utf8(args[1], &dig) < 0) {
         PyErr_SetString(PyExc_TypeError, "stage(): wrong argument types");
         return NULL;
     }
-    long long at = PyLong_AsLongLong(args[3]);
-    if (at == -1 && PyErr_Occurred()) return NULL;
+    long long k = PyLong_AsLongLong(args[2]), at = PyLong_AsLongLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
     Py_buffer data;
     if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) return NULL;
     JP jp;
     memset(&jp, 0, sizeof(jp));
     JVal doc;
     Py_ssize_t size = jp_parse(&jp, data.buf, data.len, &doc) < 0 ? STAGE_DECLINED
-                                                                   : stage_one(&sink, &doc, args[1], args[2], at);
+                                                                   : stage_one(&sink, &doc, &dig, k, at);
     jp_free(&jp);
     PyBuffer_Release(&data);
+    if (sink_done(&sink, size == -1 ? -1 : 0) < 0) return NULL;
     if (size == STAGE_DECLINED) Py_RETURN_NONE;
-    return size < 0 ? NULL : PyLong_FromSsize_t(size);
+    return PyLong_FromSsize_t(size);
 }
 
 #define FIRST_READ (1 << 16) /* staging.read_bytes reads files under 64 KiB in one go; others go there */
 
-/* The bytes of a small file (< FIRST_READ and <= max_bytes), or NULL with no exception: decline. */
-static PyObject *read_small(PyObject *path, Py_ssize_t max_bytes, char *buf) {
-    PyObject *fs = NULL;
-    if (!PyUnicode_FSConverter(path, &fs)) {
-        PyErr_Clear();
-        return NULL;
+/* The directory the last file was opened in, so the next one in it is opened relative to it (openat
+ * with one path component, not a full path walk per file). */
+typedef struct {
+    int fd;
+    char *path; /* its path, with the trailing '/' */
+    Py_ssize_t n;
+} DirCache;
+
+static void dir_cache_close(DirCache *d) {
+    if (d->fd >= 0) close(d->fd);
+    PyMem_Free(d->path);
+    d->fd = -1;
+    d->path = NULL;
+    d->n = 0;
+}
+
+/* open(path) for reading, through the cached directory when path is in it. */
+static int open_in(DirCache *d, const char *path, Py_ssize_t n) {
+    const char *slash = memrchr(path, '/', (size_t)n);
+    if (!slash || slash == path) return open(path, O_RDONLY | O_CLOEXEC);
+    Py_ssize_t dn = slash - path + 1;
+    if (d->fd < 0 || d->n != dn || memcmp(d->path, path, (size_t)dn) != 0) {
+        dir_cache_close(d);
+        char *copy = PyMem_Malloc((size_t)dn + 1);
+        if (!copy) return open(path, O_RDONLY | O_CLOEXEC);
+        memcpy(copy, path, (size_t)dn);
+        copy[dn] = '\0';
+        int fd = open(copy, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) {
+            PyMem_Free(copy);
+            return open(path, O_RDONLY | O_CLOEXEC);
+        }
+        d->fd = fd;
+        d->path = copy;
+        d->n = dn;
     }
-    int fd = open(PyBytes_AS_STRING(fs), O_RDONLY | O_CLOEXEC);
-    Py_DECREF(fs);
-    if (fd < 0) return NULL;
+    return openat(d->fd, slash + 1, O_RDONLY | O_CLOEXEC);
+}
+
+/* A small file (< FIRST_READ and <= max_bytes) into buf: its length, or -1 (no exception): decline. */
+static Py_ssize_t read_small(DirCache *d, PyObject *path, Py_ssize_t max_bytes, char *buf) {
+    PyObject *fs = NULL;
+    const char *p;
+    Py_ssize_t pn;
+    if (PyUnicode_IS_ASCII(path)) { /* the same bytes in any file-system encoding */
+        p = (const char *)PyUnicode_DATA(path);
+        pn = PyUnicode_GET_LENGTH(path);
+    } else {
+        if (!PyUnicode_FSConverter(path, &fs)) {
+            PyErr_Clear();
+            return -1;
+        }
+        p = PyBytes_AS_STRING(fs);
+        pn = PyBytes_GET_SIZE(fs);
+    }
+    int fd = (Py_ssize_t)strlen(p) == pn ? open_in(d, p, pn) : -1; /* no NUL inside */
+    Py_XDECREF(fs);
+    if (fd < 0) return -1;
     Py_ssize_t n = 0;
     while (n < FIRST_READ) {
         ssize_t got = read(fd, buf + n, (size_t)(FIRST_READ - n));
@@ -233,14 +339,15 @@ static PyObject *read_small(PyObject *path, Py_ssize_t max_bytes, char *buf) {
         n += got;
     }
     close(fd);
-    if (n < 0 || n >= FIRST_READ || n > max_bytes) return NULL;
-    return PyBytes_FromStringAndSize(buf, n);
+    if (n < 0 || n >= FIRST_READ || n > max_bytes) return -1;
+    return n;
 }
 
 static int is_json_path(PyObject *p) {
     if (!PyUnicode_CheckExact(p)) return 0;
     Py_ssize_t n = PyUnicode_GET_LENGTH(p);
     if (n < 5) return 0;
+    if (PyUnicode_IS_ASCII(p)) return memcmp((const char *)PyUnicode_DATA(p) + n - 5, ".json", 5) == 0;
     PyObject *tail = PyUnicode_Substring(p, n - 5, n);
     if (!tail) {
         PyErr_Clear();
@@ -278,36 +385,26 @@ static PyObject *stage_files(PyObject *self, PyObject *const *args, Py_ssize_t n
     if (PyErr_Occurred()) return NULL;
     char *buf = PyMem_Malloc(FIRST_READ);
     if (!buf) return PyErr_NoMemory();
+    DirCache dir = {-1, NULL, 0};
+    JP jp;
+    memset(&jp, 0, sizeof(jp));
+    char digest[7 + 64] = "sha256:";
+    Str dig = {NULL, digest, (Py_ssize_t)sizeof(digest)};
     Py_ssize_t i = start < 0 ? 0 : start, n = PyList_GET_SIZE(paths), staged = 0;
     int failed = 0;
     for (; i < n; i++) {
         PyObject *path = PyList_GET_ITEM(paths, i);
         if (!is_json_path(path)) break;
-        PyObject *data = read_small(path, max_bytes, buf);
-        if (!data) break;
-        PyObject *h = PyObject_CallOneArg(sha256_fn, data);
-        PyObject *hex = h ? PyObject_CallMethod(h, "hexdigest", NULL) : NULL;
-        Py_XDECREF(h);
-        PyObject *digest = hex ? PyUnicode_FromFormat("sha256:%U", hex) : NULL;
-        Py_XDECREF(hex);
-        if (!digest) {
-            Py_DECREF(data);
+        Py_ssize_t len = read_small(&dir, path, max_bytes, buf);
+        if (len < 0) break;
+        if (sha256_hex(buf, len, digest + 7) < 0) {
             failed = 1;
             break;
         }
-        JP jp;
-        memset(&jp, 0, sizeof(jp));
         JVal doc;
-        PyObject *kobj = NULL;
         Py_ssize_t size = STAGE_DECLINED; /* not JSON this reader takes: the general path decides */
-        if (jp_parse(&jp, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &doc) == 0) {
-            kobj = PyLong_FromLongLong(k);
-            size = kobj ? stage_one(&sink, &doc, digest, kobj, at) : -1;
-        }
-        Py_XDECREF(kobj);
-        jp_free(&jp);
-        Py_DECREF(data);
-        Py_DECREF(digest);
+        jp_reset(&jp);
+        if (jp_parse(&jp, buf, len, &doc) == 0) size = stage_one(&sink, &doc, &dig, k, at);
         if (size == STAGE_DECLINED) break;
         if (size < 0) {
             failed = 1;
@@ -317,7 +414,9 @@ static PyObject *stage_files(PyObject *self, PyObject *const *args, Py_ssize_t n
         k++;
         staged++;
     }
+    jp_free(&jp);
+    dir_cache_close(&dir);
     PyMem_Free(buf);
-    if (failed) return NULL;
+    if (sink_done(&sink, failed ? -1 : 0) < 0) return NULL;
     return Py_BuildValue("(nnL)", i, staged, at);
 }
