@@ -9,6 +9,7 @@ paths decline goes to the general path, in order).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -28,16 +29,22 @@ CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus"
 
 def _stage(work: Path, paths: list[str], buckets: int, mode: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     work.mkdir()
+    module = osv_fast.compiled_module
+    assert module is not None
     with monkeypatch.context() as m:
-        if mode != "files":
+        if not mode.startswith("files"):
             m.setattr(osv_fast, "compiled_stage_files", None)
         if mode == "python":
             m.setattr(osv_fast, "compiled_stage", None)
-        stager = Stager(StageConfig(str(work), buckets, (DomainFilter(),), {"osv": "osv"}, 1 << 20), "t")
-        results: list[ChunkResult] = []
-        for i in range(0, len(paths), 64):
-            results.append(stager.read_chunk(Chunk("src", "osv", 3, paths[i : i + 64])))
-        stager.close()
+        module.use_native_sha256(mode != "files-hashlib")  # digests by hashlib, as on a CPU without SHA-NI
+        try:
+            stager = Stager(StageConfig(str(work), buckets, (DomainFilter(),), {"osv": "osv"}, 1 << 20), "t")
+            results: list[ChunkResult] = []
+            for i in range(0, len(paths), 64):
+                results.append(stager.read_chunk(Chunk("src", "osv", 3, paths[i : i + 64])))
+            stager.close()
+        finally:
+            module.use_native_sha256(True)
     files = {p.name: p.read_bytes() for p in sorted(work.iterdir())}
     return files, [(r.read, r.skipped, r.records, r.rejected, r.tally) for r in results]
 
@@ -46,7 +53,7 @@ def _compare(tmp_path: Path, paths: list[str], monkeypatch: pytest.MonkeyPatch) 
     assert osv_fast.compiled_stage is not None and osv_fast.compiled_stage_files is not None, "not built"
     for buckets in (1, 4):
         slow = _stage(tmp_path / f"p{buckets}", paths, buckets, "python", monkeypatch)
-        for mode in ("files", "one"):
+        for mode in ("files", "files-hashlib", "one"):
             fast = _stage(tmp_path / f"{mode}{buckets}", paths, buckets, mode, monkeypatch)
             assert fast[1] == slow[1], mode
             assert fast[0].keys() == slow[0].keys(), mode
@@ -85,6 +92,40 @@ def test_constructed_mutated_and_malformed_documents(tmp_path: Path, monkeypatch
     missing = str(tmp_path / "docs" / "gone.json")
     paths[100:100] = [str(yaml), missing]
     _compare(tmp_path, paths, monkeypatch)
+
+
+def test_documents_across_folders_in_any_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """stage_files opens each file relative to the folder of the one before when it is the same folder."""
+    rng = random.Random(11)
+    paths = []
+    for name in ("a", "b", "a/deeper", "c d", "é"):
+        folder = tmp_path / "docs" / name
+        folder.mkdir(parents=True)
+        for i in range(12):
+            doc = edited(BASE, ["id"], f"OSV-{name}-{i}")
+            (folder / f"{i}.json").write_bytes(
+                orjson.dumps(edited(doc, ["aliases"], [f"CVE-2024-{rng.randint(1, 30)}"]))
+            )
+            paths.append(str(folder / f"{i}.json"))
+    rng.shuffle(paths)
+    paths[5:5] = [str(tmp_path / "docs" / "a"), str(tmp_path / "docs" / "none" / "x.json")]  # a folder; no folder
+    _compare(tmp_path, paths, monkeypatch)
+
+
+def test_sha256_matches_hashlib() -> None:
+    module = osv_fast.compiled_module
+    assert module is not None
+    rng = random.Random(5)
+    samples = [rng.randbytes(n) for n in [*range(300), 4095, 4096, 65_537, 1 << 20]]
+    try:
+        for native in (True, False):
+            module.use_native_sha256(native)
+            for data in samples:
+                assert module.sha256_hex(data) == hashlib.sha256(data).hexdigest(), (native, len(data))
+            assert module.sha256_hex(memoryview(samples[-1])[3:]) == hashlib.sha256(samples[-1][3:]).hexdigest()
+        assert module.use_native_sha256(False) is False
+    finally:
+        module.use_native_sha256(True)
 
 
 def test_corpus_documents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
