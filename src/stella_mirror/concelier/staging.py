@@ -471,7 +471,7 @@ class DomainRun:
     stats: DomainStats
     spilled: tuple[str, int, int, int] | None = None
     """Set by a reader process instead of ``data`` and ``lines``: (file, offset, size of data, size of lines)
-    where it wrote them, one after the other."""
+    where it wrote them, one after the other; the file is ``""`` for the pool's shared memory."""
 
 
 @dataclass(frozen=True)
@@ -630,25 +630,41 @@ def fold_window(cfg: StageConfig, entries: _Entries, keys: list[str], spec: arra
 
 _worker_entries: _Entries | None = None
 _worker_spills = [0]  # windows this reader has folded (names its spill files)
+_worker_shared: mmap.mmap | None = None  # the pool's shared slots (see ReaderPool)
+
+SLOT_BYTES = 6 << 20
+"""One shared-memory slot: a folded window's runs (about 2.5 MiB of bundle at 1,024 groups) fit."""
 
 
-def _fold_in_worker(layout: Layout, keys: list[str], spec: array) -> list[DomainRun | None]:  # type: ignore[type-arg]
-    """Fold a window; the runs' bytes and state lines go to a spill file of their own, not through the pipe.
+def _fold_in_worker(layout: Layout, keys: list[str], spec: array, slot: int) -> list[DomainRun | None]:  # type: ignore[type-arg]
+    """Fold a window; the runs' bytes and state lines go to shared slot ``slot``, not through the pipe.
 
     Pickling megabytes per window and sending them through a pipe cost more than folding them did (and
-    a reader blocked on a full pipe stops folding ahead); the exporter ``pread``s them from the page
-    cache instead and deletes the file (:meth:`ReaderPool.fold`). One file per window, deleted once
-    read, keeps the page cache these runs occupy to a few windows: the kernel gets the same pages
-    back for the next ones instead of finding new memory for the whole bundle a second time (on a
-    virtual machine, first touches of guest memory are what makes writing a large file slow). What
-    does go through the pipe stays small (keys, counts, statistics), so neither side can block the
-    other on a full pipe.
+    a reader blocked on a full pipe stops folding ahead). The exporter gives each window one of the
+    pool's shared-memory slots and copies the runs out when it takes the window
+    (:meth:`ReaderPool.fold`): the same few megabytes of memory carry every window, with no system
+    call and no new page cache per window. A window too large for a slot (or with no slot: ``-1``)
+    goes to a spill file of its own, which the exporter reads and deletes. What does go through the
+    pipe stays small (keys, counts, statistics), so neither side can block the other on a full pipe.
     """
     global _worker_entries
     assert _worker_cfg is not None
     if _worker_entries is None or _worker_entries.layout != layout:
         _worker_entries = _Entries(layout)
     runs = fold_window(_worker_cfg, _worker_entries, keys, spec)
+    shared = _worker_shared
+    if shared is not None and slot >= 0:
+        size = sum(len(run.data) + len(run.lines) for run in runs if run is not None)
+        if size <= SLOT_BYTES:
+            at = slot * SLOT_BYTES
+            for run in runs:
+                if run is not None:
+                    run.spilled = ("", at, len(run.data), len(run.lines))
+                    for blob in (run.data, run.lines):
+                        shared[at : at + len(blob)] = blob
+                        at += len(blob)
+                    run.data = run.lines = b""
+            return runs
     path = str(Path(_worker_cfg.work) / f"fold-{os.getpid()}-{_worker_spills[0]}.bin")
     _worker_spills[0] += 1
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
@@ -668,9 +684,11 @@ def _fold_in_worker(layout: Layout, keys: list[str], spec: array) -> list[Domain
     return runs
 
 
-def _reader_main(conn: Connection, cfg: StageConfig) -> None:
+def _reader_main(conn: Connection, cfg: StageConfig, shared: mmap.mmap | None) -> None:
     """A reader process: run tasks from the pipe, send each result (or the exception) back, in order."""
+    global _worker_shared
     _init_worker(cfg)
+    _worker_shared = shared
     tasks: dict[str, Callable[..., Any]] = {
         "read": _read_chunk_in_worker,
         "fold": _fold_in_worker,
@@ -713,6 +731,7 @@ class ReaderPool:
     """
 
     _IN_FLIGHT = 2  # tasks queued per reader while reading, so it never waits for the next chunk
+    SLOTS = 6  # shared-memory slots for folded windows: the windows folded ahead, and one being taken
 
     def __init__(self, cfg: StageConfig, workers: int) -> None:
         self.cfg = cfg
@@ -720,13 +739,19 @@ class ReaderPool:
         self._done: dict[int, tuple[bool, Any]] = {}
         self._next_id = 0
         self._entries: _Entries | None = None
+        self._shared: mmap.mmap | None = None
+        self._free_slots: list[int] = []
         if workers > 1:
             methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+            fork = "fork" in methods
+            ctx = multiprocessing.get_context("fork" if fork else None)
+            if fork:  # anonymous shared memory, inherited by the readers (it cannot be pickled for spawn)
+                self._shared = mmap.mmap(-1, self.SLOTS * SLOT_BYTES)
+                self._free_slots = list(range(self.SLOTS))
             try:
                 for _ in range(workers):
                     mine, theirs = ctx.Pipe()
-                    process = ctx.Process(target=_reader_main, args=(theirs, cfg), daemon=True)
+                    process = ctx.Process(target=_reader_main, args=(theirs, cfg, self._shared), daemon=True)
                     process.start()
                     theirs.close()
                     self._readers.append(_Reader(process, mine))
@@ -824,11 +849,26 @@ class ReaderPool:
             runs = fold_window(self.cfg, self._entries, keys, spec)
             return lambda: runs
         reader = min(self._readers, key=lambda r: len(r.pending))
-        task_id = self._send(reader, "fold", (layout, keys, spec))
+        slot = self._free_slots.pop() if self._free_slots else -1
+        task_id = self._send(reader, "fold", (layout, keys, spec, slot))
 
         def wait() -> list[DomainRun | None]:
-            runs: list[DomainRun | None] = self._result(task_id)
-            spilled = [run for run in runs if run is not None and run.spilled is not None]
+            try:
+                runs: list[DomainRun | None] = self._result(task_id)
+                spilled = [run for run in runs if run is not None and run.spilled is not None]
+                if spilled and spilled[0].spilled[0] == "":  # type: ignore[index]
+                    shared = self._shared
+                    assert shared is not None
+                    for run in spilled:
+                        assert run.spilled is not None
+                        _path, offset, size, lines = run.spilled
+                        run.data = shared[offset : offset + size]
+                        run.lines = shared[offset + size : offset + size + lines]
+                        run.spilled = None
+                    return runs
+            finally:
+                if slot >= 0:  # copied out (or never used): the next window may take it
+                    self._free_slots.append(slot)
             if not spilled:
                 return runs
             path = spilled[0].spilled[0]  # type: ignore[index]
@@ -860,6 +900,9 @@ class ReaderPool:
         if self._entries is not None:
             self._entries.close()
             self._entries = None
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
 
     def __enter__(self) -> ReaderPool:
         return self

@@ -106,6 +106,14 @@ def test_tiny_runs_windows_and_buckets_change_nothing(
         with monkeypatch.context() as m:
             m.setattr(grouping, "_osvc", None)
             assert _export(tmp_path / f"python-{buckets}", keydir, workers=2) == expected
+    # Folded windows through spill files: none fits a shared slot; then no slot is free for most windows.
+    with monkeypatch.context() as m:
+        m.setattr(staging, "SLOT_BYTES", 16)
+        assert _export(tmp_path / "spilled", keydir, workers=2) == expected
+    with monkeypatch.context() as m:
+        m.setattr(staging.ReaderPool, "SLOTS", 1)
+        assert _export(tmp_path / "one-slot", keydir, workers=2) == expected
+    assert not list((tmp_path / "spilled").rglob("fold-*.bin")), "spill files are deleted once read"
 
 
 def test_bucket_count_is_a_bounded_power_of_two() -> None:
