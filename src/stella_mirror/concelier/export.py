@@ -294,7 +294,7 @@ class _DeltaTracker:
         else:
             self.added.append(key)
 
-    def see_run(self, lines: bytes) -> None:
+    def see_run(self, lines: bytes | bytearray) -> None:
         """:meth:`see` for consecutive advisories given as their rendered state-file lines."""
         if self._prev is None and self._base is None:
             self._out.write(lines)  # nothing to compare with: the common case needs no parsing
@@ -483,8 +483,9 @@ class _Writer:
                     continue
                 self.stats[i].absorb(run.stats)
                 trackers[i].see_run(run.lines)
-                if i == 0:
-                    yield RawAdvisories(run.first_key, run.last_key, run.count, run.data)
+                if i == 0:  # a reader's run came back as bytes; one folded in this process may be a bytearray
+                    data = run.data if isinstance(run.data, bytes) else bytes(run.data)
+                    yield RawAdvisories(run.first_key, run.last_key, run.count, data)
                 else:
                     meta = orjson.dumps([run.first_key, run.last_key, run.count])
                     self.spills[i - 1].append(meta + b"\n" + run.data)

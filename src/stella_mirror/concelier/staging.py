@@ -464,9 +464,9 @@ class DomainRun:
     first_key: str
     last_key: str
     count: int
-    data: bytes
+    data: bytes | bytearray
     """The advisories' canonical bytes joined by ``,``."""
-    lines: bytes
+    lines: bytes | bytearray
     """Their ``[key, digest]`` lines for the delta state file."""
     stats: DomainStats
     spilled: tuple[str, int, int, int] | None = None
@@ -543,18 +543,26 @@ def fold_window(cfg: StageConfig, entries: _Entries, keys: list[str], spec: arra
     With monotone filters (:attr:`StageConfig.monotone`) the staging tallies already counted every
     record's sources; a record final as staged is then copied without parsing anything but (with
     filters) its mask, and a folded group takes its records' tallies back and counts itself instead.
+    Without filters every domain selects every advisory: the window is folded once
+    (:func:`_fold_unfiltered`) and its run shared by the domains.
     """
     n = len(cfg.filters)
+    if cfg.monotone and not any(f.clauses for f in cfg.filters):
+        run = _fold_unfiltered(cfg, entries, keys, spec)
+        entries.release()
+        shared: list[DomainRun | None] = [run]
+        for _ in range(n - 1):
+            copy = DomainRun(run.first_key, run.last_key, run.count, run.data, run.lines, _copy_stats(run.stats))
+            shared.append(copy)
+        return shared
     monotone = cfg.monotone
-    mask_all = (1 << n) - 1 if not any(f.clauses for f in cfg.filters) else None
     blobs: list[list[bytes | memoryview]] = [[] for _ in range(n)]
     lines: list[list[bytes | memoryview]] = [[] for _ in range(n)]
     firsts: list[str | None] = [None] * n
     lasts: list[str] = [""] * n
     stats = [DomainStats() for _ in range(n)]
     correction: SourceTally = {}
-    loads, dumps, get, locate = orjson.loads, orjson.dumps, entries.get, entries.locate
-    merge_c = osv_fast.compiled_merge
+    loads, locate = orjson.loads, entries.locate
     maps, views = entries.maps, entries.views
     blob: bytes | memoryview
     line: bytes | memoryview
@@ -569,39 +577,16 @@ def fold_window(cfg: StageConfig, entries: _Entries, keys: list[str], spec: arra
             m = maps[f]
             nl = m.find(b"\n", start, end)
             nl2 = m.find(b"\n", nl + 1, end)
-            if monotone and mask_all is not None:
-                mask, prov = mask_all, None
-            else:
-                _digest, mask, prov, _priority = loads(m[start:nl])
-                if monotone:
-                    prov = None
+            _digest, mask, prov, _priority = loads(m[start:nl])
+            if monotone:
+                prov = None
             view = views[f]
             blob = view[nl2 + 1 : end]
             line = view[nl + 1 : nl2 + 1]
         else:
-            members = [split_entry(get(g)) for g in spec[pos + 1 : pos + 1 + size]]
+            members = spec[pos + 1 : pos + 1 + size]
+            blob, line, mask, prov = _fold_group(cfg, entries, key, members, None, correction if monotone else None)
             pos += 1 + size
-            if monotone:
-                for meta, _raw in members:
-                    tally(correction, meta[1], meta[2], -1)
-            merged = merge_c(key, [(meta[3], raw) for meta, raw in members]) if merge_c and size > 1 else None
-            if merged is not None:
-                # The compiled merge's bytes; the provenance pairs of the records are the merged
-                # advisory's (statistics count each source once and keep the latest recordedAt).
-                blob = merged
-                digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-                mask = mask_all if mask_all is not None else domain_mask(cfg, cast(Advisory, loads(blob)))
-                prov = [pair for meta, _raw in members for pair in meta[2]]
-                line = dumps([key, digest]) + b"\n"
-            else:
-                loaded = [(meta[3], cast(Advisory, loads(raw))) for meta, raw in members]
-                loaded.sort(key=lambda r: order_key(*r))
-                entry = stage_entry(cfg, merge(key, [rec for _, rec in loaded]), 0)[0]
-                nl = entry.index(b"\n")
-                nl2 = entry.index(b"\n", nl + 1)
-                _digest, mask, prov, _priority = loads(entry[:nl])
-                blob = entry[nl2 + 1 :]
-                line = entry[nl + 1 : nl2 + 1]
         for d in range(n):
             if mask >> d & 1:
                 if firsts[d] is None:
@@ -626,6 +611,84 @@ def fold_window(cfg: StageConfig, entries: _Entries, keys: list[str], spec: arra
             runs.append(DomainRun(first, lasts[d], len(blobs[d]), b",".join(blobs[d]), b"".join(lines[d]), stats[d]))
     entries.release()
     return runs
+
+
+def _fold_group(
+    cfg: StageConfig, entries: _Entries, key: str, records: Any, mask_all: int | None, correction: SourceTally | None
+) -> tuple[bytes, bytes, int, list[list[Any]] | None]:
+    """``(blob, state line, mask, provenance pairs)`` of the advisory of a group folded from its records.
+
+    ``mask_all``: every advisory's mask (no filters), else None (computed). ``correction`` (monotone
+    filters) takes back the records' staging tallies; the caller then counts the advisory's provenance.
+    """
+    members = [split_entry(entries.get(g)) for g in records]
+    if correction is not None:
+        for meta, _raw in members:
+            tally(correction, meta[1], meta[2], -1)
+    merge_c = osv_fast.compiled_merge
+    merged = merge_c(key, [(meta[3], raw) for meta, raw in members]) if merge_c and len(members) > 1 else None
+    if merged is not None:
+        # The compiled merge's bytes; the provenance pairs of the records are the merged
+        # advisory's (statistics count each source once and keep the latest recordedAt).
+        digest = "sha256:" + hashlib.sha256(merged).hexdigest()
+        mask = mask_all if mask_all is not None else domain_mask(cfg, cast(Advisory, orjson.loads(merged)))
+        return merged, orjson.dumps([key, digest]) + b"\n", mask, [pair for meta, _raw in members for pair in meta[2]]
+    loaded = [(meta[3], cast(Advisory, orjson.loads(raw))) for meta, raw in members]
+    loaded.sort(key=lambda r: order_key(*r))
+    entry = stage_entry(cfg, merge(key, [rec for _, rec in loaded]), 0)[0]
+    nl = entry.index(b"\n")
+    nl2 = entry.index(b"\n", nl + 1)
+    _digest, mask, prov, _priority = orjson.loads(entry[:nl])
+    return entry[nl2 + 1 :], entry[nl + 1 : nl2 + 1], mask, prov
+
+
+def _fold_unfiltered(cfg: StageConfig, entries: _Entries, keys: list[str], spec: array) -> DomainRun:  # type: ignore[type-arg]
+    """:func:`fold_window` when every domain selects every advisory (monotone, no filter): one run.
+
+    Records final as staged are copied by ``_osvc.fold_singles`` when built (a run of them per call),
+    straight from the staging maps into the run's bytes.
+    """
+    data, lines = bytearray(), bytearray()
+    stats = DomainStats()
+    correction: SourceTally = {}
+    mask_all = (1 << len(cfg.filters)) - 1
+    singles = osv_fast.compiled_fold_singles
+    offsets, starts, maps, views = entries.offsets, entries.layout.starts, entries.maps, entries.views
+    pos = ki = 0
+    while ki < len(keys):
+        size = spec[pos]
+        if size == 0 and singles is not None:
+            pos, count = singles(spec, pos, offsets, starts, maps, data, lines)
+            ki += count
+            stats.count += count
+            continue
+        if size == 0:
+            f, start, end = entries.locate(spec[pos + 1])
+            m, view = maps[f], views[f]
+            nl = m.find(b"\n", start, end)
+            nl2 = m.find(b"\n", nl + 1, end)
+            blob: bytes | memoryview = view[nl2 + 1 : end]
+            line: bytes | memoryview = view[nl + 1 : nl2 + 1]
+            pos += 2
+            stats.count += 1
+        else:
+            blob, line, _mask, prov = _fold_group(
+                cfg, entries, keys[ki], spec[pos + 1 : pos + 1 + size], mask_all, correction
+            )
+            pos += 1 + size
+            stats.add_provenance(cast(list[list[Any]], prov))
+        if data:
+            data += b","
+        data += blob
+        lines += line
+        ki += 1
+    for (_mask, source), (count, _last) in correction.items():
+        stats.add_source(source, count, None)
+    return DomainRun(keys[0], keys[-1], len(keys), data, lines, stats)
+
+
+def _copy_stats(stats: DomainStats) -> DomainStats:
+    return DomainStats(stats.count, {source: list(slot) for source, slot in stats.sources.items()})
 
 
 _worker_entries: _Entries | None = None

@@ -65,14 +65,17 @@ def test_compiled_union_chains_and_keys_match_python() -> None:
         compiled.join_pairs(c.parent, c.rank, array("i", [0, n]))
 
 
-def _export(out: Path, keydir: Path, workers: int) -> dict[str, bytes]:
+FILTERED = [
+    DomainSpec("primary", "Primary"),
+    DomainSpec("pypi", "PyPI", DomainFilter.parse("ecosystem:PyPI")),
+    DomainSpec("vendor", "Vendor", DomainFilter.parse("source:csaf")),
+]
+
+
+def _export(out: Path, keydir: Path, workers: int, domains: list[DomainSpec] = FILTERED) -> dict[str, bytes]:
     req = ExportRequest(
         sources=sample_sources(),
-        domains=[
-            DomainSpec("primary", "Primary"),
-            DomainSpec("pypi", "PyPI", DomainFilter.parse("ecosystem:PyPI")),
-            DomainSpec("vendor", "Vendor", DomainFilter.parse("source:csaf")),
-        ],
+        domains=domains,
         key=load_signing_key(keydir / "mirror-key.pem"),
         out=out,
         export_id="20261129T163000Z",
@@ -82,11 +85,13 @@ def _export(out: Path, keydir: Path, workers: int) -> dict[str, bytes]:
     summary = run_export(req)
     assert summary.records > summary.advisories > 1  # the samples merge something
     root = out / "latest"
-    return {
+    files = {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.suffix in (".json", ".jsonl")
     }
+    files["summary: advisories per domain"] = repr([(d.domain_id, d.advisory_count) for d in summary.domains]).encode()
+    return files
 
 
 def test_tiny_runs_windows_and_buckets_change_nothing(
@@ -114,6 +119,28 @@ def test_tiny_runs_windows_and_buckets_change_nothing(
         m.setattr(staging.ReaderPool, "SLOTS", 1)
         assert _export(tmp_path / "one-slot", keydir, workers=2) == expected
     assert not list((tmp_path / "spilled").rglob("fold-*.bin")), "spill files are deleted once read"
+
+
+def test_unfiltered_domains_fold_once_as_the_general_fold_would(
+    tmp_path: Path, keydir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Domains without filters share one folded run per window (records final as staged copied by
+    _osvc.fold_singles, or by Python); the general fold, counting every provenance, gives the same files."""
+    from stella_mirror.concelier.sources import osv_fast
+
+    domains = [DomainSpec("primary", "Primary"), DomainSpec("copy", "Copy")]
+    monkeypatch.setattr(export, "_FOLD_WINDOW", 3)
+    monkeypatch.setattr(export, "_IN_PROCESS_BELOW", 0)
+    assert osv_fast.compiled_fold_singles is not None, "the compiled module is not built"
+    with monkeypatch.context() as m:
+        m.setattr(staging.StageConfig, "monotone", property(lambda self: False))  # the general fold
+        expected = _export(tmp_path / "general", keydir, 2, domains)
+    assert {"mirror/primary/bundle.json", "mirror/copy/bundle.json"} <= expected.keys()
+    for workers in (1, 2):
+        assert _export(tmp_path / f"c-{workers}", keydir, workers, domains) == expected
+        with monkeypatch.context() as m:
+            m.setattr(osv_fast, "compiled_fold_singles", None)
+            assert _export(tmp_path / f"py-{workers}", keydir, workers, domains) == expected
 
 
 def test_bucket_count_is_a_bounded_power_of_two() -> None:

@@ -24,6 +24,7 @@
  *   stage.h   staging (stage, stage_files)    merge.h  merging staged records (merge)
  *   count.h   counting a source's files (count_files)
  *   group.h   grouping.group's union-find, chains and key pass (join_pairs, chains, group_keys)
+ *   fold.h    staging.fold_window's copy of records final as staged (fold_singles)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -43,6 +44,7 @@
 #include "osvc/merge.h"
 #include "osvc/count.h"
 #include "osvc/group.h"
+#include "osvc/fold.h"
 
 PyDoc_STRVAR(configure_doc, "configure(cvss, purl, severity_word, sha256) -> None\n\n"
                             "The Python helpers entry() calls (see osv_fast).");
@@ -79,6 +81,7 @@ static PyMethodDef methods[] = {
     {"chains", (PyCFunction)(void (*)(void))chains, METH_FASTCALL, chains_doc},
     {"group_keys", (PyCFunction)(void (*)(void))group_keys, METH_FASTCALL, group_keys_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
+    {"fold_singles", (PyCFunction)(void (*)(void))fold_singles, METH_FASTCALL, fold_singles_doc},
     {"sha256_hex", (PyCFunction)py_sha256_hex, METH_O, sha256_hex_doc},
     {"use_native_sha256", (PyCFunction)use_native_sha256, METH_O, use_native_sha256_doc},
     {NULL, NULL, 0, NULL},

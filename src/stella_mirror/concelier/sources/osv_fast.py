@@ -447,6 +447,8 @@ compiled_stage: Any = None
 """``_osvc.stage`` (see _osvc.c and ``staging.Stager``) when the compiled module is built, else None."""
 compiled_stage_files: Any = None
 """``_osvc.stage_files`` likewise."""
+compiled_fold_singles: Any = None
+"""``_osvc.fold_singles`` (staging's copy of records final as staged) when built, else None."""
 compiled_merge: Any = None
 """``_osvc.merge`` (merge.merge of two or more staged records in C) likewise."""
 compiled_count_files: Any = None
@@ -465,6 +467,7 @@ else:
     compiled_stage = _osvc.stage
     compiled_stage_files = _osvc.stage_files
     compiled_merge = _osvc.merge
+    compiled_fold_singles = _osvc.fold_singles
     compiled_count_files = _osvc.count_files
     compiled_module = _osvc
     COMPILED = True
