@@ -369,3 +369,23 @@ def test_random_byte_edits_agree(impl: Impl) -> None:
                 del data[at:]
         taken += _check(impl, bytes(data))
     assert taken > 300  # many edits land in text and leave a valid document
+
+
+def test_the_compiled_memo_of_helper_answers_survives_being_cleared() -> None:
+    """_osvc remembers purl and CVSS answers by their arguments, and empties the memo when it holds
+    2**14 answers: documents before and after that (and one whose answers were dropped meanwhile)
+    come out as python_entry writes them."""
+    vectors = ["CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", "CVSS:3.1/AV:L/AC:H/PR:H/UI:R/S:C/C:L/I:N/A:N"]
+    first = None
+    for i in range(17_000):
+        doc = edited(BASE, ["affected", 0, "package", "name"], f"pkg-{i}")
+        doc = edited(doc, ["severity"], [{"type": "CVSS_V3", "score": vectors[i % 2]}])
+        data = orjson.dumps(doc)
+        entry = compiled_entry(data, "src", "sha256:x")
+        assert entry is not None
+        if first is None:
+            first = (data, entry)
+        if i % 997 == 0 or i > 16_380:
+            assert entry == python_entry(data, "src", "sha256:x"), i
+    assert first is not None
+    assert compiled_entry(first[0], "src", "sha256:x") == first[1]

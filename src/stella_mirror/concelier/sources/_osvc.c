@@ -66,8 +66,8 @@ static PyObject *configure(PyObject *self, PyObject *const *args, Py_ssize_t nar
         Py_INCREF(args[i]);
         Py_XSETREF(*slots[i], args[i]);
     }
-    PyDict_Clear(purl_memo); /* answers of the previous helpers */
-    PyDict_Clear(cvss_memo);
+    memo_clear(&purl_memo); /* answers of the previous helpers */
+    memo_clear(&cvss_memo);
     Py_RETURN_NONE;
 }
 
@@ -96,9 +96,5 @@ PyMODINIT_FUNC PyInit__osvc(void) {
     init_escape_table();
     init_crc_table();
     init_sha256();
-    ONE = PyLong_FromLong(1);
-    purl_memo = PyDict_New();
-    cvss_memo = PyDict_New();
-    if (!ONE || !purl_memo || !cvss_memo) return NULL;
     return PyModule_Create(&module);
 }

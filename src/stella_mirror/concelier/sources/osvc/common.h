@@ -4,34 +4,89 @@
 #define MAX_ITEMS 512 /* longer lists are left to the exact reader (keeps the small sorts below cheap) */
 
 static PyObject *cvss_fn, *purl_fn, *severity_fn, *sha256_fn;
-static PyObject *ONE; /* the int 1 */
-static PyObject *purl_memo, *cvss_memo; /* answers of purl_fn / cvss_fn by their arguments */
 
 #define MEMO_MAX (1 << 14)
 
-/* fn(*args), remembered in memo (a dict, cleared when full): corpora repeat a handful of CVSS vectors and
- * packages many times over, and the helpers are pure. A new reference, or NULL with an exception. */
-static PyObject *memo_call(PyObject *memo, PyObject *fn, PyObject *const *args, Py_ssize_t n) {
-    PyObject *key = n == 2 ? PyTuple_Pack(2, args[0], args[1]) : PyTuple_Pack(3, args[0], args[1], args[2]);
-    if (!key) return NULL;
-    PyObject *res = PyDict_GetItemWithError(memo, key);
-    if (res) {
-        Py_INCREF(res);
-        Py_DECREF(key);
-        return res;
+/* The helpers' answers by their arguments' UTF-8 (length-prefixed, so no two argument lists share a
+ * key): corpora repeat a handful of CVSS vectors and packages many times over, and the helpers are
+ * pure. Looking the bytes up here needs no Python str, tuple or dict lookup per call; on a miss the
+ * caller makes the arguments and calls the helper once. Open addressing, cleared when full. */
+typedef struct {
+    uint64_t h;
+    char *key; /* NULL: empty slot */
+    Py_ssize_t kn;
+    PyObject *val, *aux; /* the answer, and what the caller derived from it once (or NULL) */
+} MemoSlot;
+
+typedef struct {
+    MemoSlot *slots;
+    size_t cap, n;
+} Memo;
+
+static Memo purl_memo, cvss_memo;
+
+static uint64_t memo_hash(const char *s, Py_ssize_t n) {
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+static void memo_clear(Memo *m) {
+    for (size_t i = 0; i < m->cap; i++) {
+        MemoSlot *e = &m->slots[i];
+        if (e->key) {
+            PyMem_Free(e->key);
+            Py_XDECREF(e->val);
+            Py_XDECREF(e->aux);
+        }
     }
-    if (PyErr_Occurred() || !(res = PyObject_Vectorcall(fn, args, (size_t)n, NULL))) {
-        Py_DECREF(key);
-        return NULL;
+    if (m->cap) memset(m->slots, 0, sizeof(MemoSlot) * m->cap);
+    m->n = 0;
+}
+
+/* The slot for key: its entry, or the empty slot where it would go (NULL when there is no table). */
+static MemoSlot *memo_slot(Memo *m, const char *key, Py_ssize_t kn, uint64_t h) {
+    if (!m->cap) return NULL;
+    for (size_t i = (size_t)h & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        MemoSlot *e = &m->slots[i];
+        if (!e->key || (e->h == h && e->kn == kn && memcmp(e->key, key, (size_t)kn) == 0)) return e;
     }
-    if (PyDict_GET_SIZE(memo) >= MEMO_MAX) PyDict_Clear(memo);
-    if (PyDict_SetItem(memo, key, res) < 0) {
-        Py_DECREF(key);
-        Py_DECREF(res);
-        return NULL;
+}
+
+/* The remembered entry for key, or NULL. */
+static MemoSlot *memo_get(Memo *m, const char *key, Py_ssize_t kn) {
+    MemoSlot *e = memo_slot(m, key, kn, memo_hash(key, kn));
+    return e && e->key ? e : NULL;
+}
+
+/* Remember val (and aux, may be NULL) for key, taking both references; the entry, or NULL with
+ * MemoryError (the references are released). */
+static MemoSlot *memo_put(Memo *m, const char *key, Py_ssize_t kn, PyObject *val, PyObject *aux) {
+    if (m->n >= MEMO_MAX) memo_clear(m);
+    if (!m->cap) {
+        m->slots = PyMem_Calloc(2 * MEMO_MAX, sizeof(MemoSlot)); /* load factor at most 1/2 */
+        if (!m->slots) goto fail;
+        m->cap = 2 * MEMO_MAX;
     }
-    Py_DECREF(key);
-    return res;
+    uint64_t h = memo_hash(key, kn);
+    MemoSlot *e = memo_slot(m, key, kn, h);
+    char *copy = PyMem_Malloc((size_t)kn + 1);
+    if (!copy) goto fail;
+    memcpy(copy, key, (size_t)kn);
+    if (e->key) { /* cannot happen (callers look up first): replace */
+        PyMem_Free(e->key);
+        Py_XDECREF(e->val);
+        Py_XDECREF(e->aux);
+        m->n--;
+    }
+    *e = (MemoSlot){h, copy, kn, val, aux};
+    m->n++;
+    return e;
+fail:
+    Py_XDECREF(val);
+    Py_XDECREF(aux);
+    PyErr_NoMemory();
+    return NULL;
 }
 
 /* ---- output buffer ------------------------------------------------------------------------------ */
@@ -64,6 +119,12 @@ static int buf_put(Buf *b, const char *s, Py_ssize_t n) {
 }
 
 #define PUT(b, lit) buf_put((b), (lit), (Py_ssize_t)(sizeof(lit) - 1))
+
+/* Append one memo key part: its length, then its bytes (s == NULL: a part that is absent). */
+static int key_part(Buf *k, const char *s, Py_ssize_t n) {
+    int64_t len = s ? (int64_t)n : -1;
+    return buf_put(k, (const char *)&len, 8) || (s && buf_put(k, s, n));
+}
 
 static const char HEX[] = "0123456789abcdef";
 
@@ -130,11 +191,14 @@ typedef struct {
     PyObject *obj; /* borrowed, or owned when noted */
     const char *s;
     Py_ssize_t n;
+    int raw; /* 1: known to hold nothing that JSON escapes (a string read without escapes), so it is
+              * written as it is; 0: scanned when written */
 } Str;
 
 /* The UTF-8 of an exact str; -1 with no exception set when it has none (lone surrogates). */
 static int utf8(PyObject *o, Str *out) {
     out->obj = o;
+    out->raw = 0;
     out->s = PyUnicode_AsUTF8AndSize(o, &out->n);
     if (!out->s) {
         PyErr_Clear();
@@ -150,9 +214,17 @@ static int str_cmp(const Str *a, const Str *b) {
     return (a->n > b->n) - (a->n < b->n);
 }
 
-static int put_pystr(Buf *b, const Str *s) { return put_str(b, s->s, s->n); }
+static int put_pystr(Buf *b, const Str *s) {
+    if (!s->raw) return put_str(b, s->s, s->n);
+    if (buf_grow(b, s->n + 2) < 0) return -1; /* nothing to escape: copied as it is */
+    b->p[b->len] = '"';
+    memcpy(b->p + b->len + 1, s->s, (size_t)s->n);
+    b->p[b->len + 1 + s->n] = '"';
+    b->len += s->n + 2;
+    return 0;
+}
 
-static int put_opt(Buf *b, const Str *s) { return s->s ? put_str(b, s->s, s->n) : PUT(b, "null"); }
+static int put_opt(Buf *b, const Str *s) { return s->s ? put_pystr(b, s) : PUT(b, "null"); }
 
 /* ^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$ over ASCII digits (stricter than re's \d: declines more). */
 static int canonical_time(const Str *t) {

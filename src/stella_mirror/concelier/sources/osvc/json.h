@@ -14,6 +14,7 @@ typedef struct JVal JVal;
 typedef struct JMem JMem;
 struct JVal {
     int t;
+    int raw; /* a string written without escapes: nothing in it needs escaping when written again */
     Py_ssize_t n; /* bytes of a string, items of an array, members of an object */
     union {
         const char *s;
@@ -127,8 +128,9 @@ static int hex4(const unsigned char *p, unsigned *out) {
     return 1;
 }
 
-/* A string at jp->p (its opening quote): 0 with *s, *n (into the input when nothing is escaped), -1. */
-static int jp_string(JP *jp, const char **s, Py_ssize_t *n) {
+/* A string at jp->p (its opening quote): 0 with *s, *n (into the input when nothing is escaped) and
+ * *raw (1: nothing was escaped), or -1. */
+static int jp_string(JP *jp, const char **s, Py_ssize_t *n, int *raw) {
     const unsigned char *start = jp->p + 1, *p = start, *end = jp->end;
     int escaped = 0;
     for (;;) {
@@ -163,6 +165,7 @@ static int jp_string(JP *jp, const char **s, Py_ssize_t *n) {
         p += k;
     }
     jp->p = p + 1;
+    *raw = !escaped;
     if (!escaped) {
         *s = (const char *)start;
         *n = p - start;
@@ -302,8 +305,9 @@ static int jp_object(JP *jp, JVal *v) {
     } else {
         for (;;) {
             JMem m;
+            int key_raw;
             jp_ws(jp);
-            if (jp->p >= jp->end || *jp->p != '"' || jp_string(jp, &m.k, &m.kn) < 0) return -1;
+            if (jp->p >= jp->end || *jp->p != '"' || jp_string(jp, &m.k, &m.kn, &key_raw) < 0) return -1;
             for (Py_ssize_t i = base; i < jp->nmems; i++) /* a key twice: orjson keeps the last; declined */
                 if (jp->mems[i].kn == m.kn && memcmp(jp->mems[i].k, m.k, (size_t)m.kn) == 0) return -1;
             if (jp->nmems - base >= J_MEMBERS) return -1;
@@ -349,7 +353,7 @@ static int jp_value(JP *jp, JVal *v) {
     switch (*jp->p) {
     case '{': return jp_object(jp, v);
     case '[': return jp_array(jp, v);
-    case '"': v->t = J_STR; return jp_string(jp, &v->u.s, &v->n);
+    case '"': v->t = J_STR; return jp_string(jp, &v->u.s, &v->n, &v->raw);
     case 't':
         if (left < 4 || memcmp(jp->p, "true", 4) != 0) return -1;
         jp->p += 4;

@@ -40,7 +40,10 @@ static int put_jval(Buf *b, JV v, int depth) {
     case J_TRUE: return PUT(b, "true");
     case J_FALSE: return PUT(b, "false");
     case J_NUM: return buf_put(b, v->u.s, v->n);
-    case J_STR: return put_str(b, v->u.s, v->n);
+    case J_STR: {
+        Str s = {NULL, v->u.s, v->n, v->raw};
+        return put_pystr(b, &s);
+    }
     case J_ARR:
         if (PUT(b, "[")) return -1;
         for (Py_ssize_t i = 0; i < v->n; i++)
@@ -52,7 +55,7 @@ static int put_jval(Buf *b, JV v, int depth) {
         for (Py_ssize_t i = 0; i < v->n; i++) {
             const JMem *m = &v->u.mem[i];
             if (i) {
-                Str prev = {NULL, v->u.mem[i - 1].k, v->u.mem[i - 1].kn}, cur = {NULL, m->k, m->kn};
+                Str prev = {NULL, v->u.mem[i - 1].k, v->u.mem[i - 1].kn, 0}, cur = {NULL, m->k, m->kn, 0};
                 if (str_cmp(&prev, &cur) >= 0) return -2;
             }
             if ((i && PUT(b, ",")) || put_str(b, m->k, m->kn) || PUT(b, ":")) return -1;
@@ -82,7 +85,7 @@ static int time_cmp(const Str *a, const Str *b) {
             n[i] = t->n + 7;
         }
     }
-    Str px = {NULL, x, n[0]}, py = {NULL, y, n[1]};
+    Str px = {NULL, x, n[0], 0}, py = {NULL, y, n[1], 0};
     return str_cmp(&px, &py) < 0 ? -1 : str_cmp(&px, &py) > 0;
 }
 
@@ -132,7 +135,7 @@ static int merge_records(Arena *ar, Buf *b, Str *key, Rec *recs, Py_ssize_t nrec
     na = sorted_unique(aliases, na);
 
     /* title, summary, description: the first non-empty in record order */
-    Str firsts[3] = {{NULL, NULL, 0}, {NULL, NULL, 0}, {NULL, NULL, 0}};
+    Str firsts[3] = {{NULL, NULL, 0, 0}, {NULL, NULL, 0, 0}, {NULL, NULL, 0, 0}};
     const int first_fields[3] = {R_TITLE, R_SUMMARY, R_DESCRIPTION};
     for (int f = 0; f < 3; f++)
         for (Py_ssize_t r = 0; r < nrec && !firsts[f].s; r++) {
@@ -142,7 +145,7 @@ static int merge_records(Arena *ar, Buf *b, Str *key, Rec *recs, Py_ssize_t nrec
         }
 
     /* published: earliest; modified: latest; withdrawn: latest, only when every record is withdrawn */
-    Str published = {NULL, NULL, 0}, modified = {NULL, NULL, 0}, withdrawn = {NULL, NULL, 0};
+    Str published = {NULL, NULL, 0, 0}, modified = {NULL, NULL, 0, 0}, withdrawn = {NULL, NULL, 0, 0};
     int all_withdrawn = 1;
     for (Py_ssize_t r = 0; r < nrec; r++) {
         Str p, m, w;
@@ -169,7 +172,7 @@ static int merge_records(Arena *ar, Buf *b, Str *key, Rec *recs, Py_ssize_t nrec
 
     /* severity: the highest any record states (SEVERITY_RANK) */
     static const char *const RANKS[] = {"none", "low", "medium", "high", "critical"};
-    Str severity = {NULL, NULL, 0};
+    Str severity = {NULL, NULL, 0, 0};
     int best_rank = -1;
     for (Py_ssize_t r = 0; r < nrec; r++) {
         Str v;
@@ -203,7 +206,7 @@ static int merge_records(Arena *ar, Buf *b, Str *key, Rec *recs, Py_ssize_t nrec
                 Keyed *k = &lists[l][n++];
                 Str *ks[3] = {&k->k1, &k->k2, &k->k3};
                 for (int j = 0; j < 3; j++) {
-                    *ks[j] = (Str){NULL, "", 0};
+                    *ks[j] = (Str){NULL, "", 0, 0};
                     if (KEY_NAMES[l][j] && req_str(member(item, KEY_NAMES[l][j]), ks[j]) < 0) return DECLINE;
                 }
                 k->v = item;
@@ -237,7 +240,7 @@ static int merge_records(Arena *ar, Buf *b, Str *key, Rec *recs, Py_ssize_t nrec
                 !purl || str_or_null(purl, &k->k3) < 0)
                 return DECLINE;
             if (k->k3.s && k->k3.n == 0) return DECLINE; /* "" and null would share a key */
-            if (!k->k3.s) k->k3 = (Str){NULL, "", 0};
+            if (!k->k3.s) k->k3 = (Str){NULL, "", 0, 0};
             JV ranges = member(a, "ranges"), versions = member(a, "versions");
             if (!ranges || ranges->t != J_ARR || !versions || versions->t != J_ARR || a->n != 5) return DECLINE;
             k->v = a;

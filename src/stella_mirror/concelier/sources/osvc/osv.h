@@ -33,11 +33,12 @@ static void jstr(JV v, Str *out) {
     out->obj = NULL;
     out->s = v->u.s;
     out->n = v->n;
+    out->raw = v->raw;
 }
 
 /* An optional str field: absent or null → s = NULL; a str → its UTF-8; anything else → -1. */
 static int opt_str(JV v, Str *out) {
-    *out = (Str){NULL, NULL, 0};
+    *out = (Str){NULL, NULL, 0, 0};
     if (v == NULL || v->t == J_NULL) return 0;
     if (v->t != J_STR) return -1;
     jstr(v, out);
@@ -90,7 +91,7 @@ typedef struct {
 } Affected;
 
 typedef struct {
-    PyObject *score; /* float or None, borrowed from the memo's tuple */
+    Str score; /* the text of baseScore (s == NULL: null) */
     Str vector, version;
 } Cvss;
 
@@ -100,7 +101,7 @@ typedef struct {
 
 static int cmp_opt(const Str *a, const Str *b) {
     /* None sorts as "" (fast_entry's keys use ``x or ""``; empty strings are declined). */
-    static const Str empty = {NULL, "", 0};
+    static const Str empty = {NULL, "", 0, 0};
     return str_cmp(a->s ? a : &empty, b->s ? b : &empty);
 }
 
@@ -248,7 +249,7 @@ static int out_ranges(Arena *ar, JV ranges, Range **out, Py_ssize_t *nout) {
         if (!((type.n == 9 && !memcmp(type.s, "ECOSYSTEM", 9)) || (type.n == 6 && !memcmp(type.s, "SEMVER", 6)) ||
               (type.n == 3 && !memcmp(type.s, "GIT", 3))))
             return DECLINE;
-        Str current = {NULL, NULL, 0}; /* the ``introduced`` of the open range */
+        Str current = {NULL, NULL, 0, 0}; /* the ``introduced`` of the open range */
         int open = 0;
         JV events = v[1];
         for (Py_ssize_t e = 0; e < events->n; e++) {
@@ -258,7 +259,7 @@ static int out_ranges(Arena *ar, JV ranges, Range **out, Py_ssize_t *nout) {
             Str value;
             if (kind < 0 || req_str(&ev->u.mem[0].v, &value) < 0 || value.n == 0) return DECLINE;
             Range *o = &rs[n];
-            Str none = {NULL, NULL, 0};
+            Str none = {NULL, NULL, 0, 0};
             switch (kind) {
             case 0: /* introduced */
                 if (open) {
@@ -283,7 +284,7 @@ static int out_ranges(Arena *ar, JV ranges, Range **out, Py_ssize_t *nout) {
             }
         }
         if (open) {
-            Str none = {NULL, NULL, 0};
+            Str none = {NULL, NULL, 0, 0};
             rs[n++] = (Range){none, current, none, type};
         }
     }
@@ -293,19 +294,33 @@ static int out_ranges(Arena *ar, JV ranges, Range **out, Py_ssize_t *nout) {
     return 0;
 }
 
-/* purl_fn(ecosystem, name, purl) → str | None, or False: decline. */
+/* purl_fn(ecosystem, name, purl) → str | None, or False: decline (remembered in purl_memo). */
 static int package_purl(Arena *ar, Str *eco, Str *name, Str *purl, Str *out) {
-    PyObject *args[3] = {str_obj(ar, eco), str_obj(ar, name), purl->s ? str_obj(ar, purl) : Py_None};
-    if (!args[0] || !args[1] || !args[2]) return OBJ_FAILED();
-    PyObject *res = memo_call(purl_memo, purl_fn, args, 3);
-    if (!res) return -1;
-    if (arena_own(ar, res) < 0) return DECLINE;
+    Buf key = {NULL, 0, 0};
+    if (key_part(&key, eco->s, eco->n) || key_part(&key, name->s, name->n) || key_part(&key, purl->s, purl->n)) {
+        PyMem_Free(key.p);
+        return -1;
+    }
+    MemoSlot *e = memo_get(&purl_memo, key.p, key.len);
+    if (!e) {
+        PyObject *args[3] = {str_obj(ar, eco), str_obj(ar, name), purl->s ? str_obj(ar, purl) : Py_None};
+        PyObject *res = args[0] && args[1] && args[2] ? PyObject_Vectorcall(purl_fn, args, 3, NULL) : NULL;
+        e = res ? memo_put(&purl_memo, key.p, key.len, res, NULL) : NULL;
+        if (!e) {
+            PyMem_Free(key.p);
+            return args[0] && args[1] && args[2] ? -1 : OBJ_FAILED();
+        }
+    }
+    PyMem_Free(key.p);
+    PyObject *res = e->val;
     if (res == Py_False) return DECLINE;
     if (res == Py_None) {
-        *out = (Str){NULL, NULL, 0};
+        *out = (Str){NULL, NULL, 0, 0};
         return 0;
     }
-    if (!PyUnicode_CheckExact(res) || utf8(res, out) < 0 || out->n == 0) return DECLINE;
+    /* the memo may be cleared before this document is written: keep the str alive with the arena */
+    if (!PyUnicode_CheckExact(res) || arena_own(ar, Py_NewRef(res)) < 0 || utf8(res, out) < 0 || out->n == 0)
+        return DECLINE;
     return 0;
 }
 
@@ -358,7 +373,9 @@ static int out_affected(Arena *ar, JV list, Affected **out, Py_ssize_t *nout) {
     return 0;
 }
 
-/* cvss_fn(type, score) → None (decline), () (a type that is ignored) or (baseScore, vector, version, v3score). */
+/* cvss_fn(type, score) → None (decline), () (a type that is ignored) or (baseScore, vector, version, v3score),
+ * remembered in cvss_memo with the text of baseScore (repr: the shortest round trip, as orjson and
+ * msgspec write floats; tests check it). */
 static int out_cvss(Arena *ar, JV list, Cvss **out, Py_ssize_t *nout, PyObject **best) {
     static const char *const SEVERITY_FIELDS[] = {"type", "score"};
     Py_ssize_t n = list->n, k = 0;
@@ -366,27 +383,59 @@ static int out_cvss(Arena *ar, JV list, Cvss **out, Py_ssize_t *nout, PyObject *
     if (!cs) return DECLINE;
     double best_score = -1.0;
     *best = NULL;
+    Buf key = {NULL, 0, 0};
+    int rc = DECLINE;
     for (Py_ssize_t i = 0; i < n; i++) {
         JV s = ITEM(list, i), v[2];
-        if (s->t != J_OBJ || fields(s, SEVERITY_FIELDS, 2, v) < 0) return DECLINE;
+        if (s->t != J_OBJ || fields(s, SEVERITY_FIELDS, 2, v) < 0) goto out;
         Str type, score;
-        if (req_str(v[0], &type) < 0 || req_str(v[1], &score) < 0) return DECLINE;
-        PyObject *args[2] = {str_obj(ar, &type), str_obj(ar, &score)};
-        if (!args[0] || !args[1]) return OBJ_FAILED();
-        PyObject *res = memo_call(cvss_memo, cvss_fn, args, 2);
-        if (!res) return -1;
-        if (arena_own(ar, res) < 0) return DECLINE;
-        if (!PyTuple_CheckExact(res)) return DECLINE;
+        if (req_str(v[0], &type) < 0 || req_str(v[1], &score) < 0) goto out;
+        key.len = 0;
+        if (key_part(&key, type.s, type.n) || key_part(&key, score.s, score.n)) {
+            rc = -1;
+            goto out;
+        }
+        MemoSlot *e = memo_get(&cvss_memo, key.p, key.len);
+        if (!e) {
+            PyObject *args[2] = {str_obj(ar, &type), str_obj(ar, &score)};
+            if (!args[0] || !args[1]) {
+                rc = OBJ_FAILED();
+                goto out;
+            }
+            PyObject *res = PyObject_Vectorcall(cvss_fn, args, 2, NULL), *text = NULL;
+            if (!res) {
+                rc = -1;
+                goto out;
+            }
+            if (PyTuple_CheckExact(res) && PyTuple_GET_SIZE(res) == 4 && PyTuple_GET_ITEM(res, 0) != Py_None &&
+                !(text = PyObject_Repr(PyTuple_GET_ITEM(res, 0)))) {
+                Py_DECREF(res);
+                rc = -1;
+                goto out;
+            }
+            if (!(e = memo_put(&cvss_memo, key.p, key.len, res, text))) {
+                rc = -1;
+                goto out;
+            }
+        }
+        PyObject *res = e->val;
+        if (!PyTuple_CheckExact(res)) goto out;
         if (PyTuple_GET_SIZE(res) == 0) continue;
-        if (PyTuple_GET_SIZE(res) != 4) return DECLINE;
+        if (PyTuple_GET_SIZE(res) != 4) goto out;
+        /* the memo may be cleared before this document is written: keep the answer alive with the arena */
+        if (arena_own(ar, Py_NewRef(res)) < 0 || (e->aux && arena_own(ar, Py_NewRef(e->aux)) < 0)) goto out;
         Cvss *c = &cs[k];
-        c->score = PyTuple_GET_ITEM(res, 0);
-        if (utf8(PyTuple_GET_ITEM(res, 1), &c->vector) < 0 || utf8(PyTuple_GET_ITEM(res, 2), &c->version) < 0)
-            return DECLINE;
+        c->score = (Str){NULL, NULL, 0, 0};
+        if ((e->aux && utf8(e->aux, &c->score) < 0) || utf8(PyTuple_GET_ITEM(res, 1), &c->vector) < 0 ||
+            utf8(PyTuple_GET_ITEM(res, 2), &c->version) < 0)
+            goto out;
         PyObject *v3 = PyTuple_GET_ITEM(res, 3);
         if (v3 != Py_None) {
             double d = PyFloat_AsDouble(v3);
-            if (d == -1.0 && PyErr_Occurred()) return -1;
+            if (d == -1.0 && PyErr_Occurred()) {
+                rc = -1;
+                goto out;
+            }
             if (*best == NULL || d > best_score) {
                 best_score = d;
                 *best = v3;
@@ -397,19 +446,14 @@ static int out_cvss(Arena *ar, JV list, Cvss **out, Py_ssize_t *nout, PyObject *
     sort_cvss(cs, k);
     *out = cs;
     *nout = k;
-    return 0;
-}
-
-static int put_float(Buf *b, PyObject *f) {
-    if (f == Py_None) return PUT(b, "null");
-    PyObject *r = PyObject_Repr(f); /* shortest round trip, as orjson/msgspec write (checked by tests) */
-    if (!r) return -1;
-    Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(r, &n);
-    int rc = s ? buf_put(b, s, n) : -1;
-    Py_DECREF(r);
+    rc = 0;
+out:
+    PyMem_Free(key.p);
     return rc;
 }
+
+/* Text written as it is (a number's JSON), or null. */
+static int put_opt_raw(Buf *b, const Str *s) { return s->s ? buf_put(b, s->s, s->n) : PUT(b, "null"); }
 
 static int put_str_list(Buf *b, const Str *items, Py_ssize_t n) {
     if (PUT(b, "[") < 0) return -1;
@@ -489,6 +533,7 @@ static void set_cstr(Str *out, const char *s) {
     out->obj = NULL;
     out->s = s;
     out->n = (Py_ssize_t)strlen(s);
+    out->raw = 0;
 }
 
 /* severity_word: 0 with *out set (s NULL: unknown word), DECLINE, -1 with an exception. */
@@ -496,7 +541,7 @@ static int severity_word(Arena *ar, Str *w, Str *out) {
     static const char *const WORDS[][2] = {{"none", "none"},   {"low", "low"},     {"moderate", "medium"},
                                            {"medium", "medium"}, {"important", "high"}, {"high", "high"},
                                            {"critical", "critical"}};
-    *out = (Str){NULL, NULL, 0};
+    *out = (Str){NULL, NULL, 0, 0};
     for (Py_ssize_t j = 0; j < w->n; j++) {
         if ((unsigned char)w->s[j] < 0x80) continue;
         PyObject *word = str_obj(ar, w); /* Unicode case rules: Python's own */
@@ -536,7 +581,7 @@ static int time_field(JV v, int required, Str *out) {
     if (required ? req_str(v, out) < 0 : opt_str(v, out) < 0) return DECLINE;
     if (!out->s) return 0;
     if (!canonical_time(out)) return DECLINE;
-    if (out->n == 20 && memcmp(out->s, "0001-01-01T00:00:00Z", 20) == 0) *out = (Str){NULL, NULL, 0};
+    if (out->n == 20 && memcmp(out->s, "0001-01-01T00:00:00Z", 20) == 0) *out = (Str){NULL, NULL, 0, 0};
     return 0;
 }
 
@@ -585,7 +630,7 @@ static int build(Arena *ar, Buf *b, JV doc, const Str *src, const Str *dig, Buil
     nids = sorted_unique(ids, nids);
 
     /* severity (database_specific.severity, else the rating of the best v3 score), cwes */
-    Str word = {NULL, NULL, 0};
+    Str word = {NULL, NULL, 0, 0};
     Str *cwes = NULL;
     Py_ssize_t ncwes = 0;
     JV dbs = f[F_DBS];
@@ -616,7 +661,7 @@ static int build(Arena *ar, Buf *b, JV doc, const Str *src, const Str *dig, Buil
         rc = out_cvss(ar, severity, &cvss, &ncvss, &best);
         if (rc) return rc;
     }
-    Str sev = {NULL, NULL, 0};
+    Str sev = {NULL, NULL, 0, 0};
     if (word.s && word.n) {
         sev = word;
     } else if (best) {
@@ -670,7 +715,7 @@ static int build(Arena *ar, Buf *b, JV doc, const Str *src, const Str *dig, Buil
     }
     if (PUT(b, "],\"aliases\":") || put_str_list(b, ids, nids) || PUT(b, ",\"cvss\":[")) return -1;
     for (Py_ssize_t i = 0; i < ncvss; i++) {
-        if ((i && PUT(b, ",")) || PUT(b, "{\"baseScore\":") || put_float(b, cvss[i].score) || PUT(b, ",\"vector\":") ||
+        if ((i && PUT(b, ",")) || PUT(b, "{\"baseScore\":") || put_opt_raw(b, &cvss[i].score) || PUT(b, ",\"vector\":") ||
             put_pystr(b, &cvss[i].vector) || PUT(b, ",\"version\":") || put_pystr(b, &cvss[i].version) || PUT(b, "}"))
             return -1;
     }

@@ -136,7 +136,7 @@ static void tally_note(Sink *s, const Str *recorded) {
     s->tcount++;
     if (!recorded->s) return;
     if (s->tlatest_n >= 0) {
-        Str last = {NULL, s->tlatest, s->tlatest_n};
+        Str last = {NULL, s->tlatest, s->tlatest_n, 0};
         if (str_cmp(recorded, &last) <= 0) return;
     }
     /* a canonical time (time_field): 20 or 27 bytes */
@@ -389,7 +389,7 @@ static PyObject *stage_files(PyObject *self, PyObject *const *args, Py_ssize_t n
     JP jp;
     memset(&jp, 0, sizeof(jp));
     char digest[7 + 64] = "sha256:";
-    Str dig = {NULL, digest, (Py_ssize_t)sizeof(digest)};
+    Str dig = {NULL, digest, (Py_ssize_t)sizeof(digest), 1}; /* hex: nothing to escape */
     Py_ssize_t i = start < 0 ? 0 : start, n = PyList_GET_SIZE(paths), staged = 0;
     int failed = 0;
     for (; i < n; i++) {
