@@ -23,6 +23,7 @@ file with a merge-join — constant memory — to fill ``manifest.delta``. The f
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 import re
@@ -51,7 +52,7 @@ from stella_mirror.bundle.writer import (
 from stella_mirror.concelier import grouping
 from stella_mirror.concelier.filters import DomainFilter
 from stella_mirror.concelier.grouping import Groups
-from stella_mirror.concelier.sources import DEFAULT_MAX_DOCUMENT_BYTES, SourceSpec, iter_files, osv_fast
+from stella_mirror.concelier.sources import DEFAULT_MAX_DOCUMENT_BYTES, SourceSpec, iter_file_lists, osv_fast
 from stella_mirror.concelier.staging import (
     CHUNK_DOCUMENTS,
     Chunk,
@@ -214,14 +215,19 @@ def _count_files(spec: SourceSpec) -> int:
 
 
 def _chunks(req: ExportRequest) -> Iterator[Chunk]:
-    """Tasks are generated lazily (the pool pulls them as its pipe drains), so no list of N paths is kept."""
+    """Tasks are generated lazily (the pool pulls them as its pipe drains), so no list of N paths is kept
+    beyond one folder's; each task takes the next ``CHUNK_DOCUMENTS`` paths in order, across folders."""
     for spec in req.sources:
         paths: list[str] = []
-        for path in iter_files(spec):
-            paths.append(path)
-            if len(paths) == CHUNK_DOCUMENTS:
-                yield Chunk(spec.name, spec.kind, spec.priority, paths)
-                paths = []
+        for files in iter_file_lists(spec):
+            at = 0
+            while at < len(files):
+                take = files[at : at + CHUNK_DOCUMENTS - len(paths)]
+                at += len(take)
+                paths = paths + take if paths else take
+                if len(paths) == CHUNK_DOCUMENTS:
+                    yield Chunk(spec.name, spec.kind, spec.priority, paths)
+                    paths = []
         if paths:
             yield Chunk(spec.name, spec.kind, spec.priority, paths)
 
@@ -546,6 +552,21 @@ def _check_request(req: ExportRequest) -> None:
         check_export_id(req.export_id)
 
 
+@contextlib.contextmanager
+def _few_collections() -> Iterator[None]:
+    """The cyclic collector rarely, while the export runs: it allocates short-lived, acyclic containers
+    by the hundred thousand (task lists, sorted runs), and each full collection would walk everything
+    the process holds. What existed before is frozen out of its view; both are undone afterwards."""
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
 def run_export(req: ExportRequest) -> ExportSummary:
     """Read, merge, write, sign and publish one Concelier export; return what happened.
 
@@ -570,7 +591,7 @@ def run_export(req: ExportRequest) -> ExportSummary:
             clock.lap("walk")
             workers = req.workers if req.workers is not None else min(2, os.cpu_count() or 1)
             cfg = _stage_config(req, work, domains, total)
-            with ReaderPool(cfg, workers if total >= _IN_PROCESS_BELOW else 1) as pool:
+            with _few_collections(), ReaderPool(cfg, workers if total >= _IN_PROCESS_BELOW else 1) as pool:
                 tallied: SourceTally = {}
                 staged = _read_all(req, summary, pool, total, clock, tallied)
                 try:

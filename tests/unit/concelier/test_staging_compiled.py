@@ -21,7 +21,7 @@ from osv_documents import BASE, EDITS, ODD, leaf_paths
 
 from jsonedit import edited
 from stella_mirror.concelier.filters import DomainFilter
-from stella_mirror.concelier.sources import osv_fast
+from stella_mirror.concelier.sources import iter_file_lists, osv_fast
 from stella_mirror.concelier.staging import Chunk, ChunkResult, StageConfig, Stager
 
 CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus"
@@ -162,3 +162,76 @@ def test_count_files_counts_as_the_python_walk(tmp_path: Path, monkeypatch: pyte
         for folder in (CORPUS / "osv", CORPUS / "csaf"):
             assert osv_fast._osvc.count_files(str(folder)) == export._count_files(SourceSpec("s", "osv", folder))
     assert osv_fast._osvc.count_files(str(tmp_path / "missing")) is None
+
+
+def _python_listing(spec: Any, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    with monkeypatch.context() as m:
+        m.setattr(osv_fast, "compiled_list_dir", None)
+        return list(iter_file_lists(spec))
+
+
+def test_list_dir_lists_as_the_python_walk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files, then subfolders, sorted by name (code point order, non-ASCII included); dot-names, links and
+    other kinds skipped; a folder with a name that is not UTF-8 is listed by Python (which keeps it)."""
+    from stella_mirror.concelier.sources import SourceSpec
+
+    root = tmp_path / "src"
+    for folder in ["b", "a", "a/z", "a/é", "a/ä/deep", "Z", ".hidden"]:
+        (root / folder).mkdir(parents=True)
+    for name in [
+        "b/2.json",
+        "b/10.json",
+        "a/x.json",
+        "a/é/1.json",
+        "a/ä/deep/0.json",
+        "Z/y",
+        ".hidden/h.json",
+        "é.json",
+        "e.json",
+        "z.json",
+        "ß",
+        "€.json",
+        "😀.json",
+        ".dot.json",
+    ]:
+        (root / name).write_text("{}")
+    (root / "link.json").symlink_to(root / "e.json")
+    (root / "linkdir").symlink_to(root / "a", target_is_directory=True)
+    os.mkfifo(root / "pipe")
+    spec = SourceSpec("osv", "osv", root)
+    compiled = list(iter_file_lists(spec))
+    assert compiled == _python_listing(spec, monkeypatch)
+    assert [p.removeprefix(str(root)) for p in compiled[0]] == [
+        "/e.json",
+        "/z.json",
+        "/ß",
+        "/é.json",
+        "/€.json",
+        "/😀.json",
+    ]
+    assert osv_fast._osvc.list_dir(str(root) + "/") == osv_fast._osvc.list_dir(str(root))  # no "//" in paths
+    assert osv_fast._osvc.list_dir(str(tmp_path / "missing")) is None
+    odd = os.fsencode(root / "b") + b"/\xff.json"
+    with open(odd, "wb") as fh:
+        fh.write(b"{}")
+    assert osv_fast._osvc.list_dir(str(root / "b")) is None
+    assert list(iter_file_lists(spec)) == _python_listing(spec, monkeypatch)
+    assert os.fsdecode(odd) in [p for files in iter_file_lists(spec) for p in files]
+
+
+def test_chunks_take_the_next_paths_across_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stella_mirror.concelier import export
+    from stella_mirror.concelier.sources import SourceSpec
+
+    root = tmp_path / "src"
+    for i, size in enumerate([3, 0, 7, 1, 12, 5]):
+        (root / f"d{i}").mkdir(parents=True)
+        for j in range(size):
+            (root / f"d{i}" / f"{j:02d}.json").write_text("{}")
+    spec = SourceSpec("osv", "osv", root)
+    flat = [p for files in _python_listing(spec, monkeypatch) for p in files]
+    monkeypatch.setattr(export, "CHUNK_DOCUMENTS", 4)
+    req: Any = type("Req", (), {"sources": [spec, SourceSpec("again", "osv", root / "d4", 1)]})()
+    chunks = list(export._chunks(req))
+    assert [c.paths for c in chunks if c.source == "osv"] == [flat[i : i + 4] for i in range(0, len(flat), 4)]
+    assert [len(c.paths) for c in chunks if c.source == "again"] == [4, 4, 4]

@@ -22,7 +22,7 @@
  *   sha256.h  SHA-256 with the x86 SHA extensions (else hashlib)
  *   json.h    the strict JSON reader          osv.h    an OSV document -> canonical bytes (entry)
  *   stage.h   staging (stage, stage_files)    merge.h  merging staged records (merge)
- *   count.h   counting a source's files (count_files)
+ *   count.h   counting and listing a source's files (count_files, list_dir)
  *   group.h   grouping.group's union-find, chains and key pass (join_pairs, chains, group_keys)
  *   fold.h    staging.fold_window's copy of records final as staged (fold_singles)
  */
@@ -77,6 +77,7 @@ static PyMethodDef methods[] = {
     {"stage_files", (PyCFunction)(void (*)(void))stage_files, METH_FASTCALL, stage_files_doc},
     {"merge", (PyCFunction)(void (*)(void))merge_entry, METH_FASTCALL, merge_doc},
     {"count_files", (PyCFunction)count_files, METH_O, count_files_doc},
+    {"list_dir", (PyCFunction)list_dir, METH_O, list_dir_doc},
     {"join_pairs", (PyCFunction)(void (*)(void))join_pairs, METH_FASTCALL, join_pairs_doc},
     {"chains", (PyCFunction)(void (*)(void))chains, METH_FASTCALL, chains_doc},
     {"group_keys", (PyCFunction)(void (*)(void))group_keys, METH_FASTCALL, group_keys_doc},

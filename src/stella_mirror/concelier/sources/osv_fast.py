@@ -447,6 +447,8 @@ compiled_stage: Any = None
 """``_osvc.stage`` (see _osvc.c and ``staging.Stager``) when the compiled module is built, else None."""
 compiled_stage_files: Any = None
 """``_osvc.stage_files`` likewise."""
+compiled_list_dir: Any = None
+"""``_osvc.list_dir`` (a folder's files and folders, as ``iter_file_lists`` lists them) when built, else None."""
 compiled_fold_singles: Any = None
 """``_osvc.fold_singles`` (staging's copy of records final as staged) when built, else None."""
 compiled_merge: Any = None
@@ -468,6 +470,7 @@ else:
     compiled_stage_files = _osvc.stage_files
     compiled_merge = _osvc.merge
     compiled_fold_singles = _osvc.fold_singles
+    compiled_list_dir = _osvc.list_dir
     compiled_count_files = _osvc.count_files
     compiled_module = _osvc
     COMPILED = True
