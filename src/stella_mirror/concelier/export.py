@@ -450,29 +450,15 @@ class _Writer:
 
     def _windows(self) -> Iterator[list[DomainRun | None]]:
         """Every window's runs, in key order, folded ahead by the reader processes."""
-        groups, pool, layout = self.groups, self.pool, self.staged.layout
+        pool, layout = self.pool, self.staged.layout
         progress = self.req.progress
         pending: deque[tuple[int, Callable[[], list[DomainRun | None]]]] = deque()
-        keys: list[str] = []
-        spec = array("i")
-        for key, first, fast in groups:
-            keys.append(key)
-            if fast:
-                spec.append(0)
-                spec.append(first)
-            else:
-                members = groups.members(first)
-                spec.append(len(members))
-                spec.extend(members)
-            if len(keys) == _FOLD_WINDOW:
-                pending.append((len(keys), pool.fold(layout, keys, spec)))
-                keys, spec = [], array("i")
-                if len(pending) > _FOLD_AHEAD:
-                    size, wait = pending.popleft()
-                    yield wait()
-                    progress.advance(size)
-        if keys:
+        for keys, spec in self.groups.windows(_FOLD_WINDOW):
             pending.append((len(keys), pool.fold(layout, keys, spec)))
+            if len(pending) > _FOLD_AHEAD:
+                size, wait = pending.popleft()
+                yield wait()
+                progress.advance(size)
         while pending:
             size, wait = pending.popleft()
             yield wait()

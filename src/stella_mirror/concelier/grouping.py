@@ -18,7 +18,7 @@ few integers in arrays — no strings, no Python objects:
 
 from __future__ import annotations
 
-import heapq
+import bisect
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -125,20 +125,48 @@ class ExternalSort:
         self._runs.append(path)
         self._items = []
 
-    @staticmethod
-    def _read_run(path: Path) -> Iterator[Any]:
-        with path.open("rb", buffering=1 << 20) as fh:
-            for line in fh:
-                yield from orjson.loads(line)
-
     def __iter__(self) -> Iterator[Any]:
         """The triples in order (tuples or, from runs on disk, lists — both unpack the same)."""
+        for block in self.blocks():
+            yield from block
+
+    def blocks(self) -> Iterator[list[Any]]:
+        """The triples in order, in lists of consecutive triples (of no set size).
+
+        Runs on disk are merged a block at a time rather than a triple at a time: of every run's
+        current line, everything up to the smallest of their last triples comes next (every triple
+        still to come in any run is larger), so those are cut off, sorted together — timsort merges
+        the sorted pieces in C — and handed out as one list.
+        """
         if not self._runs:
             self._items.sort()
-            return iter(self._items)
+            items = self._items
+            for i in range(0, len(items), _BLOCK):
+                yield items[i : i + _BLOCK]
+            return
         if self._items:
             self._spill()
-        return heapq.merge(*(self._read_run(p) for p in self._runs))
+        runs = [self._read_blocks(p) for p in self._runs]
+        current = [next(run, []) for run in runs]
+        while True:
+            live = [i for i, block in enumerate(current) if block]
+            if not live:
+                return
+            bound = min(current[i][-1] for i in live)
+            out: list[Any] = []
+            for i in live:
+                block = current[i]
+                cut = bisect.bisect_right(block, bound)
+                out += block[:cut]
+                current[i] = block[cut:] or next(runs[i], [])
+            out.sort()
+            yield out
+
+    @staticmethod
+    def _read_blocks(path: Path) -> Iterator[list[Any]]:
+        with path.open("rb", buffering=1 << 20) as fh:
+            for line in fh:
+                yield orjson.loads(line)
 
 
 class Groups:
@@ -161,6 +189,30 @@ class Groups:
     def __iter__(self) -> Iterator[Any]:
         return iter(self._order)
 
+    def windows(self, size: int) -> Iterator[tuple[list[str], array]]:  # type: ignore[type-arg]
+        """The groups in order, ``size`` at a time, as :func:`staging.fold_window` takes them: their keys,
+        and ``spec`` listing each as ``0, record`` when fast, else ``n, record₁ … recordₙ`` (by
+        ``_osvc.window_spec`` when built)."""
+        keys: list[str] = []
+        spec = bytearray()
+        for block in self._order.blocks():
+            at = 0
+            while at < len(block):
+                take = min(len(block) - at, size - len(keys))
+                if _osvc is not None:
+                    _osvc.window_spec(block, at, at + take, self._head, self._next, keys, spec)
+                else:
+                    for key, record, fast in block[at : at + take]:
+                        keys.append(key)
+                        members = [record] if fast else self.members(record)
+                        spec += array("i", [0, record] if fast else [len(members), *members]).tobytes()
+                at += take
+                if len(keys) == size:
+                    yield keys, _int_array(spec)
+                    keys, spec = [], bytearray()
+        if keys:
+            yield keys, _int_array(spec)
+
     def members(self, record: int) -> list[int]:
         """Every record of the group that ``record`` (as given by iteration) stands for."""
         out = []
@@ -169,6 +221,12 @@ class Groups:
             out.append(g)
             g = self._next[g]
         return out
+
+
+def _int_array(data: bytearray) -> array:  # type: ignore[type-arg]
+    out = array("i")
+    out.frombytes(data)
+    return out
 
 
 def _key_pass(

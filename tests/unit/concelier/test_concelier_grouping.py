@@ -147,3 +147,42 @@ def test_bucket_count_is_a_bounded_power_of_two() -> None:
     assert staging.bucket_count(0) == 1
     assert staging.bucket_count(100_000) == 8
     assert staging.bucket_count(10**9) == 256
+
+
+@pytest.mark.parametrize(("run_size", "window"), [(1, 1), (5, 3), (64, 7), (10_000, 1024)])
+def test_windows_in_c_and_python_list_every_group_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_size: int, window: int
+) -> None:
+    rng = random.Random(window)
+    n = 600
+    head, nxt = array("i", [-1]) * n, array("i", [-1]) * n
+    order = ExternalSort(tmp_path / f"c{window}", run_size)
+    (tmp_path / f"c{window}").mkdir()
+    expected_spec: list[tuple[str, list[int]]] = []
+    records = list(range(n))
+    rng.shuffle(records)
+    while records:
+        members = [records.pop() for _ in range(min(len(records), rng.choice([1, 1, 1, 2, 3])))]
+        r = members[0]
+        for g in members:  # chains as grouping.group builds them: head[r] is the last linked
+            nxt[g] = head[r]
+            head[r] = g
+        chain = []
+        g = head[r]
+        while g != -1:
+            chain.append(g)
+            g = nxt[g]
+        key = f"K-{rng.randrange(10**6):06d}-{r}"
+        fast = len(members) == 1 and rng.random() < 0.8
+        order.add(key, r, int(fast))
+        expected_spec.append((key, [0, r] if fast else [len(chain), *chain]))
+    expected_spec.sort()
+    groups = grouping.Groups(order, head, nxt, 0)
+    compiled = [(keys, list(spec)) for keys, spec in groups.windows(window)]
+    with monkeypatch.context() as m:
+        m.setattr(grouping, "_osvc", None)
+        python = [(keys, list(spec)) for keys, spec in groups.windows(window)]
+    assert compiled == python
+    assert all(len(keys) == window for keys, _ in compiled[:-1]) and 0 < len(compiled[-1][0]) <= window
+    assert [k for keys, _ in compiled for k in keys] == [k for k, _ in expected_spec]
+    assert [v for _, spec in compiled for v in spec] == [v for _, s in expected_spec for v in s]

@@ -24,7 +24,8 @@
  *   stage.h   staging (stage, stage_files)    merge.h  merging staged records (merge)
  *   count.h   counting and listing a source's files (count_files, list_dir)
  *   group.h   grouping.group's union-find, chains and key pass (join_pairs, chains, group_keys)
- *   fold.h    staging.fold_window's copy of records final as staged (fold_singles)
+ *   fold.h    staging.fold_window's copy of records final as staged, a window's task (fold_singles,
+ *             window_spec)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -83,6 +84,7 @@ static PyMethodDef methods[] = {
     {"group_keys", (PyCFunction)(void (*)(void))group_keys, METH_FASTCALL, group_keys_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
     {"fold_singles", (PyCFunction)(void (*)(void))fold_singles, METH_FASTCALL, fold_singles_doc},
+    {"window_spec", (PyCFunction)(void (*)(void))window_spec, METH_FASTCALL, window_spec_doc},
     {"sha256_hex", (PyCFunction)py_sha256_hex, METH_O, sha256_hex_doc},
     {"use_native_sha256", (PyCFunction)use_native_sha256, METH_O, use_native_sha256_doc},
     {NULL, NULL, 0, NULL},

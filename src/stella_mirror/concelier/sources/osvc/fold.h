@@ -99,3 +99,100 @@ out:
     PyBuffer_Release(&sv);
     return result;
 }
+
+/* ---- a window's fold task from the sorted groups (grouping.Groups.windows) ----------------------- */
+
+PyDoc_STRVAR(window_spec_doc,
+             "window_spec(triples, lo, hi, head, nxt, keys, spec) -> None\n\n"
+             "For the (key, record, fast) triples[lo:hi] of sorted groups: append each key to the list keys\n"
+             "and the group to spec (a bytearray of native int32) as staging.fold_window reads it — 0, record\n"
+             "when fast, else n and the group's n records, following head/nxt (array('i')) from record.");
+
+static PyObject *window_spec(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "window_spec() takes exactly 7 arguments");
+        return NULL;
+    }
+    PyObject *triples = args[0], *keys = args[5], *spec = args[6];
+    if (!PyList_CheckExact(triples) || !PyList_CheckExact(keys) || !PyByteArray_CheckExact(spec)) {
+        PyErr_SetString(PyExc_TypeError, "window_spec(): wrong argument types");
+        return NULL;
+    }
+    Py_ssize_t lo = PyLong_AsSsize_t(args[1]), hi = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    if (lo < 0 || hi > PyList_GET_SIZE(triples) || lo > hi) {
+        PyErr_SetString(PyExc_IndexError, "window_spec(): range out of bounds");
+        return NULL;
+    }
+    Py_buffer hv, nv;
+    if (int_buffer(args[3], &hv, 0, 0) < 0) return NULL;
+    if (int_buffer(args[4], &nv, 0, 0) < 0) {
+        PyBuffer_Release(&hv);
+        return NULL;
+    }
+    const int32_t *head = hv.buf, *nxt = nv.buf;
+    Py_ssize_t n = hv.len / 4;
+    Buf out = {NULL, 0, 0};
+    int failed = 0;
+    for (Py_ssize_t i = lo; i < hi && !failed; i++) {
+        PyObject *t = PyList_GET_ITEM(triples, i);
+        PyObject *items[3];
+        if (PyTuple_CheckExact(t) && PyTuple_GET_SIZE(t) == 3) {
+            for (int j = 0; j < 3; j++) items[j] = PyTuple_GET_ITEM(t, j);
+        } else if (PyList_CheckExact(t) && PyList_GET_SIZE(t) == 3) {
+            for (int j = 0; j < 3; j++) items[j] = PyList_GET_ITEM(t, j);
+        } else {
+            PyErr_SetString(PyExc_TypeError, "window_spec(): triples must be (key, record, fast)");
+            failed = 1;
+            break;
+        }
+        long record = PyLong_AsLong(items[1]);
+        int fast = PyObject_IsTrue(items[2]);
+        if ((record == -1 && PyErr_Occurred()) || fast < 0 || PyList_Append(keys, items[0]) < 0) {
+            failed = 1;
+            break;
+        }
+        if (record < 0 || record >= n) {
+            PyErr_SetString(PyExc_IndexError, "window_spec(): record out of range");
+            failed = 1;
+            break;
+        }
+        int32_t v[2] = {0, (int32_t)record};
+        if (fast) {
+            if (buf_put(&out, (const char *)v, 8) < 0) failed = 1;
+            continue;
+        }
+        Py_ssize_t count_at = out.len, count = 0;
+        if (buf_put(&out, (const char *)v, 4) < 0) { /* the count, filled in below */
+            failed = 1;
+            break;
+        }
+        for (int32_t g = head[record]; g != -1; g = nxt[g]) {
+            if (g < 0 || g >= n || ++count > n) {
+                PyErr_SetString(PyExc_ValueError, "window_spec(): a broken chain");
+                failed = 1;
+                break;
+            }
+            if (buf_put(&out, (const char *)&g, 4) < 0) {
+                failed = 1;
+                break;
+            }
+        }
+        int32_t c32 = (int32_t)count;
+        if (!failed) memcpy(out.p + count_at, &c32, 4);
+    }
+    if (!failed) {
+        Py_ssize_t old = PyByteArray_GET_SIZE(spec);
+        if (PyByteArray_Resize(spec, old + out.len) < 0) {
+            failed = 1;
+        } else if (out.len) {
+            memcpy(PyByteArray_AS_STRING(spec) + old, out.p, (size_t)out.len);
+        }
+    }
+    PyMem_Free(out.p);
+    PyBuffer_Release(&hv);
+    PyBuffer_Release(&nv);
+    if (failed) return NULL;
+    Py_RETURN_NONE;
+}
