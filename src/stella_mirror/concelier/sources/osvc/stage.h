@@ -337,6 +337,10 @@ static Py_ssize_t read_small(DirCache *d, PyObject *path, Py_ssize_t max_bytes, 
         }
         if (got == 0) break;
         n += got;
+        /* A regular file (the walk lists nothing else) reads short only at its end, or when a signal
+         * interrupts a read that already copied something — readers only get SIGINT, which aborts the
+         * export. So no second read just to be told of the end. */
+        if (n < FIRST_READ) break;
     }
     close(fd);
     if (n < 0 || n >= FIRST_READ || n > max_bytes) return -1;
