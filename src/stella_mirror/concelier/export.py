@@ -576,6 +576,8 @@ def run_export(req: ExportRequest) -> ExportSummary:
             total = sum(_count_files(spec) for spec in req.sources)
             clock.lap("walk")
             workers = req.workers if req.workers is not None else min(2, os.cpu_count() or 1)
+            if osv_fast.compiled_module is not None:  # before the readers fork: they inherit it
+                osv_fast.compiled_module.tune_malloc()  # buffers reused, not mapped anew (see its doc)
             cfg = _stage_config(req, work, domains, total)
             with _few_collections(), ReaderPool(cfg, workers if total >= _IN_PROCESS_BELOW else 1) as pool:
                 tallied: SourceTally = {}

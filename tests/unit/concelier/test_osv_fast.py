@@ -389,3 +389,11 @@ def test_the_compiled_memo_of_helper_answers_survives_being_cleared() -> None:
             assert entry == python_entry(data, "src", "sha256:x"), i
     assert first is not None
     assert compiled_entry(first[0], "src", "sha256:x") == first[1]
+
+
+def test_tune_malloc_applies_on_glibc() -> None:
+    import platform
+
+    module = osv_fast.compiled_module
+    assert module is not None
+    assert module.tune_malloc() is (platform.libc_ver()[0] == "glibc")
