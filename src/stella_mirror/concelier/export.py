@@ -194,24 +194,15 @@ def compact_id(dt: datetime) -> str:
 
 
 def _count_files(spec: SourceSpec) -> int:
-    """Files below a source folder (for the progress total and the alias bucket count): an unsorted walk."""
+    """Files below a source folder (for the progress total and the alias bucket count): an unsorted walk
+    in C, else the listing the readers get."""
     if not spec.path.is_dir():
         raise ConfigError("sources", f"source {spec.name}: {spec.path} is not a directory")
     if osv_fast.compiled_count_files is not None:  # the same count in C, without a Python object per entry
         counted = osv_fast.compiled_count_files(str(spec.path))
         if counted is not None:
             return int(counted)
-    n, stack = 0, [str(spec.path)]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for entry in it:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    n += 1
-    return n
+    return sum(len(files) for files in iter_file_lists(spec))
 
 
 def _chunks(req: ExportRequest) -> Iterator[Chunk]:
