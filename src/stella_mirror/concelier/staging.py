@@ -519,6 +519,15 @@ class _Entries:
         f, start, end = self.locate(i)
         return self.maps[f][start:end]
 
+    def parts(self, i: int) -> tuple[memoryview, memoryview, memoryview]:
+        """Entry ``i``'s meta line, its state line (with the newline) and its canonical bytes, as views
+        into the map: nothing copied until a run is joined."""
+        f, start, end = self.locate(i)
+        m, view = self.maps[f], self.views[f]
+        nl = m.find(b"\n", start, end)
+        nl2 = m.find(b"\n", nl + 1, end)
+        return view[start:nl], view[nl + 1 : nl2 + 1], view[nl2 + 1 : end]
+
     def release(self) -> None:
         """Drop the pages read so far from this process's mappings (not from the page cache)."""
         for m in self.maps:
@@ -562,8 +571,6 @@ def fold_window(cfg: StageConfig, entries: _Entries, keys: list[str], spec: arra
     lasts: list[str] = [""] * n
     stats = [DomainStats() for _ in range(n)]
     correction: SourceTally = {}
-    loads, locate = orjson.loads, entries.locate
-    maps, views = entries.maps, entries.views
     blob: bytes | memoryview
     line: bytes | memoryview
     prov: list[list[Any]] | None
@@ -572,17 +579,11 @@ def fold_window(cfg: StageConfig, entries: _Entries, keys: list[str], spec: arra
         size = spec[pos]
         if size == 0:
             # Final as staged: blob and state line are views into the map, copied once, by the joins below.
-            f, start, end = locate(spec[pos + 1])
+            meta, line, blob = entries.parts(spec[pos + 1])
             pos += 2
-            m = maps[f]
-            nl = m.find(b"\n", start, end)
-            nl2 = m.find(b"\n", nl + 1, end)
-            _digest, mask, prov, _priority = loads(m[start:nl])
+            _digest, mask, prov, _priority = orjson.loads(meta)
             if monotone:
                 prov = None
-            view = views[f]
-            blob = view[nl2 + 1 : end]
-            line = view[nl + 1 : nl2 + 1]
         else:
             members = spec[pos + 1 : pos + 1 + size]
             blob, line, mask, prov = _fold_group(cfg, entries, key, members, None, correction if monotone else None)
@@ -653,7 +654,9 @@ def _fold_unfiltered(cfg: StageConfig, entries: _Entries, keys: list[str], spec:
     correction: SourceTally = {}
     mask_all = (1 << len(cfg.filters)) - 1
     singles = osv_fast.compiled_fold_singles
-    offsets, starts, maps, views = entries.offsets, entries.layout.starts, entries.maps, entries.views
+    offsets, starts, maps = entries.offsets, entries.layout.starts, entries.maps
+    blob: bytes | memoryview
+    line: bytes | memoryview
     pos = ki = 0
     while ki < len(keys):
         size = spec[pos]
@@ -663,12 +666,7 @@ def _fold_unfiltered(cfg: StageConfig, entries: _Entries, keys: list[str], spec:
             stats.count += count
             continue
         if size == 0:
-            f, start, end = entries.locate(spec[pos + 1])
-            m, view = maps[f], views[f]
-            nl = m.find(b"\n", start, end)
-            nl2 = m.find(b"\n", nl + 1, end)
-            blob: bytes | memoryview = view[nl2 + 1 : end]
-            line: bytes | memoryview = view[nl + 1 : nl2 + 1]
+            _meta, line, blob = entries.parts(spec[pos + 1])
             pos += 2
             stats.count += 1
         else:
