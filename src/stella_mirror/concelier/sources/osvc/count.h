@@ -4,6 +4,15 @@
 /* ---- counting a source's files (export._count_files) ------------------------------------------ */
 
 
+/* What an entry is: DT_REG, DT_DIR, anything else (skipped), or -1 when it cannot be told. Some file
+ * systems do not fill d_type: those are asked (symbolic links not followed). */
+static int entry_type(DIR *d, struct dirent *e) {
+    if (e->d_type != DT_UNKNOWN) return e->d_type;
+    struct stat st;
+    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) return -1;
+    return S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
+}
+
 /* Regular files below dir (names starting with "." skipped, symbolic links not followed), or -1. */
 static long long count_tree(int dirfd_, int depth) {
     if (depth > 256) return -1;
@@ -17,14 +26,10 @@ static long long count_tree(int dirfd_, int depth) {
     errno = 0;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.') continue;
-        unsigned char type = e->d_type;
-        if (type == DT_UNKNOWN) { /* some file systems do not say: ask */
-            struct stat st;
-            if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-                n = -1;
-                break;
-            }
-            type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
+        int type = entry_type(d, e);
+        if (type < 0) {
+            n = -1;
+            break;
         }
         if (type == DT_REG) {
             n++;
@@ -125,14 +130,10 @@ static PyObject *list_dir(PyObject *self, PyObject *arg) {
         errno = 0;
         while (ok && (e = readdir(d)) != NULL) {
             if (e->d_name[0] == '.') continue;
-            unsigned char type = e->d_type;
-            if (type == DT_UNKNOWN) {
-                struct stat st;
-                if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-                    ok = 0;
-                    break;
-                }
-                type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
+            int type = entry_type(d, e);
+            if (type < 0) {
+                ok = 0;
+                break;
             }
             if (type != DT_REG && type != DT_DIR) continue;
             size_t len = strlen(e->d_name);
