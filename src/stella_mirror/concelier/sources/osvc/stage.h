@@ -20,10 +20,22 @@ static uint32_t crc32_of(const char *s, Py_ssize_t n) {
     return c ^ 0xFFFFFFFFu;
 }
 
+/* The decimal digits of v (as "%llu" writes them) at the end of tmp; returns where they start. Three
+ * numbers per staged record: snprintf's format parsing showed at ~1.5 % of a reader's time. */
+static char *ull_digits(unsigned long long v, char tmp[32]) {
+    char *o = tmp + 32;
+    do {
+        *--o = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return o;
+}
+
 static int put_ll(Buf *b, long long v) {
     char tmp[32];
-    int n = snprintf(tmp, sizeof(tmp), "%lld", v);
-    return buf_put(b, tmp, n);
+    char *o = ull_digits(v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v, tmp);
+    if (v < 0) *--o = '-';
+    return buf_put(b, o, tmp + 32 - o);
 }
 
 static int append_bytes(PyObject *ba, const char *s, Py_ssize_t n) {
@@ -197,10 +209,9 @@ static Py_ssize_t stage_one(Sink *s, JV doc, const Str *dig, long long k, long l
     char hs[64]; /* the blob's digest */
     if (sha256_hex(b.p, b.len, hs) < 0) goto out;
     /* [digest, mask, [[source, recordedAt]], priority] \n [key, digest] \n — as orjson.dumps writes them */
-    char num[32];
-    int numn = snprintf(num, sizeof(num), "%llu", s->bits);
+    char num[32], *digits = ull_digits(s->bits, num);
     head->len = 0;
-    if (PUT(head, "[\"sha256:") || buf_put(head, hs, 64) || PUT(head, "\",") || buf_put(head, num, numn) ||
+    if (PUT(head, "[\"sha256:") || buf_put(head, hs, 64) || PUT(head, "\",") || buf_put(head, digits, num + 32 - digits) ||
         PUT(head, ",[[") || put_pystr(head, &s->src) || PUT(head, ",") || put_opt(head, &got.modified) ||
         PUT(head, "]],") || put_ll(head, s->prio) || PUT(head, "]\n[") || put_pystr(head, &got.key) ||
         PUT(head, ",\"sha256:") || buf_put(head, hs, 64) || PUT(head, "\"]\n"))
