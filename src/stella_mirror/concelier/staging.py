@@ -388,8 +388,16 @@ def alias_pairs(files: list[tuple[int, str]]) -> array:  # type: ignore[type-arg
     ``files`` are the bucket's files of every reader with the index of that reader's first record.
     Every alias is mapped to one record naming it (the last one, as ``dict()`` keeps it); every other
     record naming it is paired with that one. Exact: the alias strings themselves are compared, the
-    hash only chose the bucket. Everything but the (few) pairs runs in C.
+    hash only chose the bucket. ``_osvc.alias_pairs`` does it all in C when built (the same pairs in
+    the same order); below, everything but the (few) pairs runs in C builtins.
     """
+    compiled = osv_fast.compiled_module
+    if compiled is not None:
+        got = compiled.alias_pairs(files)
+        if got is not None:
+            pairs = array("i")
+            pairs.frombytes(got)
+            return pairs
     names: list[str] = []
     owners: list[int] = []
     for base, path in files:

@@ -186,3 +186,37 @@ def test_windows_in_c_and_python_list_every_group_in_order(
     assert all(len(keys) == window for keys, _ in compiled[:-1]) and 0 < len(compiled[-1][0]) <= window
     assert [k for keys, _ in compiled for k in keys] == [k for k, _ in expected_spec]
     assert [v for _, spec in compiled for v in spec] == [v for _, s in expected_spec for v in s]
+
+
+def test_alias_pairs_in_c_match_the_python_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same pairs, same order: every alias to its last owner across the bucket's files; aliases with
+    escapes, non-ASCII and look-alikes ("a" vs "a " vs "A"); files of readers with record bases."""
+    import orjson
+
+    from stella_mirror.concelier.sources import osv_fast
+
+    module = osv_fast.compiled_module
+    assert module is not None
+    rng = random.Random(3)
+    pool = ["CVE-2024-1", "CVE-2024-1 ", "cve-2024-1", 'q"uote', "back\\slash", "tab\there", "nul\x00", "é", "€x", "😀"]
+    pool += [f"GHSA-{i:04d}" for i in range(40)]
+    files = []
+    for r, base in enumerate([0, 500, 1200]):
+        path = tmp_path / f"alias-{r}-0.jsonl"
+        with path.open("wb") as fh:
+            for _ in range(rng.randint(1, 6)):
+                items: list[object] = []
+                for _ in range(rng.randint(1, 30)):
+                    items += [rng.randrange(400), rng.choice(pool)]
+                fh.write(orjson.dumps(items) + b"\n")
+        files.append((base, str(path)))
+    compiled = staging.alias_pairs(files)
+    with monkeypatch.context() as m:
+        m.setattr(osv_fast, "compiled_module", None)
+        python = staging.alias_pairs(files)
+    assert len(compiled) > 0 and compiled == python
+    assert module.alias_pairs([]) == b""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'[1,"a",-2,"b"]\n')
+    assert module.alias_pairs([(0, str(bad))]) is None  # not what staging writes: the Python version decides
+    assert module.alias_pairs([(0, str(tmp_path / "missing.jsonl"))]) is None

@@ -23,7 +23,8 @@
  *   json.h    the strict JSON reader          osv.h    an OSV document -> canonical bytes (entry)
  *   stage.h   staging (stage, stage_files)    merge.h  merging staged records (merge)
  *   count.h   counting and listing a source's files (count_files, list_dir)
- *   group.h   grouping.group's union-find, chains and key pass (join_pairs, chains, group_keys)
+ *   group.h   grouping.group's union-find, chains and key pass, a bucket's alias pairs (join_pairs,
+ *             chains, group_keys, alias_pairs)
  *   fold.h    staging.fold_window's copy of records final as staged, a window's task (fold_singles,
  *             window_spec)
  */
@@ -102,6 +103,7 @@ static PyMethodDef methods[] = {
     {"join_pairs", (PyCFunction)(void (*)(void))join_pairs, METH_FASTCALL, join_pairs_doc},
     {"chains", (PyCFunction)(void (*)(void))chains, METH_FASTCALL, chains_doc},
     {"group_keys", (PyCFunction)(void (*)(void))group_keys, METH_FASTCALL, group_keys_doc},
+    {"alias_pairs", (PyCFunction)alias_pairs, METH_O, alias_pairs_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
     {"fold_singles", (PyCFunction)(void (*)(void))fold_singles, METH_FASTCALL, fold_singles_doc},
     {"window_spec", (PyCFunction)(void (*)(void))window_spec, METH_FASTCALL, window_spec_doc},

@@ -205,3 +205,141 @@ static PyObject *group_keys(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (failed) return NULL;
     Py_RETURN_NONE;
 }
+
+/* ---- the pairs of one alias bucket (staging.alias_pairs) ----------------------------------------- */
+
+typedef struct {
+    const char *s;
+    Py_ssize_t n;
+    int32_t owner;
+} AliasRef;
+
+/* One staged alias line "[k,\"alias\",k,\"alias\",…]" into refs (k + base); -1: not that shape. */
+static int alias_line(JP *jp, const char *line, Py_ssize_t n, long long base, AliasRef **refs, Py_ssize_t *nrefs,
+                      Py_ssize_t *cap) {
+    JVal v;
+    jp->p = (const unsigned char *)line;
+    jp->end = jp->p + n;
+    if (jp_value(jp, &v) < 0 || v.t != J_ARR || v.n % 2) return -1;
+    jp_ws(jp);
+    if (jp->p != jp->end) return -1;
+    for (Py_ssize_t i = 0; i < v.n; i += 2) {
+        JVal *k = &v.u.items[i], *a = &v.u.items[i + 1];
+        if (k->t != J_NUM || a->t != J_STR || k->n > 10) return -1;
+        long long rec = 0;
+        for (Py_ssize_t j = 0; j < k->n; j++) {
+            char c = k->u.s[j];
+            if (c < '0' || c > '9') return -1; /* no sign, no fraction: a record index */
+            rec = rec * 10 + (c - '0');
+        }
+        rec += base;
+        if (rec > INT32_MAX) return -1;
+        if (*nrefs == *cap) {
+            Py_ssize_t grown = *cap ? *cap * 2 : 4096;
+            AliasRef *more = PyMem_Realloc(*refs, sizeof(AliasRef) * (size_t)grown);
+            if (!more) return -1;
+            *refs = more;
+            *cap = grown;
+        }
+        (*refs)[(*nrefs)++] = (AliasRef){a->u.s, a->n, (int32_t)rec};
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(alias_pairs_doc,
+             "alias_pairs(files) -> bytes | None\n\n"
+             "staging.alias_pairs of one bucket's files ((first record index, path) each): the pairs a, g as\n"
+             "native int32, in the same order; None when a file cannot be read or a line is not what staging\n"
+             "writes (the Python version then decides).");
+
+static PyObject *alias_pairs(PyObject *self, PyObject *files) {
+    (void)self;
+    if (!PyList_CheckExact(files)) {
+        PyErr_SetString(PyExc_TypeError, "alias_pairs() takes a list of (base, path)");
+        return NULL;
+    }
+    Py_ssize_t nf = PyList_GET_SIZE(files);
+    char **datas = PyMem_Calloc((size_t)(nf ? nf : 1), sizeof(char *));
+    JP jp;
+    memset(&jp, 0, sizeof(jp));
+    AliasRef *refs = NULL;
+    Py_ssize_t nrefs = 0, cap = 0;
+    size_t tcap = 0;
+    int32_t *table = NULL; /* index into refs of each alias's last occurrence, -1: empty */
+    Buf out = {NULL, 0, 0};
+    PyObject *result = NULL;
+    int ok = datas != NULL;
+    for (Py_ssize_t f = 0; ok && f < nf; f++) {
+        PyObject *item = PyList_GET_ITEM(files, f), *fs = NULL;
+        long long base;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 || (base = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 0))) < 0 ||
+            !PyUnicode_FSConverter(PyTuple_GET_ITEM(item, 1), &fs)) {
+            PyErr_Clear();
+            ok = 0;
+            break;
+        }
+        int fd = open(PyBytes_AS_STRING(fs), O_RDONLY | O_CLOEXEC);
+        Py_DECREF(fs);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0 || !(datas[f] = PyMem_Malloc((size_t)st.st_size + 1))) {
+            if (fd >= 0) close(fd);
+            ok = 0;
+            break;
+        }
+        Py_ssize_t got = 0;
+        while (got < st.st_size) {
+            ssize_t r = read(fd, datas[f] + got, (size_t)(st.st_size - got));
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            got += r;
+        }
+        close(fd);
+        if (got != st.st_size) {
+            ok = 0;
+            break;
+        }
+        for (Py_ssize_t at = 0; ok && at < got;) { /* one JSON list per line */
+            const char *nl = memchr(datas[f] + at, '\n', (size_t)(got - at));
+            Py_ssize_t end = nl ? nl - datas[f] : got;
+            if (end > at && alias_line(&jp, datas[f] + at, end - at, base, &refs, &nrefs, &cap) < 0) ok = 0;
+            at = end + 1;
+        }
+    }
+    if (ok) { /* every alias to its last occurrence, as dict(zip(names, owners)) keeps it */
+        tcap = 1024;
+        while (tcap < (size_t)nrefs * 2) tcap *= 2;
+        table = PyMem_Malloc(tcap * sizeof(int32_t));
+        if (!table || nrefs > INT32_MAX) ok = 0;
+    }
+    if (ok) {
+        memset(table, 0xff, tcap * sizeof(int32_t));
+        for (Py_ssize_t i = 0; i < nrefs; i++) {
+            size_t h = (size_t)memo_hash(refs[i].s, refs[i].n) & (tcap - 1);
+            while (table[h] >= 0) {
+                AliasRef *o = &refs[table[h]];
+                if (o->n == refs[i].n && memcmp(o->s, refs[i].s, (size_t)o->n) == 0) break;
+                h = (h + 1) & (tcap - 1);
+            }
+            table[h] = (int32_t)i;
+        }
+        for (Py_ssize_t i = 0; ok && i < nrefs; i++) { /* the pairs, in order: (canonical owner, owner) where they differ */
+            size_t h = (size_t)memo_hash(refs[i].s, refs[i].n) & (tcap - 1);
+            while (refs[table[h]].n != refs[i].n || memcmp(refs[table[h]].s, refs[i].s, (size_t)refs[i].n) != 0)
+                h = (h + 1) & (tcap - 1);
+            int32_t pair[2] = {refs[table[h]].owner, refs[i].owner};
+            if (pair[0] != pair[1] && buf_put(&out, (const char *)pair, 8) < 0) ok = 0;
+        }
+    }
+    if (ok) result = PyBytes_FromStringAndSize(out.p ? out.p : "", out.len);
+    PyMem_Free(out.p);
+    PyMem_Free(table);
+    PyMem_Free(refs);
+    jp_free(&jp);
+    for (Py_ssize_t f = 0; datas && f < nf; f++) PyMem_Free(datas[f]);
+    PyMem_Free(datas);
+    if (!ok && !result) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    return result;
+}
