@@ -39,7 +39,7 @@ from stella_mirror.server.middleware.auth import AuthGate
 from stella_mirror.server.middleware.caching import CACHEABLE, cache_control
 from stella_mirror.server.middleware.domain import Target, route_request
 from stella_mirror.server.middleware.quotas import QuotaGate
-from stella_mirror.server.problems import problem_body, problem_response, send_problem
+from stella_mirror.server.problems import MEDIA_TYPE, problem_body, problem_response, send_problem, send_uncached
 from stella_mirror.server.protocol import Immediate
 from stella_mirror.server.routes_common import Runtime, recall_full
 from stella_mirror.server.state import ServerState
@@ -112,18 +112,7 @@ class Gateway:
             if out.status != 0:
                 raise
             with contextlib.suppress(Exception):
-                await out(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", b"application/problem+json"),
-                            (b"content-length", b"%d" % len(_INTERNAL_ERROR)),
-                            (b"cache-control", b"no-store"),
-                        ],
-                    }
-                )
-                await out({"type": "http.response.body", "body": _INTERNAL_ERROR})
+                await send_uncached(out, 500, MEDIA_TYPE.encode(), _INTERNAL_ERROR)
         finally:
             self.access_log.finish(scope, ctx, out.status, out.nbytes, time.perf_counter() - started)
 

@@ -59,6 +59,13 @@ def problem_response(
     return raw_headers, body
 
 
+async def send_uncached(send: Send, status: int, content_type: bytes, body: bytes) -> None:
+    """Send a whole small response that must not be cached (a problem, a health answer) from raw ASGI."""
+    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), (b"cache-control", b"no-store")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def send_problem(
     send: Send,
     status: int,

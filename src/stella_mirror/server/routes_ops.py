@@ -16,7 +16,7 @@ from starlette.types import Scope, Send
 
 from stella_mirror.server.exports import ExportHandle, ExportNotFound, RootUnavailable
 from stella_mirror.server.metrics import FreshnessSource, Metrics, render
-from stella_mirror.server.problems import send_problem
+from stella_mirror.server.problems import send_problem, send_uncached
 from stella_mirror.server.routes_common import Runtime, read_json
 from stella_mirror.server.state import NOT_CONFIGURED, WIDE_DOMAIN_ID, ServerState
 
@@ -93,18 +93,7 @@ class ActiveIndexes(FreshnessSource):
 
 
 async def healthz(send: Send) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(_HEALTHY)),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": _HEALTHY})
+    await send_uncached(send, 200, b"application/json", _HEALTHY)
 
 
 async def readyz(send: Send, rt: Runtime) -> None:
@@ -112,19 +101,7 @@ async def readyz(send: Send, rt: Runtime) -> None:
     if reasons:
         await send_problem(send, 503, "not-ready", "Not ready", "; ".join(reasons), {"Retry-After": "10"})
         return
-    body = orjson.dumps({"status": "ready"})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_uncached(send, 200, b"application/json", orjson.dumps({"status": "ready"}))
 
 
 async def metrics(send: Send, rt: Runtime, registry: Metrics) -> None:

@@ -265,3 +265,21 @@ def test_immediate_answers_are_logged_and_counted(site: Site) -> None:
     counted = [line for line in metrics.splitlines() if line.startswith("stella_mirror_requests_total{")
                and 'domain="secure"' in line and 'status="200"' in line]
     assert counted and float(counted[0].rsplit(" ", 1)[1]) == 4.0
+
+
+def test_an_unexpected_error_is_answered_500_problem_and_logged(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway's last resort: a bug while answering gives a problem+json 500 that is never cached."""
+    from stella_mirror.server.gateway import Gateway
+
+    async def broken(*args: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Gateway, "_answer", broken)
+    reply = asgi(site.app, scope("/concelier/exports/mirror/primary/manifest.json"))
+    headers = dict(reply.headers)
+    assert reply.status == 500
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert headers[b"cache-control"] == b"no-store"
+    assert int(headers[b"content-length"]) == len(reply.body)
+    assert orjson.loads(reply.body)["type"].endswith("/internal")
+    assert "boom" not in reply.body.decode()
