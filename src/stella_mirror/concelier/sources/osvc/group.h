@@ -212,6 +212,7 @@ typedef struct {
     const char *s;
     Py_ssize_t n;
     int32_t owner;
+    uint32_t slot; /* the alias's slot in alias_pairs' table */
 } AliasRef;
 
 /* One staged alias line "[k,\"alias\",k,\"alias\",…]" into refs (k + base); -1: not that shape. */
@@ -241,7 +242,7 @@ static int alias_line(JP *jp, const char *line, Py_ssize_t n, long long base, Al
             *refs = more;
             *cap = grown;
         }
-        (*refs)[(*nrefs)++] = (AliasRef){a->u.s, a->n, (int32_t)rec};
+        (*refs)[(*nrefs)++] = (AliasRef){a->u.s, a->n, (int32_t)rec, 0};
     }
     return 0;
 }
@@ -321,12 +322,10 @@ static PyObject *alias_pairs(PyObject *self, PyObject *files) {
                 h = (h + 1) & (tcap - 1);
             }
             table[h] = (int32_t)i;
+            refs[i].slot = (uint32_t)h; /* the second pass looks the alias up again by its slot */
         }
         for (Py_ssize_t i = 0; ok && i < nrefs; i++) { /* the pairs, in order: (canonical owner, owner) where they differ */
-            size_t h = (size_t)memo_hash(refs[i].s, refs[i].n) & (tcap - 1);
-            while (refs[table[h]].n != refs[i].n || memcmp(refs[table[h]].s, refs[i].s, (size_t)refs[i].n) != 0)
-                h = (h + 1) & (tcap - 1);
-            int32_t pair[2] = {refs[table[h]].owner, refs[i].owner};
+            int32_t pair[2] = {refs[table[refs[i].slot]].owner, refs[i].owner};
             if (pair[0] != pair[1] && buf_put(&out, (const char *)pair, 8) < 0) ok = 0;
         }
     }
