@@ -456,7 +456,8 @@ compiled_merge: Any = None
 compiled_count_files: Any = None
 """``_osvc.count_files`` (the export's count of a source's files) likewise."""
 compiled_module: Any = None
-"""The compiled module itself when built (grouping uses its union-find helpers), else None."""
+"""The compiled module itself when built, else None: for its helpers without an alias of their own here
+(grouping's union-find, staging's alias pairs, the export's ``tune_malloc``)."""
 COMPILED = False
 """Whether the compiled module is in use."""
 try:
