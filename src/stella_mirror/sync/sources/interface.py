@@ -1,0 +1,225 @@
+"""The one small interface every sync source implements, and the transfer loop they share.
+
+A source is a remote *export directory* (the tree ``export`` writes: ``mirror/index.json`` for Concelier,
+``mirror/<domain>/index.json`` for Excititor, and what those indexes list), addressed by paths relative to
+it. The job (``sync/job.py``) asks a source for three things only:
+
+* :meth:`Source.index_files` — the signed index file(s), bytes in memory (capped at :data:`INDEX_CAP`);
+* :meth:`Source.fetch` — a batch of files into the staging directory, each with a size cap: the size the
+  signed index gives, or :data:`SIGNATURE_CAP` for a detached signature; never a byte more is read;
+* :meth:`Source.probe` — a cheap, conditional "has the index changed?" token (ETag, size+mtime, listing).
+
+Paths come only from signed indexes the job has parsed (``bundle.verify.safe_relpath``), never from a
+source's own listing. Sources raise :class:`FileNotFoundError` for a missing file and
+:class:`~stella_mirror.errors.SourceError` subclasses for everything else; transient ones
+(unreachable, truncated, 5xx) are retried here with backoff, resuming where the bytes stopped.
+
+Most sources stream one file at a time (:class:`StreamSource`: S3, HTTPS, directories, kits); rsync
+transfers a batch in one run of the real ``rsync`` program and overrides :meth:`Source.fetch`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stella_mirror.errors import DigestError, SourceError, TruncatedError
+from stella_mirror.sync.retry import with_retries
+
+INDEX_CAP = 64 << 20
+"""The most a signed index may weigh: nothing signed gives its size, so this bounds the read."""
+SIGNATURE_CAP = 64 << 10
+"""The most a detached ``.jws`` or ``.sig`` may weigh (they are a few hundred bytes)."""
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Want:
+    """One file the job needs in its staging directory."""
+
+    rel: str
+    max_size: int
+    """Never read more than this: the signed size, or a cap for files the index gives no size for."""
+    digest: str | None = None
+    """``sha256:<hex>`` from the signed index (payloads), None for signatures."""
+    local: Path | None = None
+    """The served export's file at the same path: a source may use it instead of transferring bytes it can
+    show are identical (an S3 ETag, an HTTP ``If-None-Match`` answered 304, rsync's own check)."""
+    optional: bool = False
+    """Absent at the source is fine (the index's ``.sig``)."""
+
+
+@dataclass
+class FetchStats:
+    files_fetched: int = 0
+    bytes_fetched: int = 0
+    files_reused: int = 0
+    bytes_reused: int = 0
+
+
+@dataclass
+class Progress:
+    """Callbacks for a progress display; both optional."""
+
+    advance: Callable[[int], None] = field(default=lambda n: None)
+    retry: Callable[[str, SourceError, int], None] = field(default=lambda rel, exc, attempt: None)
+
+
+class Source(ABC):
+    """A remote export directory."""
+
+    url: str
+    """The source URL with credentials and query removed: safe to log and record."""
+
+    @abstractmethod
+    def index_files(self, kind: str) -> dict[str, bytes]:
+        """The signed index file(s) of the export (without their signatures), by relative path."""
+
+    @abstractmethod
+    def fetch(self, wants: Sequence[Want], stage: Path, partial: Path, progress: Progress) -> FetchStats:
+        """Put every wanted file at ``stage / rel`` (optional ones may be skipped when absent).
+
+        ``partial`` is a directory on the same file system that survives a failed run: interrupted
+        downloads wait there to be resumed.
+        """
+
+    @abstractmethod
+    def probe(self, kind: str, previous: str | None) -> str:
+        """A token that changes when the upstream index changes, obtained with one cheap request."""
+
+    def close(self) -> None:  # noqa: B027 - most sources hold nothing
+        """Release connections."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Body:
+    """An open remote file: chunks from the requested offset, and what the source announced."""
+
+    def __init__(self, chunks: Iterator[bytes], remaining: int | None, close: Callable[[], None] = lambda: None):
+        self.chunks = chunks
+        self.remaining = remaining
+        """Bytes the source said it would send from the offset on (None: unknown)."""
+        self.close = close
+
+
+def link_or_copy(src: Path, dest: Path) -> None:
+    """Hard-link ``src`` at ``dest`` (a copy where links are impossible: another file system, link limit)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        tmp = dest.with_name(f".{dest.name}.copy")
+        with src.open("rb") as fin, tmp.open("wb") as fout:
+            while chunk := fin.read(CHUNK):
+                fout.write(chunk)
+        os.replace(tmp, dest)
+
+
+def partial_name(want: Want) -> str:
+    """Where an interrupted download of ``want`` waits: by digest (the same bytes whatever the path)."""
+    if want.digest is not None:
+        return want.digest.replace(":", "-")
+    return "path-" + hashlib.sha256(want.rel.encode()).hexdigest()
+
+
+class StreamSource(Source):
+    """A source read one file at a time; :meth:`open` is all a subclass provides besides listing."""
+
+    @abstractmethod
+    def open(self, rel: str, offset: int, limit: int, local: Path | None) -> Body | None:
+        """Open ``rel`` from byte ``offset``, asking for at most ``limit`` bytes.
+
+        Returns None when ``local`` is given and the source shows it is identical (nothing is transferred).
+        Raises FileNotFoundError when the file is absent.
+        """
+
+    def read(self, rel: str, max_size: int) -> bytes | None:
+        """A small file in memory (None when absent), at most ``max_size`` bytes."""
+        def once() -> bytes | None:
+            try:
+                body = self.open(rel, 0, max_size + 1, None)
+            except FileNotFoundError:
+                return None
+            assert body is not None
+            data = bytearray()
+            try:
+                for chunk in body.chunks:
+                    data += chunk
+                    if len(data) > max_size:
+                        raise DigestError(rel, f"larger than the {max_size} bytes allowed")
+            finally:
+                body.close()
+            if body.remaining is not None and len(data) < min(body.remaining, max_size):
+                raise TruncatedError(f"{rel}: the transfer ended after {len(data)} of {body.remaining} bytes")
+            return bytes(data)
+
+        return with_retries(once)
+
+    def fetch(self, wants: Sequence[Want], stage: Path, partial: Path, progress: Progress) -> FetchStats:
+        stats = FetchStats()
+        partial.mkdir(parents=True, exist_ok=True)
+        for want in wants:
+            dest = stage / want.rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            part = partial / partial_name(want)
+
+            def once(want: Want = want, part: Path = part) -> bool:
+                return self._transfer(want, part, progress)
+
+            def retried(exc: SourceError, attempt: int, rel: str = want.rel) -> None:
+                progress.retry(rel, exc, attempt)
+
+            try:
+                same = with_retries(once, on_retry=retried)
+            except FileNotFoundError:
+                if want.optional:
+                    continue
+                raise
+            if same:
+                assert want.local is not None
+                link_or_copy(want.local, dest)
+                stats.files_reused += 1
+                stats.bytes_reused += dest.stat().st_size
+            else:
+                stats.files_fetched += 1
+                stats.bytes_fetched += part.stat().st_size
+                os.replace(part, dest)
+        return stats
+
+    def _transfer(self, want: Want, part: Path, progress: Progress) -> bool:
+        """Download (or resume) ``want`` into ``part``; True when the local candidate is identical instead."""
+        have = part.stat().st_size if part.exists() else 0
+        if have > want.max_size:
+            part.unlink()
+            have = 0
+        body = self.open(want.rel, have, want.max_size + 1 - have, want.local if have == 0 else None)
+        if body is None:
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+            return True
+        received = 0
+        try:
+            with part.open("ab") as out:
+                for chunk in body.chunks:
+                    if have + received + len(chunk) > want.max_size:
+                        out.close()
+                        part.unlink()  # never resumed: the source holds something else
+                        raise DigestError(want.rel, f"larger than the signed size {want.max_size}")
+                    out.write(chunk)
+                    received += len(chunk)
+                    progress.advance(len(chunk))
+        finally:
+            body.close()
+        if body.remaining is not None and received < min(body.remaining, want.max_size + 1 - have):
+            raise TruncatedError(f"{want.rel}: the transfer ended after {have + received} bytes")
+        return False
