@@ -48,8 +48,9 @@ def sync(
         bool, typer.Option("--allow-same", help="Accept the served sequence again: re-fetch, re-verify, repair.")
     ] = False,
     state_dir: Annotated[
-        Path | None, typer.Option("--state-dir", help="Run history (SQLite) [default: sync.stateDir, "
-                                  "$STATE_DIRECTORY, /var/lib/stella-mirror as root, else ~/.local/state/stella-mirror].")
+        Path | None,
+        typer.Option("--state-dir", help="Run history (SQLite) [default: sync.stateDir, $STATE_DIRECTORY, "
+                     "/var/lib/stella-mirror as root, else ~/.local/state/stella-mirror]."),
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Keep polling the upstream index; sync on change.")] = False,
     poll: Annotated[float | None, typer.Option("--poll", min=0.1, help="--watch: seconds between polls [30].")] = None,
@@ -106,7 +107,8 @@ def sync(
     if source is not None:
         from stella_mirror.bundle.keyfiles import load_trusted_keys
 
-        missing = [name for name, value in (("--dest", dest), ("--kind", kind), ("--trust-key", trust_key)) if not value]
+        given = (("--dest", dest), ("--kind", kind), ("--trust-key", trust_key))
+        missing = [name for name, value in given if not value]
         if missing:
             raise ConfigError("", f"--source needs {', '.join(missing)}")
         assert dest is not None and kind is not None and trust_key

@@ -23,6 +23,7 @@ writing ``<root>/.sync-status.json`` (while still holding the lock, so two runs 
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import time
@@ -283,7 +284,7 @@ class _Run:
                 self.reporter.end_transfer()
             verdict = store.verify_export_dir(stage, job.keys, now, min_sequence)
             if verdict.product != job.kind or verdict.export_id != export_id:
-                raise MalformedBundleError("mirror/", f"the staged tree is a {verdict.product} export {verdict.export_id}")
+                raise MalformedBundleError("mirror/", f"staged a {verdict.product} export {verdict.export_id}")
             if repair:
                 root.repair(stage, export_id)
                 return REPAIRED
@@ -342,7 +343,7 @@ def run_job(
         return rec
     try:
         state.record(rec)
-    except Exception as exc:  # noqa: BLE001 - the run's own outcome matters more than its record
+    except Exception as exc:  # the run's own outcome matters more than its record
         reporter.event("history-not-recorded", "warning", job=job.name, error=str(exc))
     if error is not None:
         reporter.event("sync-failed", "error", job=job.name, outcome=rec.outcome, error=rec.error)
@@ -372,7 +373,5 @@ def _finish(job: Job, root: ExportRoot, rec: RunRecord, error: StellaMirrorError
         sequence=rec.sequence,
         error=rec.error,
     )
-    try:
+    with contextlib.suppress(OSError):  # a full disk must not hide the run's real error; the history has it
         write_status(job.dest, status)
-    except OSError:
-        pass  # a full disk must not hide the run's real error; the history still records it

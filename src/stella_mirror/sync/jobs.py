@@ -60,7 +60,9 @@ def specs_from_config(cfg: MirrorConfig, names: list[str] | None = None) -> list
     return specs
 
 
-def run_once(specs: list[JobSpec], state: SyncState, reporter: Reporter, full: bool = False) -> StellaMirrorError | None:
+def run_once(
+    specs: list[JobSpec], state: SyncState, reporter: Reporter, full: bool = False
+) -> StellaMirrorError | None:
     """Run every job once; the first failure is returned (each is recorded and reported as it happens)."""
     first: StellaMirrorError | None = None
     for spec in specs:
