@@ -14,7 +14,9 @@ import orjson
 CLI = [sys.executable, "-c", "from stella_mirror.cli.main import main; main()"]
 
 
-def run_cli(*args: str | Path, env: Mapping[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | Path, env: Mapping[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
     """``stella-mirror ARGS…`` in a fresh interpreter (JSON logs: stderr is not a terminal)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=full_env)

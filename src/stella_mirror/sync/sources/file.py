@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from stella_mirror.errors import SourceError, UnreachableError
-from stella_mirror.sync.sources.interface import CHUNK, INDEX_CAP, Body, StreamSource
+from stella_mirror.sync.sources.interface import CHUNK, INDEX_CAP, Body, StreamSource, Want
 from stella_mirror.sync.sources.listing import index_paths
 
 
@@ -58,9 +58,10 @@ class FileSource(StreamSource):
                 out[rel] = data
         return out
 
-    def open(self, rel: str, offset: int, limit: int, local: Path | None) -> Body | None:
+    def open(self, want: Want, offset: int) -> Body | None:
+        rel, limit = want.rel, want.max_size + 1 - offset
         path = self.export_dir() / rel
-        if local is not None and _same_bytes(path, local):
+        if offset == 0 and want.local is not None and _same_bytes(path, want.local):
             return None
         try:
             fh = path.open("rb")

@@ -103,13 +103,21 @@ class Source(ABC):
 
 
 class Body:
-    """An open remote file: chunks from the requested offset, and what the source announced."""
+    """An open remote file: chunks from ``start`` on, and what the source announced."""
 
-    def __init__(self, chunks: Iterator[bytes], remaining: int | None, close: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        chunks: Iterator[bytes],
+        remaining: int | None,
+        close: Callable[[], None] = lambda: None,
+        start: int | None = None,
+    ) -> None:
         self.chunks = chunks
         self.remaining = remaining
-        """Bytes the source said it would send from the offset on (None: unknown)."""
+        """Bytes the source said it would send (None: unknown)."""
         self.close = close
+        self.start = start
+        """Where the chunks start: the offset asked for (None), or 0 when the source sent the whole file."""
 
 
 def link_or_copy(src: Path, dest: Path) -> None:
@@ -136,18 +144,19 @@ class StreamSource(Source):
     """A source read one file at a time; :meth:`open` is all a subclass provides besides listing."""
 
     @abstractmethod
-    def open(self, rel: str, offset: int, limit: int, local: Path | None) -> Body | None:
-        """Open ``rel`` from byte ``offset``, asking for at most ``limit`` bytes.
+    def open(self, want: Want, offset: int) -> Body | None:
+        """Open ``want.rel`` from byte ``offset``, asking for no more than ``want.max_size + 1 - offset`` bytes
+        (one more than allowed, so a file that is too large shows itself).
 
-        Returns None when ``local`` is given and the source shows it is identical (nothing is transferred).
-        Raises FileNotFoundError when the file is absent.
+        When ``offset`` is 0 and ``want.local`` is given, returns None if the source shows the local file is
+        identical (nothing is transferred). Raises FileNotFoundError when the file is absent.
         """
 
     def read(self, rel: str, max_size: int) -> bytes | None:
         """A small file in memory (None when absent), at most ``max_size`` bytes."""
         def once() -> bytes | None:
             try:
-                body = self.open(rel, 0, max_size + 1, None)
+                body = self.open(Want(rel, max_size), 0)
             except FileNotFoundError:
                 return None
             assert body is not None
@@ -202,11 +211,14 @@ class StreamSource(Source):
         if have > want.max_size:
             part.unlink()
             have = 0
-        body = self.open(want.rel, have, want.max_size + 1 - have, want.local if have == 0 else None)
+        body = self.open(want, have)
         if body is None:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
             return True
+        if body.start == 0 and have > 0:  # the source would not resume: start again
+            have = 0
+            part.unlink()
         received = 0
         try:
             with part.open("ab") as out:

@@ -24,7 +24,7 @@ from typing import Any
 
 from stella_mirror.errors import ConfigError, HTTPStatusError, SourceError, TruncatedError, UnreachableError
 from stella_mirror.sync.config import SourceOptions
-from stella_mirror.sync.sources.interface import CHUNK, INDEX_CAP, Body, StreamSource
+from stella_mirror.sync.sources.interface import CHUNK, INDEX_CAP, Body, StreamSource, Want
 from stella_mirror.sync.sources.listing import CONCELIER_INDEX, index_paths
 
 
@@ -121,8 +121,9 @@ class S3Source(StreamSource):
                 out[rel] = data
         return out
 
-    def open(self, rel: str, offset: int, limit: int, local: Path | None) -> Body | None:
-        if local is not None and self._same(rel, local):
+    def open(self, want: Want, offset: int) -> Body | None:
+        rel, limit = want.rel, want.max_size + 1 - offset
+        if offset == 0 and want.local is not None and self._same(rel, want.local):
             return None
         resp = self._call(
             f"GET {rel}", self.client.get_object, Key=self.prefix + rel, Range=f"bytes={offset}-{offset + limit - 1}"
