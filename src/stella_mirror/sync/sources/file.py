@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from stella_mirror.errors import SourceError, UnreachableError
 from stella_mirror.sync.sources.interface import CHUNK, INDEX_CAP, Body, StreamSource, Want
 from stella_mirror.sync.sources.listing import index_paths
 
 
-def read_chunks(fh: BinaryIO, limit: int) -> Iterator[bytes]:
+def read_chunks(fh: IO[bytes], limit: int) -> Iterator[bytes]:
     """At most ``limit`` bytes from ``fh``'s position, a chunk at a time."""
     left = limit
     while left > 0 and (chunk := fh.read(min(CHUNK, left))):
