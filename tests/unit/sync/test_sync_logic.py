@@ -16,7 +16,7 @@ from stella_mirror.sync.oauth import ClientCredentials
 from stella_mirror.sync.plan import Listed, export_identity, listed_files
 from stella_mirror.sync.sources import open_source, redact_url
 from stella_mirror.sync.sources.file import FileSource
-from stella_mirror.sync.sources.interface import Progress, Want
+from stella_mirror.sync.sources.interface import Progress, Want, partial_name
 from stella_mirror.sync.sources.listing import index_paths
 from stella_mirror.sync.state import ProbeState, RunRecord, SyncState
 from tokens import TokenIssuer
@@ -170,7 +170,7 @@ def test_an_interrupted_download_resumes_where_it_stopped(tmp_path: Path) -> Non
     stage.mkdir()
     partial.mkdir()
     want = Want("f", 5000, "sha256:" + "1" * 64)
-    (partial / ("sha256-" + "1" * 64)).write_bytes(data[:1234])
+    (partial / partial_name(want)).write_bytes(data[:1234])
     moved: list[int] = []
     stats = source.fetch([want], stage, partial, Progress(advance=moved.append))
     assert (stage / "f").read_bytes() == data

@@ -24,6 +24,8 @@ from stella_mirror.sync.sources.listing import index_paths
 
 
 class KitSource(StreamSource):
+    parallel = 1  # members are read through one shared file object
+
     def __init__(self, path: Path, url: str) -> None:
         self.url = url
         self.path = path
