@@ -212,7 +212,8 @@ class _Run:
         except ConfigError as exc:
             raise MalformedBundleError(sorted(indexes)[0], exc.reason) from None
         self._check_sequence(served, floor, export_id, sequence, sorted(indexes)[0])
-        repair = served is not None and served.export_id == export_id
+        # The export `latest` names is never moved aside, even when its index is unreadable: it is repaired.
+        repair = export_id == root.active_id()
         outcome = self._stage(served, indexes, docs, export_id, repair, floor, now)
         self.state.save_probe(*key, ProbeState(token, export_id, checked_at))
         shutil.rmtree(self.partial, ignore_errors=True)  # every download completed

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from stella_mirror.errors import SourceError, UnreachableError
-from stella_mirror.sync.sources.interface import CHUNK, INDEX_CAP, Body, StreamSource, Want
+from stella_mirror.sync.sources.interface import CHUNK, Body, StreamSource, Want
 from stella_mirror.sync.sources.listing import index_paths
 
 
@@ -51,12 +51,7 @@ class FileSource(StreamSource):
         return names
 
     def index_files(self, kind: str) -> dict[str, bytes]:
-        out = {}
-        for rel in index_paths(kind, self._names()):
-            data = self.read(rel, INDEX_CAP)
-            if data is not None:
-                out[rel] = data
-        return out
+        return self.read_indexes(index_paths(kind, self._names()))
 
     def open(self, want: Want, offset: int) -> Body | None:
         rel, limit = want.rel, want.max_size + 1 - offset

@@ -134,14 +134,7 @@ class HTTPSource(StreamSource):
             domains = [str(d["domainId"]) for d in doc["domains"] if d.get("summary") is not None]
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise SourceError(f"{self.url}/excititor/mirror/domains: not a domain list") from None
-        out = {}
-        for domain in domains:
-            if not safe_segment(domain):
-                continue
-            data = self.read(f"mirror/{domain}/index.json", INDEX_CAP)
-            if data is not None:
-                out[f"mirror/{domain}/index.json"] = data
-        return out
+        return self.read_indexes([f"mirror/{d}/index.json" for d in domains if safe_segment(d)])
 
     def _small(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, httpx.Headers, bytes]:
         """Status, headers and body (at most :data:`INDEX_CAP` bytes) of a GET of an index or domain list."""

@@ -154,6 +154,11 @@ class StreamSource(Source):
         identical (nothing is transferred). Raises FileNotFoundError when the file is absent.
         """
 
+    def read_indexes(self, rels: Sequence[str]) -> dict[str, bytes]:
+        """The index files among ``rels`` that the source has (each at most :data:`INDEX_CAP` bytes)."""
+        found = {rel: self.read(rel, INDEX_CAP) for rel in rels}
+        return {rel: data for rel, data in found.items() if data is not None}
+
     def read(self, rel: str, max_size: int) -> bytes | None:
         """A small file in memory (None when absent), at most ``max_size`` bytes."""
         def once() -> bytes | None:

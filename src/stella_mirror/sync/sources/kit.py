@@ -81,13 +81,7 @@ class KitSource(StreamSource):
 
     def index_files(self, kind: str) -> dict[str, bytes]:
         self._open(kind)
-        names = [n[len(EXPORT) :] for n in self._members if n.startswith(EXPORT)]
-        out = {}
-        for rel in index_paths(kind, names):
-            data = self.read(rel, INDEX_CAP)
-            if data is not None:
-                out[rel] = data
-        return out
+        return self.read_indexes(index_paths(kind, [n[len(EXPORT) :] for n in self._members if n.startswith(EXPORT)]))
 
     def open(self, want: Want, offset: int) -> Body | None:
         if self._tar is None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from stella_mirror.errors import ConfigError, HTTPStatusError, SourceError, TruncatedError, UnreachableError
 from stella_mirror.sync.config import SourceOptions
-from stella_mirror.sync.sources.interface import CHUNK, INDEX_CAP, Body, StreamSource, Want
+from stella_mirror.sync.sources.interface import CHUNK, Body, StreamSource, Want
 from stella_mirror.sync.sources.listing import CONCELIER_INDEX, index_paths
 
 
@@ -123,13 +123,7 @@ class S3Source(StreamSource):
         return hashlib.sha256(repr([(r, listing[r]) for r in rels]).encode()).hexdigest()
 
     def index_files(self, kind: str) -> dict[str, bytes]:
-        rels = [CONCELIER_INDEX] if kind == "concelier" else index_paths(kind, self.listing())
-        out = {}
-        for rel in rels:
-            data = self.read(rel, INDEX_CAP)
-            if data is not None:
-                out[rel] = data
-        return out
+        return self.read_indexes([CONCELIER_INDEX] if kind == "concelier" else index_paths(kind, self.listing()))
 
     def open(self, want: Want, offset: int) -> Body | None:
         rel, limit = want.rel, want.max_size + 1 - offset
