@@ -4,6 +4,7 @@ client-credentials token endpoint on loopback (short-lived JWTs, refreshed acros
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from serverproc import running
 from stella_mirror.bundle.signing import SigningKey
+from stella_mirror.sync.sources.interface import Want, partial_name
 from synctools import CLI, assert_serves, history, run_cli, sync_args
 from tokens import TokenIssuer
 from tokenserver import token_endpoint
@@ -83,9 +85,22 @@ def test_upstream_basic_auth_then_byte_identical_downstream(tmp_path: Path, keyd
         assert res.returncode == 0 and history(state)[0]["outcome"] == "unchanged"
         c2 = publish_concelier(croot, signing_key, {"primary": [advisory("CVE-3")], "community": [advisory("CVE-2")]},
                                "c2")
-        res = run_cli(*sync_args(up.base, dc, "concelier", key, state, *auth))
+        # An interrupted download of c2's bundle waits in the partial directory: it is resumed with Range.
+        bundle = c2 / "mirror" / "primary" / "bundle.json"
+        data = bundle.read_bytes()
+        want = Want("mirror/primary/bundle.json", len(data), "sha256:" + hashlib.sha256(data).hexdigest())
+        (dc / ".sync-partial").mkdir()
+        (dc / ".sync-partial" / partial_name(want)).write_bytes(data[:300])
+        res = run_cli(*sync_args(up.base, dc, "concelier", key, state, *auth, "--log", "rich"))
         assert res.returncode == 0, res.stderr
+        assert "published" in res.stderr and "c2" in res.stderr  # the terminal rendering, forced
         assert_serves(dc, c2, key)
+        assert not (dc / ".sync-partial").exists()
+        time.sleep(1.2)  # the access log is flushed about once a second
+        fetched = [json.loads(line) for line in up.access_lines()]
+        bundles = [r for r in fetched
+                   if r["path"].endswith("/mirror/primary/bundle.json") and r.get("exportId") == "c2"]
+        assert [(r["status"], r["bytes"]) for r in bundles] == [(206, len(data) - 300)], bundles
         assert all("s3cret" not in json.dumps(r) for r in history(state))
 
         # A second serve on the synced trees answers byte-identically (bodies and ETags).

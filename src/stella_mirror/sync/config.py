@@ -98,11 +98,13 @@ class SyncConfig(_Model):
     @field_validator("jobs")
     @classmethod
     def _unique(cls, value: tuple[SyncJobConfig, ...]) -> tuple[SyncJobConfig, ...]:
-        seen: set[str] = set()
-        for job in value:
-            if job.name in seen:
-                raise ValueError(f"job name {job.name!r} is used twice")
-            seen.add(job.name)
+        """Names identify jobs; destinations too (one job per export root: jobs run side by side)."""
+        names = [job.name for job in value]
+        dests = [str(job.dest) for job in value if job.dest is not None]
+        for what, items in (("job name", names), ("dest", dests)):
+            twice = sorted({str(i) for i in items if items.count(i) > 1})
+            if twice:
+                raise ValueError(f"{what} {twice[0]!r} is used by two jobs")
         return value
 
 

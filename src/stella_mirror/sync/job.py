@@ -165,7 +165,7 @@ class _Run:
         self.root = ExportRoot(job.dest)
         self.partial = job.dest / PARTIAL_DIR
         self.progress = Progress(
-            advance=reporter.advance,
+            advance=lambda n: reporter.advance(job.name, n),
             retry=lambda rel, exc, n: reporter.event(
                 "retry", "warning", job=job.name, file=rel, attempt=n, error=str(exc)
             ),
@@ -282,7 +282,7 @@ class _Run:
             try:
                 self.count(self.source.fetch(wants, stage, self.partial, self.progress))
             finally:
-                self.reporter.end_transfer()
+                self.reporter.end_transfer(job.name)
             verdict = store.verify_export_dir(stage, job.keys, now, min_sequence)
             if verdict.product != job.kind or verdict.export_id != export_id:
                 raise MalformedBundleError("mirror/", f"staged a {verdict.product} export {verdict.export_id}")

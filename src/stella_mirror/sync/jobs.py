@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,12 +64,31 @@ def specs_from_config(cfg: MirrorConfig, names: list[str] | None = None) -> list
 def run_once(
     specs: list[JobSpec], state: SyncState, reporter: Reporter, full: bool = False
 ) -> StellaMirrorError | None:
-    """Run every job once; the first failure is returned (each is recorded and reported as it happens)."""
-    first: StellaMirrorError | None = None
-    for spec in specs:
+    """Run every job once, side by side (their destinations differ: each holds its own root's lock, and one
+    job's transfers overlap another's verification); the first failing job's error is returned, in the
+    configured order (each is recorded and reported as it happens)."""
+
+    opened: list[Source | StellaMirrorError] = []
+    for spec in specs:  # one after the other: S3 clients share what the first one loaded
         try:
-            with spec.open() as source:
-                run_job(spec.job, source, state, reporter, full=full)
+            opened.append(spec.open())
         except StellaMirrorError as exc:
-            first = first or exc
-    return first
+            opened.append(exc)
+
+    def one(job: Job, source: Source | StellaMirrorError) -> StellaMirrorError | None:
+        if isinstance(source, StellaMirrorError):
+            return source
+        try:
+            with source:
+                run_job(job, source, state, reporter, full=full)
+        except StellaMirrorError as exc:
+            return exc
+        return None
+
+    jobs = [spec.job for spec in specs]
+    if len(specs) == 1:
+        errors = [one(jobs[0], opened[0])]
+    else:
+        with ThreadPoolExecutor(len(specs), thread_name_prefix="sync-job") as pool:
+            errors = list(pool.map(one, jobs, opened))
+    return next((e for e in errors if e is not None), None)

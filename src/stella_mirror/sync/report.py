@@ -4,7 +4,6 @@ rich progress bar for the bytes being fetched plus one readable line per event."
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any, Protocol
 
 import orjson
@@ -19,9 +18,9 @@ class Reporter(Protocol):
     def start_transfer(self, job: str, total_bytes: int) -> None:
         """Bytes are about to be fetched (at most ``total_bytes``)."""
 
-    def advance(self, nbytes: int) -> None: ...
+    def advance(self, job: str, nbytes: int) -> None: ...
 
-    def end_transfer(self) -> None: ...
+    def end_transfer(self, job: str) -> None: ...
 
 
 class JsonReporter:
@@ -36,12 +35,12 @@ class JsonReporter:
         self.stream.flush()
 
     def start_transfer(self, job: str, total_bytes: int) -> None:
-        self._started = time.monotonic()
-
-    def advance(self, nbytes: int) -> None:
         pass
 
-    def end_transfer(self) -> None:
+    def advance(self, job: str, nbytes: int) -> None:
+        pass
+
+    def end_transfer(self, job: str) -> None:
         pass
 
 
@@ -57,7 +56,8 @@ class RichReporter:
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
             console=self.console, transient=True,
         )
-        self.task: Any = None
+        self.tasks: dict[str, Any] = {}
+        """A progress bar per job fetching (jobs run side by side)."""
 
     def event(self, event: str, level: str = "info", **fields: Any) -> None:
         from rich.markup import escape
@@ -68,17 +68,19 @@ class RichReporter:
 
     def start_transfer(self, job: str, total_bytes: int) -> None:
         self.progress.start()
-        self.task = self.progress.add_task(f"{job}: fetching", total=total_bytes)
+        self.tasks[job] = self.progress.add_task(f"{job}: fetching", total=total_bytes)
 
-    def advance(self, nbytes: int) -> None:
-        if self.task is not None:
-            self.progress.advance(self.task, nbytes)
+    def advance(self, job: str, nbytes: int) -> None:
+        task = self.tasks.get(job)
+        if task is not None:
+            self.progress.advance(task, nbytes)
 
-    def end_transfer(self) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-            self.task = None
-        self.progress.stop()
+    def end_transfer(self, job: str) -> None:
+        task = self.tasks.pop(job, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        if not self.tasks:
+            self.progress.stop()
 
 
 def make_reporter(mode: str) -> Reporter:

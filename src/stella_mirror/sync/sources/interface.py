@@ -92,7 +92,10 @@ class Source(ABC):
 
     @abstractmethod
     def probe(self, kind: str, previous: str | None) -> str:
-        """A token that changes when the upstream index changes, obtained with one cheap request."""
+        """A token that changes when the upstream index changes, obtained with one cheap request.
+
+        Every run calls it first: a source drops here what it cached during the previous run (a listing,
+        the export it pinned)."""
 
     def close(self) -> None:  # noqa: B027 - most sources hold nothing
         """Release connections."""
