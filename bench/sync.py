@@ -14,8 +14,8 @@ Scenarios, each tool syncing both prefixes into its own directories: (a) first s
 (b) a no-op (nothing changed), (c) a new export where 2 domains of each product changed — the other domains'
 payloads keep their bytes (an Excititor export does by nature; the Concelier bundles of unchanged domains are
 carried over by this benchmark's publisher, while every signature and index is new). Printed per tool and
-scenario: wall time (for the no-op the median of ``--repeat`` runs), requests at the endpoint, max RSS of the
-tool's processes, the ratios to ``aws s3 sync``,
+scenario: wall time (the median of ``--repeat`` runs, each from the same starting point), requests at the endpoint,
+max RSS of the tool's processes, the ratios to ``aws s3 sync``,
 and whether the result is *correct* — the served tree equals the source export byte for byte (ours: what
 ``latest`` names; the others: the directory they wrote).
 
@@ -253,6 +253,14 @@ class Tool:
     def served(self, product: str) -> Path:
         return self.work / product
 
+    def snapshot(self, name: str) -> None:
+        """Keep a copy of everything the tool has written (destinations, and for us the state)."""
+        shutil.copytree(self.work, self.work.with_name(f"{self.work.name}.{name}"), symlinks=True)
+
+    def restore(self, name: str) -> None:
+        shutil.rmtree(self.work)
+        shutil.copytree(self.work.with_name(f"{self.work.name}.{name}"), self.work, symlinks=True)
+
     def run(self, sources: dict[str, Path]) -> Result:
         before = self.ep.requests()
         seconds, rss = run_measured(self.commands(), self.env())
@@ -345,7 +353,7 @@ def main() -> int:
     parser.add_argument("--skip-lag", action="store_true")
     parser.add_argument("--no-rclone", action="store_true")
     parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--repeat", type=int, default=5, help="runs of the no-op per tool (the median is kept)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per tool and scenario (the median is kept)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     ep = Endpoint(work)
@@ -377,8 +385,13 @@ def main() -> int:
                 ep.replace_prefix("concelier/latest", c2)
                 ep.replace_prefix("excititor/latest", x2)
             for tool in tools:
-                # A no-op is short and dominated by start-up: the median of --repeat runs.
-                runs = [tool.run(sources) for _ in range(args.repeat if scenario == "b" else 1)]
+                # The median of --repeat runs, each from the same starting point: (a) from empty directories,
+                # (c) from the state (a) left (copies restored before each run); (b) repeats as it is.
+                runs = []
+                for i in range(args.repeat):
+                    if scenario in ("a", "c"):
+                        (tool.restore if i else tool.snapshot)("before-" + scenario)
+                    runs.append(tool.run(sources))
                 r = sorted(runs, key=lambda x: x.seconds)[len(runs) // 2]
                 results[(tool.name, scenario)] = r
                 print(f"({scenario}) {tool.name:<20} {r.seconds:7.2f} s {r.requests:5d} requests "

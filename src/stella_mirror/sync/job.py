@@ -50,7 +50,7 @@ from stella_mirror.publish import ExportRoot, check_export_id
 from stella_mirror.sync.plan import export_identity, listed_files
 from stella_mirror.sync.report import Reporter
 from stella_mirror.sync.sources.interface import SIGNATURE_CAP, FetchStats, Progress, Source, Want, link_or_copy
-from stella_mirror.sync.sources.listing import index_paths
+from stella_mirror.sync.sources.listing import index_paths, local_index_names
 from stella_mirror.sync.state import ProbeState, RunRecord, SyncState
 from stella_mirror.sync.status import OK, SyncStatus, read_status, write_status
 from stella_mirror.timeutil import rfc3339, utcnow
@@ -99,11 +99,7 @@ class Served:
 
 
 def _export_indexes(export_dir: Path, kind: str) -> dict[str, bytes]:
-    mirror = export_dir / "mirror"
-    names = ["mirror/index.json"] if (mirror / "index.json").is_file() else []
-    if mirror.is_dir():
-        names += [f"mirror/{p.name}/index.json" for p in mirror.iterdir() if (p / "index.json").is_file()]
-    return {rel: (export_dir / rel).read_bytes() for rel in index_paths(kind, names)}
+    return {rel: (export_dir / rel).read_bytes() for rel in index_paths(kind, local_index_names(export_dir))}
 
 
 def _parse(indexes: Mapping[str, bytes]) -> dict[str, dict[str, Any]]:

@@ -31,7 +31,9 @@ def watch(specs: list[JobSpec], state: SyncState, reporter: Reporter, poll: floa
                 if stop.is_set():
                     break
                 try:
-                    source = sources.get(spec.job.name) or sources.setdefault(spec.job.name, spec.open())
+                    source = sources.get(spec.job.name)
+                    if source is None:
+                        source = sources[spec.job.name] = spec.open()
                     run_job(spec.job, source, state, reporter, record_unchanged=False)
                 except StellaMirrorError:
                     # Already recorded and reported; a fresh connection next time.

@@ -14,7 +14,7 @@ from typing import IO
 
 from stella_mirror.errors import SourceError, UnreachableError
 from stella_mirror.sync.sources.interface import CHUNK, Body, StreamSource, Want
-from stella_mirror.sync.sources.listing import index_paths
+from stella_mirror.sync.sources.listing import index_paths, local_index_names
 
 
 def read_chunks(fh: IO[bytes], limit: int) -> Iterator[bytes]:
@@ -43,15 +43,8 @@ class FileSource(StreamSource):
                 raise UnreachableError(f"{self.url}: not a directory")
         return self._dir
 
-    def _names(self) -> list[str]:
-        mirror = self.export_dir() / "mirror"
-        names = ["mirror/index.json"] if (mirror / "index.json").is_file() else []
-        if mirror.is_dir():
-            names += [f"mirror/{p.name}/index.json" for p in mirror.iterdir() if (p / "index.json").is_file()]
-        return names
-
     def index_files(self, kind: str) -> dict[str, bytes]:
-        return self.read_indexes(index_paths(kind, self._names()))
+        return self.read_indexes(index_paths(kind, local_index_names(self.export_dir())))
 
     def open(self, want: Want, offset: int) -> Body | None:
         rel, limit = want.rel, want.max_size + 1 - offset
@@ -73,7 +66,7 @@ class FileSource(StreamSource):
         try:
             export = self.export_dir()
             parts = [export.name]
-            for rel in index_paths(kind, self._names()):
+            for rel in index_paths(kind, local_index_names(self.export_dir())):
                 st = (export / rel).stat()
                 parts.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
         except OSError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 CONCELIER_INDEX = "mirror/index.json"
 
@@ -21,3 +22,12 @@ def index_paths(kind: str, names: Iterable[str]) -> list[str]:
         if len(parts) == 3 and parts[0] == "mirror" and parts[2] == "index.json" and not parts[1].startswith("."):
             out.append(name)
     return sorted(set(out))
+
+
+def local_index_names(export_dir: Path) -> list[str]:
+    """The candidate index paths of an export directory on this host (either product)."""
+    mirror = export_dir / "mirror"
+    names = [CONCELIER_INDEX] if (mirror / "index.json").is_file() else []
+    if mirror.is_dir():
+        names += [f"mirror/{p.name}/index.json" for p in mirror.iterdir() if (p / "index.json").is_file()]
+    return names
