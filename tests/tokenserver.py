@@ -57,9 +57,11 @@ def token_endpoint(issuer: TokenIssuer, client_id: str, secret: str, lifetime: i
             import time
 
             now = int(time.time())
-            token = ep.issuer.mint(scope=scope, iat=now, nbf=now - 1, exp=now + ep.lifetime)
+            exp = now + ep.lifetime
+            token = ep.issuer.mint(scope=scope, iat=now, nbf=now - 1, exp=exp)
             ep.grants.append(time.time())
-            self._answer(200, {"access_token": token, "token_type": "Bearer", "expires_in": ep.lifetime})
+            # Whole seconds left until exp, rounded down, as an Authority answers (exp is whole seconds too).
+            self._answer(200, {"access_token": token, "token_type": "Bearer", "expires_in": int(exp - time.time())})
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     ep.url = f"http://127.0.0.1:{server.server_address[1]}/connect/token"

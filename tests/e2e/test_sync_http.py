@@ -125,7 +125,7 @@ def test_upstream_bearer_tokens_refreshed_across_expiry(tmp_path: Path, keydir: 
     env = upstream_env(croot, xroot, AUTHORITY__ISSUER=issuer.issuer, AUTHORITY__AUDIENCES__0=issuer.audience,
                        AUTHORITY__JWKSFILE=str(tmp_path / "jwks.json"), AUTHORITY__LEEWAYSECONDS="0")
     key, state, dest = keydir / "mirror-key.pub", tmp_path / "state", tmp_path / "down-c"
-    lifetime = 3
+    lifetime = 4
     with running(tmp_path / "up", env=env) as up, token_endpoint(issuer, "mirror-sync", "client-s3cret",
                                                                  lifetime) as tokens:
         oauth = ["--token-url", tokens.url, "--client-id", "mirror-sync", "--client-secret-file", secret]
