@@ -6,12 +6,15 @@ import gc
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import orjson
 import typer
 
 from stella_mirror.cli.server_commands import CONFIG_HELP, _config_path
+
+if TYPE_CHECKING:
+    from stella_mirror.sync.state import SyncState
 
 app = typer.Typer(
     help="Mirror signed exports from S3, rsync, an upstream mirror, a directory or an offline kit.",
@@ -24,7 +27,7 @@ LogOpt = Literal["auto", "json", "rich"]
 SOURCE_PANEL = "Source access"
 
 
-def _state(state_dir: Path | None, configured: Path | None) -> Any:
+def _state(state_dir: Path | None, configured: Path | None) -> SyncState:
     from stella_mirror.sync.state import SyncState, default_state_dir
 
     return SyncState(state_dir or configured or default_state_dir())
