@@ -53,8 +53,8 @@ def sync(
     ] = False,
     state_dir: Annotated[
         Path | None,
-        typer.Option("--state-dir", help="Run history (SQLite) [default: sync.stateDir, $STATE_DIRECTORY, "
-                     "/var/lib/stella-mirror as root, else ~/.local/state/stella-mirror]."),
+        typer.Option("--state-dir", help="Run history (SQLite); default: sync.stateDir, $STATE_DIRECTORY, "
+                     "/var/lib/stella-mirror as root, else ~/.local/state/stella-mirror."),
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Keep polling the upstream index; sync on change.")] = False,
     poll: Annotated[float | None, typer.Option("--poll", min=0.1, help="--watch: seconds between polls [30].")] = None,
