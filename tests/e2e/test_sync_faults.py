@@ -80,6 +80,10 @@ def test_faults_are_refused_and_the_old_export_stays(tmp_path: Path, keydir: Pat
     assert history(state)[0]["outcome"] == "expired"
     assert_serves(dest, e2, key)
 
+    # The readable history says the same, newest first.
+    text = run_cli("sync", "history", "--state-dir", state, "--limit", "2").stdout.splitlines()
+    assert "expired" in text[0] and "e2 (sequence 2)" in text[0] and "error: mirror/index.json" in text[1]
+
 
 def test_allow_same_repairs_the_served_export_in_place(tmp_path: Path, keydir: Path,
                                                        signing_key: SigningKey) -> None:
