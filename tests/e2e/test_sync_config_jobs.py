@@ -81,3 +81,37 @@ def test_shipped_sync_configurations_load(path: str) -> None:
     cfg = load_config(REPO / path, environ={})
     assert [j.name for j in cfg.sync.jobs] == ["concelier", "excititor"]
     assert all(j.source.startswith("s3://mirror-stellaops/") for j in cfg.sync.jobs)
+
+
+def test_s3_credentials_from_files_under_run_secrets(tmp_path: Path, keydir: Path, signing_key: SigningKey,
+                                                      s3_endpoint: S3Endpoint) -> None:
+    """accessKeyIdFile / secretAccessKeyFile instead of the AWS credential chain (which is empty here)."""
+    s3_endpoint.aws("s3", "mb", f"s3://{BUCKET}")
+    c1 = publish_concelier(tmp_path / "pub", signing_key, {"primary": [advisory("CVE-1")]}, "c1")
+    s3_endpoint.aws("s3", "cp", c1, f"s3://{BUCKET}/concelier/latest", "--recursive", "--only-show-errors")
+    secrets = tmp_path / "run-secrets"
+    secrets.mkdir()
+    (secrets / "aws-access-key-id").write_text("stella-test\n")
+    (secrets / "aws-secret-access-key").write_text("stella-test-secret\n")
+    key, dest = keydir / "mirror-key.pub", tmp_path / "dest"
+    job = {"name": "concelier", "kind": "concelier", "source": f"s3://{BUCKET}/concelier/latest", "dest": str(dest),
+           "trustKeys": [str(key)], "endpointUrl": s3_endpoint.url, "region": "us-east-1"}
+    no_chain = {k: v for k, v in s3_endpoint.env().items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    # The chain's last resort is the instance metadata address: never asked from a test (loopback only).
+    no_chain["AWS_EC2_METADATA_DISABLED"] = "true"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | no_chain
+    config = tmp_path / "sync.yaml"
+    config.write_text(yaml.safe_dump({"sync": {"stateDir": str(tmp_path / "state"), "jobs": [job]}}))
+    res = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in env.items()), sys.executable, "-c",
+                          "from stella_mirror.cli.main import main; main()", "sync", "--config", str(config)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 3 and "no usable AWS credentials" in res.stderr
+    job |= {"accessKeyIdFile": str(secrets / "aws-access-key-id"),
+            "secretAccessKeyFile": str(secrets / "aws-secret-access-key")}
+    config.write_text(yaml.safe_dump({"sync": {"stateDir": str(tmp_path / "state"), "jobs": [job]}}))
+    res = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in env.items()), sys.executable, "-c",
+                          "from stella_mirror.cli.main import main; main()", "sync", "--config", str(config)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert_serves(dest, c1, key)
+    assert "stella-test-secret" not in res.stderr
