@@ -295,8 +295,8 @@ def check_helm(deploy: Path, out: Failures, tmp: Path) -> None:
         if text.count("{{") != text.count("}}"):
             out.fail(tpl, "unbalanced {{ }} template delimiters")
     sync = chart / "templates" / "mirror-sync-cronjob.yaml"
-    if sync.is_file() and not re.search(r"--delete --size-only", sync.read_text(encoding="utf-8")):
-        out.fail(sync, "the sync must use aws s3 sync --delete --size-only (runbook §4.2)")
+    if sync.is_file() and not re.search(r'"stella-mirror", "sync"', sync.read_text(encoding="utf-8")):
+        out.fail(sync, "the CronJob must run stella-mirror sync (runbook §4.2, docs/sync.md)")
     values_path = chart / "values-mirror.yaml"
     values = load_yaml(values_path, out)
     if not isinstance(values, dict):
@@ -347,7 +347,7 @@ def check_systemd(deploy: Path, out: Failures, tmp: Path) -> None:
     (work / "bin").mkdir(parents=True, exist_ok=True)
     expected = {
         "stella-mirror.service": [r"^ExecStart=\S*stella-mirror serve", r"^ExecReload=/bin/kill -HUP \$MAINPID"],
-        "stella-mirror-sync.service": [r"^Type=oneshot", r"^ExecStart=\S*mirror-sync\.sh"],
+        "stella-mirror-sync.service": [r"^Type=oneshot", r"^ExecStart=\S*stella-mirror sync --config \S+"],
         "stella-mirror-sync.timer": [r"^OnUnitActiveSec=5min$", r"^\[Install\]"],
     }
     copies = []
@@ -389,9 +389,14 @@ def check_systemd(deploy: Path, out: Failures, tmp: Path) -> None:
     res = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
     if res.returncode != 0:
         out.fail(script, f"bash -n: {res.stderr.strip()}")
-    verifies = re.search(r'"\$stella_mirror" verify "\$stage"', body) is not None
-    if "--delete --size-only" not in body or not verifies:
-        out.fail(script, "must sync with --delete --size-only and run stella-mirror verify before publishing")
+    if not re.search(r"^exec \S*stella-mirror\S* sync ", body, re.MULTILINE):
+        out.fail(script, "must be the wrapper around `stella-mirror sync` (docs/sync.md)")
+    jobs = unit_dir / "mirror-sync.yaml"
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith((*OUR_PREFIXES, "SYNC__"))}
+    res = subprocess.run([*CLI, "config", "check", "--config", str(jobs)], capture_output=True, text=True,
+                         check=False, env=env)
+    if res.returncode != 0:
+        out.fail(jobs, f"stella-mirror config check refused it: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
     if not os.access(script, os.X_OK):
         out.fail(script, "not executable")
 

@@ -29,8 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from stella_mirror.errors import ConfigError
+from stella_mirror.sync.config import SyncConfig
 
-SECTIONS = ("concelier", "excititor", "authority", "mirror")
+SECTIONS = ("concelier", "excititor", "authority", "mirror", "sync")
 """Top-level sections; environment variables under other prefixes are not ours and are ignored."""
 
 DEFAULT_CLIENT_SECRET_FILE = Path("/run/secrets/concelier-authority-client")
@@ -234,6 +235,8 @@ class MirrorConfig(_Model):
     excititor: ExcititorConfig = ExcititorConfig()
     authority: AuthorityConfig = AuthorityConfig()
     mirror: MirrorServer = MirrorServer()
+    sync: SyncConfig = SyncConfig()
+    """``stella-mirror sync`` jobs (model and docs in ``sync/config.py``)."""
 
     def tls_enabled(self) -> bool:
         """Whether the server terminates TLS (a default certificate or any per-domain one)."""

@@ -146,3 +146,10 @@ class LockedError(StellaMirrorError):
 
     exit_code = 6
     kind = "locked"
+
+
+class LocalIOError(StellaMirrorError):
+    """Writing on this host failed (disk full, permissions, a read-only file system): nothing was published."""
+
+    exit_code = 7
+    kind = "local-io"

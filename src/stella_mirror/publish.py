@@ -89,10 +89,13 @@ class ExportRoot:
             os.close(fd)
 
     @contextlib.contextmanager
-    def staging(self, export_id: str) -> Iterator[Path]:
-        """A fresh staging directory; removed unless :meth:`commit` moved it into place."""
+    def staging(self, export_id: str, exist_ok: bool = False) -> Iterator[Path]:
+        """A fresh staging directory; removed unless :meth:`commit` moved it into place.
+
+        ``exist_ok`` allows staging an export that is already published, to :meth:`repair` it.
+        """
         check_export_id(export_id)
-        if (self.path / export_id).exists():
+        if (self.path / export_id).exists() and not exist_ok:
             raise ConfigError("exportId", f"export {export_id!r} already exists in {self.path}")
         stage = self.path / f".staging-{export_id}-{secrets.token_hex(4)}"
         stage.mkdir(parents=True)
@@ -111,6 +114,37 @@ class ExportRoot:
         self.prune(keep)
         return final
 
+    def repair(self, stage: Path, export_id: str) -> int:
+        """Make a published export's files those of a complete staged copy of the same export, in place.
+
+        Only files that are not already the staged ones (another inode: the staged copy hard-links every
+        file it could reuse) are renamed over their counterparts, one atomic rename each, so a reader sees
+        a file's old bytes or its new ones. Used to re-sync (``--allow-same``) an export whose signed index
+        is unchanged: its correct bytes are the ones readers expect. Returns how many files were replaced.
+        """
+        final = self.path / check_export_id(export_id)
+        replaced = 0
+        for src in sorted(p for p in stage.rglob("*") if p.is_file()):
+            dest = final / src.relative_to(stage)
+            try:
+                if os.path.samefile(src, dest):
+                    continue
+            except FileNotFoundError:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dest)
+            replaced += 1
+        fsync_dir(self.path)
+        return replaced
+
+    def clean_leftovers(self) -> None:
+        """Remove what a killed writer left behind (staging trees, temporary ``latest`` links); call it
+        holding the lock."""
+        for p in self.path.glob(".staging-*"):
+            shutil.rmtree(p, ignore_errors=True)
+        for p in self.path.glob(".latest-*"):
+            if p.is_symlink():
+                p.unlink()
+
     def switch(self, export_id: str) -> None:
         """Point ``latest`` at ``export_id`` atomically (symlink to a temp name, then rename)."""
         tmp = self.path / f".latest-{secrets.token_hex(4)}"
@@ -128,8 +162,7 @@ class ExportRoot:
         for export_id in doomed:
             shutil.rmtree(self.path / export_id, ignore_errors=True)
         # Leftover staging directories from a killed run are garbage once we hold the lock.
-        for p in self.path.glob(".staging-*"):
-            shutil.rmtree(p, ignore_errors=True)
+        self.clean_leftovers()
         return doomed
 
 

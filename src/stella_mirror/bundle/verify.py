@@ -191,6 +191,14 @@ class _Checker:
         verdict.key_ids.add(kid)
 
 
+def verify_index(
+    reader: Reader, rel: str, product: str, keys: TrustedKeys, now: datetime, min_sequence: int | None = None
+) -> tuple[dict[str, Any], Verdict]:
+    """Verify one signed index alone — its JWS (and ``.sig`` if present), schemaVersion, expiry and sequence —
+    and return it parsed; what a sync checks before it downloads anything the index lists."""
+    return _Checker(reader, keys, now, min_sequence).signed_index(rel, product)
+
+
 def verify_concelier(reader: Reader, keys: TrustedKeys, now: datetime, min_sequence: int | None = None) -> Verdict:
     """Verify a Concelier export directory (``mirror/index.json`` and everything it lists)."""
     ck = _Checker(reader, keys, now, min_sequence)

@@ -2,7 +2,7 @@
 
 Exit codes (also in README.md):
   0 ok · 1 unexpected error · 2 usage · 3 configuration · 4 source unreachable/failed ·
-  5 malformed input document / export rejected · 6 export root locked ·
+  5 malformed input document / export rejected · 6 export root locked · 7 local I/O (disk full…) ·
   10 signature · 11 digest · 12 expired · 13 rollback · 14 malformed bundle
 """
 
@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from stella_mirror.cli import export, keys, server_commands, verify
+from stella_mirror.cli import export, keys, offline_kit, server_commands, sync, verify
 from stella_mirror.cli.console import err_console, escape
 from stella_mirror.errors import StellaMirrorError
 
@@ -26,6 +26,8 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys")
 app.add_typer(export.app, name="export")
 app.command("verify")(verify.verify)
+app.add_typer(sync.app, name="sync")
+app.add_typer(offline_kit.app, name="offline-kit")
 server_commands.register(app)
 
 

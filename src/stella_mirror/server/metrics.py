@@ -18,6 +18,14 @@ Exposed:
   ``stella_mirror_export_sequence{product,domain}``
 * ``stella_mirror_export_up{product,domain}`` (1 when the active index parses),
   ``stella_mirror_reloads_total{result}``
+* ``stella_mirror_export_up{product,domain=""} 0`` for a served product with no export root configured:
+  a series that says "down" rather than no series at all (absent series do not fire alerts). The empty
+  ``domain`` label marks the product as a whole; it never collides with a domain id (those are non-empty).
+* From the sync's status file in each served product's export root (``sync/status.py``), read at scrape
+  time and absent for a root no sync has written to: ``stella_mirror_sync_last_success_timestamp_seconds``,
+  ``stella_mirror_sync_last_attempt_timestamp_seconds``, ``stella_mirror_sync_last_run_ok`` (1/0) and
+  ``stella_mirror_sync_lag_seconds`` (now − lastSuccessAt; runbook §7 alerts past 15 minutes), all
+  ``{product}``.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +172,14 @@ def _sum_hist(snaps: Iterable[dict[str, Any]]) -> dict[str, list[float]]:
 
 
 class FreshnessSource:
-    """What the collector needs about active exports: ``(product, domain, index document or None)``."""
+    """What the collector needs about active exports: ``(product, domain, index document or None)``, and
+    each served product's export root (None when none is configured)."""
 
     def indexes(self) -> Iterator[tuple[str, str, dict[str, Any] | None]]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def roots(self) -> Iterator[tuple[str, Path | None]]:
+        return iter(())
 
 
 class MirrorCollector(Collector):
@@ -251,6 +264,9 @@ class MirrorCollector(Collector):
         up = GaugeMetricFamily(
             "stella_mirror_export_up", "1 when the active export's index parses", labels=["product", "domain"]
         )
+        for product, root in self.freshness.roots():
+            if root is None:
+                up.add_metric([product, ""], 0.0)
         for product, domain, doc in self.freshness.indexes():
             labels = [product, domain]
             up.add_metric(labels, 1.0 if doc is not None else 0.0)
@@ -263,6 +279,32 @@ class MirrorCollector(Collector):
             if isinstance(doc.get("sequence"), int):
                 seq.add_metric(labels, float(doc["sequence"]))
         yield from (age, expires, seq, up)
+        yield from self._sync(now)
+
+    def _sync(self, now: float) -> Iterator[Any]:
+        """The last sync into each served root, from its status file (no series for a root without one)."""
+        from stella_mirror.sync.status import read_status
+
+        fams = {
+            name: GaugeMetricFamily(f"stella_mirror_sync_{name}", doc, labels=["product"])
+            for name, doc in (
+                ("last_success_timestamp_seconds", "When the last sync confirmed the export root current (unix s)"),
+                ("last_attempt_timestamp_seconds", "When the last sync into the export root started (unix s)"),
+                ("last_run_ok", "1 when the last sync into the export root succeeded"),
+                ("lag_seconds", "Seconds since a sync last confirmed the export root current"),
+            )
+        }
+        for product, root in self.freshness.roots():
+            status = read_status(root) if root is not None else None
+            if status is None:
+                continue
+            fams["last_attempt_timestamp_seconds"].add_metric([product], status.last_attempt_at.timestamp())
+            fams["last_run_ok"].add_metric([product], 1.0 if status.ok else 0.0)
+            if status.last_success_at is not None:
+                fams["last_success_timestamp_seconds"].add_metric([product], status.last_success_at.timestamp())
+                lag = status.lag_seconds(datetime.fromtimestamp(now, UTC))
+                fams["lag_seconds"].add_metric([product], lag if lag is not None else 0.0)
+        yield from fams.values()
 
 
 def render(metrics: Metrics, freshness: FreshnessSource) -> bytes:

@@ -9,6 +9,7 @@ root it says exactly ``Mirror export root is not configured`` — while ``/healt
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -83,6 +84,11 @@ class ActiveIndexes(FreshnessSource):
                 docs = [(name, None) for name in list(site.domains) or [WIDE_DOMAIN_ID]]
             for name, doc in docs:
                 yield site.product, name, doc
+
+    def roots(self) -> Iterator[tuple[str, Path | None]]:
+        for site in self.rt.state().sites.values():
+            if site.served:
+                yield site.product, site.root
 
     def _doc(self, export: ExportHandle, parts: tuple[str, ...]) -> dict[str, Any] | None:
         try:

@@ -1,0 +1,162 @@
+"""``rsync://host/module/path`` and ``host:path``: the real ``rsync`` program as the transport.
+
+The URL names an export directory, or an export root whose ``latest`` symlink is read from rsync's own
+listing and pinned for the run. A run costs a handful of rsync connections, each for a batch:
+
+1. the probe: one recursive ``--list-only`` of the tree (sizes, mtimes, ``latest -> <exportId>``): the
+   token is the pinned export plus the size and mtime of its index files, and the listing tells each
+   file's size before anything is transferred;
+2. the index file(s); 3. their signatures; 4. everything the signed indexes list that is not reused.
+
+A file whose listed size is above its cap (the signed size, or the signature cap) is refused without being
+transferred, and ``--max-size`` bounds every transfer by the largest cap of its batch. Interrupted transfers
+are retried (rsync's transient exit codes) and resume from rsync's partial directory in the staging tree.
+The daemon password comes from ``passwordFile`` (``--password-file``), never the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from stella_mirror.errors import DigestError, SourceError, UnreachableError
+from stella_mirror.server.exports import safe_segment
+from stella_mirror.sync.config import SourceOptions
+from stella_mirror.sync.retry import with_retries
+from stella_mirror.sync.sources.interface import INDEX_CAP, FetchStats, Progress, Source, Want
+from stella_mirror.sync.sources.listing import index_paths
+
+TRANSIENT = {10, 12, 30, 35}
+"""rsync exit codes worth another try: socket I/O, protocol stream, timeouts."""
+MISSING = {23, 24}
+"""Some files were not transferred (absent at the source, or vanished)."""
+_LINE = re.compile(r"^([dl-])\S*\s+(\d+)\s+(\S+ \S+)\s+(.+)$")
+
+
+class RsyncSource(Source):
+    def __init__(self, url: str, options: SourceOptions, safe_url: str) -> None:
+        self.url = safe_url
+        parts = urlsplit(url)
+        if parts.scheme == "rsync" and options.username and not parts.username:
+            parts = parts._replace(netloc=f"{options.username}@{parts.netloc}")
+        self.base = (urlunsplit(parts) if parts.scheme == "rsync" else url).rstrip("/")
+        self.daemon = parts.scheme == "rsync"
+        # A daemon reads --files-from names relative to the module, whatever the source path says: name the
+        # module as the source and each file as <path in module>/./<rel> (the "/./" keeps only <rel>).
+        if self.daemon:
+            module, _, inside = parts.path.strip("/").partition("/")
+            self.transfer_root = urlunsplit(parts._replace(path=f"/{module}/"))
+            self.inside = inside
+        else:
+            self.transfer_root, self.inside = f"{self.base}/", ""
+        self.options = options
+        self.export = ""
+        """The pinned export directory under the base ("" when the base is one)."""
+        self.sizes: dict[str, tuple[int, str]] = {}
+        """The pinned export's files: relative path → (size, mtime as listed)."""
+
+    # --- running rsync ---------------------------------------------------------------------------------
+
+    def _rsync(self, args: Sequence[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        timeout = int(self.options.timeout_seconds)
+        cmd = ["rsync", "--no-motd", f"--timeout={timeout}"]
+        if self.daemon:
+            cmd.append(f"--contimeout={timeout}")
+            if self.options.password_file is not None:
+                cmd.append(f"--password-file={self.options.password_file}")
+        cmd += args
+
+        def once() -> subprocess.CompletedProcess[str]:
+            try:
+                proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False,
+                                      env={**os.environ, "LC_ALL": "C"})
+            except FileNotFoundError:
+                raise SourceError("the rsync program is not installed") from None
+            if proc.returncode in TRANSIENT:
+                raise UnreachableError(f"{self.url}: rsync exit {proc.returncode}: {_message(proc.stderr)}")
+            if proc.returncode not in (0, *MISSING):
+                raise SourceError(f"{self.url}: rsync exit {proc.returncode}: {_message(proc.stderr)}")
+            return proc
+
+        return with_retries(once)
+
+
+    # --- the interface --------------------------------------------------------------------------------
+
+    def probe(self, kind: str, previous: str | None) -> str:
+        listing = self._rsync(["-rl", "--list-only", "--no-human-readable", f"{self.base}/"]).stdout
+        entries: dict[str, tuple[str, int, str]] = {}
+        for line in listing.splitlines():
+            m = _LINE.match(line)
+            if m:
+                entries[m.group(4)] = (m.group(1), int(m.group(2)), m.group(3))
+        self.export = ""
+        latest = [name for name in entries if name.startswith("latest -> ")]
+        if latest and entries[latest[0]][0] == "l":
+            target = latest[0].removeprefix("latest -> ").rstrip("/").split("/")[-1]
+            if not safe_segment(target):
+                raise SourceError(f"{self.url}: latest names {target!r}, not an export")
+            self.export = target
+        prefix = f"{self.export}/" if self.export else ""
+        self.sizes = {
+            name[len(prefix):]: (size, mtime)
+            for name, (typ, size, mtime) in entries.items()
+            if typ == "-" and name.startswith(prefix)
+        }
+        rels = index_paths(kind, self.sizes)
+        return "|".join([self.export, *(f"{r}:{self.sizes[r][0]}:{self.sizes[r][1]}" for r in rels)])
+
+    def index_files(self, kind: str) -> dict[str, bytes]:
+        rels = index_paths(kind, self.sizes)
+        if not rels:
+            return {}
+        with tempfile.TemporaryDirectory(prefix="stella-mirror-rsync-") as tmp:
+            self._transfer(rels, Path(tmp), INDEX_CAP)
+            return {rel: (Path(tmp) / rel).read_bytes() for rel in rels if (Path(tmp) / rel).is_file()}
+
+    def fetch(self, wants: Sequence[Want], stage: Path, partial: Path, progress: Progress) -> FetchStats:
+        stats = FetchStats()
+        todo = []
+        for want in wants:
+            listed = self.sizes.get(want.rel)
+            if listed is None:
+                if want.optional:
+                    continue
+                raise FileNotFoundError(want.rel)
+            if listed[0] > want.max_size:
+                raise DigestError(want.rel, f"listed at {listed[0]} bytes, above the {want.max_size} allowed")
+            todo.append(want)
+        if not todo:
+            return stats
+        self._transfer([w.rel for w in todo], stage, max(w.max_size for w in todo))
+        for want in todo:
+            path = stage / want.rel
+            if not path.is_file():
+                if want.optional:
+                    continue
+                raise FileNotFoundError(want.rel)
+            stats.files_fetched += 1
+            stats.bytes_fetched += path.stat().st_size
+            progress.advance(path.stat().st_size)
+        return stats
+
+    def _transfer(self, rels: list[str], dest: Path, max_size: int) -> None:
+        """One rsync run bringing ``rels`` (relative to the pinned export) into ``dest``."""
+        dest.mkdir(parents=True, exist_ok=True)
+        prefix = "/".join(p for p in (self.inside, self.export) if p)
+        names = "".join(f"{prefix}/./{rel}\n" if prefix else f"./{rel}\n" for rel in rels)
+        self._rsync(
+            ["-t", "--files-from=-", f"--max-size={max_size}", "--partial-dir=.rsync-partial", self.transfer_root,
+             f"{dest}/"],
+            stdin=names,
+        )
+
+
+def _message(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
