@@ -37,6 +37,7 @@ DEFAULT_CLIENT_SECRET_FILE = Path("/run/secrets/concelier-authority-client")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _EXPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_UPSTREAM = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):[0-9]{1,5}$")
 RESERVED_DOMAIN_IDS = frozenset({"domains", "latest"})
 """``/excititor/mirror/domains`` is the domain list, ``latest`` is the export pointer."""
 
@@ -208,6 +209,51 @@ class QuotaConfig(_Model):
         return self
 
 
+class GatewayUpstreams(_Model):
+    """Where the gateway reaches each product's ``serve`` (``host:port``)."""
+
+    concelier: str = "127.0.0.1:8080"
+    excititor: str = "127.0.0.1:8080"
+
+    @field_validator("concelier", "excititor")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not _UPSTREAM.match(value):
+            raise ValueError(f"{value!r} is not a host:port address")
+        return value
+
+
+class GatewayConfig(_Model):
+    """``mirror.gateway``: the nginx in front of ``serve``, written by ``stella-mirror gateway render``.
+
+    Domains, host names, authentication, quotas and certificate files are the domains' own settings; these
+    keys only place the gateway (ports, upstreams, cache, logs)."""
+
+    terminate_tls: bool = False
+    """True: the gateway terminates TLS with the domains' certificates; ``serve`` speaks plain HTTP behind it
+    and does not load them."""
+    listen: int = Field(default=443, ge=1, le=65535)
+    redirect_listen: int = Field(default=80, ge=0, le=65535)
+    """Plain-HTTP port redirecting to HTTPS (0: none)."""
+    health_listen: int = Field(default=8081, ge=0, le=65535)
+    """Plain-HTTP port answering ``/<product>/readyz`` for container health checks (0: none)."""
+    upstreams: GatewayUpstreams = GatewayUpstreams()
+    cache_dir: Path = Path("/var/cache/nginx/mirror")
+    cache_max_size: str = "10g"
+    access_log: str = "/dev/stdout"
+    error_log: str = "/dev/stderr"
+    pid_file: Path = Path("/var/run/nginx.pid")
+    user: str | None = None
+    """The ``user`` directive for nginx's workers (None: nginx's default)."""
+
+    @field_validator("cache_max_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not re.match(r"^[0-9]+[kmgKMG]?$", value):
+            raise ValueError(f"{value!r} is not an nginx size such as 10g or 512m")
+        return value
+
+
 class MirrorServer(_Model):
     """``mirror``: the process-wide settings."""
 
@@ -225,6 +271,7 @@ class MirrorServer(_Model):
     """How long an idle keep-alive connection stays open (above a load balancer's idle timeout, if any)."""
     quotas: QuotaConfig = QuotaConfig()
     tls: TlsFiles = TlsFiles()
+    gateway: GatewayConfig = GatewayConfig()
 
 
 class MirrorConfig(_Model):
@@ -236,13 +283,18 @@ class MirrorConfig(_Model):
     mirror: MirrorServer = MirrorServer()
 
     def tls_enabled(self) -> bool:
-        """Whether the server terminates TLS (a default certificate or any per-domain one)."""
+        """Whether the server terminates TLS (a default certificate or any per-domain one), which it does not
+        when the gateway in front terminates it (``mirror.gateway.terminateTls``)."""
+        if self.mirror.gateway.terminate_tls:
+            return False
         doms = [*self.concelier.mirror.domains, *self.excititor.mirror.domains]
         return self.mirror.tls.configured or any(d.tls.configured for d in doms)
 
     @model_validator(mode="after")
     def _tls(self) -> MirrorConfig:
         doms = [*self.concelier.mirror.domains, *self.excititor.mirror.domains]
+        if self.mirror.gateway.terminate_tls:
+            return self
         if any(d.tls.configured for d in doms) and not self.mirror.tls.configured:
             raise ValueError("per-domain TLS certificates need a default mirror.tls certificate for other names")
         return self
