@@ -22,7 +22,7 @@ CONFIG_ENV = "STELLA_MIRROR_CONFIG"
 CONFIG_HELP = f"YAML configuration file (or ${CONFIG_ENV})."
 
 
-def _config_path(config: Path | None) -> Path | None:
+def config_path(config: Path | None) -> Path | None:
     if config is not None:
         return config
     env = os.environ.get(CONFIG_ENV)
@@ -45,7 +45,7 @@ def serve(
     from stella_mirror.config import load_config
     from stella_mirror.server.runner import ServeOptions, run
 
-    path = _config_path(config)
+    path = config_path(config)
 
     def loader() -> MirrorConfig:
         return load_config(path)
@@ -73,7 +73,7 @@ def reload(
     from stella_mirror.server.runner import send_reload
 
     if pid_file is None:
-        pid_file = load_config(_config_path(config)).mirror.pid_file
+        pid_file = load_config(config_path(config)).mirror.pid_file
     if pid_file is None:
         raise ConfigError("mirror.pidFile", "no pid file: pass --pid-file or set mirror.pidFile")
     before = report_identity(pid_file)
@@ -108,7 +108,7 @@ def config_check(
     from stella_mirror.server.state import NOT_CONFIGURED, build_sites
 
     report = LoadReport()
-    path = _config_path(config)
+    path = config_path(config)
     cfg = load_config(path, report=report)
     # The server's own log lines would repeat the warnings printed below.
     logging.disable(logging.CRITICAL)
