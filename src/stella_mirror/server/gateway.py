@@ -43,6 +43,7 @@ from stella_mirror.server.problems import MEDIA_TYPE, problem_body, problem_resp
 from stella_mirror.server.protocol import Immediate
 from stella_mirror.server.routes_common import Runtime, recall_full
 from stella_mirror.server.state import ServerState
+from stella_mirror.server.visibility import restricted
 
 log = logging.getLogger("stella_mirror.server")
 
@@ -136,6 +137,8 @@ class Gateway:
             return None
         # The memoised answer before the credential: a bearer token costs a signature check, and a request
         # that falls back (a large file, a precondition, a Range) would pay for it twice.
+        if target.handler == "concelier.index" and restricted(self.state(), "concelier"):
+            return None  # the index depends on the caller's credentials: the ordinary path filters it
         found = recall_full(self.runtime, ctx, target.product, target.pin, target.parts)
         if found is None or not self.auth.admit_now(ctx, authorization):
             return None
@@ -174,6 +177,8 @@ class Gateway:
             out.extra[:0] = ratelimit
         out.cache = cache_control(target)
         if target.product == "concelier":
-            await routes_concelier.serve(scope, out, self.runtime, ctx, target)
+            if target.handler == "concelier.index" and restricted(self.state(), "concelier"):
+                out.extra.append((b"vary", b"Authorization"))
+            await routes_concelier.serve(scope, out, self.runtime, ctx, target, authorization)
         else:
             await routes_excititor.serve(scope, out, self.runtime, ctx, target)

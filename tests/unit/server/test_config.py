@@ -195,5 +195,6 @@ def test_env_example_is_valid_and_uses_the_runbook_names() -> None:
     assert cfg.excititor.export_root == Path("/exports")
     assert [d.id for d in cfg.concelier.mirror.domains] == ["primary", "community"]
     assert cfg.authority.client_secret_file == Path("/run/secrets/concelier-authority-client")
-    assert cfg.mirror.quotas.backend == "redis" and cfg.tls_enabled()
+    assert cfg.mirror.quotas.backend == "redis"
+    assert cfg.mirror.gateway.terminate_tls and not cfg.tls_enabled()  # the gateway terminates TLS
     assert not any("SECRET=" in k.upper() + "=" for k in env), "no secret values in the example"
