@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from stella_mirror.cli import export, gateway, keys, server_commands, verify
+from stella_mirror.cli import export, gateway, keys, server_commands, smoke, verify
 from stella_mirror.cli.console import err_console, escape
 from stella_mirror.errors import StellaMirrorError
 
@@ -28,6 +28,7 @@ app.add_typer(export.app, name="export")
 app.command("verify")(verify.verify)
 server_commands.register(app)
 app.add_typer(gateway.app, name="gateway")
+app.command("smoke")(smoke.smoke)
 
 
 def report_error(exc: StellaMirrorError) -> int:
