@@ -79,6 +79,11 @@ class Route:
     index: Budget | None
     download: Budget | None
 
+    @property
+    def realm_var(self) -> str:
+        """The variable holding this domain's Basic Auth realm, ``off`` for bearer tokens."""
+        return "mirror_realm_" + _zone(self.product, self.domain_id, "basic")
+
 
 @dataclass
 class Host:
@@ -251,11 +256,13 @@ def render(config: MirrorConfig) -> str:
     w("}")
     if gp.token_auth:
         w("# Bearer tokens are checked by the origin: nginx's Basic Auth steps aside for them.")
-        w("map $http_authorization $mirror_basic_realm {")
-        w('    "~*^bearer " off;')
-        w('    default "stella-ops mirror";')
-        w("}")
-        w('map $http_authorization $mirror_bearer {')
+        realms = sorted({(r.realm_var, r.domain_id) for h in gp.hosts for r in h.routes.values() if r.basic_file})
+        for var, domain_id in realms:
+            w(f"map $http_authorization ${var} {{")
+            w('    "~*^bearer " off;')
+            w(f'    default "{_quote(domain_id)}";')
+            w("}")
+        w("map $http_authorization $mirror_bearer {")
         w('    "~*^bearer " 1;')
         w('    default "";')
         w("}")
@@ -338,7 +345,7 @@ def _server(w: _Writer, host: Host, listen: int, token_auth: bool) -> None:
 
 def _proxy(w: _Writer, route: Route, budget: Budget | None, token_auth: bool) -> None:
     if route.basic_file is not None:
-        realm = "$mirror_basic_realm" if token_auth else f'"{_quote(route.domain_id)}"'
+        realm = f"${route.realm_var}" if token_auth else f'"{_quote(route.domain_id)}"'
         w(f"auth_basic {realm};")
         w(f"auth_basic_user_file {_quote(route.basic_file)};")
         w('proxy_cache_key "$scheme://$host$request_uri $remote_user";')

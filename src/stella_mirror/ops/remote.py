@@ -4,6 +4,7 @@ curl's ``--resolve`` and ``--cacert``, and fetching a Concelier export into a di
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +55,12 @@ class Remote:
             if self.password_file is None:
                 raise ConfigError("--password-file", "a user needs a password file")
             auth = (self.user, _secret(self.password_file, "--password-file"))
-        verify: str | bool = str(self.cacert) if self.cacert is not None else True
+        verify: ssl.SSLContext | bool = True
+        if self.cacert is not None:
+            try:
+                verify = ssl.create_default_context(cafile=str(self.cacert))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError("--cacert", f"cannot load {self.cacert}: {exc}") from None
         hooks = {"request": [self._resolve]} if self.resolve is not None else {}
         return httpx.Client(
             base_url=self.base_url.rstrip("/"),

@@ -61,8 +61,9 @@ def test_bearer_tokens_pass_basic_auth_when_the_authority_is_configured() -> Non
     env |= {"AUTHORITY__ISSUER": "https://authority.test", "AUTHORITY__AUDIENCES__0": "mirror",
             "AUTHORITY__JWKSURL": "https://authority.test/jwks"}
     text = render(load_config(None, env))
-    assert "auth_basic $mirror_basic_realm;" in _server(text, "primary.mirror.test")
-    assert re.search(r'map \$http_authorization \$mirror_basic_realm \{\s*"~\*\^bearer " off;', text)
+    assert "auth_basic $mirror_realm_concelier_primary_basic;" in _server(text, "primary.mirror.test")
+    assert re.search(r'map \$http_authorization \$mirror_realm_concelier_primary_basic \{\s*"~\*\^bearer " off;'
+                     r'\s*default "primary";', text)
 
 
 def test_limit_req_follows_the_quotas() -> None:
