@@ -24,11 +24,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_serve_reload import fingerprint, htpasswd, make_cert, served_fingerprint
 
 from clitools import cli, flip
 from serverproc import CLI, ServerProc, free_port, hermetic_env, start_server
 from stella_mirror.bundle.keyfiles import generate_keypair, load_signing_key
-from test_serve_reload import fingerprint, htpasswd, make_cert, served_fingerprint
 from tokens import TokenIssuer
 from treebuilder import advisory, publish_concelier, publish_excititor
 
