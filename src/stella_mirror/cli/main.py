@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from stella_mirror.cli import export, gateway, keys, server_commands, smoke, verify
+from stella_mirror.cli import export, gateway, keys, server_commands, smoke, status, verify
 from stella_mirror.cli.console import err_console, escape
 from stella_mirror.errors import StellaMirrorError
 
@@ -29,6 +29,7 @@ app.command("verify")(verify.verify)
 server_commands.register(app)
 app.add_typer(gateway.app, name="gateway")
 app.command("smoke")(smoke.smoke)
+app.command("status")(status.status)
 
 
 def report_error(exc: StellaMirrorError) -> int:

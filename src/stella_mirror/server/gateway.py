@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from starlette.types import Message, Receive, Scope, Send
 
-from stella_mirror.server import routes_concelier, routes_excititor, routes_ops
+from stella_mirror.server import routes_concelier, routes_excititor, routes_ops, routes_status
 from stella_mirror.server.context import RequestContext
 from stella_mirror.server.cycle import MESSAGE as ZEROCOPY_MESSAGE
 from stella_mirror.server.metrics import Metrics
@@ -166,7 +166,10 @@ class Gateway:
             return
         target: Target = ctx.extra["target"]
         if target.product is None:
-            await routes_ops.serve(scope, out, self.runtime, target.handler, self.metrics)
+            if target.handler.startswith("ops.status"):
+                await routes_status.serve(scope, out, self.runtime, ctx, target.handler, authorization, self.metrics)
+            else:
+                await routes_ops.serve(scope, out, self.runtime, target.handler, self.metrics)
             return
         if not await self.auth.admit(ctx, authorization, out):
             return

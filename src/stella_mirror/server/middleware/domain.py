@@ -22,7 +22,7 @@ Routes (``@<exportId>`` optionally pins an export still kept by the publisher):
     /excititor/mirror[/@<id>]/<domain>/index | index.jws | index.sig      (also under /excititor/mirror/domains/)
     /excititor/mirror[/@<id>]/<domain>/exports/<exportKey>                 (metadata: the index entry)
     /excititor/mirror[/@<id>]/<domain>/exports/<exportKey>/download | download.jws | download.sig
-    /healthz  /readyz  /metrics
+    /healthz  /readyz  /metrics  /status  /status.json
 """
 
 from __future__ import annotations
@@ -81,6 +81,8 @@ OPS = {
     "/healthz": Target("ops.healthz", None, "healthz", "ops", None),
     "/readyz": Target("ops.readyz", None, "readyz", "ops", None),
     "/metrics": Target("ops.metrics", None, "metrics", "ops", None),
+    "/status": Target("ops.status", None, "status", "ops", None),
+    "/status.json": Target("ops.status.json", None, "status", "ops", None),
 }
 
 
