@@ -79,11 +79,47 @@ def source_env_file(path: Path) -> dict[str, str]:
     return {k: v for k, v in pairs if k.upper().startswith(OUR_PREFIXES)}
 
 
-def config_check(env: Mapping[str, str], where: Path, label: str, out: Failures, tmp: Path) -> None:
-    """``stella-mirror config check`` with exactly ``env`` (export roots pointed at temp dirs)."""
+RUNTIME_KEYS = ("MIRROR__PIDFILE", "MIRROR__ACCESSLOG")
+"""Written by the server at run time (tmpfs in the containers): pointed at temp paths for the check."""
+
+
+def _placeholder(path: str, tmp: Path) -> str:
+    """A realistic stand-in for a file that lives in a cluster secret (Helm): bcrypt htpasswd, PEM pair."""
+    target = tmp / "secrets" / path.lstrip("/")
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.suffix in (".crt", ".key"):
+            _self_signed(target.with_suffix(".crt"), target.with_suffix(".key"), "placeholder.test")
+        elif target.suffix == ".htpasswd":
+            hashed = bcrypt.hashpw(b"validator", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$", 1)
+            target.write_text(f"validator:{hashed}\n")
+        else:
+            target.write_text("placeholder\n")
+    return str(target)
+
+
+def config_check(env: Mapping[str, str], where: Path, label: str, out: Failures, tmp: Path,
+                 mounts: Mapping[str, Path] | None = None) -> None:
+    """``stella-mirror config check`` with exactly ``env`` — which loads every file ``serve`` loads. Export roots
+    and run-time files point at temp paths; other absolute paths are read where the profile puts them: through
+    ``mounts`` (container path -> host directory, compose) or, for files held in cluster secrets (Helm, no
+    ``mounts``), from generated stand-ins."""
     base = {k: v for k, v in os.environ.items() if not k.upper().startswith(OUR_PREFIXES)}
     base.pop("STELLA_MIRROR_CONFIG", None)
     full = {**base, **env}
+    for key, value in env.items():
+        if not value.startswith("/") or key in EXPORT_ROOT_KEYS or key.startswith("MIRROR__GATEWAY__"):
+            continue
+        if key in RUNTIME_KEYS:
+            full[key] = str(tmp / "run" / Path(value).name)
+            (tmp / "run").mkdir(parents=True, exist_ok=True)
+        elif mounts is None:
+            full[key] = _placeholder(value, tmp)
+        else:
+            target = max((t for t in mounts if value == t or value.startswith(t.rstrip("/") + "/")), key=len,
+                         default=None)
+            if target is not None:
+                full[key] = str(mounts[target] / Path(value).relative_to(target))
     roots = tmp / "roots" / re.sub(r"\W+", "-", label)
     for key in EXPORT_ROOT_KEYS:
         if full.get(key):
@@ -123,6 +159,12 @@ def _service_environment(service: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in env.items()}
 
 
+def _mount_map(compose_dir: Path, service: Mapping[str, Any]) -> dict[str, Path]:
+    """Container path -> host directory of a service's bind mounts."""
+    return {target: (compose_dir / source).resolve() for source, target, _ in _mounts(service)
+            if source.startswith((".", "/"))}
+
+
 def check_compose(deploy: Path, out: Failures, tmp: Path) -> None:
     compose_dir = deploy / "compose"
     path = compose_dir / "docker-compose.mirror.yaml"
@@ -144,7 +186,8 @@ def check_compose(deploy: Path, out: Failures, tmp: Path) -> None:
     except (OSError, ValueError) as exc:
         out.fail(env_path, f"cannot be loaded: {exc}")
         return
-    config_check(file_env, env_path, "as loaded with set -a", out, tmp)
+    concelier = services.get("concelier") if isinstance(services.get("concelier"), dict) else {}
+    config_check(file_env, env_path, "as loaded with set -a", out, tmp, _mount_map(compose_dir, concelier))
 
     roots = {"concelier": file_env.get("CONCELIER__MIRROR__EXPORTROOT", ""),
              "excititor": file_env.get("EXCITITOR__ARTIFACTS__FILESYSTEM__ROOT", "")}
@@ -182,14 +225,14 @@ def check_compose(deploy: Path, out: Failures, tmp: Path) -> None:
         if "/readyz" not in health:
             out.fail(path, f"{where}.healthcheck: must probe /readyz")
         service_env = {**file_env, **_service_environment(svc)}
-        config_check(service_env, path, f"{where} (env file + environment)", out, tmp)
+        config_check(service_env, path, f"{where} (env file + environment)", out, tmp, _mount_map(compose_dir, svc))
 
     gateway = services.get("mirror-gateway")
     if isinstance(gateway, dict):
         if not str(gateway.get("image", "")).startswith("nginx:"):
             out.fail(path, "services.mirror-gateway.image: must be an nginx image")
         targets = {m[1]: m for m in _mounts(gateway)}
-        for target in ("/etc/nginx/nginx.conf", "/etc/nginx/tls", "/etc/nginx/secrets"):
+        for target in ("/etc/nginx/nginx.conf", "/run/mirror-gateway/tls", "/run/mirror-gateway/secrets"):
             if target not in targets or not targets[target][2]:
                 out.fail(path, f"services.mirror-gateway.volumes: {target} must be mounted read-only")
 
@@ -212,21 +255,30 @@ def check_gateway(deploy: Path, out: Failures, tmp: Path) -> None:
     except OSError as exc:
         out.fail(path, f"cannot read: {exc.strerror or exc}")
         return
-    required = {
-        r"server_name\s+mirror-primary\.stella-ops\.org\s*;": "a server block for mirror-primary.stella-ops.org",
-        r"server_name\s+mirror-community\.stella-ops\.org\s*;": "a server block for mirror-community.stella-ops.org",
-        r"ssl_certificate\s+\S*mirror-primary\.crt": "the mirror-primary.crt certificate",
-        r"ssl_certificate\s+\S*mirror-community\.crt": "the mirror-community.crt certificate",
-        r"auth_basic_user_file\s+\S*mirror-primary\.htpasswd": "Basic Auth from mirror-primary.htpasswd",
-        r"auth_basic_user_file\s+\S*mirror-community\.htpasswd": "Basic Auth from mirror-community.htpasswd",
-        r"proxy_set_header\s+Authorization\s+\$http_authorization": "the Authorization header forwarded",
-        r"add_header\s+X-Cache-Status\s+\$upstream_cache_status": "X-Cache-Status from $upstream_cache_status",
-        r"proxy_cache_valid\s+[^;]*\b60s\s*;": "index cache validity 60s (runbook §5)",
-        r"proxy_cache_valid\s+[^;]*\b300s\s*;": "payload cache validity 300s (runbook §5)",
-    }
-    for pattern, what in required.items():
-        if not re.search(pattern, text):
-            out.fail(path, f"missing {what}")
+    # One source of truth: the shipped nginx.conf must be exactly what `stella-mirror gateway render` writes
+    # from the env file, and every host must be a domain's (both directions are named).
+    from stella_mirror.config import load_config
+    from stella_mirror.errors import ConfigError
+    from stella_mirror.ops.envfile import read_env_file
+    from stella_mirror.ops.gateway import plan, render
+
+    env_path = deploy / "compose" / "env" / "mirror.env"
+    env_path = env_path if env_path.is_file() else deploy / "compose" / "env" / "mirror.env.example"
+    try:
+        config = load_config(None, read_env_file(env_path))
+        expected = render(config)
+        configured = {h.name for h in plan(config).hosts}
+    except ConfigError as exc:
+        out.fail(env_path, f"cannot render the gateway: {exc}")
+        return
+    served = set(re.findall(r"^\s*server_name\s+([^;_\s][^;\s]*)\s*;", text, re.MULTILINE))
+    for host in sorted(served - configured):
+        out.fail(path, f"server_name {host}: no domain of {env_path.name} has this host name")
+    for host in sorted(configured - served):
+        out.fail(path, f"no server for {host}, a host name of a domain in {env_path.name}")
+    if text != expected:
+        out.fail(path, f"is not the rendering of {env_path.name}: run `set -a; . {env_path.name}; set +a; "
+                       "stella-mirror gateway render --out mirror-gateway`")
     nginx = shutil.which(os.environ.get("NGINX", "nginx")) or shutil.which("/usr/sbin/nginx")
     if nginx is None:
         out.fail(path, "nginx not found (install nginx or set NGINX) — cannot run nginx -t")
