@@ -29,6 +29,9 @@ from typing import Any
 import bcrypt
 import yaml
 
+from stella_mirror.errors import ConfigError
+from stella_mirror.ops.envfile import read_env_file
+
 OUR_PREFIXES = ("CONCELIER__", "EXCITITOR__", "AUTHORITY__", "MIRROR__")
 EXPORT_ROOT_KEYS = ("CONCELIER__MIRROR__EXPORTROOT", "EXCITITOR__ARTIFACTS__FILESYSTEM__ROOT",
                     "EXCITITOR__MIRROR__EXPORTROOT")
@@ -66,17 +69,6 @@ def load_yaml(path: Path, out: Failures) -> Any:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         out.fail(path, f"not valid YAML{where}")
     return None
-
-
-def source_env_file(path: Path) -> dict[str, str]:
-    """The variables an env file sets, read the way the runbook does: ``set -a; . file; set +a``."""
-    script = 'set -a; . "$1"; set +a; exec env -0'
-    res = subprocess.run(["bash", "-c", script, "bash", str(path)], env={"PATH": os.environ.get("PATH", "")},
-                         capture_output=True, check=False)
-    if res.returncode != 0:
-        raise ValueError(res.stderr.decode(errors="replace").strip() or "cannot be sourced by bash")
-    pairs = (item.split("=", 1) for item in res.stdout.decode().split("\0") if "=" in item)
-    return {k: v for k, v in pairs if k.upper().startswith(OUR_PREFIXES)}
 
 
 RUNTIME_KEYS = ("MIRROR__PIDFILE", "MIRROR__ACCESSLOG")
@@ -182,8 +174,8 @@ def check_compose(deploy: Path, out: Failures, tmp: Path) -> None:
     env_file = compose_dir / "env" / "mirror.env"
     env_path = env_file if env_file.is_file() else example
     try:
-        file_env = source_env_file(env_path)
-    except (OSError, ValueError) as exc:
+        file_env = read_env_file(env_path)
+    except ConfigError as exc:
         out.fail(env_path, f"cannot be loaded: {exc}")
         return
     concelier = services.get("concelier") if isinstance(services.get("concelier"), dict) else {}
@@ -258,8 +250,6 @@ def check_gateway(deploy: Path, out: Failures, tmp: Path) -> None:
     # One source of truth: the shipped nginx.conf must be exactly what `stella-mirror gateway render` writes
     # from the env file, and every host must be a domain's (both directions are named).
     from stella_mirror.config import load_config
-    from stella_mirror.errors import ConfigError
-    from stella_mirror.ops.envfile import read_env_file
     from stella_mirror.ops.gateway import plan, render
 
     env_path = deploy / "compose" / "env" / "mirror.env"
