@@ -16,6 +16,7 @@ Secrets are read from files only: the Authority client secret from ``authority.c
 
 from __future__ import annotations
 
+import copy
 import re
 import types
 import typing
@@ -52,6 +53,17 @@ class _Model(BaseModel):
     """camelCase keys on the wire, snake_case in code, unknown keys refused."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+def _host_names(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Host names lower-cased without a trailing dot; ValueError naming the first invalid one."""
+    out = []
+    for host in value:
+        h = host.strip().lower().rstrip(".")
+        if not _HOSTNAME.match(h):
+            raise ValueError(f"{host!r} is not a valid host name")
+        out.append(h)
+    return tuple(out)
 
 
 class TlsFiles(_Model):
@@ -98,13 +110,7 @@ class DomainConfig(_Model):
     @field_validator("hostnames")
     @classmethod
     def _hostnames(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        out = []
-        for host in value:
-            h = host.strip().lower().rstrip(".")
-            if not _HOSTNAME.match(h):
-                raise ValueError(f"{host!r} is not a valid host name")
-            out.append(h)
-        return tuple(out)
+        return _host_names(value)
 
     @field_validator("scopes")
     @classmethod
@@ -113,6 +119,26 @@ class DomainConfig(_Model):
             if not scope or any(c.isspace() for c in scope):
                 raise ValueError(f"{scope!r} is not a valid scope")
         return value
+
+
+class SiteDomain(_Model):
+    """``mirror.domains.<n>``: a domain's site — host names, certificate and htpasswd file — written once for both
+    product lines. A product domain with the same ``id`` takes them from here (and may not set them itself), so the
+    gateway, TLS by SNI and Basic Auth can never disagree between Concelier and Excititor."""
+
+    id: str
+    hostnames: tuple[str, ...] = ()
+    htpasswd: Path | None = None
+    tls: TlsFiles = TlsFiles()
+
+    @field_validator("hostnames")
+    @classmethod
+    def _hostnames(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _host_names(value)
+
+
+SITE_KEYS = ("hostnames", "htpasswd", "tls")
+"""The domain keys that live in ``mirror.domains`` when the domain has an entry there."""
 
 
 class ProductMirror(_Model):
@@ -272,6 +298,9 @@ class MirrorServer(_Model):
     quotas: QuotaConfig = QuotaConfig()
     tls: TlsFiles = TlsFiles()
     gateway: GatewayConfig = GatewayConfig()
+    domains: tuple[SiteDomain, ...] = ()
+    """The domains' sites (host names, certificate, htpasswd), shared by both product lines; ids are unique
+    (checked with the product domains, :meth:`MirrorConfig._sites`)."""
 
 
 class MirrorConfig(_Model):
@@ -281,6 +310,59 @@ class MirrorConfig(_Model):
     excititor: ExcititorConfig = ExcititorConfig()
     authority: AuthorityConfig = AuthorityConfig()
     mirror: MirrorServer = MirrorServer()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sites(cls, data: Any) -> Any:
+        """Give each product domain the host names, certificate and htpasswd file of its ``mirror.domains`` entry.
+
+        Written in both places is an error naming the product key (one home for the facts the gateway and TLS
+        use), and so is an entry that no product domain uses (a typo would otherwise go unnoticed)."""
+        sites = ((data.get("mirror") or {}) if isinstance(data, dict) else {}).get("domains")
+        if not isinstance(sites, (list, tuple)) or not sites:
+            return data
+        by_id: dict[str, tuple[int, dict[str, Any]]] = {}
+        for j, site in enumerate(sites):
+            try:
+                SiteDomain.model_validate(site)
+            except ValidationError as exc:
+                err = _validation_error(exc)
+                raise ConfigError(f"mirror.domains.{j}.{err.key_path}".rstrip("."), err.reason) from None
+            if site["id"] in by_id:
+                raise ConfigError(f"mirror.domains.{j}.id", f"domain id {site['id']!r} is configured twice")
+            by_id[site["id"]] = (j, site)
+        data = copy.deepcopy(data)
+        used: set[int] = set()
+        for product in ("concelier", "excititor"):
+            doms = ((data.get(product) or {}).get("mirror") or {}).get("domains") or []
+            for i, dom in enumerate(doms):
+                hit = by_id.get(dom.get("id")) if isinstance(dom, dict) else None
+                if hit is None:
+                    continue
+                j, site = hit
+                used.add(j)
+                for key in SITE_KEYS:
+                    if key in dom:
+                        raise ConfigError(
+                            f"{product}.mirror.domains.{i}.{key}",
+                            f"domain {dom['id']!r} has its site in mirror.domains.{j}: write {key} there only",
+                        )
+                    if key in site:
+                        dom[key] = site[key]
+        for j, site in enumerate(sites):
+            if j not in used:
+                raise ConfigError(f"mirror.domains.{j}.id", f"no concelier or excititor domain is {site['id']!r}")
+        return data
+
+    def site_key(self, product: str, index: int) -> str:
+        """Where a product domain's host names, certificate and htpasswd are written: ``mirror.domains.<j>`` when
+        it has a site entry, else ``<product>.mirror.domains.<index>`` (for error messages)."""
+        mirror = self.concelier.mirror if product == "concelier" else self.excititor.mirror
+        domain_id = mirror.domains[index].id
+        for j, site in enumerate(self.mirror.domains):
+            if site.id == domain_id:
+                return f"mirror.domains.{j}"
+        return f"{product}.mirror.domains.{index}"
 
     def tls_enabled(self) -> bool:
         """Whether the server terminates TLS (a default certificate or any per-domain one), which it does not

@@ -132,20 +132,20 @@ def plan(config: MirrorConfig) -> GatewayPlan:
     products = [p for p in PRODUCTS if sites[p].served]
     for product in products:
         for i, dom in enumerate(_mirror(config, product).domains):
-            key_path = f"{product}.mirror.domains.{i}"
+            key_path, site_path = f"{product}.mirror.domains.{i}", config.site_key(product, i)
             if not dom.hostnames:
-                raise ConfigError(f"{key_path}.hostnames", "the gateway serves a domain on its host names: set one")
+                raise ConfigError(f"{site_path}.hostnames", "the gateway serves a domain on its host names: set one")
             if dom.tls.cert_file is None or dom.tls.key_file is None:
-                raise ConfigError(f"{key_path}.tls", "the gateway terminates TLS per domain: set certFile and keyFile")
+                raise ConfigError(f"{site_path}.tls", "the gateway terminates TLS per domain: set certFile and keyFile")
             route = _route(config, sites[product].domains[dom.id], key_path)
             for name in dom.hostnames:
                 host = hosts.setdefault(name, Host(name, dom.tls.cert_file, dom.tls.key_file))
                 if (host.cert, host.key) != (dom.tls.cert_file, dom.tls.key_file):
-                    raise ConfigError(f"{key_path}.tls", f"{name} already has another certificate")
+                    raise ConfigError(f"{site_path}.tls", f"{name} already has another certificate")
                 other = host.routes.get(product)
                 if other is not None:
                     raise ConfigError(
-                        f"{key_path}.hostnames", f"{name} already serves {product} domain {other.domain_id}"
+                        f"{site_path}.hostnames", f"{name} already serves {product} domain {other.domain_id}"
                     )
                 host.routes[product] = route
     if not hosts:

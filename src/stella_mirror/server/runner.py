@@ -104,7 +104,7 @@ class TlsManager:
             for i, dom in enumerate(mirror.domains):
                 if not dom.tls.configured:
                     continue
-                ctx = _context(dom.tls, f"{product}.mirror.domains.{i}.tls")
+                ctx = _context(dom.tls, f"{config.site_key(product, i)}.tls")
                 for host in dom.hostnames:
                     by_host.setdefault(host, ctx)
         return _TlsPlan(default, by_host)
