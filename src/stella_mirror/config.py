@@ -336,7 +336,7 @@ class MirrorConfig(_Model):
         for product in ("concelier", "excititor"):
             doms = ((data.get(product) or {}).get("mirror") or {}).get("domains") or []
             for i, dom in enumerate(doms):
-                hit = by_id.get(dom.get("id")) if isinstance(dom, dict) else None
+                hit = by_id.get(str(dom.get("id"))) if isinstance(dom, dict) else None
                 if hit is None:
                     continue
                 j, site = hit

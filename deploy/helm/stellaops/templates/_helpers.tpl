@@ -9,3 +9,8 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- define "stellaops.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag }}
 {{- end -}}
+
+{{/* Pods that read the mirror's configuration roll when it changes (a new ReplicaSet re-reads the ConfigMap). */}}
+{{- define "stellaops.configChecksum" -}}
+checksum/mirror-env: {{ toYaml .Values.env | sha256sum }}
+{{- end -}}
