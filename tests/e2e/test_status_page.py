@@ -36,14 +36,24 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc,
     key = generate_keypair(tmp / "keys")
     croot, xroot = tmp / "concelier", tmp / "excititor"
     publish_concelier(croot, key, {"primary": [advisory("CVE-2024-1")], "community": [advisory("X-1")]}, "e1")
-    publish_excititor(xroot, key, {"community": {"consensus": [{"v": 1}, {"v": 2}]}}, "x1")
+    publish_excititor(xroot, key, {"community": {"consensus": [{"v": 1}, {"v": 2}]},
+                                   "primary": {"consensus": [{"v": 3}]}}, "x1")
     now = utcnow()
     # The Concelier root was last confirmed current 40 minutes ago: stale (runbook §7: 15 minutes).
     write_status(croot, SyncStatus("s3://mirror-stellaops/concelier", now - timedelta(minutes=1), "unreachable",
                                    now - timedelta(minutes=40), "e1", 1, "connection refused"))
+    sp = start_server(tmp / "srv", env=_env(tmp, croot, xroot), ready_path="/readyz")
+    try:
+        yield sp, croot, xroot
+    finally:
+        sp.stop()
+
+
+def _env(tmp: Path, croot: Path, xroot: Path) -> dict[str, str]:
     pw = tmp / "primary.htpasswd"
-    htpasswd(pw, {"alice": "alice-pw"})
-    sp = start_server(tmp / "srv", env={
+    if not pw.exists():
+        htpasswd(pw, {"alice": "alice-pw"})
+    return {
         "CONCELIER__MIRROR__EXPORTROOT": str(croot),
         "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
         "CONCELIER__MIRROR__DOMAINS__0__REQUIREAUTHENTICATION": "true",
@@ -51,11 +61,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc,
         "CONCELIER__MIRROR__DOMAINS__1__ID": "community",
         "EXCITITOR__ARTIFACTS__FILESYSTEM__ROOT": str(xroot),
         "EXCITITOR__MIRROR__DOMAINS__0__ID": "community",
-    }, ready_path="/readyz")
-    try:
-        yield sp, croot, xroot
-    finally:
-        sp.stop()
+        # Shown only to callers who may read it.
+        "EXCITITOR__MIRROR__DOMAINS__1__ID": "primary",
+        "EXCITITOR__MIRROR__DOMAINS__1__REQUIREAUTHENTICATION": "true",
+        "EXCITITOR__MIRROR__DOMAINS__1__HTPASSWD": str(pw),
+    }
 
 
 def _domains(doc: dict[str, object]) -> dict[str, dict[str, object]]:
@@ -136,3 +146,34 @@ def test_status_command_reads_the_configured_roots(site: tuple[ServerProc, Path,
     doc = orjson.loads(res.stdout)
     concelier = next(r for r in doc["roots"] if r["product"] == "concelier")
     assert [d["domainId"] for d in concelier["domains"]] == ["community"]
+
+
+def test_one_server_per_product_still_shows_both_products(site: tuple[ServerProc, Path, Path],
+                                                          tmp_path: Path) -> None:
+    """As the compose and Helm profiles run it (and the gateway sends /status to the Concelier server): the page
+    there shows the Excititor roots too, as the Excititor server reports them for the same caller."""
+    _, croot, xroot = site
+    env = _env(tmp_path, croot, xroot)
+    excititor = start_server(tmp_path / "x", env=env, args=["--service", "excititor"], ready_path="/readyz")
+    try:
+        concelier = start_server(tmp_path / "c", args=["--service", "concelier"], ready_path="/readyz", env={
+            **env, "MIRROR__GATEWAY__UPSTREAMS__EXCITITOR": f"127.0.0.1:{excititor.port}"})
+        try:
+            anonymous = httpx.get(concelier.url("/status.json")).json()
+            assert set(_domains(anonymous)) == {"concelier/community", "excititor/community"}
+            assert "primary" not in httpx.get(concelier.url("/status")).text
+            alice = httpx.get(concelier.url("/status.json"), auth=("alice", "alice-pw")).json()
+            # alice's credential reaches the Excititor server too: its primary domain is shown to her there.
+            assert set(_domains(alice)) == {"concelier/primary", "excititor/primary"}
+            page = httpx.get(concelier.url("/status")).text
+            assert "id='excititor-community'" in page and "id='concelier-community'" in page
+            excititor.stop()
+            down = {r["product"]: r for r in httpx.get(concelier.url("/status.json")).json()["roots"]}
+            assert down["excititor"]["stale"] is True
+            assert down["excititor"]["problems"] == [
+                f"excititor status unavailable from its server at 127.0.0.1:{excititor.port}: ConnectError"]
+            assert down["concelier"]["domains"]
+        finally:
+            concelier.stop()
+    finally:
+        excititor.stop()

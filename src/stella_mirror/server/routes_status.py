@@ -1,12 +1,18 @@
 """``GET /status`` (HTML, no JavaScript) and ``GET /status.json`` (B9): per domain the served export, its age,
 sequence, expiresAt, sizes, signing key ids, the last sync and its lag, and request / 429 counts — only for
 the domains the caller may read on this host (:mod:`stella_mirror.server.visibility`). The model is
-:mod:`stella_mirror.ops.status`, the same one ``stella-mirror status`` prints. Never cached."""
+:mod:`stella_mirror.ops.status`, the same one ``stella-mirror status`` prints. Never cached.
+
+Both product lines, wherever an operator reaches the page: a server running one product (the compose and Helm
+profiles run one per product, and the gateway sends ``/status`` to the Concelier one) adds the other product's
+roots as its server reports them for the same caller (:func:`peer_roots`)."""
 
 from __future__ import annotations
 
 import html
+from typing import Any
 
+import httpx
 import orjson
 from starlette.types import Scope, Send
 
@@ -17,6 +23,8 @@ from stella_mirror.server.middleware.domain import request_host
 from stella_mirror.server.routes_common import Runtime
 from stella_mirror.server.visibility import readable
 from stella_mirror.timeutil import utcnow
+
+PEER_TIMEOUT = 3.0
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
@@ -45,38 +53,85 @@ async def statuses(rt: Runtime, ctx: RequestContext, authorization: str | None) 
     return out
 
 
-def render_html(roots: list[RootStatus]) -> bytes:
-    """The status page: one table per product, a stale domain's row marked STALE in red."""
+def render_html(roots: list[dict[str, Any]]) -> bytes:
+    """The status page from the ``/status.json`` model: one table per product, a stale domain's row marked STALE
+    in red."""
     e = html.escape
+
+    def dash(value: Any) -> str:
+        return "-" if value is None else e(str(value))
+
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Mirror status</title>",
              f"<style>{_STYLE}</style></head><body><h1>Mirror status</h1>"]
     if not roots:
         parts.append("<p>No mirror domain is visible with these credentials on this host.</p>")
     for r in roots:
-        if r.sync is None:
-            sync = "never synced (filled by export on this host)"
+        sync = r.get("lastSync")
+        if sync is None:
+            sync_text = "never synced (filled by export on this host)"
         else:
-            last = r.sync.last_success_at.isoformat() if r.sync.last_success_at else "never"
-            sync = f"last successful sync {last}, lag {age_text(r.lag_seconds)}, last attempt: {r.sync.last_outcome}"
-        parts.append(f"<h2>{e(r.product.title())}</h2><p>export <code>{e(r.export_id or '-')}</code>, "
-                     f"sequence {r.sequence if r.sequence is not None else '-'}; {e(sync)}</p>")
-        parts.extend(f"<p class='problem'>{e(p)}</p>" for p in r.problems)
+            last = sync.get("lastSuccessAt") or "never"
+            sync_text = (f"last successful sync {last}, lag {age_text(r.get('lagSeconds'))}, "
+                         f"last attempt: {sync.get('lastOutcome')}")
+        product = str(r.get("product", ""))
+        parts.append(f"<h2>{e(product.title())}</h2><p>export <code>{dash(r.get('exportId'))}</code>, "
+                     f"sequence {dash(r.get('sequence'))}; {e(sync_text)}</p>")
+        parts.extend(f"<p class='problem'>{e(str(p))}</p>" for p in r.get("problems") or [])
         parts.append("<table><tr><th>state</th><th>domain</th><th>export</th><th>sequence</th><th>age</th>"
                      "<th>expires</th><th>size</th><th>items</th><th>signing keys</th><th>requests</th>"
                      "<th>429</th><th>problems</th></tr>")
-        for d in r.domains:
+        for d in r.get("domains") or []:
+            stale = bool(d.get("stale"))
             parts.append(
-                f"<tr class='{'stale' if d.stale else 'fresh'}' id='{e(r.product)}-{e(d.domain_id)}'>"
-                f"<td class='badge'>{'STALE' if d.stale else 'ok'}</td><td>{e(d.display_name or d.domain_id)}</td>"
-                f"<td><code>{e(d.export_id or '-')}</code></td><td>{d.sequence if d.sequence is not None else '-'}"
-                f"</td><td>{age_text(d.age_seconds)}</td><td>{e(str(d.expires_at or '-'))}</td>"
-                f"<td>{d.size_bytes:,} B</td><td>{d.items}</td><td><code>{e(', '.join(d.key_ids) or '-')}</code></td>"
-                f"<td>{d.requests if d.requests is not None else '-'}</td>"
-                f"<td>{d.rejected if d.rejected is not None else '-'}</td><td>{e('; '.join(d.problems))}</td></tr>"
+                f"<tr class='{'stale' if stale else 'fresh'}' id='{e(product)}-{e(str(d.get('domainId')))}'>"
+                f"<td class='badge'>{'STALE' if stale else 'ok'}</td>"
+                f"<td>{e(str(d.get('displayName') or d.get('domainId')))}</td>"
+                f"<td><code>{dash(d.get('exportId'))}</code></td><td>{dash(d.get('sequence'))}</td>"
+                f"<td>{age_text(d.get('ageSeconds'))}</td><td>{dash(d.get('expiresAt'))}</td>"
+                f"<td>{int(d.get('sizeBytes') or 0):,} B</td><td>{dash(d.get('items'))}</td>"
+                f"<td><code>{e(', '.join(d.get('keyIds') or [])) or '-'}</code></td>"
+                f"<td>{dash(d.get('requests'))}</td><td>{dash(d.get('quotaRejections'))}</td>"
+                f"<td>{e('; '.join(d.get('problems') or []))}</td></tr>"
             )
         parts.append("</table>")
     parts.append("</body></html>\n")
     return "".join(parts).encode()
+
+
+PEER_HEADER = b"x-mirror-status-peer"
+"""Marks a status request from the other product's server: answered with this server's products only."""
+
+
+async def peer_roots(rt: Runtime, scope: Scope, authorization: str | None) -> list[dict[str, Any]]:
+    """The other product line's roots when this server serves one product (``--service``, as the compose and Helm
+    profiles run them) and the other is configured: asked from its server (``mirror.gateway.upstreams.<product>``,
+    where the gateway reaches it) with the caller's Host and Authorization, so it shows what this caller may see
+    there. An unreachable peer is shown as a stale root saying so."""
+    headers = dict(scope["headers"])
+    if PEER_HEADER in headers:
+        return []
+    config = rt.state().config
+    out = []
+    for product, site in rt.state().sites.items():
+        root = config.concelier.mirror.export_root if product == "concelier" else config.excititor.export_root
+        enabled = (config.concelier.mirror if product == "concelier" else config.excititor.mirror).enabled
+        if site.served or not enabled or root is None:
+            continue
+        address = getattr(config.mirror.gateway.upstreams, product)
+        ask = {"host": headers.get(b"host", b"").decode("latin-1"), PEER_HEADER.decode(): "1"}
+        if authorization:
+            ask["authorization"] = authorization
+        try:
+            async with httpx.AsyncClient(timeout=PEER_TIMEOUT) as client:
+                r = await client.get(f"http://{address}/status.json", headers=ask)
+            r.raise_for_status()
+            out += [root for root in r.json()["roots"] if root.get("product") == product]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
+            reason = f"HTTP {status}" if status else type(exc).__name__
+            out.append({"product": product, "stale": True, "domains": [],
+                        "problems": [f"{product} status unavailable from its server at {address}: {reason}"]})
+    return out
 
 
 async def serve(
@@ -95,10 +150,12 @@ async def serve(
         for r in roots:
             for d in r.domains:
                 d.requests, d.rejected = counts.get((d.product, d.domain_id), (0, 0))
+    model = sorted([r.as_dict() for r in roots] + await peer_roots(rt, scope, authorization),
+                   key=lambda r: r["product"] != "concelier")
     if handler == "ops.status.json":
-        body, ctype = orjson.dumps({"roots": [r.as_dict() for r in roots]}), b"application/json"
+        body, ctype = orjson.dumps({"roots": model}), b"application/json"
     else:
-        body, ctype = render_html(roots), b"text/html; charset=utf-8"
+        body, ctype = render_html(model), b"text/html; charset=utf-8"
     headers = [
         (b"content-type", ctype),
         (b"content-length", b"%d" % len(body)),
