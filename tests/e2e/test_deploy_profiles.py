@@ -198,3 +198,16 @@ def test_helm_template_outside_the_renderer_subset_fails_loudly(tmp_path: Path) 
     assert res.returncode == 1
     assert "FAIL deploy/helm/stellaops/templates/mirror-gateway.yaml: rendering with values.yaml: " in res.stderr
     assert "function 'lookup' is outside the supported subset" in res.stderr
+
+
+def test_populated_secret_directories_are_never_committed() -> None:
+    """deploy/compose/.gitignore keeps runbook §2's files out of git; only the READMEs saying what goes there are in."""
+    compose = "deploy/compose/"
+    secret = ["mirror-secrets/concelier-authority-client", "mirror-gateway/tls/mirror-primary.key",
+              "mirror-gateway/tls/mirror-primary.crt", "mirror-gateway/secrets/mirror-primary.htpasswd",
+              "env/mirror.env", "mirror-data/concelier/latest"]
+    kept = ["mirror-secrets/README.md", "mirror-gateway/tls/README.md", "mirror-gateway/secrets/README.md",
+            "env/mirror.env.example", "mirror-gateway/nginx.conf"]
+    res = subprocess.run(["git", "check-ignore", "--no-index", *[compose + p for p in secret + kept]], cwd=REPO,
+                         capture_output=True, text=True, check=False)
+    assert res.stdout.split() == [compose + p for p in secret], res.stdout + res.stderr
