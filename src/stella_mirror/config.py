@@ -280,6 +280,16 @@ class GatewayConfig(_Model):
         return value
 
 
+class CacheConfig(_Model):
+    """``mirror.cache``: the ``Cache-Control`` max-ages the server sends (runbook §5's recommended TTLs by default);
+    the gateway's cache and a CDN honour them."""
+
+    index_max_age_seconds: int = Field(default=60, ge=0, le=86400)
+    """Indexes (``index.json``, Excititor ``index``, the domain list): they change on every publish."""
+    payload_max_age_seconds: int = Field(default=300, ge=0, le=31536000)
+    """Manifests, bundles, signatures, artifacts (also ``immutable``: they never change under their URL)."""
+
+
 class MirrorServer(_Model):
     """``mirror``: the process-wide settings."""
 
@@ -296,6 +306,7 @@ class MirrorServer(_Model):
     keep_alive_seconds: float = Field(default=30.0, gt=0, le=3600)
     """How long an idle keep-alive connection stays open (above a load balancer's idle timeout, if any)."""
     quotas: QuotaConfig = QuotaConfig()
+    cache: CacheConfig = CacheConfig()
     tls: TlsFiles = TlsFiles()
     gateway: GatewayConfig = GatewayConfig()
     domains: tuple[SiteDomain, ...] = ()

@@ -3,7 +3,8 @@
 Three domains on their own host names with self-signed certificates: ``primary`` (Basic Auth), ``community``
 (open, download budget 3/hour) and ``partner`` (bearer tokens only). Shown here: the right certificate per host
 name; Basic Auth per domain and primary's user refused on community; X-Cache-Status MISS then HIT and a new
-export visible once the index's max-age (the origin's Cache-Control, 60 s) has passed; 429 from limit_req; the
+export visible once the index's max-age (the origin's Cache-Control: mirror.cache, 60 s by default, 10 s here to keep
+the test short) has passed; 429 from limit_req; the
 bearer-only domain through the gateway; ``nginx -s reload`` and ``stella-mirror reload`` after rotating an
 htpasswd file and a certificate under a continuous request loop with no failed request; ``smoke`` passing, and
 failing by name on a tampered bundle and on wrong credentials; the community host's index not mentioning primary.
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.e2e
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 HOSTS = {d: f"{d}.mirror.test" for d in ("primary", "community", "partner")}
+INDEX_MAX_AGE = 10
 
 
 @dataclass
@@ -104,6 +106,7 @@ concelier:
   audiences: [stella-mirror]
   jwksFile: {jwks}
 mirror:
+  cache: {{indexMaxAgeSeconds: {INDEX_MAX_AGE}}}
   gateway:
     terminateTls: true
     listen: {gateway_port}
@@ -269,7 +272,7 @@ def test_rotation_under_load_then_a_new_export_after_the_index_ttl(stack: Stack)
     index = "/concelier/exports/index.json"
     first = stack.get("community", index)
     assert first.json()["exportId"] == "e1"
-    # Publish now; the gateway keeps the cached index until its max-age (60 s) has passed — meanwhile rotate.
+    # Publish now; the gateway keeps the cached index until its max-age has passed — meanwhile rotate.
     key = load_signing_key(stack.tmp / "keys" / "mirror-key.pem")
     published_at = time.monotonic()
     publish_concelier(stack.croot, key, {d: [advisory(f"CVE-2025-{d}")] for d in HOSTS}, "e2")
@@ -329,7 +332,7 @@ def test_rotation_under_load_then_a_new_export_after_the_index_ttl(stack: Stack)
     assert stack.get("primary", manifest, auth=("alice", "alice-new")).status_code == 200
 
     # The index's max-age has passed: the new export shows (nginx may answer stale once while it updates).
-    time.sleep(max(0.0, 61 - (time.monotonic() - published_at)))
+    time.sleep(max(0.0, INDEX_MAX_AGE + 1 - (time.monotonic() - published_at)))
     deadline = time.monotonic() + 15
     while stack.get("community", index).json()["exportId"] != "e2":
         assert time.monotonic() < deadline

@@ -391,3 +391,23 @@ def test_sendfile_mode_serves_the_same_bytes(mirror: Mirror, tmp_path: Path) -> 
         assert "Traceback" not in sp.stderr()
     finally:
         sp.stop()
+
+
+def test_max_ages_are_configurable(tmp_path: Path) -> None:
+    """Runbook §5 gives recommended TTLs (the defaults above); an operator may tune them: mirror.cache."""
+    key = generate_keypair(tmp_path / "keys")
+    publish_concelier(tmp_path / "concelier", key, {"primary": [advisory("CVE-2024-1")]}, "e1")
+    sp = start_server(tmp_path / "srv", env={
+        "CONCELIER__MIRROR__EXPORTROOT": str(tmp_path / "concelier"),
+        "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
+        "EXCITITOR__MIRROR__ENABLED": "false",
+        "MIRROR__CACHE__INDEXMAXAGESECONDS": "5",
+        "MIRROR__CACHE__PAYLOADMAXAGESECONDS": "3600",
+    }, ready_path="/readyz")
+    try:
+        index = httpx.get(sp.url("/concelier/exports/index.json"))
+        bundle = httpx.get(sp.url("/concelier/exports/mirror/primary/bundle.json"))
+        assert index.headers["cache-control"] == "public, max-age=5"
+        assert bundle.headers["cache-control"] == "public, max-age=3600, immutable"
+    finally:
+        sp.stop()

@@ -153,7 +153,7 @@ class Gateway:
             answer = Immediate(verdict[0], None, headers, b"" if head_only else body)
         else:
             body, static = found
-            cache = cache_control(target)
+            cache = cache_control(target, self.state().config.mirror.cache)
             headers = [(b"cache-control", cache), *verdict, request_id] if cache else [*verdict, request_id]
             answer = Immediate(200, static, headers, b"" if head_only else body)
         self.access_log.finish(scope, ctx, answer.status, len(answer.body), time.perf_counter() - started)
@@ -178,7 +178,7 @@ class Gateway:
             return
         if ratelimit:
             out.extra[:0] = ratelimit
-        out.cache = cache_control(target)
+        out.cache = cache_control(target, self.state().config.mirror.cache)
         if target.product == "concelier":
             if target.handler == "concelier.index" and restricted(self.state(), "concelier"):
                 out.extra.append((b"vary", b"Authorization"))
