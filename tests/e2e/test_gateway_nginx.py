@@ -83,14 +83,17 @@ class Stack:
 
 def _config(tmp: Path, gateway_port: int, origin_port: int, pw: dict[str, Path], certs: dict[str, Path],
             jwks: Path) -> str:
-    def domain(d: str, extra: str) -> str:
-        return (f"      - id: {d}\n        hostnames: [{HOSTS[d]}]\n"
-                f"        tls: {{certFile: {certs[d]}, keyFile: {certs[d].with_suffix('.key')}}}\n{extra}")
+    """As the shipped profiles write it: each domain's site (host names, certificate, htpasswd) once in
+    mirror.domains, the product lines with their authentication switch and quotas."""
 
-    primary = domain("primary", f"        requireAuthentication: true\n        htpasswd: {pw['primary']}\n")
-    community = domain("community", f"        requireAuthentication: false\n        htpasswd: {pw['community']}\n"
-                                    "        maxDownloadRequestsPerHour: 3\n")
-    partner = domain("partner", "        requireAuthentication: true\n")
+    def site(d: str) -> str:
+        htpasswd = f", htpasswd: {pw[d]}" if d in pw else ""
+        return (f"    - {{id: {d}, hostnames: [{HOSTS[d]}], "
+                f"tls: {{certFile: {certs[d]}, keyFile: {certs[d].with_suffix('.key')}}}{htpasswd}}}\n")
+
+    primary = "      - {id: primary, requireAuthentication: true}\n"
+    community = "      - {id: community, requireAuthentication: false, maxDownloadRequestsPerHour: 3}\n"
+    partner = "      - {id: partner, requireAuthentication: true}\n"
     user = "\n    user: root" if os.geteuid() == 0 else ""
     return f"""\
 concelier:
@@ -106,7 +109,8 @@ concelier:
   audiences: [stella-mirror]
   jwksFile: {jwks}
 mirror:
-  cache: {{indexMaxAgeSeconds: {INDEX_MAX_AGE}}}
+  domains:
+{"".join(site(d) for d in HOSTS)}  cache: {{indexMaxAgeSeconds: {INDEX_MAX_AGE}}}
   gateway:
     terminateTls: true
     listen: {gateway_port}

@@ -104,3 +104,19 @@ def test_one_server_per_host_name_across_products() -> None:
     assert text.count("server_name primary.mirror.test;") == 1
     server = _server(text, "primary.mirror.test")
     assert "proxy_pass http://mirror_concelier;" in server and "proxy_pass http://mirror_excititor;" in server
+
+
+def test_a_site_written_once_serves_both_products_and_errors_name_it() -> None:
+    env = {"MIRROR__GATEWAY__TERMINATETLS": "true", "MIRROR__DOMAINS__0__ID": "primary",
+           "MIRROR__DOMAINS__0__HOSTNAMES__0": "primary.mirror.test",
+           "MIRROR__DOMAINS__0__TLS__CERTFILE": "/tls/p.crt", "MIRROR__DOMAINS__0__TLS__KEYFILE": "/tls/p.key",
+           "MIRROR__DOMAINS__0__HTPASSWD": "/secrets/p.htpasswd",
+           "CONCELIER__MIRROR__DOMAINS__0__ID": "primary", "CONCELIER__MIRROR__DOMAINS__0__REQUIREAUTHENTICATION": "true",
+           "EXCITITOR__MIRROR__DOMAINS__0__ID": "primary", "EXCITITOR__MIRROR__DOMAINS__0__REQUIREAUTHENTICATION": "true"}
+    server = _server(render(load_config(None, env)), "primary.mirror.test")
+    assert "# concelier domain primary" in server and "# excititor domain primary" in server
+    assert server.count("auth_basic_user_file /secrets/p.htpasswd;") == 4  # both products, both route classes
+    env.pop("MIRROR__DOMAINS__0__HOSTNAMES__0")
+    with pytest.raises(ConfigError) as info:
+        plan(load_config(None, env))
+    assert info.value.key_path == "mirror.domains.0.hostnames"
