@@ -110,9 +110,10 @@ def test_a_site_written_once_serves_both_products_and_errors_name_it() -> None:
     env = {"MIRROR__GATEWAY__TERMINATETLS": "true", "MIRROR__DOMAINS__0__ID": "primary",
            "MIRROR__DOMAINS__0__HOSTNAMES__0": "primary.mirror.test",
            "MIRROR__DOMAINS__0__TLS__CERTFILE": "/tls/p.crt", "MIRROR__DOMAINS__0__TLS__KEYFILE": "/tls/p.key",
-           "MIRROR__DOMAINS__0__HTPASSWD": "/secrets/p.htpasswd",
-           "CONCELIER__MIRROR__DOMAINS__0__ID": "primary", "CONCELIER__MIRROR__DOMAINS__0__REQUIREAUTHENTICATION": "true",
-           "EXCITITOR__MIRROR__DOMAINS__0__ID": "primary", "EXCITITOR__MIRROR__DOMAINS__0__REQUIREAUTHENTICATION": "true"}
+           "MIRROR__DOMAINS__0__HTPASSWD": "/secrets/p.htpasswd"}
+    for product in ("CONCELIER", "EXCITITOR"):
+        env |= {f"{product}__MIRROR__DOMAINS__0__ID": "primary",
+                f"{product}__MIRROR__DOMAINS__0__REQUIREAUTHENTICATION": "true"}
     server = _server(render(load_config(None, env)), "primary.mirror.test")
     assert "# concelier domain primary" in server and "# excititor domain primary" in server
     assert server.count("auth_basic_user_file /secrets/p.htpasswd;") == 4  # both products, both route classes
