@@ -18,8 +18,9 @@ from profile_common import CLI, Failures, config_check, load_yaml, nginx_test, o
 
 from stella_mirror.config import MirrorConfig, load_config
 from stella_mirror.errors import ConfigError
-from stella_mirror.ops.containers import Container, SecretFiles, containers, local_path, materialize
+from stella_mirror.ops.containers import Container, SecretFiles, containers, local_path, materialize, pod_spec
 from stella_mirror.ops.helm import Manifest, render_chart
+from stella_mirror.ops.helm import values as chart_values
 
 KUBERNETES_VERSION = os.environ.get("KUBERNETES_VERSION", "1.30.0")
 """The Kubernetes API the manifests must be valid for (one kubernetes-validate bundles)."""
@@ -126,8 +127,6 @@ def check_helm(deploy: Path, out: Failures, tmp: Path) -> None:
     manifests = rendered.get("values-mirror.yaml")
     if manifests is None:
         return
-    from stella_mirror.ops.helm import values as chart_values
-
     values = chart_values(chart, [values_path])
     env = {str(k): str(v) for k, v in (values.get("env") or {}).items()}
     foreign = [k for k in env if not k.upper().startswith(("CONCELIER__", "EXCITITOR__", "AUTHORITY__", "MIRROR__"))]
@@ -138,8 +137,8 @@ def check_helm(deploy: Path, out: Failures, tmp: Path) -> None:
     except ConfigError as exc:
         out.fail(values_path, f"env: {exc}")
         return
-    claims = {str(v["persistentVolumeClaim"]["claimName"]) for m in manifests for v in _volumes(m.doc)
-              if "persistentVolumeClaim" in v}
+    claims = {str(v["persistentVolumeClaim"]["claimName"]) for m in manifests
+              for v in (pod_spec(m.doc) or {}).get("volumes") or [] if "persistentVolumeClaim" in v}
     for claim in RUNBOOK_CLAIMS:
         if claim not in claims:
             out.fail(values_path, f"no workload mounts the PVC {claim} (runbook §1)")
@@ -166,9 +165,3 @@ def check_helm(deploy: Path, out: Failures, tmp: Path) -> None:
     else:
         _check_gateway(gateway, config, values_path, out, tmp, manifests, secrets)
 
-
-def _volumes(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    spec = doc.get("spec") or {}
-    if doc.get("kind") == "CronJob":
-        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
-    return list(((spec.get("template") or {}).get("spec") or {}).get("volumes") or [])

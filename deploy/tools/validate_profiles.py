@@ -190,7 +190,9 @@ def check_gateway(deploy: Path, out: Failures, tmp: Path) -> None:
         out.fail(path, f"is not the rendering of {env_file.name}: run `set -a; . {env_file.name}; set +a; "
                        "stella-mirror gateway render --out mirror-gateway`")
     compose = deploy / "compose"
-    gateway = ((_safe_yaml(compose / "docker-compose.mirror.yaml") or {}).get("services") or {}).get("mirror-gateway")
+    doc = _safe_yaml(compose / "docker-compose.mirror.yaml")
+    services = doc.get("services") if isinstance(doc, dict) else None
+    gateway = services.get("mirror-gateway") if isinstance(services, dict) else None
     mounts = _mount_map(compose, gateway) if isinstance(gateway, dict) else {}
     check_certificates(config, mounts, path, "services.mirror-gateway", out)
     nginx_test(text, mounts, path, "services.mirror-gateway", out, tmp)
@@ -202,6 +204,7 @@ def _safe_yaml(path: Path) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return None
+
 
 # --- systemd ---------------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from test_deploy_profiles import certificate
 
 from clitools import cli
 from redisproc import RedisProcess, redis_server  # noqa: F401  (fixture)
@@ -54,13 +55,10 @@ def htpasswd_file(path: Path, user: str, password: str) -> bytes:
     return path.read_bytes()
 
 
-def certificate(directory: Path, name: str, host: str) -> tuple[bytes, bytes]:
+def certificate_pair(directory: Path, name: str, host: str) -> tuple[bytes, bytes]:
     directory.mkdir(parents=True, exist_ok=True)
-    crt, key = directory / f"{name}.crt", directory / f"{name}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-days", "90", "-subj", f"/CN={host}", "-addext", f"subjectAltName=DNS:{host}",
-                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
-    return crt.read_bytes(), key.read_bytes()
+    certificate(directory, name, host)
+    return (directory / f"{name}.crt").read_bytes(), (directory / f"{name}.key").read_bytes()
 
 
 def serve_args(command: list[str]) -> list[str]:
@@ -110,7 +108,7 @@ def test_compose_env_example_starts_both_services(tmp_path: Path, published: Map
     (local / "mirror-gateway" / "secrets").mkdir(parents=True)
     for domain in DOMAINS:
         htpasswd_file(local / "mirror-gateway" / "secrets" / f"mirror-{domain}.htpasswd", *USERS[domain])
-        certificate(local / "mirror-gateway" / "tls", f"mirror-{domain}", f"mirror-{domain}.stella-ops.org")
+        certificate_pair(local / "mirror-gateway" / "tls", f"mirror-{domain}", f"mirror-{domain}.stella-ops.org")
     (local / "mirror-secrets").mkdir()
     (local / "mirror-secrets" / "concelier-authority-client").write_text("client-secret\n")
     (local / "mirror-data").mkdir()
@@ -148,7 +146,7 @@ def test_helm_rendered_environment_starts_both_servers(tmp_path: Path, published
             return {f"{product}-authority-client": b"client-secret\n"}
         if name.startswith("mirror-gateway-tls-"):
             domain = name.removeprefix("mirror-gateway-tls-")
-            crt, key = certificate(made, name, f"mirror-{domain}.stella-ops.org")
+            crt, key = certificate_pair(made, name, f"mirror-{domain}.stella-ops.org")
             return {"tls.crt": crt, "tls.key": key}
         return {}
 

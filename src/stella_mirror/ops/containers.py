@@ -15,9 +15,10 @@ from stella_mirror.ops.helm import Manifest
 
 @dataclass(frozen=True)
 class Mount:
+    """A ``volumeMount``: where, and the pod volume it mounts."""
+
     path: str
     volume: dict[str, Any]
-    read_only: bool
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class Container:
         return f"{self.workload}/{self.name}"
 
 
-def _pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+def pod_spec(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The pod template's spec of a workload (Deployment, Job, CronJob, ...), None for other objects."""
     spec = doc.get("spec") or {}
     if doc.get("kind") == "CronJob":
         spec = ((spec.get("jobTemplate") or {}).get("spec") or {})
@@ -51,7 +53,7 @@ def containers(manifests: Sequence[Manifest]) -> list[Container]:
     config_maps = {m.name: m.doc.get("data") or {} for m in manifests if m.kind == "ConfigMap"}
     out = []
     for m in manifests:
-        pod = _pod_spec(m.doc)
+        pod = pod_spec(m.doc)
         if pod is None:
             continue
         volumes = {v.get("name"): v for v in pod.get("volumes") or []}
@@ -72,7 +74,7 @@ def containers(manifests: Sequence[Manifest]) -> list[Container]:
                     volume = volumes.get(vm.get("name"))
                     if volume is None:
                         raise ConfigError(m.source, f"{m.name}/{c.get('name')}: no volume {vm.get('name')}")
-                    mounts.append(Mount(str(vm["mountPath"]), volume, bool(vm.get("readOnly"))))
+                    mounts.append(Mount(str(vm["mountPath"]), volume))
                 command = [str(a) for a in (c.get("command") or []) + (c.get("args") or [])]
                 out.append(Container(m.name, str(c.get("name")), init, command, env, mounts))
     return out

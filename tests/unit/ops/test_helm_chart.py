@@ -36,6 +36,10 @@ def test_one_configuration_for_servers_and_gateway(manifests: list[Manifest]) ->
         other = load_config(None, by_label[label].env)
         assert other.concelier == config.concelier and other.excititor == config.excititor
         assert other.mirror.domains == config.mirror.domains
+    # Each server reaches the other (its part of /status) where the gateway reaches it: the chart's Services.
+    for label in ("stellaops-concelier/concelier", "stellaops-excititor/excititor", "stellaops-mirror-gateway/render"):
+        upstreams = load_config(None, by_label[label].env).mirror.gateway.upstreams
+        assert (upstreams.concelier, upstreams.excititor) == ("stellaops-concelier:8080", "stellaops-excititor:8080")
     # The Authority client secret is each product's own (runbook §2: <product>-mirror-auth).
     assert by_label["stellaops-excititor/excititor"].env["AUTHORITY__CLIENTSECRETFILE"] == \
         "/run/secrets/excititor-authority-client"
