@@ -2,14 +2,17 @@
 
 Run through ``deploy/tools/validate-profiles.sh``. Checks, each failure naming its file:
 
-- compose: the required services, the env file, export mounts read-only at the configured export roots,
-  secrets read-only at /run/secrets, /readyz healthchecks, the gateway's config/TLS/htpasswd mounts;
-- configuration: every environment key of the env example (as each compose service sees it, with the
-  service's ``environment`` overrides) and of values-mirror.yaml's env maps is accepted by
-  ``stella-mirror config check`` — an unknown key is a failure here, not just a warning;
-- gateway: ``nginx -t`` on a copy of the config whose certificates, htpasswd files, cache, pid and upstream
-  hosts point into a temp prefix (self-signed certificates generated there), plus the runbook §5 contents;
-- Helm: the chart's files exist and parse, values-mirror.yaml names the PVCs and secrets of runbook §1-§2;
+- compose: the file against the Compose specification's JSON schema (check-jsonschema), the required services,
+  the env file, export mounts read-only at the configured export roots, secrets read-only at /run/secrets,
+  /readyz healthchecks, the gateway's config/TLS/htpasswd mounts; every environment key of the env file (as each
+  service sees it, with its ``environment`` overrides) accepted by ``stella-mirror config check`` reading the
+  files through the service's bind mounts — an unknown key is a failure here, not just a warning;
+- gateway: the shipped nginx.conf is the rendering of the env file (same host names both ways), each domain's
+  certificate covers its host names and does not expire within 30 days, and ``nginx -t`` accepts the
+  configuration with the gateway service's files (cache, pid and upstream hosts moved to a temp prefix);
+- Helm (profile_helm.py): the chart rendered with real Go-template semantics, every object valid for
+  Kubernetes (kubernetes-validate), the servers' ``config check`` and the gateway's render + ``nginx -t`` in
+  each container's own volumes, the runbook's PVCs;
 - systemd: ``systemd-analyze verify`` on copies whose executables are stubs (a key check without it),
   ``bash -n`` on mirror-sync.sh.
 """
@@ -22,83 +25,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import yaml
+from profile_common import CLI, OUR_PREFIXES, Failures, check_certificates, config_check, load_yaml, nginx_test
+from profile_helm import check_helm
 
-OUR_PREFIXES = ("CONCELIER__", "EXCITITOR__", "AUTHORITY__", "MIRROR__")
-EXPORT_ROOT_KEYS = ("CONCELIER__MIRROR__EXPORTROOT", "EXCITITOR__ARTIFACTS__FILESYSTEM__ROOT",
-                    "EXCITITOR__MIRROR__EXPORTROOT")
-"""Pointed at temp directories for the check: the real roots exist only inside the containers."""
-CLI = [sys.executable, "-c", "from stella_mirror.cli.main import main; main()"]
-
-
-class Failures:
-    """Collected failures: every check runs, then the script exits non-zero if any failed."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.items: list[str] = []
-
-    def name(self, path: Path) -> str:
-        try:
-            return str(path.relative_to(self.base))
-        except ValueError:
-            return str(path)
-
-    def fail(self, path: Path, message: str) -> None:
-        line = f"FAIL {self.name(path)}: {message}"
-        self.items.append(line)
-        print(line, file=sys.stderr)
-
-
-def load_yaml(path: Path, out: Failures) -> Any:
-    """The parsed YAML document, or None after recording why it could not be read."""
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        out.fail(path, f"cannot read: {exc.strerror or exc}")
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        out.fail(path, f"not valid YAML{where}")
-    return None
-
-
-def source_env_file(path: Path) -> dict[str, str]:
-    """The variables an env file sets, read the way the runbook does: ``set -a; . file; set +a``."""
-    script = 'set -a; . "$1"; set +a; exec env -0'
-    res = subprocess.run(["bash", "-c", script, "bash", str(path)], env={"PATH": os.environ.get("PATH", "")},
-                         capture_output=True, check=False)
-    if res.returncode != 0:
-        raise ValueError(res.stderr.decode(errors="replace").strip() or "cannot be sourced by bash")
-    pairs = (item.split("=", 1) for item in res.stdout.decode().split("\0") if "=" in item)
-    return {k: v for k, v in pairs if k.upper().startswith(OUR_PREFIXES)}
-
-
-def config_check(env: Mapping[str, str], where: Path, label: str, out: Failures, tmp: Path) -> None:
-    """``stella-mirror config check`` with exactly ``env`` (export roots pointed at temp dirs)."""
-    base = {k: v for k, v in os.environ.items() if not k.upper().startswith(OUR_PREFIXES)}
-    base.pop("STELLA_MIRROR_CONFIG", None)
-    full = {**base, **env}
-    roots = tmp / "roots" / re.sub(r"\W+", "-", label)
-    for key in EXPORT_ROOT_KEYS:
-        if full.get(key):
-            full[key] = str(roots / key.lower())
-            Path(full[key]).mkdir(parents=True, exist_ok=True)
-    res = subprocess.run([*CLI, "config", "check", "--output", "json"], env=full, capture_output=True, text=True,
-                         check=False)
-    if res.returncode != 0:
-        detail = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"
-        out.fail(where, f"{label}: stella-mirror config check refused it: {detail}")
-        return
-    for line in res.stderr.splitlines():
-        if "warning: environment key" in line:
-            out.fail(where, f"{label}: {line.removeprefix('warning: ')}")
-
+from stella_mirror.config import load_config
+from stella_mirror.errors import ConfigError
+from stella_mirror.ops.envfile import read_env_file
 
 # --- compose ---------------------------------------------------------------------------------------------
 
@@ -123,12 +60,41 @@ def _service_environment(service: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in env.items()}
 
 
+def _mount_map(compose_dir: Path, service: Mapping[str, Any]) -> dict[str, Path]:
+    """Container path -> host directory of a service's bind mounts."""
+    return {target: (compose_dir / source).resolve() for source, target, _ in _mounts(service)
+            if source.startswith((".", "/"))}
+
+
+def env_path(deploy: Path) -> Path:
+    """The operator's env/mirror.env when it exists, else the shipped example."""
+    env_file = deploy / "compose" / "env" / "mirror.env"
+    return env_file if env_file.is_file() else env_file.with_name("mirror.env.example")
+
+
+def check_compose_schema(path: Path, out: Failures) -> None:
+    """The compose file against the Compose specification's JSON schema (vendored by check-jsonschema: offline)."""
+    tool = Path(sys.executable).with_name("check-jsonschema")
+    command = [str(tool)] if tool.is_file() else ["check-jsonschema"]
+    try:
+        res = subprocess.run([*command, "--builtin-schema", "vendor.compose-spec", "-o", "text", str(path)],
+                             capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        out.fail(path, "check-jsonschema not found (pip install 'stella-mirror[validate]') — cannot check the schema")
+        return
+    if res.returncode != 0:
+        detail = " | ".join(line.strip() for line in (res.stdout + res.stderr).splitlines()
+                            if line.strip() and "Schema validation errors" not in line)
+        out.fail(path, f"not valid against the Compose specification: {detail.replace(str(path), path.name)}")
+
+
 def check_compose(deploy: Path, out: Failures, tmp: Path) -> None:
     compose_dir = deploy / "compose"
     path = compose_dir / "docker-compose.mirror.yaml"
     doc = load_yaml(path, out)
     if doc is None:
         return
+    check_compose_schema(path, out)
     services = doc.get("services") if isinstance(doc, dict) else None
     if not isinstance(services, dict):
         out.fail(path, "no services mapping")
@@ -136,15 +102,14 @@ def check_compose(deploy: Path, out: Failures, tmp: Path) -> None:
     for name in ("concelier", "excititor", "mirror-gateway"):
         if not isinstance(services.get(name), dict):
             out.fail(path, f"services.{name}: missing")
-    example = compose_dir / "env" / "mirror.env.example"
-    env_file = compose_dir / "env" / "mirror.env"
-    env_path = env_file if env_file.is_file() else example
+    env_file = env_path(deploy)
     try:
-        file_env = source_env_file(env_path)
-    except (OSError, ValueError) as exc:
-        out.fail(env_path, f"cannot be loaded: {exc}")
+        file_env = read_env_file(env_file)
+    except ConfigError as exc:
+        out.fail(env_file, f"cannot be loaded: {exc}")
         return
-    config_check(file_env, env_path, "as loaded with set -a", out, tmp)
+    concelier = services.get("concelier") if isinstance(services.get("concelier"), dict) else {}
+    config_check(file_env, env_file, "as loaded with set -a", out, tmp, _mount_map(compose_dir, concelier))
 
     roots = {"concelier": file_env.get("CONCELIER__MIRROR__EXPORTROOT", ""),
              "excititor": file_env.get("EXCITITOR__ARTIFACTS__FILESYSTEM__ROOT", "")}
@@ -164,7 +129,7 @@ def check_compose(deploy: Path, out: Failures, tmp: Path) -> None:
             out.fail(path, f"{where}.command: must run `stella-mirror serve --service {name}`")
         mounts = _mounts(svc)
         if not roots[name]:
-            out.fail(env_path, f"no export root for {name} (CONCELIER__MIRROR__EXPORTROOT / "
+            out.fail(env_file, f"no export root for {name} (CONCELIER__MIRROR__EXPORTROOT / "
                                "EXCITITOR__ARTIFACTS__FILESYSTEM__ROOT)")
         else:
             export = [m for m in mounts if m[1] == roots[name]]
@@ -182,14 +147,14 @@ def check_compose(deploy: Path, out: Failures, tmp: Path) -> None:
         if "/readyz" not in health:
             out.fail(path, f"{where}.healthcheck: must probe /readyz")
         service_env = {**file_env, **_service_environment(svc)}
-        config_check(service_env, path, f"{where} (env file + environment)", out, tmp)
+        config_check(service_env, path, f"{where} (env file + environment)", out, tmp, _mount_map(compose_dir, svc))
 
     gateway = services.get("mirror-gateway")
     if isinstance(gateway, dict):
         if not str(gateway.get("image", "")).startswith("nginx:"):
             out.fail(path, "services.mirror-gateway.image: must be an nginx image")
         targets = {m[1]: m for m in _mounts(gateway)}
-        for target in ("/etc/nginx/nginx.conf", "/etc/nginx/tls", "/etc/nginx/secrets"):
+        for target in ("/etc/nginx/nginx.conf", "/run/mirror-gateway/tls", "/run/mirror-gateway/secrets"):
             if target not in targets or not targets[target][2]:
                 out.fail(path, f"services.mirror-gateway.volumes: {target} must be mounted read-only")
 
@@ -197,130 +162,48 @@ def check_compose(deploy: Path, out: Failures, tmp: Path) -> None:
 # --- gateway ---------------------------------------------------------------------------------------------
 
 
-def _self_signed(cert: Path, key: Path, name: str) -> None:
-    cert.parent.mkdir(parents=True, exist_ok=True)
-    key.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "1", "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert)],
-                   capture_output=True, check=True)
-
-
 def check_gateway(deploy: Path, out: Failures, tmp: Path) -> None:
+    """The shipped nginx.conf is the rendering of the env file (same hosts both ways), every certificate covers
+    its hosts for 30 days more, and nginx -t accepts it with the files the gateway service mounts."""
+    from stella_mirror.ops.gateway import plan, render
+
     path = deploy / "compose" / "mirror-gateway" / "nginx.conf"
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         out.fail(path, f"cannot read: {exc.strerror or exc}")
         return
-    required = {
-        r"server_name\s+mirror-primary\.stella-ops\.org\s*;": "a server block for mirror-primary.stella-ops.org",
-        r"server_name\s+mirror-community\.stella-ops\.org\s*;": "a server block for mirror-community.stella-ops.org",
-        r"ssl_certificate\s+\S*mirror-primary\.crt": "the mirror-primary.crt certificate",
-        r"ssl_certificate\s+\S*mirror-community\.crt": "the mirror-community.crt certificate",
-        r"auth_basic_user_file\s+\S*mirror-primary\.htpasswd": "Basic Auth from mirror-primary.htpasswd",
-        r"auth_basic_user_file\s+\S*mirror-community\.htpasswd": "Basic Auth from mirror-community.htpasswd",
-        r"proxy_set_header\s+Authorization\s+\$http_authorization": "the Authorization header forwarded",
-        r"add_header\s+X-Cache-Status\s+\$upstream_cache_status": "X-Cache-Status from $upstream_cache_status",
-        r"proxy_cache_valid\s+[^;]*\b60s\s*;": "index cache validity 60s (runbook §5)",
-        r"proxy_cache_valid\s+[^;]*\b300s\s*;": "payload cache validity 300s (runbook §5)",
-    }
-    for pattern, what in required.items():
-        if not re.search(pattern, text):
-            out.fail(path, f"missing {what}")
-    nginx = shutil.which(os.environ.get("NGINX", "nginx")) or shutil.which("/usr/sbin/nginx")
-    if nginx is None:
-        out.fail(path, "nginx not found (install nginx or set NGINX) — cannot run nginx -t")
+    env_file = env_path(deploy)
+    try:
+        config = load_config(None, read_env_file(env_file))
+        expected = render(config)
+        configured = {h.name for h in plan(config).hosts}
+    except ConfigError as exc:
+        out.fail(env_file, f"cannot render the gateway: {exc}")
         return
-    prefix = tmp / "nginx"
-    (prefix / "logs").mkdir(parents=True, exist_ok=True)
-
-    def cert(match: re.Match[str]) -> str:
-        directive, original = match.group(1), Path(match.group(2))
-        stem = original.stem
-        crt, key = prefix / "tls" / f"{stem}.crt", prefix / "tls" / f"{stem}.key"
-        if not crt.exists():
-            _self_signed(crt, key, f"{stem}.stella-ops.org")
-        return f"{directive} {crt if directive == 'ssl_certificate' else key};"
-
-    def htpasswd(match: re.Match[str]) -> str:
-        target = prefix / "secrets" / Path(match.group(1)).name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # nginx reads the file per request, not at -t; a valid bcrypt entry keeps the copy realistic.
-        hashed = bcrypt.hashpw(b"validator", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$", 1)
-        target.write_text(f"validator:{hashed}\n")
-        return f"auth_basic_user_file {target};"
-
-    rewrites: list[tuple[str, str | Callable[[re.Match[str]], str]]] = [
-        (r"(?m)^\s*user\s+[^;]+;", ""),  # dropping privileges needs that user to exist here
-        (r"\b(ssl_certificate_key|ssl_certificate)\s+([^;\s]+)\s*;", cert),
-        (r"auth_basic_user_file\s+([^;\s]+)\s*;", htpasswd),
-        (r"proxy_cache_path\s+\S+", f"proxy_cache_path {prefix / 'cache'}"),
-        (r"(?m)^(\s*)pid\s+[^;]+;", rf"\g<1>pid {prefix / 'nginx.pid'};"),
-        # Upstream host names resolve only inside the compose network.
-        (r"\bserver\s+[A-Za-z][\w.-]*:(\d+)", r"server 127.0.0.1:\1"),
-    ]
-    copy = text
-    for pattern, repl in rewrites:
-        copy = re.sub(pattern, repl, copy)
-    conf = prefix / "nginx.conf"
-    conf.write_text(copy, encoding="utf-8")
-    res = subprocess.run([nginx, "-t", "-q", "-e", "stderr", "-p", f"{prefix}/", "-c", str(conf)],
-                         capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        detail = " | ".join(line.strip() for line in res.stderr.splitlines() if line.strip())
-        out.fail(path, f"nginx -t failed: {detail.replace(str(conf), path.name)}")
+    served = set(re.findall(r"^\s*server_name\s+([^;_\s][^;\s]*)\s*;", text, re.MULTILINE))
+    for host in sorted(served - configured):
+        out.fail(path, f"server_name {host}: no domain of {env_file.name} has this host name")
+    for host in sorted(configured - served):
+        out.fail(path, f"no server for {host}, a host name of a domain in {env_file.name}")
+    if text != expected:
+        out.fail(path, f"is not the rendering of {env_file.name}: run `set -a; . {env_file.name}; set +a; "
+                       "stella-mirror gateway render --out mirror-gateway`")
+    compose = deploy / "compose"
+    doc = _safe_yaml(compose / "docker-compose.mirror.yaml")
+    services = doc.get("services") if isinstance(doc, dict) else None
+    gateway = services.get("mirror-gateway") if isinstance(services, dict) else None
+    mounts = _mount_map(compose, gateway) if isinstance(gateway, dict) else {}
+    check_certificates(config, mounts, path, "services.mirror-gateway", out)
+    nginx_test(text, mounts, path, "services.mirror-gateway", out, tmp)
 
 
-# --- helm ------------------------------------------------------------------------------------------------
-
-
-def check_helm(deploy: Path, out: Failures, tmp: Path) -> None:
-    chart = deploy / "helm" / "stellaops"
-    meta = load_yaml(chart / "Chart.yaml", out)
-    if isinstance(meta, dict):
-        for key in ("apiVersion", "name", "version"):
-            if not meta.get(key):
-                out.fail(chart / "Chart.yaml", f"{key}: required")
-    elif meta is not None:
-        out.fail(chart / "Chart.yaml", "must be a mapping")
-    load_yaml(chart / "values.yaml", out)
-    templates = ["_helpers.tpl", "mirror-server.yaml", "mirror-gateway.yaml", "mirror-sync-cronjob.yaml"]
-    for name in templates:
-        tpl = chart / "templates" / name
-        try:
-            text = tpl.read_text(encoding="utf-8")
-        except OSError:
-            out.fail(tpl, "missing")
-            continue
-        if text.count("{{") != text.count("}}"):
-            out.fail(tpl, "unbalanced {{ }} template delimiters")
-    sync = chart / "templates" / "mirror-sync-cronjob.yaml"
-    if sync.is_file() and not re.search(r'"stella-mirror", "sync"', sync.read_text(encoding="utf-8")):
-        out.fail(sync, "the CronJob must run stella-mirror sync (runbook §4.2, docs/sync.md)")
-    values_path = chart / "values-mirror.yaml"
-    values = load_yaml(values_path, out)
-    if not isinstance(values, dict):
-        if values is not None:
-            out.fail(values_path, "must be a mapping")
-        return
-    flat = yaml.safe_dump(values)
-    for name in ("concelier-mirror-jobs", "concelier-mirror-exports", "excititor-mirror-exports",
-                 "concelier-mirror-auth", "excititor-mirror-auth", "mirror-gateway-tls", "mirror-gateway-htpasswd"):
-        if name not in flat:
-            out.fail(values_path, f"does not name {name} (runbook §1-§2)")
-    if (values.get("mirrorSync") or {}).get("schedule") != "*/5 * * * *":
-        out.fail(values_path, "mirrorSync.schedule: must be */5 * * * * (runbook §4.2)")
-    for product in ("concelier", "excititor"):
-        env = (values.get(product) or {}).get("env")
-        if not isinstance(env, dict) or not env:
-            out.fail(values_path, f"{product}.env: a map of environment variables is required")
-            continue
-        if not any("MAXDOWNLOADREQUESTSPERHOUR" in k for k in env):
-            out.fail(values_path, f"{product}.env: no per-domain MAXDOWNLOADREQUESTSPERHOUR quota")
-        foreign = [k for k in env if not str(k).upper().startswith(OUR_PREFIXES)]
-        if foreign:
-            out.fail(values_path, f"{product}.env: {', '.join(map(str, foreign))} is not a stella-mirror setting")
-        config_check({str(k): str(v) for k, v in env.items()}, values_path, f"{product}.env", out, tmp)
+def _safe_yaml(path: Path) -> Any:
+    """The compose file for a second look (its errors were reported by check_compose)."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
 
 
 # --- systemd ---------------------------------------------------------------------------------------------

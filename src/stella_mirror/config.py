@@ -16,6 +16,7 @@ Secrets are read from files only: the Authority client secret from ``authority.c
 
 from __future__ import annotations
 
+import copy
 import re
 import types
 import typing
@@ -38,6 +39,7 @@ DEFAULT_CLIENT_SECRET_FILE = Path("/run/secrets/concelier-authority-client")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _EXPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_UPSTREAM = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):[0-9]{1,5}$")
 RESERVED_DOMAIN_IDS = frozenset({"domains", "latest"})
 """``/excititor/mirror/domains`` is the domain list, ``latest`` is the export pointer."""
 
@@ -52,6 +54,17 @@ class _Model(BaseModel):
     """camelCase keys on the wire, snake_case in code, unknown keys refused."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+def _host_names(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Host names lower-cased without a trailing dot; ValueError naming the first invalid one."""
+    out = []
+    for host in value:
+        h = host.strip().lower().rstrip(".")
+        if not _HOSTNAME.match(h):
+            raise ValueError(f"{host!r} is not a valid host name")
+        out.append(h)
+    return tuple(out)
 
 
 class TlsFiles(_Model):
@@ -98,13 +111,7 @@ class DomainConfig(_Model):
     @field_validator("hostnames")
     @classmethod
     def _hostnames(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        out = []
-        for host in value:
-            h = host.strip().lower().rstrip(".")
-            if not _HOSTNAME.match(h):
-                raise ValueError(f"{host!r} is not a valid host name")
-            out.append(h)
-        return tuple(out)
+        return _host_names(value)
 
     @field_validator("scopes")
     @classmethod
@@ -113,6 +120,26 @@ class DomainConfig(_Model):
             if not scope or any(c.isspace() for c in scope):
                 raise ValueError(f"{scope!r} is not a valid scope")
         return value
+
+
+class SiteDomain(_Model):
+    """``mirror.domains.<n>``: a domain's site — host names, certificate and htpasswd file — written once for both
+    product lines. A product domain with the same ``id`` takes them from here (and may not set them itself), so the
+    gateway, TLS by SNI and Basic Auth can never disagree between Concelier and Excititor."""
+
+    id: str
+    hostnames: tuple[str, ...] = ()
+    htpasswd: Path | None = None
+    tls: TlsFiles = TlsFiles()
+
+    @field_validator("hostnames")
+    @classmethod
+    def _hostnames(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _host_names(value)
+
+
+SITE_KEYS = ("hostnames", "htpasswd", "tls")
+"""The domain keys that live in ``mirror.domains`` when the domain has an entry there."""
 
 
 class ProductMirror(_Model):
@@ -209,6 +236,61 @@ class QuotaConfig(_Model):
         return self
 
 
+class GatewayUpstreams(_Model):
+    """Where the gateway reaches each product's ``serve`` (``host:port``)."""
+
+    concelier: str = "127.0.0.1:8080"
+    excititor: str = "127.0.0.1:8080"
+
+    @field_validator("concelier", "excititor")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not _UPSTREAM.match(value):
+            raise ValueError(f"{value!r} is not a host:port address")
+        return value
+
+
+class GatewayConfig(_Model):
+    """``mirror.gateway``: the nginx in front of ``serve``, written by ``stella-mirror gateway render``.
+
+    Domains, host names, authentication, quotas and certificate files are the domains' own settings; these
+    keys only place the gateway (ports, upstreams, cache, logs)."""
+
+    terminate_tls: bool = False
+    """True: the gateway terminates TLS with the domains' certificates; ``serve`` speaks plain HTTP behind it
+    and does not load them."""
+    listen: int = Field(default=443, ge=1, le=65535)
+    redirect_listen: int = Field(default=80, ge=0, le=65535)
+    """Plain-HTTP port redirecting to HTTPS (0: none)."""
+    health_listen: int = Field(default=8081, ge=0, le=65535)
+    """Plain-HTTP port answering ``/<product>/readyz`` for container health checks (0: none)."""
+    upstreams: GatewayUpstreams = GatewayUpstreams()
+    cache_dir: Path = Path("/var/cache/nginx/mirror")
+    cache_max_size: str = "10g"
+    access_log: str = "/dev/stdout"
+    error_log: str = "/dev/stderr"
+    pid_file: Path = Path("/var/run/nginx.pid")
+    user: str | None = None
+    """The ``user`` directive for nginx's workers (None: nginx's default)."""
+
+    @field_validator("cache_max_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not re.match(r"^[0-9]+[kmgKMG]?$", value):
+            raise ValueError(f"{value!r} is not an nginx size such as 10g or 512m")
+        return value
+
+
+class CacheConfig(_Model):
+    """``mirror.cache``: the ``Cache-Control`` max-ages the server sends (runbook §5's recommended TTLs by default);
+    the gateway's cache and a CDN honour them."""
+
+    index_max_age_seconds: int = Field(default=60, ge=0, le=86400)
+    """Indexes (``index.json``, Excititor ``index``, the domain list): they change on every publish."""
+    payload_max_age_seconds: int = Field(default=300, ge=0, le=31536000)
+    """Manifests, bundles, signatures, artifacts (also ``immutable``: they never change under their URL)."""
+
+
 class MirrorServer(_Model):
     """``mirror``: the process-wide settings."""
 
@@ -225,7 +307,12 @@ class MirrorServer(_Model):
     keep_alive_seconds: float = Field(default=30.0, gt=0, le=3600)
     """How long an idle keep-alive connection stays open (above a load balancer's idle timeout, if any)."""
     quotas: QuotaConfig = QuotaConfig()
+    cache: CacheConfig = CacheConfig()
     tls: TlsFiles = TlsFiles()
+    gateway: GatewayConfig = GatewayConfig()
+    domains: tuple[SiteDomain, ...] = ()
+    """The domains' sites (host names, certificate, htpasswd), shared by both product lines; ids are unique
+    (checked with the product domains, :meth:`MirrorConfig._sites`)."""
 
 
 class MirrorConfig(_Model):
@@ -238,14 +325,72 @@ class MirrorConfig(_Model):
     sync: SyncConfig = SyncConfig()
     """``stella-mirror sync`` jobs (model and docs in ``sync/config.py``)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sites(cls, data: Any) -> Any:
+        """Give each product domain the host names, certificate and htpasswd file of its ``mirror.domains`` entry.
+
+        Written in both places is an error naming the product key (one home for the facts the gateway and TLS
+        use), and so is an entry that no product domain uses (a typo would otherwise go unnoticed)."""
+        sites = ((data.get("mirror") or {}) if isinstance(data, dict) else {}).get("domains")
+        if not isinstance(sites, (list, tuple)) or not sites:
+            return data
+        by_id: dict[str, tuple[int, dict[str, Any]]] = {}
+        for j, site in enumerate(sites):
+            try:
+                SiteDomain.model_validate(site)
+            except ValidationError as exc:
+                err = _validation_error(exc)
+                raise ConfigError(f"mirror.domains.{j}.{err.key_path}".rstrip("."), err.reason) from None
+            if site["id"] in by_id:
+                raise ConfigError(f"mirror.domains.{j}.id", f"domain id {site['id']!r} is configured twice")
+            by_id[site["id"]] = (j, site)
+        data = copy.deepcopy(data)
+        used: set[int] = set()
+        for product in ("concelier", "excititor"):
+            doms = ((data.get(product) or {}).get("mirror") or {}).get("domains") or []
+            for i, dom in enumerate(doms):
+                hit = by_id.get(str(dom.get("id"))) if isinstance(dom, dict) else None
+                if hit is None:
+                    continue
+                j, site = hit
+                used.add(j)
+                for key in SITE_KEYS:
+                    if key in dom:
+                        raise ConfigError(
+                            f"{product}.mirror.domains.{i}.{key}",
+                            f"domain {dom['id']!r} has its site in mirror.domains.{j}: write {key} there only",
+                        )
+                    if key in site:
+                        dom[key] = site[key]
+        for j, site in enumerate(sites):
+            if j not in used:
+                raise ConfigError(f"mirror.domains.{j}.id", f"no concelier or excititor domain is {site['id']!r}")
+        return data
+
+    def site_key(self, product: str, index: int) -> str:
+        """Where a product domain's host names, certificate and htpasswd are written: ``mirror.domains.<j>`` when
+        it has a site entry, else ``<product>.mirror.domains.<index>`` (for error messages)."""
+        mirror = self.concelier.mirror if product == "concelier" else self.excititor.mirror
+        domain_id = mirror.domains[index].id
+        for j, site in enumerate(self.mirror.domains):
+            if site.id == domain_id:
+                return f"mirror.domains.{j}"
+        return f"{product}.mirror.domains.{index}"
+
     def tls_enabled(self) -> bool:
-        """Whether the server terminates TLS (a default certificate or any per-domain one)."""
+        """Whether the server terminates TLS (a default certificate or any per-domain one), which it does not
+        when the gateway in front terminates it (``mirror.gateway.terminateTls``)."""
+        if self.mirror.gateway.terminate_tls:
+            return False
         doms = [*self.concelier.mirror.domains, *self.excititor.mirror.domains]
         return self.mirror.tls.configured or any(d.tls.configured for d in doms)
 
     @model_validator(mode="after")
     def _tls(self) -> MirrorConfig:
         doms = [*self.concelier.mirror.domains, *self.excititor.mirror.domains]
+        if self.mirror.gateway.terminate_tls:
+            return self
         if any(d.tls.configured for d in doms) and not self.mirror.tls.configured:
             raise ValueError("per-domain TLS certificates need a default mirror.tls certificate for other names")
         return self

@@ -8,8 +8,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")]
 
@@ -17,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "tools" / "validate-profiles.sh"
 COMPOSE = "compose/docker-compose.mirror.yaml"
 ENV_EXAMPLE = "compose/env/mirror.env.example"
+VALUES = "helm/stellaops/values-mirror.yaml"
 
 
 def _run(deploy: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -27,17 +30,67 @@ def _run(deploy: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
-def _copy(tmp_path: Path) -> Path:
+def certificate(tls: Path, name: str, host: str, days: int = 90) -> None:
+    """``<name>.crt`` / ``<name>.key`` for ``host`` (in subjectAltName, where clients look), with real openssl."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", str(days), "-subj", f"/CN={host}", "-addext", f"subjectAltName=DNS:{host}",
+                    "-keyout", str(tls / f"{name}.key"), "-out", str(tls / f"{name}.crt")],
+                   check=True, capture_output=True)
+
+
+def populate(deploy: Path) -> None:
+    """Runbook §2 as an operator does it: certificates, htpasswd files (htpasswd -B), the client secret."""
+    compose = deploy / "compose"
+    for d in ("mirror-gateway/tls", "mirror-gateway/secrets", "mirror-secrets"):
+        (compose / d).mkdir(parents=True, exist_ok=True)
+    for domain in ("primary", "community"):
+        certificate(compose / "mirror-gateway" / "tls", f"mirror-{domain}", f"mirror-{domain}.stella-ops.org")
+        subprocess.run(["htpasswd", "-B", "-b", "-c", str(compose / "mirror-gateway" / "secrets" /
+                                                        f"mirror-{domain}.htpasswd"), f"{domain}-user", "pw"],
+                       check=True, capture_output=True)
+    (compose / "mirror-secrets" / "concelier-authority-client").write_text("client-secret\n")
+
+
+def _copy(tmp_path: Path, populated: bool = True) -> Path:
     target = tmp_path / "deploy"
     shutil.copytree(REPO / "deploy", target, symlinks=True)
+    if populated:
+        populate(target)
     return target
 
 
-def test_shipped_profiles_are_valid() -> None:
-    res = _run()
+def test_shipped_profiles_are_valid_once_populated(tmp_path: Path) -> None:
+    res = _run(_copy(tmp_path))
     assert res.returncode == 0, res.stdout + res.stderr
     for check in ("compose", "gateway", "helm", "systemd"):
         assert f"ok   {check}" in res.stdout
+
+
+def test_unreadable_referenced_file_is_refused(tmp_path: Path) -> None:
+    res = _run(_copy(tmp_path, populated=False))  # a fresh checkout: runbook §2 not done yet
+    assert res.returncode == 1
+    assert "mirror-gateway/secrets/mirror-primary.htpasswd: cannot read htpasswd file" in res.stderr
+
+
+def test_non_bcrypt_htpasswd_line_is_refused(tmp_path: Path) -> None:
+    deploy = _copy(tmp_path)
+    with (deploy / "compose/mirror-gateway/secrets/mirror-community.htpasswd").open("a") as fh:
+        fh.write("mallory:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n")
+    res = _run(deploy)
+    assert res.returncode == 1
+    assert "mirror-community.htpasswd:2: user 'mallory' has an unsalted SHA-1" in res.stderr
+
+
+def test_gateway_and_configuration_must_name_the_same_domains(tmp_path: Path) -> None:
+    deploy = _copy(tmp_path)
+    conf = deploy / "compose/mirror-gateway/nginx.conf"
+    conf.write_text(conf.read_text().replace("server_name mirror-community.stella-ops.org;",
+                                             "server_name mirror-extra.stella-ops.org;"))
+    res = _run(deploy)
+    assert res.returncode == 1
+    assert "server_name mirror-extra.stella-ops.org: no domain of mirror.env.example has this host name" in res.stderr
+    assert "no server for mirror-community.stella-ops.org, a host name of a domain in mirror.env.example" in res.stderr
+    assert "is not the rendering of mirror.env.example" in res.stderr
 
 
 def test_writable_export_mount_is_refused(tmp_path: Path) -> None:
@@ -70,5 +123,91 @@ def test_gateway_config_error_is_reported_by_nginx(tmp_path: Path) -> None:
     conf.write_text(conf.read_text().replace("proxy_cache_lock on;", "proxy_cache_lock maybe;", 1))
     res = _run(deploy)
     assert res.returncode == 1
-    assert "FAIL deploy/compose/mirror-gateway/nginx.conf: nginx -t failed" in res.stderr
+    assert "FAIL deploy/compose/mirror-gateway/nginx.conf: services.mirror-gateway: nginx -t failed" in res.stderr
     assert "proxy_cache_lock" in res.stderr
+    assert "is not the rendering of" in res.stderr  # hand edits are caught too
+
+
+def test_broken_compose_file_is_caught_by_the_compose_schema(tmp_path: Path) -> None:
+    deploy = _copy(tmp_path)
+    compose = deploy / COMPOSE
+    text = compose.read_text()
+    redis = '    restart: unless-stopped\n    healthcheck:\n      test: ["CMD", "redis-cli"'
+    assert redis in text
+    compose.write_text(text.replace(redis, redis.replace("restart:", "restat:")))  # a typo the schema knows
+    res = _run(deploy)
+    assert res.returncode == 1
+    assert f"FAIL deploy/{COMPOSE}: not valid against the Compose specification" in res.stderr
+    assert "restat" in res.stderr
+
+
+def test_certificates_must_cover_their_host_and_outlive_30_days(tmp_path: Path) -> None:
+    deploy = _copy(tmp_path)
+    tls = deploy / "compose/mirror-gateway/tls"
+    certificate(tls, "mirror-community", "mirror-other.stella-ops.org")
+    certificate(tls, "mirror-primary", "mirror-primary.stella-ops.org", days=10)
+    res = _run(deploy)
+    assert res.returncode == 1
+    assert ("FAIL deploy/compose/mirror-gateway/tls/mirror-community.crt: services.mirror-gateway: certificate "
+            "/run/mirror-gateway/tls/mirror-community.crt: does not cover host mirror-community.stella-ops.org "
+            "(subjectAltName DNS names: mirror-other.stella-ops.org)") in res.stderr
+    assert ("FAIL deploy/compose/mirror-gateway/tls/mirror-primary.crt: services.mirror-gateway: certificate "
+            "/run/mirror-gateway/tls/mirror-primary.crt: expires on ") in res.stderr
+    assert "within 30 days: renew it" in res.stderr
+    assert res.stderr.count("FAIL ") == 2, res.stderr
+
+
+def _edit_values(deploy: Path, edit: Any) -> None:
+    path = deploy / VALUES
+    values = yaml.safe_load(path.read_text())
+    edit(values)
+    path.write_text(yaml.safe_dump(values))
+
+
+def test_helm_values_are_checked_as_rendered(tmp_path: Path) -> None:
+    deploy = _copy(tmp_path)
+
+    def edit(values: dict[str, Any]) -> None:
+        env = values["env"]
+        env["CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADS"] = "5"  # a key serve rejects
+        # A domain whose site is written in the product's keys: the gateway gets no certificate for it.
+        env.update({"CONCELIER__MIRROR__DOMAINS__2__ID": "partner",
+                    "CONCELIER__MIRROR__DOMAINS__2__HOSTNAMES__0": "mirror-partner.stella-ops.org",
+                    "CONCELIER__MIRROR__DOMAINS__2__TLS__CERTFILE": "/run/mirror-gateway/tls/mirror-partner.crt",
+                    "CONCELIER__MIRROR__DOMAINS__2__TLS__KEYFILE": "/run/mirror-gateway/tls/mirror-partner.key"})
+        values["excititor"]["replicas"] = "two"  # not what the Kubernetes API accepts
+
+    _edit_values(deploy, edit)
+    res = _run(deploy)
+    assert res.returncode == 1
+    where = f"FAIL deploy/{VALUES}: "
+    assert where + "stellaops-concelier/concelier: environment key concelier.mirror.domains.0.maxdownloads " \
+                   "matches no setting" in res.stderr
+    assert where + "stellaops-mirror-gateway/nginx: domain partner: /run/mirror-gateway/tls/mirror-partner.crt " \
+                   "is not provided by its volumes" in res.stderr
+    assert "FAIL deploy/helm/stellaops/templates/mirror-server.yaml: Deployment stellaops-excititor: " \
+           "spec.replicas: 'two' is not of type 'integer'" in res.stderr
+    assert "ok   compose" in res.stdout
+
+
+def test_helm_template_outside_the_renderer_subset_fails_loudly(tmp_path: Path) -> None:
+    deploy = _copy(tmp_path)
+    tpl = deploy / "helm/stellaops/templates/mirror-gateway.yaml"
+    tpl.write_text(tpl.read_text() + '{{ lookup "v1" "Secret" "default" "x" }}\n')
+    res = _run(deploy)
+    assert res.returncode == 1
+    assert "FAIL deploy/helm/stellaops/templates/mirror-gateway.yaml: rendering with values.yaml: " in res.stderr
+    assert "function 'lookup' is outside the supported subset" in res.stderr
+
+
+def test_populated_secret_directories_are_never_committed() -> None:
+    """deploy/compose/.gitignore keeps runbook §2's files out of git; only the READMEs saying what goes there are in."""
+    compose = "deploy/compose/"
+    secret = ["mirror-secrets/concelier-authority-client", "mirror-gateway/tls/mirror-primary.key",
+              "mirror-gateway/tls/mirror-primary.crt", "mirror-gateway/secrets/mirror-primary.htpasswd",
+              "env/mirror.env", "mirror-data/concelier/latest"]
+    kept = ["mirror-secrets/README.md", "mirror-gateway/tls/README.md", "mirror-gateway/secrets/README.md",
+            "env/mirror.env.example", "mirror-gateway/nginx.conf"]
+    res = subprocess.run(["git", "check-ignore", "--no-index", *[compose + p for p in secret + kept]], cwd=REPO,
+                         capture_output=True, text=True, check=False)
+    assert res.stdout.split() == [compose + p for p in secret], res.stdout + res.stderr

@@ -142,7 +142,7 @@ def test_sni_certificates_and_reload_under_load(tmp_path: Path) -> None:
             assert sp.pid_file is not None
             out = subprocess.run([*CLI, "reload", "--pid-file", str(sp.pid_file)], env=hermetic_env({}),
                                  capture_output=True, text=True, timeout=30)
-            assert out.returncode == 0 and "sent SIGHUP" in out.stdout, out.stderr
+            assert out.returncode == 0 and "took the new configuration" in out.stdout, out.stderr
             time.sleep(1.0)
             sp.hup()
             time.sleep(1.0)
@@ -193,5 +193,39 @@ def test_failed_reload_keeps_serving(tmp_path: Path) -> None:
             time.sleep(0.05)
         r = httpx.get(sp.url("/concelier/exports/mirror/second/manifest.json"))
         assert r.status_code == 404 and r.json()["type"].endswith("/not-found")  # configured now, not exported
+    finally:
+        sp.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reload_command_reports_refusal(tmp_path: Path, workers: int) -> None:
+    """``stella-mirror reload`` exits 3 with the server's reason when it refuses, 0 when it takes the change."""
+    key = generate_keypair(tmp_path / "keys")
+    publish_concelier(tmp_path / "c", key, {"primary": [advisory("CVE-2024-1")]}, "e1")
+    pw = tmp_path / "primary.htpasswd"
+    htpasswd(pw, {"alice": "pw"})
+    cfg = tmp_path / "mirror.yaml"
+    good = (f"concelier:\n  mirror:\n    exportRoot: {tmp_path / 'c'}\n    domains:\n      - id: primary\n"
+            f"        htpasswd: {pw}\n")
+    cfg.write_text(good)
+    sp = start_server(tmp_path / "srv", config=cfg, env={"EXCITITOR__MIRROR__ENABLED": "false"},
+                      args=["--workers", str(workers)])
+    try:
+        assert sp.pid_file is not None
+        reload_cmd = [*CLI, "reload", "--pid-file", str(sp.pid_file)]
+        pw.write_text("alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n")  # not bcrypt: refused
+        out = subprocess.run(reload_cmd, env=hermetic_env({}), capture_output=True, text=True, timeout=30)
+        assert out.returncode == 3, out.stdout + out.stderr
+        assert "refused the new configuration" in out.stderr and str(pw) in out.stderr
+        assert "W6ph5" not in out.stderr
+        url = "/concelier/exports/mirror/primary/manifest.json"
+        assert httpx.get(sp.url(url), auth=("alice", "pw")).status_code == 200  # the old file still in force
+        htpasswd(pw, {"alice": "pw2"})
+        out = subprocess.run(reload_cmd, env=hermetic_env({}), capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stdout + out.stderr
+        deadline = time.monotonic() + 5
+        while httpx.get(sp.url(url), auth=("alice", "pw2")).status_code != 200:
+            assert time.monotonic() < deadline, sp.stderr()
+            time.sleep(0.05)
     finally:
         sp.stop()

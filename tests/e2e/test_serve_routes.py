@@ -28,6 +28,12 @@ from treebuilder import advisory, publish_concelier, publish_excititor
 pytestmark = pytest.mark.e2e
 
 PAYLOAD = "public, max-age=300, immutable"
+ALL_DOMAINS_HOST = "hosted.mirror.test"
+"""The index lists only the domains readable on the request's host: on this one, all three."""
+
+
+def host_for(url: str) -> dict[str, str]:
+    return {"Host": ALL_DOMAINS_HOST} if url.startswith("/concelier/exports/index.json") else {}
 INDEX = "public, max-age=60"
 
 
@@ -99,13 +105,18 @@ CONCELIER_FILES = [
     ("/concelier/exports/mirror/primary/bundle.json.sig", "mirror/primary/bundle.json.sig", PAYLOAD,
      "text/plain; charset=us-ascii"),
     ("/concelier/exports/mirror/community/bundle.json", "mirror/community/bundle.json", PAYLOAD, "application/json"),
+    ("/concelier/exports/mirror/community/index.json", "mirror/community/index.json", INDEX, "application/json"),
+    ("/concelier/exports/mirror/community/index.json.jws", "mirror/community/index.json.jws", INDEX,
+     "application/jose"),
+    ("/concelier/exports/mirror/community/index.json.sig", "mirror/community/index.json.sig", INDEX,
+     "text/plain; charset=us-ascii"),
 ]
 
 
 @pytest.mark.parametrize(("url", "rel", "cache", "ctype"), CONCELIER_FILES)
 def test_concelier_files_with_httpx(mirror: Mirror, client: httpx.Client, url: str, rel: str, cache: str,
                                     ctype: str) -> None:
-    r = client.get(url)
+    r = client.get(url, headers=host_for(url))
     assert r.status_code == 200
     assert r.content == mirror.cfile(rel)
     assert r.headers["etag"] == f'"{sha(r.content)}"'
@@ -115,11 +126,24 @@ def test_concelier_files_with_httpx(mirror: Mirror, client: httpx.Client, url: s
     assert r.headers["x-mirror-export-id"] == "e1"
     assert r.headers["accept-ranges"] == "bytes"
     assert "last-modified" in r.headers and r.headers["x-request-id"]
-    assert ("vary" in r.headers) == rel.endswith(".json")
+    vary = r.headers.get("vary", "")
+    assert ("Accept-Encoding" in vary) == rel.endswith(".json")
+    # This site's index depends on the caller; a domain's own index does not.
+    assert ("Authorization" in vary) == url.startswith("/concelier/exports/index.json")
+
+
+def test_index_lists_only_domains_readable_on_the_host(mirror: Mirror, client: httpx.Client) -> None:
+    r = client.get("/concelier/exports/index.json")  # 'hosted' is not served on this host
+    assert r.status_code == 200 and r.headers["x-mirror-index"] == "filtered-unsigned"
+    assert [d["domainId"] for d in r.json()["domains"]] == ["community", "primary"]
+    assert "hosted" not in r.text and "Authorization" in r.headers["vary"]
+    assert client.get("/concelier/exports/index.json.jws").status_code == 404
+    full = client.get("/concelier/exports/index.json", headers={"Host": ALL_DOMAINS_HOST})
+    assert full.content == mirror.cfile("mirror/index.json")
 
 
 def test_etags_are_the_signed_digests(mirror: Mirror, client: httpx.Client) -> None:
-    index = client.get("/concelier/exports/index.json").json()
+    index = client.get("/concelier/exports/index.json", headers={"Host": ALL_DOMAINS_HOST}).json()
     for dom in index["domains"]:
         for kind in ("manifest", "bundle"):
             host = {"Host": "hosted.mirror.test"} if dom["domainId"] == "hosted" else {}
@@ -132,13 +156,16 @@ def test_etags_are_the_signed_digests(mirror: Mirror, client: httpx.Client) -> N
 @pytest.mark.parametrize("url", [u for u, *_ in CONCELIER_FILES[:5]])
 def test_concelier_files_with_curl(mirror: Mirror, tmp_path: Path, url: str) -> None:
     body, headers = tmp_path / "body", tmp_path / "headers"
-    subprocess.run(["curl", "-sS", "--fail", "-D", str(headers), "-o", str(body), mirror.sp.url(url)], check=True)
+    host = [f"-HHost: {ALL_DOMAINS_HOST}"] if host_for(url) else []
+    subprocess.run(["curl", "-sS", "--fail", *host, "-D", str(headers), "-o", str(body), mirror.sp.url(url)],
+                   check=True)
     rel = dict((u, r) for u, r, *_ in CONCELIER_FILES)[url]
     assert body.read_bytes() == mirror.cfile(rel)
     text = headers.read_text().lower()
     assert text.startswith("http/1.1 200")
     assert f'etag: "{sha(body.read_bytes())}"' in text
-    head = subprocess.run(["curl", "-sS", "-I", mirror.sp.url(url)], check=True, capture_output=True, text=True)
+    head = subprocess.run(["curl", "-sS", *host, "-I", mirror.sp.url(url)], check=True, capture_output=True,
+                          text=True)
     assert head.stdout.lower().startswith("http/1.1 200")
     assert f"content-length: {len(body.read_bytes())}" in head.stdout.lower()
 
@@ -178,23 +205,25 @@ def test_excititor_routes(mirror: Mirror, client: httpx.Client) -> None:
 def test_conditional_requests(client: httpx.Client) -> None:
     for url in ("/concelier/exports/index.json", "/concelier/exports/mirror/primary/bundle.json",
                 "/excititor/mirror/domains", "/excititor/mirror/community/exports/consensus"):
-        first = client.get(url)
+        first = client.get(url, headers=host_for(url))
         etag, lm = first.headers["etag"], first.headers.get("last-modified")
         for inm in (etag, f"W/{etag}", f'"nope", {etag}', "*"):
-            r = client.get(url, headers={"If-None-Match": inm})
+            r = client.get(url, headers={"If-None-Match": inm, **host_for(url)})
             assert r.status_code == 304, (url, inm)
             assert r.content == b"" and r.headers["etag"] == etag
-        assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+        assert client.get(url, headers={"If-None-Match": '"other"', **host_for(url)}).status_code == 200
         if lm:
-            assert client.get(url, headers={"If-Modified-Since": lm}).status_code == 304
-            assert client.get(url, headers={"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}).status_code == 200
+            assert client.get(url, headers={"If-Modified-Since": lm, **host_for(url)}).status_code == 304
+            old = "Mon, 01 Jan 2001 00:00:00 GMT"
+            assert client.get(url, headers={"If-Modified-Since": old, **host_for(url)}).status_code == 200
             # If-None-Match wins over If-Modified-Since.
-            r = client.get(url, headers={"If-None-Match": '"other"', "If-Modified-Since": lm})
+            r = client.get(url, headers={"If-None-Match": '"other"', "If-Modified-Since": lm, **host_for(url)})
             assert r.status_code == 200
 
 
 @pytest.mark.parametrize("url", ["/concelier/exports/mirror/primary/bundle.json", "/concelier/exports/index.json"])
 def test_ranges(mirror: Mirror, client: httpx.Client, url: str) -> None:
+    client.headers.update(host_for(url))
     full = client.get(url).content
     size = len(full)
     cases = [("bytes=0-99", 0, 99), ("bytes=100-", 100, size - 1), ("bytes=-50", size - 50, size - 1),
@@ -366,5 +395,25 @@ def test_sendfile_mode_serves_the_same_bytes(mirror: Mirror, tmp_path: Path) -> 
             r = c.get(url)
             assert r.content == full
         assert "Traceback" not in sp.stderr()
+    finally:
+        sp.stop()
+
+
+def test_max_ages_are_configurable(tmp_path: Path) -> None:
+    """Runbook §5 gives recommended TTLs (the defaults above); an operator may tune them: mirror.cache."""
+    key = generate_keypair(tmp_path / "keys")
+    publish_concelier(tmp_path / "concelier", key, {"primary": [advisory("CVE-2024-1")]}, "e1")
+    sp = start_server(tmp_path / "srv", env={
+        "CONCELIER__MIRROR__EXPORTROOT": str(tmp_path / "concelier"),
+        "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
+        "EXCITITOR__MIRROR__ENABLED": "false",
+        "MIRROR__CACHE__INDEXMAXAGESECONDS": "5",
+        "MIRROR__CACHE__PAYLOADMAXAGESECONDS": "3600",
+    }, ready_path="/readyz")
+    try:
+        index = httpx.get(sp.url("/concelier/exports/index.json"))
+        bundle = httpx.get(sp.url("/concelier/exports/mirror/primary/bundle.json"))
+        assert index.headers["cache-control"] == "public, max-age=5"
+        assert bundle.headers["cache-control"] == "public, max-age=3600, immutable"
     finally:
         sp.stop()

@@ -28,6 +28,13 @@ def dumps_compact(obj: Any) -> bytes:
     return orjson.dumps(obj, option=_OPTS)
 
 
+def domain_index(index: Mapping[str, Any], entry: Mapping[str, Any]) -> bytes:
+    """A Concelier domain's own index (``mirror/<domain>/index.json``): the export's signed index with only
+    that domain's entry — what a caller who may read only that domain is shown. Its bytes follow from the
+    full index, so the exporter writes them, ``verify`` checks them and ``sync`` knows their digest."""
+    return dumps({**index, "domains": [entry]})
+
+
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON bytes."""
     return orjson.loads(data)

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from typing_extensions import Buffer
 
+from stella_mirror.bundle import canonical
 from stella_mirror.bundle.model import SCHEMA_VERSION
 from stella_mirror.bundle.signing import TrustedKeys, verify_blob_sig, verify_detached_jws
 from stella_mirror.errors import (
@@ -224,8 +225,24 @@ def verify_concelier(reader: Reader, keys: TrustedKeys, now: datetime, min_seque
         ck.detached(bundle_rel, bundle_bytes, bundle_ref.get("signature"), where + "/bundle", verdict, "")
         manifest = _json_object(manifest_bytes, manifest_rel)
         _cross_check_manifest(manifest, manifest_rel, dom, export_id, sequence)
+        _check_domain_index(ck, index, dom, domain_id, verdict)
         verdict.domains.append(domain_id)
     return verdict
+
+
+def _check_domain_index(
+    ck: _Checker, index: dict[str, Any], dom: dict[str, Any], domain_id: str, verdict: Verdict
+) -> None:
+    """A domain's own signed index (``mirror/<domain>/index.json``, written since the server shows callers only
+    the domains they may read) must be signed and be the index with only that domain; older exports have none."""
+    rel = f"mirror/{domain_id}/index.json"
+    try:
+        data = ck.reader(rel)
+    except FileNotFoundError:
+        return
+    ck.signed_json(rel, verdict)
+    if bytes(data) != canonical.domain_index(index, dom):
+        raise MalformedBundleError(rel, "differs from the signed index restricted to this domain")
 
 
 def _cross_check_manifest(

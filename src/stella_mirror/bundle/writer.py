@@ -155,6 +155,11 @@ def write_concelier_export(
     }
     write_atomic(mirror / INDEX, canonical.dumps(index))
     sign_file(key, mirror / INDEX, "mirror/")
+    # Each domain's own signed index — the index with only that domain — is what a caller who may read only
+    # that domain gets at /concelier/exports/index.json: the other domains are never shown to it.
+    for entry in index_domains:
+        write_atomic(mirror / entry["domainId"] / INDEX, canonical.domain_index(index, entry))
+        sign_file(key, mirror / entry["domainId"] / INDEX, f"mirror/{entry['domainId']}/")
     return index
 
 

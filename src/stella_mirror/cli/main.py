@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from stella_mirror.cli import export, keys, offline_kit, server_commands, sync, verify
+from stella_mirror.cli import export, gateway, keys, offline_kit, server_commands, smoke, status, sync, verify
 from stella_mirror.cli.console import err_console, escape
 from stella_mirror.errors import StellaMirrorError
 
@@ -29,6 +29,9 @@ app.command("verify")(verify.verify)
 app.add_typer(sync.app, name="sync")
 app.add_typer(offline_kit.app, name="offline-kit")
 server_commands.register(app)
+app.add_typer(gateway.app, name="gateway")
+app.command("smoke")(smoke.smoke)
+app.command("status")(status.status)
 
 
 def report_error(exc: StellaMirrorError) -> int:

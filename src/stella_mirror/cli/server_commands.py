@@ -22,7 +22,7 @@ CONFIG_ENV = "STELLA_MIRROR_CONFIG"
 CONFIG_HELP = f"YAML configuration file (or ${CONFIG_ENV})."
 
 
-def _config_path(config: Path | None) -> Path | None:
+def config_path(config: Path | None) -> Path | None:
     if config is not None:
         return config
     env = os.environ.get(CONFIG_ENV)
@@ -45,7 +45,7 @@ def serve(
     from stella_mirror.config import load_config
     from stella_mirror.server.runner import ServeOptions, run
 
-    path = _config_path(config)
+    path = config_path(config)
 
     def loader() -> MirrorConfig:
         return load_config(path)
@@ -53,21 +53,42 @@ def serve(
     raise typer.Exit(run(ServeOptions(loader, host, port, service, workers, pid_file)))
 
 
+RELOAD_WAIT_SECONDS = 15.0
+
+
 def reload(
     pid_file: Annotated[Path | None, typer.Option("--pid-file", help="The server's pid file.")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Read mirror.pidFile from here.")] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", min=0.1, help="Seconds to wait for the server's answer.")
+    ] = RELOAD_WAIT_SECONDS,
 ) -> None:
-    """Ask a running server to re-read configuration, htpasswd files and certificates (SIGHUP)."""
+    """Ask a running server to re-read configuration, htpasswd files and certificates (SIGHUP) and report
+    its answer: exit 0 when it took the new configuration, 3 with the reason when it refused it."""
+    import time
+
     from stella_mirror.config import load_config
-    from stella_mirror.errors import ConfigError
+    from stella_mirror.errors import ConfigError, StellaMirrorError
+    from stella_mirror.server.reload_report import read_report, report_identity, report_path
     from stella_mirror.server.runner import send_reload
 
     if pid_file is None:
-        pid_file = load_config(_config_path(config)).mirror.pid_file
+        pid_file = load_config(config_path(config)).mirror.pid_file
     if pid_file is None:
         raise ConfigError("mirror.pidFile", "no pid file: pass --pid-file or set mirror.pidFile")
+    before = report_identity(pid_file)
     pid = send_reload(pid_file)
-    typer.echo(f"sent SIGHUP to {pid}")
+    deadline = time.monotonic() + wait
+    while report_identity(pid_file) == before:
+        if time.monotonic() > deadline:
+            raise StellaMirrorError(
+                f"sent SIGHUP to {pid} but no answer appeared in {report_path(pid_file)} within {wait:g}s"
+            )
+        time.sleep(0.05)
+    answer = read_report(pid_file) or {}
+    if not answer.get("ok"):
+        raise ConfigError("", f"the server (pid {pid}) refused the new configuration: {answer.get('reason')}")
+    typer.echo(f"reloaded: the server (pid {pid}) took the new configuration")
 
 
 config_app = typer.Typer(help="Inspect the server configuration.", no_args_is_help=True)
@@ -78,11 +99,23 @@ def config_check(
     config: Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
     output: Annotated[Literal["yaml", "json"], typer.Option("--output", "-o", help="Output format.")] = "yaml",
 ) -> None:
-    """Validate the configuration (file + environment) and print it with secrets redacted."""
+    """Load the configuration exactly as ``serve`` does — file, environment, htpasswd files, JWKS file,
+    certificates, access log — fail the same way (exit 3 naming the key), else print it with secrets redacted."""
+    import logging
+
     from stella_mirror.config import LoadReport, load_config, redacted
+    from stella_mirror.server.runner import ServeOptions, preflight
+    from stella_mirror.server.state import NOT_CONFIGURED, build_sites
 
     report = LoadReport()
-    cfg = load_config(_config_path(config), report=report)
+    path = config_path(config)
+    cfg = load_config(path, report=report)
+    # The server's own log lines would repeat the warnings printed below.
+    logging.disable(logging.CRITICAL)
+    try:
+        preflight(ServeOptions(lambda: load_config(path)))
+    finally:
+        logging.disable(logging.NOTSET)
     data = redacted(cfg)
     if output == "json":
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
@@ -92,8 +125,6 @@ def config_check(
         typer.echo(yaml.safe_dump(data, sort_keys=True, default_flow_style=False).rstrip())
     for key in report.ignored_env:
         typer.echo(f"warning: environment key {key} matches no setting and was ignored", err=True)
-    from stella_mirror.server.state import NOT_CONFIGURED, build_sites
-
     _, problems = build_sites(cfg)
     for problem in problems:
         product, _, message = problem.partition(": ")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import orjson
 import typer
 
-from stella_mirror.cli.server_commands import CONFIG_HELP, _config_path
+from stella_mirror.cli.server_commands import CONFIG_HELP, config_path
 
 if TYPE_CHECKING:
     from stella_mirror.sync.state import SyncState
@@ -106,7 +106,7 @@ def sync(
     from stella_mirror.sync.report import make_reporter
     from stella_mirror.sync.watch import watch as watch_loop
 
-    cfg = load_config(_config_path(config))
+    cfg = load_config(config_path(config))
     interval = interval if interval is not None else cfg.sync.interval_seconds
     if source is not None:
         from stella_mirror.bundle.keyfiles import load_trusted_keys
@@ -160,10 +160,10 @@ def history(
 ) -> None:
     """The recorded sync runs: when, from where, outcome, export, files and bytes fetched/reused, error."""
     configured = None
-    if config is not None or _config_path(None) is not None:
+    if config is not None or config_path(None) is not None:
         from stella_mirror.config import load_config
 
-        configured = load_config(_config_path(config)).sync.state_dir
+        configured = load_config(config_path(config)).sync.state_dir
     runs = _state(state_dir, configured).history(limit, str(dest) if dest else None, job)
     if as_json:
         typer.echo(orjson.dumps([r.as_dict() for r in runs], option=orjson.OPT_INDENT_2).decode())

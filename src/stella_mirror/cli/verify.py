@@ -9,22 +9,39 @@ import orjson
 import typer
 
 from stella_mirror.bundle import keyfiles, store
+from stella_mirror.bundle.signing import TrustedKeys
+from stella_mirror.bundle.verify import Verdict
+from stella_mirror.cli.remote_options import CaCert, PasswordFile, ResolveOpt, TokenFile, User, remote
 from stella_mirror.errors import BundleError
+from stella_mirror.ops.remote import Remote, fetch_concelier, split_exports_url
 from stella_mirror.timeutil import utcnow
 
 
 def verify(
-    path: Annotated[Path, typer.Argument(help="Export root (its latest) or one export directory.")],
+    path: Annotated[
+        str, typer.Argument(help="Export root (its latest), export directory, or https://…/concelier/exports URL.")
+    ],
     key: Annotated[list[Path], typer.Option("--key", help="Trusted public key (PEM or JWKS); repeat for rotation.")],
     min_sequence: Annotated[
         int | None, typer.Option("--min-sequence", help="Refuse an index older than this sequence.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    user: User = None,
+    password_file: PasswordFile = None,
+    token_file: TokenFile = None,
+    resolve: ResolveOpt = None,
+    cacert: CaCert = None,
 ) -> None:
-    """Verify signatures, digests, sizes, expiry and sequence; exit 0 only when everything holds."""
+    """Verify signatures, digests, sizes, expiry and sequence; exit 0 only when everything holds. A URL is
+    fetched as a consumer sees it (the index it is given, every listed domain's files) and then verified."""
     keys = keyfiles.load_trusted_keys(key)
     try:
-        verdict = store.verify_path(path, keys, utcnow(), min_sequence)
+        if path.startswith(("https://", "http://")):
+            base, _ = split_exports_url(path)
+            source = remote(base, user, password_file, token_file, resolve, cacert)
+            verdict = _verify_url(source, keys, min_sequence)
+        else:
+            verdict = store.verify_path(Path(path), keys, utcnow(), min_sequence)
     except BundleError as exc:
         if as_json:
             typer.echo(orjson.dumps({"ok": False, "error": exc.kind, "path": exc.path, "reason": exc.reason}))
@@ -38,3 +55,11 @@ def verify(
         f"{verdict.files_checked} files, {verdict.bytes_checked} bytes, "
         f"keys {', '.join(sorted(verdict.key_ids))}; expires {verdict.expires_at}"
     )
+
+
+def _verify_url(source: Remote, keys: TrustedKeys, min_sequence: int | None) -> Verdict:
+    """Fetch what the mirror gives this caller into a temporary export directory and verify that."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="stella-mirror-verify-") as tmp, source.client() as client:
+        return store.verify_export_dir(fetch_concelier(client, Path(tmp)), keys, utcnow(), min_sequence)

@@ -24,7 +24,7 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from stella_mirror.config import MirrorConfig
-from stella_mirror.errors import StellaMirrorError
+from stella_mirror.errors import ConfigError, StellaMirrorError
 from stella_mirror.server.authn.authenticator import Authenticator, AuthSettings
 from stella_mirror.server.files import FileCache
 from stella_mirror.server.gateway import Gateway
@@ -113,6 +113,8 @@ class MirrorApp:
         self.service = service
         self.handle_sighup = handle_sighup
         self.reload_hooks: list[ReloadHook] = []
+        self.on_reload: Callable[[bool, str | None], None] | None = None
+        """Told how every reload ended (ok, the refusal's reason): the runner answers ``stella-mirror reload``."""
         state = build_state(config, service)
         report_problems(state)
         self.holder = StateHolder(state)
@@ -126,7 +128,12 @@ class MirrorApp:
 
     @staticmethod
     def _sink(target: str) -> AccessLogSink | None:
-        return None if target.lower() == "off" else AccessLogSink(target)
+        if target.lower() == "off":
+            return None
+        try:
+            return AccessLogSink(target)
+        except OSError as exc:
+            raise ConfigError("mirror.accessLog", f"cannot open {target}: {exc.strerror or exc}") from None
 
     def _current_backend(self) -> QuotaBackend:
         backend = self.holder.current.quota_backend
@@ -231,6 +238,8 @@ class MirrorApp:
             log.error("reload failed, keeping the previous configuration: %s", exc)
             if self.metrics is not None:
                 self.metrics.reload(False)
+            if self.on_reload is not None:
+                self.on_reload(False, str(exc))
             return False
         for commit in commits:
             commit()
@@ -262,6 +271,8 @@ class MirrorApp:
         log.info("configuration reloaded (generation %d)", state.generation)
         if self.metrics is not None:
             self.metrics.reload(True)
+        if self.on_reload is not None:
+            self.on_reload(True, None)
         return True
 
 

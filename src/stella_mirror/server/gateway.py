@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from starlette.types import Message, Receive, Scope, Send
 
-from stella_mirror.server import routes_concelier, routes_excititor, routes_ops
+from stella_mirror.server import routes_concelier, routes_excititor, routes_ops, routes_status
 from stella_mirror.server.context import RequestContext
 from stella_mirror.server.cycle import MESSAGE as ZEROCOPY_MESSAGE
 from stella_mirror.server.metrics import Metrics
@@ -43,6 +43,7 @@ from stella_mirror.server.problems import MEDIA_TYPE, problem_body, problem_resp
 from stella_mirror.server.protocol import Immediate
 from stella_mirror.server.routes_common import Runtime, recall_full
 from stella_mirror.server.state import ServerState
+from stella_mirror.server.visibility import restricted
 
 log = logging.getLogger("stella_mirror.server")
 
@@ -136,6 +137,8 @@ class Gateway:
             return None
         # The memoised answer before the credential: a bearer token costs a signature check, and a request
         # that falls back (a large file, a precondition, a Range) would pay for it twice.
+        if target.handler == "concelier.index" and restricted(self.state(), "concelier"):
+            return None  # the index depends on the caller's credentials: the ordinary path filters it
         found = recall_full(self.runtime, ctx, target.product, target.pin, target.parts)
         if found is None or not self.auth.admit_now(ctx, authorization):
             return None
@@ -150,7 +153,7 @@ class Gateway:
             answer = Immediate(verdict[0], None, headers, b"" if head_only else body)
         else:
             body, static = found
-            cache = cache_control(target)
+            cache = cache_control(target, self.state().config.mirror.cache)
             headers = [(b"cache-control", cache), *verdict, request_id] if cache else [*verdict, request_id]
             answer = Immediate(200, static, headers, b"" if head_only else body)
         self.access_log.finish(scope, ctx, answer.status, len(answer.body), time.perf_counter() - started)
@@ -163,7 +166,10 @@ class Gateway:
             return
         target: Target = ctx.extra["target"]
         if target.product is None:
-            await routes_ops.serve(scope, out, self.runtime, target.handler, self.metrics)
+            if target.handler.startswith("ops.status"):
+                await routes_status.serve(scope, out, self.runtime, ctx, target.handler, authorization, self.metrics)
+            else:
+                await routes_ops.serve(scope, out, self.runtime, target.handler, self.metrics)
             return
         if not await self.auth.admit(ctx, authorization, out):
             return
@@ -172,8 +178,10 @@ class Gateway:
             return
         if ratelimit:
             out.extra[:0] = ratelimit
-        out.cache = cache_control(target)
+        out.cache = cache_control(target, self.state().config.mirror.cache)
         if target.product == "concelier":
-            await routes_concelier.serve(scope, out, self.runtime, ctx, target)
+            if target.handler == "concelier.index" and restricted(self.state(), "concelier"):
+                out.extra.append((b"vary", b"Authorization"))
+            await routes_concelier.serve(scope, out, self.runtime, ctx, target, authorization)
         else:
             await routes_excititor.serve(scope, out, self.runtime, ctx, target)

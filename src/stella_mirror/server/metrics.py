@@ -307,6 +307,16 @@ class MirrorCollector(Collector):
         yield from fams.values()
 
 
+def request_counts(metrics: Metrics) -> dict[tuple[str, str], tuple[int, int]]:
+    """Requests and 429 answers so far per ``(product, domain)``, over every worker (the status page)."""
+    counts: dict[tuple[str, str], tuple[int, int]] = {}
+    for key, n in _sum(metrics.all_snapshots(), "requests").items():
+        product, domain, _route, status = _labels(key)
+        total, rejected = counts.get((product, domain), (0, 0))
+        counts[product, domain] = (total + int(n), rejected + (int(n) if status == "429" else 0))
+    return counts
+
+
 def render(metrics: Metrics, freshness: FreshnessSource) -> bytes:
     """The Prometheus text exposition of everything."""
     registry = CollectorRegistry(auto_describe=False)

@@ -17,6 +17,7 @@ handshakes use the new certificates, established connections are untouched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -33,9 +34,10 @@ from typing import Any
 import uvicorn
 
 from stella_mirror.config import MirrorConfig, TlsFiles
-from stella_mirror.errors import ConfigError
+from stella_mirror.errors import ConfigError, StellaMirrorError
 from stella_mirror.server.app import MirrorApp, create_app
 from stella_mirror.server.protocol import MirrorHttpToolsProtocol, ZeroCopyHttpToolsProtocol
+from stella_mirror.server.reload_report import write_report
 from stella_mirror.server.state import Service
 
 log = logging.getLogger("stella_mirror.server")
@@ -102,7 +104,7 @@ class TlsManager:
             for i, dom in enumerate(mirror.domains):
                 if not dom.tls.configured:
                     continue
-                ctx = _context(dom.tls, f"{product}.mirror.domains.{i}.tls")
+                ctx = _context(dom.tls, f"{config.site_key(product, i)}.tls")
                 for host in dom.hostnames:
                     by_host.setdefault(host, ctx)
         return _TlsPlan(default, by_host)
@@ -169,13 +171,38 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_worker_app(opts: ServeOptions, metrics_dir: Path | None) -> tuple[MirrorApp, TlsManager | None]:
+def build_worker_app(
+    opts: ServeOptions, metrics_dir: Path | None, reload_answer: Path | None = None
+) -> tuple[MirrorApp, TlsManager | None]:
+    """A worker's application; with ``reload_answer`` (the pid file) it answers reloads there."""
     config = opts.loader()
     app = create_app(config, opts.loader, opts.service, metrics_dir, handle_sighup=True)
     tls = TlsManager(config) if config.tls_enabled() else None
     if tls is not None:
         app.reload_hooks.append(tls.prepare)
+    if reload_answer is not None:
+        app.on_reload = functools.partial(write_report, reload_answer)
     return app, tls
+
+
+def preflight(opts: ServeOptions) -> MirrorConfig:
+    """Load everything ``serve`` loads before it binds — configuration, htpasswd files, the JWKS file,
+    certificates, the access log — and let it go again; raises exactly what ``serve`` would.
+    ``stella-mirror config check`` and the supervisor's reload check run it too."""
+    config = opts.loader()
+    app, _ = build_worker_app(opts, None)
+    if app.sink is not None:
+        app.sink.close()
+    return config
+
+
+def check_reload(opts: ServeOptions) -> tuple[bool, str | None]:
+    """Whether a reload now would be accepted, and the refusal's reason if not."""
+    try:
+        preflight(opts)
+    except (StellaMirrorError, OSError, ValueError) as exc:
+        return False, str(exc)
+    return True, None
 
 
 def _uvicorn_config(app: MirrorApp, tls: TlsManager | None) -> uvicorn.Config:
@@ -195,9 +222,11 @@ def _uvicorn_config(app: MirrorApp, tls: TlsManager | None) -> uvicorn.Config:
     )
 
 
-def serve_worker(sock: socket.socket, opts: ServeOptions, metrics_dir: Path | None) -> None:
+def serve_worker(
+    sock: socket.socket, opts: ServeOptions, metrics_dir: Path | None, reload_answer: Path | None = None
+) -> None:
     """Run one worker on an already-bound socket until SIGTERM/SIGINT."""
-    app, tls = build_worker_app(opts, metrics_dir)
+    app, tls = build_worker_app(opts, metrics_dir, reload_answer)
     server = uvicorn.Server(_uvicorn_config(app, tls))
     server.run(sockets=[sock])
 
@@ -211,13 +240,9 @@ def run(opts: ServeOptions) -> int:
     """``stella-mirror serve``: bind, then serve with one or more workers; returns the exit code."""
     setup_logging()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until a reload handler is installed
-    config = opts.loader()
-    host, port, workers = _apply(config, opts)
     # Build once in the parent to fail fast (bad htpasswd, certificates) before forking or binding.
-    app, _ = build_worker_app(opts, None)
-    if app.sink is not None:
-        app.sink.close()
-    del app
+    config = preflight(opts)
+    host, port, workers = _apply(config, opts)
     sock = bind(host, port)
     pid_file = opts.pid_file or config.mirror.pid_file
     if pid_file is not None:
@@ -231,9 +256,9 @@ def run(opts: ServeOptions) -> int:
         )
     try:
         if workers == 1:
-            serve_worker(sock, opts, None)
+            serve_worker(sock, opts, None, pid_file)
             return 0
-        return _supervise(sock, opts, workers)
+        return _supervise(sock, opts, workers, pid_file)
     finally:
         sock.close()
         if pid_file is not None:
@@ -241,7 +266,7 @@ def run(opts: ServeOptions) -> int:
                 pid_file.unlink()
 
 
-def _supervise(sock: socket.socket, opts: ServeOptions, workers: int) -> int:
+def _supervise(sock: socket.socket, opts: ServeOptions, workers: int, pid_file: Path | None) -> int:
     metrics_dir = Path(tempfile.mkdtemp(prefix="stella-mirror-metrics-"))
     children: dict[int, int] = {}
     stopping = False
@@ -268,6 +293,9 @@ def _supervise(sock: socket.socket, opts: ServeOptions, workers: int) -> int:
         nonlocal stopping
         if sig in (signal.SIGTERM, signal.SIGINT):
             stopping = True
+        if sig == signal.SIGHUP and pid_file is not None:
+            # The workers reload on their own; this answers for them, having checked what they will load.
+            write_report(pid_file, *check_reload(opts))
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)

@@ -271,9 +271,9 @@ class _Run:
                     self.rec.files_reused += 1
                     self.rec.bytes_reused += item.size
                 else:
-                    wants.append(Want(item.rel, item.size, item.digest))
+                    wants.append(Want(item.rel, item.size, item.digest, optional=item.optional))
                 if item.signed:
-                    wants += _signatures([item.rel], local)
+                    wants += _signatures([item.rel], local, optional=item.optional)
             self.reporter.start_transfer(job.name, sum(w.max_size for w in wants if w.digest is not None))
             try:
                 self.count(self.source.fetch(wants, stage, self.partial, self.progress))
@@ -289,10 +289,11 @@ class _Run:
         return PUBLISHED
 
 
-def _signatures(rels: Any, local: Any, index: bool = False) -> list[Want]:
-    """The detached ``.jws`` and ``.sig`` of each path (an index's ``.sig`` is optional, as in ``verify``)."""
+def _signatures(rels: Any, local: Any, index: bool = False, optional: bool = False) -> list[Want]:
+    """The detached ``.jws`` and ``.sig`` of each path (an index's ``.sig`` is optional, as in ``verify``;
+    both are for an optional file)."""
     return [
-        Want(rel + suffix, SIGNATURE_CAP, local=local(rel + suffix), optional=index and suffix == ".sig")
+        Want(rel + suffix, SIGNATURE_CAP, local=local(rel + suffix), optional=optional or (index and suffix == ".sig"))
         for rel in sorted(rels)
         for suffix in (".jws", ".sig")
     ]

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from stella_mirror.bundle import canonical
+from stella_mirror.bundle.digest import sha256_bytes
 from stella_mirror.bundle.verify import safe_relpath
 from stella_mirror.errors import MalformedBundleError
 
@@ -24,6 +26,9 @@ class Listed:
     size: int
     digest: str
     signed: bool
+    optional: bool = False
+    """May be absent at the source (with its signatures): a Concelier domain's own index, which exports
+    written before it existed do not have."""
 
 
 def _ref(ref: Any, where: str, prefix: str, signed: bool) -> Listed:
@@ -34,6 +39,17 @@ def _ref(ref: Any, where: str, prefix: str, signed: bool) -> Listed:
     if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(digest, str):
         raise MalformedBundleError(where, "sizeBytes/digest missing or of the wrong type")
     return Listed(rel, size, digest, signed)
+
+
+def _domain_index(index: dict[str, Any], dom: dict[str, Any], where: str) -> Listed:
+    """The domain's own signed index: not listed by the full index, but its bytes follow from it
+    (:func:`~stella_mirror.bundle.canonical.domain_index`), so its size and digest are known before fetching."""
+    domain_id = dom.get("domainId")
+    if not isinstance(domain_id, str):
+        raise MalformedBundleError(where, "domainId must be a string")
+    data = canonical.domain_index(index, dom)
+    rel = safe_relpath(f"mirror/{domain_id}/index.json", where, "domainId")
+    return Listed(rel, len(data), sha256_bytes(data), signed=True, optional=True)
 
 
 def listed_files(indexes: Mapping[str, dict[str, Any]]) -> Iterator[Listed]:
@@ -47,6 +63,7 @@ def listed_files(indexes: Mapping[str, dict[str, Any]]) -> Iterator[Listed]:
                     raise MalformedBundleError(where, "domain entry must be an object")
                 yield _ref(dom.get("manifest"), where + "/manifest", "", False)
                 yield _ref(dom.get("bundle"), where + "/bundle", "", True)
+                yield _domain_index(doc, dom, where)
         else:  # Excititor: mirror/<domain>/index.json lists artifacts relative to the domain directory
             prefix = index_rel.rsplit("/", 1)[0] + "/"
             exports = doc.get("exports")

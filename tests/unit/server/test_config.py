@@ -130,6 +130,18 @@ def test_file_keys_are_case_insensitive_too(tmp_path: Path) -> None:
          "concelier.mirror.domains.0.hostnames", "not a valid host name"),
         ({"AUTHORITY__CLIENTSECRET": "hunter2"}, "authority.clientsecret", "never read from the environment"),
         ({"CONCELIER__MIRROR__DOMAINS__X__ID": "p"}, "concelier.mirror.domains", "expected a list"),
+        # A domain's site (host names, certificate, htpasswd) has one home: mirror.domains.
+        ({"MIRROR__DOMAINS__0__ID": "p", "CONCELIER__MIRROR__DOMAINS__0__ID": "p",
+          "CONCELIER__MIRROR__DOMAINS__0__HOSTNAMES__0": "p.example"},
+         "concelier.mirror.domains.0.hostnames", "has its site in mirror.domains.0: write hostnames there only"),
+        ({"MIRROR__DOMAINS__0__ID": "p", "CONCELIER__MIRROR__DOMAINS__0__ID": "q"}, "mirror.domains.0.id",
+         "no concelier or excititor domain is 'p'"),
+        ({"MIRROR__DOMAINS__0__ID": "p", "MIRROR__DOMAINS__1__ID": "p", "CONCELIER__MIRROR__DOMAINS__0__ID": "p"},
+         "mirror.domains.1.id", "configured twice"),
+        ({"MIRROR__DOMAINS__0__ID": "p", "MIRROR__DOMAINS__0__HOSTNAMES__0": "bad host!",
+          "CONCELIER__MIRROR__DOMAINS__0__ID": "p"}, "mirror.domains.0.hostnames", "not a valid host name"),
+        ({"MIRROR__DOMAINS__0__ID": "p", "MIRROR__DOMAINS__0__TLS__CERTFILE": "/p.crt",
+          "CONCELIER__MIRROR__DOMAINS__0__ID": "p"}, "mirror.domains.0.tls", "together"),
     ],
 )
 def test_invalid_configuration_names_the_key_path(env: dict[str, str], key_path: str, reason: str) -> None:
@@ -195,5 +207,25 @@ def test_env_example_is_valid_and_uses_the_runbook_names() -> None:
     assert cfg.excititor.export_root == Path("/exports")
     assert [d.id for d in cfg.concelier.mirror.domains] == ["primary", "community"]
     assert cfg.authority.client_secret_file == Path("/run/secrets/concelier-authority-client")
-    assert cfg.mirror.quotas.backend == "redis" and cfg.tls_enabled()
+    assert cfg.mirror.quotas.backend == "redis"
+    assert cfg.mirror.gateway.terminate_tls and not cfg.tls_enabled()  # the gateway terminates TLS
     assert not any("SECRET=" in k.upper() + "=" for k in env), "no secret values in the example"
+
+
+def test_a_domain_site_is_written_once_for_both_product_lines() -> None:
+    site = {"MIRROR__DOMAINS__0__ID": "primary", "MIRROR__DOMAINS__0__HOSTNAMES__0": "Mirror-Primary.example",
+            "MIRROR__DOMAINS__0__HTPASSWD": "/s/mirror-primary.htpasswd",
+            "MIRROR__DOMAINS__0__TLS__CERTFILE": "/t/p.crt", "MIRROR__DOMAINS__0__TLS__KEYFILE": "/t/p.key"}
+    cfg = load_config(None, {**site, "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
+                             "CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADREQUESTSPERHOUR": "5",
+                             "EXCITITOR__MIRROR__DOMAINS__0__ID": "other",
+                             "EXCITITOR__MIRROR__DOMAINS__1__ID": "primary",
+                             "MIRROR__GATEWAY__TERMINATETLS": "true"})
+    for dom in (cfg.concelier.mirror.domains[0], cfg.excititor.mirror.domains[1]):
+        assert dom.hostnames == ("mirror-primary.example",)
+        assert dom.htpasswd == Path("/s/mirror-primary.htpasswd")
+        assert (dom.tls.cert_file, dom.tls.key_file) == (Path("/t/p.crt"), Path("/t/p.key"))
+    assert cfg.concelier.mirror.domains[0].max_download_requests_per_hour == 5  # quotas stay per product
+    assert cfg.excititor.mirror.domains[0].hostnames == ()  # a domain without a site entry keeps its own keys
+    assert cfg.site_key("excititor", 1) == "mirror.domains.0"
+    assert cfg.site_key("excititor", 0) == "excititor.mirror.domains.0"

@@ -29,7 +29,9 @@ from treebuilder import advisory, publish_concelier, publish_excititor
 pytestmark = pytest.mark.skipif(shutil.which("htpasswd") is None, reason="htpasswd (apache2-utils) not installed")
 
 SECURE = "secure.mirror.test"
-INDEX = "/concelier/exports/index.json"
+INDEX = "/concelier/exports/mirror/primary/manifest.json"
+"""A small file on the open domain (the index of this site depends on the caller: never immediate)."""
+SECURE_FILE = "/concelier/exports/mirror/secure/manifest.json"
 LIMIT = 4
 
 
@@ -136,9 +138,8 @@ def site(tmp_path: Path) -> Iterator[Site]:
 
 
 FILES = [
-    (INDEX, "mirror/index.json", "c"),
-    ("/concelier/exports/index.json.jws", "mirror/index.json.jws", "c"),
-    ("/concelier/exports/mirror/primary/manifest.json", "mirror/primary/manifest.json", "c"),
+    (INDEX, "mirror/primary/manifest.json", "c"),
+    ("/concelier/exports/mirror/primary/bundle.json.jws", "mirror/primary/bundle.json.jws", "c"),
     ("/concelier/exports/mirror/primary/bundle.json", "mirror/primary/bundle.json", "c"),
     ("/concelier/exports/mirror/primary/bundle.json.sig", "mirror/primary/bundle.json.sig", "c"),
     ("/excititor/mirror/community/index", "mirror/community/index.json", "x"),
@@ -191,27 +192,35 @@ def test_post_takes_the_ordinary_path(site: Site) -> None:
 
 def secure(creds: bytes | None = None, client: str = "10.0.0.1") -> dict[str, Any]:
     headers = [(b"authorization", creds)] if creds is not None else []
-    return scope(INDEX, headers=headers, host=SECURE, client=client)
+    return scope(SECURE_FILE, headers=headers, host=SECURE, client=client)
+
+
+def test_an_index_that_depends_on_the_caller_takes_the_ordinary_path(site: Site) -> None:
+    path = "/concelier/exports/index.json"
+    assert asgi(site.app, scope(path)).status == 200
+    assert immediate(site.app, scope(path)) is None
+    reply = asgi(site.app, scope(path))
+    assert b"Authorization" in [v for k, v in reply.headers if k == b"vary"]
+    assert [d["domainId"] for d in orjson.loads(reply.body)["domains"]] == ["primary"]  # not the secure domain
 
 
 def test_credentials_are_answered_immediately_only_once_verified(site: Site) -> None:
     good, bad = basic("alice", "pw-alice"), basic("alice", "wrong")
-    asgi(site.app, scope(INDEX))  # the file's answer is memoised (the same index on every host)
-    assert immediate(site.app, scope(INDEX)) is not None
+    warm = asgi(site.app, secure(good))  # the file's answer is memoised
+    assert warm.status == 200 and warm.header(b"ratelimit-remaining") == str(LIMIT - 1).encode()
     assert asgi(site.app, secure()).status == 401
     assert immediate(site.app, secure()) is None  # no credentials on a domain that requires them
     assert immediate(site.app, secure(bad)) is None
-    assert immediate(site.app, secure(good)) is None  # not verified yet: bcrypt belongs to the ordinary path
     first = asgi(site.app, secure(good))
-    assert first.status == 200 and first.header(b"ratelimit-remaining") == str(LIMIT - 1).encode()
+    assert first.status == 200 and first.header(b"ratelimit-remaining") == str(LIMIT - 2).encode()
     fast = immediate(site.app, secure(good))
     assert fast is not None and fast.status == 200
-    assert fast.header(b"ratelimit-remaining") == str(LIMIT - 2).encode()
+    assert fast.header(b"ratelimit-remaining") == str(LIMIT - 3).encode()
     assert [k for k, _ in fast.headers] == [k for k, _ in first.headers]
-    assert fast.header(b"cache-control") == first.header(b"cache-control") == b"public, max-age=60"
+    assert fast.header(b"cache-control") == first.header(b"cache-control") == b"public, max-age=300, immutable"
     assert immediate(site.app, secure(bad)) is None  # a verified user with another password is not
-    # …and the refused attempts did not consume anything: the next ordinary request sees LIMIT - 3 left.
-    assert asgi(site.app, secure(good)).header(b"ratelimit-remaining") == str(LIMIT - 3).encode()
+    # …and the refused attempts did not consume anything: the next ordinary request sees LIMIT - 4 left.
+    assert asgi(site.app, secure(good)).header(b"ratelimit-remaining") == str(LIMIT - 4).encode()
 
 
 def test_the_quota_is_counted_once_and_429_answered_like_the_ordinary_path(site: Site) -> None:
@@ -258,7 +267,7 @@ def test_immediate_answers_are_logged_and_counted(site: Site) -> None:
     lines = [orjson.loads(line) for line in site.log.read_text().splitlines()]
     fast_lines = lines[-3:]
     assert all(line["status"] == 200 and line["principal"] == "alice" and line["auth"] == "basic"
-               and line["domain"] == "secure" and line["route"] == "concelier.index" for line in fast_lines)
+               and line["domain"] == "secure" and line["route"] == "concelier.manifest" for line in fast_lines)
     assert len({line["requestId"] for line in lines}) == len(lines)
     assert "pw-alice" not in site.log.read_text()
     metrics = asgi(site.app, scope("/metrics")).body.decode()

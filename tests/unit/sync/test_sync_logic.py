@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -28,11 +29,16 @@ def _ref(path: str, size: int = 3) -> dict[str, object]:
 
 
 def test_listed_files_of_both_products() -> None:
-    concelier = {"mirror/index.json": {"domains": [{"manifest": _ref("mirror/p/manifest.json"),
-                                                  "bundle": _ref("mirror/p/bundle.json", 7)}]}}
-    assert list(listed_files(concelier)) == [
+    index = {"exportId": "e1", "domains": [{"domainId": "p", "manifest": _ref("mirror/p/manifest.json"),
+                                            "bundle": _ref("mirror/p/bundle.json", 7)}]}
+    own = b'{"domains":[{"bundle":{"digest":"sha256:' + b"a" * 64 + b'","path":"mirror/p/bundle.json","sizeBytes":7},'
+    own += b'"domainId":"p","manifest":{"digest":"sha256:' + b"a" * 64 + b'","path":"mirror/p/manifest.json",'
+    own += b'"sizeBytes":3}}],"exportId":"e1"}\n'
+    assert list(listed_files({"mirror/index.json": index})) == [
         Listed("mirror/p/manifest.json", 3, "sha256:" + "a" * 64, False),
         Listed("mirror/p/bundle.json", 7, "sha256:" + "a" * 64, True),
+        # The domain's own index: its bytes follow from the full index, so its size and digest are known.
+        Listed("mirror/p/index.json", len(own), "sha256:" + hashlib.sha256(own).hexdigest(), True, optional=True),
     ]
     excititor = {"mirror/d/index.json": {"exports": [_ref("exports/k/k.json")]}}
     assert [f.rel for f in listed_files(excititor)] == ["mirror/d/exports/k/k.json"]

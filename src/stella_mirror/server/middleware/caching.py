@@ -5,6 +5,8 @@
 * indexes — Concelier ``index.json`` (+ signatures), Excititor ``index``, the domain list, export metadata —
   change on every publish: ``public, max-age=60``.
 
+The max-ages are ``mirror.cache`` (defaults 300 and 60, the runbook's recommended TTLs).
+
 Only ``200``/``206``/``304`` get these; errors keep the ``no-store`` the problem helpers set. The class comes
 from the route parsed by :mod:`stella_mirror.server.middleware.domain`; the gateway
 (:mod:`stella_mirror.server.gateway`) adds the header as the response starts.
@@ -12,17 +14,23 @@ from the route parsed by :mod:`stella_mirror.server.middleware.domain`; the gate
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+from stella_mirror.config import CacheConfig
 from stella_mirror.server.middleware.domain import Target
 
-PAYLOAD = b"public, max-age=300, immutable"
-INDEX = b"public, max-age=60"
-_VALUES = {"payload": PAYLOAD, "index": INDEX}
+
+@lru_cache(maxsize=8)
+def _values(index: int, payload: int) -> dict[str, bytes]:
+    return {"payload": b"public, max-age=%d, immutable" % payload, "index": b"public, max-age=%d" % index}
 
 
 CACHEABLE = frozenset({200, 206, 304})
 """Statuses that get a ``Cache-Control`` by route class."""
 
 
-def cache_control(target: Target | None) -> bytes | None:
+def cache_control(target: Target | None, config: CacheConfig) -> bytes | None:
     """The ``Cache-Control`` value for successful responses to ``target`` (None: leave the response alone)."""
-    return _VALUES.get(target.cache) if target is not None and target.cache else None
+    if target is None or not target.cache:
+        return None
+    return _values(config.index_max_age_seconds, config.payload_max_age_seconds).get(target.cache)

@@ -18,11 +18,12 @@ Routes (``@<exportId>`` optionally pins an export still kept by the publisher):
 
     /concelier/exports[/@<id>]/index.json | index.json.jws | index.json.sig
     /concelier/exports[/@<id>]/mirror/<domain>/manifest.json | bundle.json | bundle.json.jws | bundle.json.sig
+    /concelier/exports[/@<id>]/mirror/<domain>/index.json | index.json.jws | index.json.sig  (the domain's own index)
     /excititor/mirror/domains
     /excititor/mirror[/@<id>]/<domain>/index | index.jws | index.sig      (also under /excititor/mirror/domains/)
     /excititor/mirror[/@<id>]/<domain>/exports/<exportKey>                 (metadata: the index entry)
     /excititor/mirror[/@<id>]/<domain>/exports/<exportKey>/download | download.jws | download.sig
-    /healthz  /readyz  /metrics
+    /healthz  /readyz  /metrics  /status  /status.json
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ OPS = {
     "/healthz": Target("ops.healthz", None, "healthz", "ops", None),
     "/readyz": Target("ops.readyz", None, "readyz", "ops", None),
     "/metrics": Target("ops.metrics", None, "metrics", "ops", None),
+    "/status": Target("ops.status", None, "status", "ops", None),
+    "/status.json": Target("ops.status.json", None, "status", "ops", None),
 }
 
 
@@ -130,6 +133,18 @@ def parse_route(path: str) -> Target | None:
                 cache,
                 pin=pin,
                 parts=("mirror", rest[0]),
+            )
+        if len(rest) == 3 and rest[0] == "mirror" and rest[2] in CONCELIER_INDEX_FILES and safe_segment(rest[1]):
+            # The domain's own signed index (the index with only this domain), under the domain's policy.
+            return Target(
+                "concelier.file",
+                "concelier",
+                CONCELIER_INDEX_FILES[rest[2]].replace("concelier.index", "concelier.domain-index"),
+                "index",
+                cache,
+                domain_id=rest[1],
+                pin=pin,
+                parts=("mirror", rest[1], rest[2]),
             )
         if len(rest) == 3 and rest[0] == "mirror" and rest[2] in CONCELIER_FILES and safe_segment(rest[1]):
             route, kind = CONCELIER_FILES[rest[2]]
