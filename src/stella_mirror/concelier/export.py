@@ -52,7 +52,7 @@ from stella_mirror.bundle.writer import (
 from stella_mirror.concelier import grouping
 from stella_mirror.concelier.filters import DomainFilter
 from stella_mirror.concelier.grouping import Groups
-from stella_mirror.concelier.sources import DEFAULT_MAX_DOCUMENT_BYTES, SourceSpec, iter_file_lists, osv_fast
+from stella_mirror.concelier.sources import DEFAULT_MAX_DOCUMENT_BYTES, SourceSpec, iter_file_lists
 from stella_mirror.concelier.staging import (
     CHUNK_DOCUMENTS,
     Chunk,
@@ -194,14 +194,7 @@ def compact_id(dt: datetime) -> str:
 
 
 def _count_files(spec: SourceSpec) -> int:
-    """Files below a source folder (for the progress total and the alias bucket count): an unsorted walk
-    in C, else the listing the readers get."""
-    if not spec.path.is_dir():
-        raise ConfigError("sources", f"source {spec.name}: {spec.path} is not a directory")
-    if osv_fast.compiled_count_files is not None:  # the same count in C, without a Python object per entry
-        counted = osv_fast.compiled_count_files(str(spec.path))
-        if counted is not None:
-            return int(counted)
+    """Files below a source folder (for the progress total and the alias bucket count)."""
     return sum(len(files) for files in iter_file_lists(spec))
 
 
@@ -567,8 +560,6 @@ def run_export(req: ExportRequest) -> ExportSummary:
             total = sum(_count_files(spec) for spec in req.sources)
             clock.lap("walk")
             workers = req.workers if req.workers is not None else min(2, os.cpu_count() or 1)
-            if osv_fast.compiled_module is not None:  # before the readers fork: they inherit it
-                osv_fast.compiled_module.tune_malloc()  # buffers reused, not mapped anew (see its doc)
             cfg = _stage_config(req, work, domains, total)
             with _few_collections(), ReaderPool(cfg, workers if total >= _IN_PROCESS_BELOW else 1) as pool:
                 tallied: SourceTally = {}

@@ -28,10 +28,8 @@ import orjson
 
 from stella_mirror.concelier.merge import better_cve
 from stella_mirror.concelier.sources import order_key
-from stella_mirror.concelier.sources.osv_fast import compiled_module
 from stella_mirror.concelier.staging import ReaderPool, StagedRecords, alias_pairs
 
-_osvc = compiled_module  # the compiled helpers (None when not built: the Python loops below run)
 SORT_RUN = 1 << 16  # triples per sorted run (about 10 MiB of Python objects while a run is sorted)
 _BLOCK = 1024  # triples per line of a run file
 
@@ -64,10 +62,7 @@ class RecordUnion:
             rank[ra] += 1
 
     def union_pairs(self, pairs: array) -> None:  # type: ignore[type-arg]
-        """:meth:`union` for every pair ``a, g`` of a flat array (in C when the module is built)."""
-        if _osvc is not None:
-            _osvc.join_pairs(self.parent, self.rank, pairs)
-            return
+        """:meth:`union` for every pair ``a, g`` of a flat array."""
         for i in range(0, len(pairs), 2):
             self.union(pairs[i], pairs[i + 1])
 
@@ -191,21 +186,17 @@ class Groups:
 
     def windows(self, size: int) -> Iterator[tuple[list[str], array]]:  # type: ignore[type-arg]
         """The groups in order, ``size`` at a time, as :func:`staging.fold_window` takes them: their keys,
-        and ``spec`` listing each as ``0, record`` when fast, else ``n, record₁ … recordₙ`` (by
-        ``_osvc.window_spec`` when built)."""
+        and ``spec`` listing each as ``0, record`` when fast, else ``n, record₁ … recordₙ``."""
         keys: list[str] = []
         spec = bytearray()
         for block in self._order.blocks():
             at = 0
             while at < len(block):
                 take = min(len(block) - at, size - len(keys))
-                if _osvc is not None:
-                    _osvc.window_spec(block, at, at + take, self._head, self._next, keys, spec)
-                else:
-                    for key, record, fast in block[at : at + take]:
-                        keys.append(key)
-                        members = [record] if fast else self.members(record)
-                        spec += array("i", [0, record] if fast else [len(members), *members]).tobytes()
+                for key, record, fast in block[at : at + take]:
+                    keys.append(key)
+                    members = [record] if fast else self.members(record)
+                    spec += array("i", [0, record] if fast else [len(members), *members]).tobytes()
                 at += take
                 if len(keys) == size:
                     yield keys, _int_array(spec)
@@ -241,7 +232,7 @@ def _key_pass(
 ) -> None:
     """The key pass over one key line ``[lowestCve, ownKey, …]`` of records ``base, base + 1, …``:
     a record alone in its group goes to ``singles`` as ``(key, record, key == ownKey)``; a group of
-    several keeps its best CVE in ``multi[representative]`` (``_osvc.group_keys`` in Python)."""
+    several keeps its best CVE in ``multi[representative]``."""
     for g, (cve, own) in enumerate(zip(items[0::2], items[1::2], strict=True), base):
         r = parent[g]
         if nxt[g] == -1 and head[r] == g:  # a group of one record
@@ -270,24 +261,20 @@ def group(
     head = array("i", [-1]) * n
     nxt = array("i", [-1]) * n
     parent = uf.parent
-    if _osvc is not None:
-        _osvc.chains(parent, head, nxt)
-    else:
-        find = uf.find
-        for g in range(n):
-            r = find(g)
-            parent[g] = r  # fully compressed from here on: parent is the group's representative
-            nxt[g] = head[r]
-            head[r] = g
+    find = uf.find
+    for g in range(n):
+        r = find(g)
+        parent[g] = r  # fully compressed from here on: parent is the group's representative
+        nxt[g] = head[r]
+        head[r] = g
     del uf.rank
     lap("chains")
     order = ExternalSort(staged.work)
     multi: dict[int, str | None] = {}
     singles: list[tuple[str, int, int]] = []  # handed to the sort in blocks (a call per record costs more)
-    key_pass = _osvc.group_keys if _osvc is not None else _key_pass
     base = 0
     for items in staged.key_lines():
-        key_pass(items, base, parent, head, nxt, singles, multi, better_cve)
+        _key_pass(items, base, parent, head, nxt, singles, multi, better_cve)
         base += len(items) // 2
         if len(singles) >= _BLOCK * 16:
             order.extend(singles)

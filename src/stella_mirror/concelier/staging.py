@@ -56,16 +56,7 @@ import orjson
 from stella_mirror.concelier.filters import DomainFilter
 from stella_mirror.concelier.merge import merge
 from stella_mirror.concelier.model import Advisory, lowest_cve
-from stella_mirror.concelier.sources import (
-    canonical_record,
-    load_records,
-    order_key,
-    osv_fast,
-    parse_records,
-    read_bytes,
-)
-from stella_mirror.concelier.sources.osv_fast import Entry, fast_entry
-from stella_mirror.errors import MalformedDocumentError
+from stella_mirror.concelier.sources import canonical_record, load_records, order_key
 
 CHUNK_DOCUMENTS = 256  # documents per task: big enough that a task's overhead is noise, small enough to balance
 _SORT = orjson.OPT_SORT_KEYS
@@ -198,21 +189,18 @@ class Stager:
         work = Path(cfg.work)
         self._rec = (work / f"rec-{tag}.bin").open("ab")
         self._off = (work / f"off-{tag}.bin").open("ab")
-        # A chunk's entries and their offsets, written out by flush() (``_osvc.stage`` appends here too).
+        # A chunk's entries and their offsets, written out by flush().
         self._recbuf = bytearray()
         self._offbuf = bytearray()
         self._keys = (work / f"key-{tag}.jsonl").open("ab", buffering=1 << 16)
         # The chunk's key candidates and alias pairs as JSON list items ("item,item,…"): flush() writes
-        # each as one line, the bytes orjson.dumps writes for the list (_osvc appends in C, without
-        # making a Python object per key or alias).
+        # each as one line, the bytes orjson.dumps writes for the list.
         self._key_items = bytearray()
         self._alias_paths = [work / f"alias-{tag}-{b}.jsonl" for b in range(cfg.buckets)]
         self._alias_files: list[IO[bytes] | None] = [None] * cfg.buckets
         self._buckets = [bytearray() for _ in range(cfg.buckets)]
         self._pos = 0
         self.count = 0
-        # The domain mask of every record when no domain filters (the common case), else None.
-        self._mask_all: int | None = (1 << len(cfg.filters)) - 1 if not any(f.clauses for f in cfg.filters) else None
         self._tally: SourceTally | None = {} if cfg.monotone else None
 
     def add(self, record: Advisory, priority: int) -> None:
@@ -225,21 +213,6 @@ class Stager:
             meta = orjson.loads(entry[: entry.index(b"\n")])
             tally(self._tally, meta[1], meta[2])
         self._stage(entry, own, names, lowest_cve(names))
-
-    def add_entry(self, entry: Entry, source: str, priority: int) -> None:
-        """Stage a record the OSV fast path built (what :meth:`add` would stage for the same document)."""
-        blob = entry.blob
-        mask = self._mask_all
-        if mask is None:
-            mask = domain_mask(self.cfg, orjson.loads(blob))
-        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-        prov = [[source, entry.recorded_at]]
-        meta = orjson.dumps([digest, mask, prov, priority])
-        if self._tally is not None:
-            tally(self._tally, mask, prov)
-        state = orjson.dumps([entry.key, digest])
-        # The key is in the aliases, and is their lowest CVE when they have one.
-        self._stage(b"%b\n%b\n%b" % (meta, state, blob), entry.key, entry.aliases, entry.cve)
 
     def _stage(self, entry: bytes, own: str, names: list[str], cve: str | None) -> None:
         self._recbuf += entry
@@ -255,86 +228,17 @@ class Stager:
         self.count += 1
 
     def read_chunk(self, chunk: Chunk) -> ChunkResult:
-        """Read, map and stage every document of a chunk; flush the files.
-
-        OSV JSON documents of the common shape take the fast path (:meth:`_stage_fast`); every other
-        document (and every one that path declines) the general one (:func:`.sources.parse_records`).
-        """
+        """Read, map and stage every document of a chunk; flush the files."""
         result = ChunkResult(self.tag)
         before = self.count
-        fast = chunk.kind == "osv"
-        max_bytes = self.cfg.max_bytes
-        source, priority = chunk.source, chunk.priority
-        paths = chunk.paths
-        i = 0
-        while i < len(paths):
-            if fast:  # small OSV JSON documents of the common shape: read and staged in C, in order
-                i = self._stage_files(paths, i, source, priority, result)
-                if i == len(paths):
-                    break
-            path = paths[i]
-            i += 1
-            status: str
-            payload: object
-            if fast and path.endswith(".json"):
-                try:
-                    data = read_bytes(path, max_bytes)
-                except MalformedDocumentError as exc:
-                    status, payload = "rejected", (exc.pointer, str(exc))
-                else:
-                    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-                    if self._stage_fast(data, digest, source, priority):
-                        result.read += 1
-                        continue
-                    status, payload = parse_records(path, chunk.kind, source, data, digest)
-            else:
-                status, payload = load_records(path, chunk.kind, source, max_bytes)
-            self._settle(status, payload, path, priority, result)
+        for path in chunk.paths:
+            status, payload = load_records(path, chunk.kind, chunk.source, self.cfg.max_bytes)
+            self._settle(status, payload, path, chunk.priority, result)
         result.records = self.count - before
         if self._tally:
             result.tally, self._tally = self._tally, {}
         self.flush()
         return result
-
-    def _sink(self) -> tuple[bytearray, bytearray, bytearray, list[bytearray], SourceTally | None]:
-        """Where ``_osvc.stage``/``stage_files`` append: the chunk's entries, offsets, keys, buckets, tally."""
-        return self._recbuf, self._offbuf, self._key_items, self._buckets, self._tally
-
-    def _stage_files(self, paths: list[str], start: int, source: str, priority: int, result: ChunkResult) -> int:
-        """Stage ``paths[start:]`` in the compiled module until one needs Python; return that one's index.
-
-        Only with no domain filters and the module built; otherwise nothing is staged here (``start``).
-        """
-        stage_files = osv_fast.compiled_stage_files
-        if stage_files is None or self._mask_all is None:
-            return start
-        end, staged, self._pos = stage_files(
-            paths, start, self.cfg.max_bytes, self.count, self._pos, source, priority, self._mask_all, *self._sink()
-        )
-        self.count += staged
-        result.read += staged
-        return int(end)
-
-    def _stage_fast(self, data: bytes, digest: str, source: str, priority: int) -> bool:
-        """Stage an OSV JSON document through the fast path; False when it declines (nothing staged).
-
-        With the compiled module and no domain filters (every record's mask is known up front),
-        ``_osvc.stage`` does it in one call; otherwise :func:`.osv_fast.fast_entry` builds the entry
-        and :meth:`add_entry` stages it. Both write the same bytes (tests compare them).
-        """
-        stage = osv_fast.compiled_stage
-        if stage is None or self._mask_all is None:
-            entry = fast_entry(data, source, digest)
-            if entry is None:
-                return False
-            self.add_entry(entry, source, priority)
-            return True
-        size = stage(data, digest, self.count, self._pos, source, priority, self._mask_all, *self._sink())
-        if size is None:
-            return False
-        self._pos += size
-        self.count += 1
-        return True
 
     def _settle(self, status: str, payload: object, path: str, priority: int, result: ChunkResult) -> None:
         """Stage what the general path read from a document, or count it as skipped or rejected."""
@@ -388,16 +292,8 @@ def alias_pairs(files: list[tuple[int, str]]) -> array:  # type: ignore[type-arg
     ``files`` are the bucket's files of every reader with the index of that reader's first record.
     Every alias is mapped to one record naming it (the last one, as ``dict()`` keeps it); every other
     record naming it is paired with that one. Exact: the alias strings themselves are compared, the
-    hash only chose the bucket. ``_osvc.alias_pairs`` does it all in C when built (the same pairs in
-    the same order); below, everything but the (few) pairs runs in C builtins.
+    hash only chose the bucket. Everything but the (few) pairs runs in builtins.
     """
-    compiled = osv_fast.compiled_module
-    if compiled is not None:
-        got = compiled.alias_pairs(files)
-        if got is not None:
-            pairs = array("i")
-            pairs.frombytes(got)
-            return pairs
     names: list[str] = []
     owners: list[int] = []
     for base, path in files:
@@ -594,7 +490,7 @@ def fold_window(cfg: StageConfig, entries: _Entries, keys: list[str], spec: arra
                 prov = None
         else:
             members = spec[pos + 1 : pos + 1 + size]
-            blob, line, mask, prov = _fold_group(cfg, entries, key, members, None, correction if monotone else None)
+            blob, line, mask, prov = _fold_group(cfg, entries, key, members, correction if monotone else None)
             pos += 1 + size
         for d in range(n):
             if mask >> d & 1:
@@ -623,25 +519,17 @@ def fold_window(cfg: StageConfig, entries: _Entries, keys: list[str], spec: arra
 
 
 def _fold_group(
-    cfg: StageConfig, entries: _Entries, key: str, records: Any, mask_all: int | None, correction: SourceTally | None
+    cfg: StageConfig, entries: _Entries, key: str, records: Any, correction: SourceTally | None
 ) -> tuple[bytes, bytes, int, list[list[Any]] | None]:
     """``(blob, state line, mask, provenance pairs)`` of the advisory of a group folded from its records.
 
-    ``mask_all``: every advisory's mask (no filters), else None (computed). ``correction`` (monotone
-    filters) takes back the records' staging tallies; the caller then counts the advisory's provenance.
+    ``correction`` (monotone filters) takes back the records' staging tallies; the caller then counts the
+    advisory's provenance.
     """
     members = [split_entry(entries.get(g)) for g in records]
     if correction is not None:
         for meta, _raw in members:
             tally(correction, meta[1], meta[2], -1)
-    merge_c = osv_fast.compiled_merge
-    merged = merge_c(key, [(meta[3], raw) for meta, raw in members]) if merge_c and len(members) > 1 else None
-    if merged is not None:
-        # The compiled merge's bytes; the provenance pairs of the records are the merged
-        # advisory's (statistics count each source once and keep the latest recordedAt).
-        digest = "sha256:" + hashlib.sha256(merged).hexdigest()
-        mask = mask_all if mask_all is not None else domain_mask(cfg, cast(Advisory, orjson.loads(merged)))
-        return merged, orjson.dumps([key, digest]) + b"\n", mask, [pair for meta, _raw in members for pair in meta[2]]
     loaded = [(meta[3], cast(Advisory, orjson.loads(raw))) for meta, raw in members]
     loaded.sort(key=lambda r: order_key(*r))
     entry = stage_entry(cfg, merge(key, [rec for _, rec in loaded]), 0)[0]
@@ -652,35 +540,21 @@ def _fold_group(
 
 
 def _fold_unfiltered(cfg: StageConfig, entries: _Entries, keys: list[str], spec: array) -> DomainRun:  # type: ignore[type-arg]
-    """:func:`fold_window` when every domain selects every advisory (monotone, no filter): one run.
-
-    Records final as staged are copied by ``_osvc.fold_singles`` when built (a run of them per call),
-    straight from the staging maps into the run's bytes.
-    """
+    """:func:`fold_window` when every domain selects every advisory (monotone, no filter): one run."""
     data, lines = bytearray(), bytearray()
     stats = DomainStats()
     correction: SourceTally = {}
-    mask_all = (1 << len(cfg.filters)) - 1
-    singles = osv_fast.compiled_fold_singles
-    offsets, starts, maps = entries.offsets, entries.layout.starts, entries.maps
     blob: bytes | memoryview
     line: bytes | memoryview
     pos = ki = 0
     while ki < len(keys):
         size = spec[pos]
-        if size == 0 and singles is not None:
-            pos, count = singles(spec, pos, offsets, starts, maps, data, lines)
-            ki += count
-            stats.count += count
-            continue
         if size == 0:
             _meta, line, blob = entries.parts(spec[pos + 1])
             pos += 2
             stats.count += 1
         else:
-            blob, line, _mask, prov = _fold_group(
-                cfg, entries, keys[ki], spec[pos + 1 : pos + 1 + size], mask_all, correction
-            )
+            blob, line, _mask, prov = _fold_group(cfg, entries, keys[ki], spec[pos + 1 : pos + 1 + size], correction)
             pos += 1 + size
             stats.add_provenance(cast(list[list[Any]], prov))
         if data:
