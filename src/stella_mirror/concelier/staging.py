@@ -49,7 +49,7 @@ from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
 from operator import ne
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, NamedTuple, cast
 
 import orjson
 
@@ -131,15 +131,32 @@ def domain_mask(cfg: StageConfig, adv: Advisory) -> int:
     return mask
 
 
-def stage_entry(cfg: StageConfig, adv: Advisory, priority: int) -> tuple[bytes, Advisory]:
-    """An advisory's staged entry: the meta line ``[blobDigest, domainMask, [[source, recordedAt], …],
-    priority]``, the state line ``[advisoryKey, blobDigest]``, the canonical bytes."""
+class Staged(NamedTuple):
+    """An advisory as staged: its entry's two lines, its canonical bytes and what the fold needs to know."""
+
+    head: bytes
+    """The meta line ``[blobDigest, domainMask, [[source, recordedAt], …], priority]`` and the state line
+    ``[advisoryKey, blobDigest]``, each with its newline."""
+    blob: bytes
+    """``orjson.dumps(advisory, option=OPT_SORT_KEYS)``: the advisory as the bundle carries it."""
+    mask: int
+    prov: list[list[Any]]
+    """``[source, recordedAt]`` of each provenance entry."""
+
+    @property
+    def state(self) -> bytes:
+        """The state line, with its newline."""
+        return self.head[self.head.index(b"\n") + 1 :]
+
+
+def stage_entry(cfg: StageConfig, adv: Advisory, priority: int) -> Staged:
+    """An advisory's staged entry (``head + blob`` is what the staging file holds)."""
     blob = orjson.dumps(adv, option=_SORT)
     mask = domain_mask(cfg, adv)
     prov = [[p["source"], p["recordedAt"]] for p in adv["provenance"]]
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-    meta = orjson.dumps([digest, mask, prov, priority])
-    return meta + b"\n" + orjson.dumps([adv["advisoryKey"], digest]) + b"\n" + blob, adv
+    head = b"%b\n%b\n" % (orjson.dumps([digest, mask, prov, priority]), orjson.dumps([adv["advisoryKey"], digest]))
+    return Staged(head, blob, mask, prov)
 
 
 def split_entry(entry: bytes) -> tuple[list[Any], bytes]:
@@ -193,38 +210,36 @@ class Stager:
         self._recbuf = bytearray()
         self._offbuf = bytearray()
         self._keys = (work / f"key-{tag}.jsonl").open("ab", buffering=1 << 16)
-        # The chunk's key candidates and alias pairs as JSON list items ("item,item,…"): flush() writes
-        # each as one line, the bytes orjson.dumps writes for the list.
-        self._key_items = bytearray()
+        # The chunk's key candidates ``[lowestCve, ownKey, …]`` and alias pairs per bucket ``[k, alias, …]``:
+        # flush() writes each list as one JSON line.
+        self._key_items: list[str | None] = []
         self._alias_paths = [work / f"alias-{tag}-{b}.jsonl" for b in range(cfg.buckets)]
         self._alias_files: list[IO[bytes] | None] = [None] * cfg.buckets
-        self._buckets = [bytearray() for _ in range(cfg.buckets)]
+        self._buckets: list[list[int | str]] = [[] for _ in range(cfg.buckets)]
         self._pos = 0
         self.count = 0
         self._tally: SourceTally | None = {} if cfg.monotone else None
 
     def add(self, record: Advisory, priority: int) -> None:
         """Stage one source record."""
-        entry, final = stage_entry(self.cfg, canonical_record(record), priority)
-        own = final["advisoryKey"]
-        aliases = final["aliases"]
-        names = aliases if own in aliases else [*aliases, own]
+        final = canonical_record(record)
+        staged = stage_entry(self.cfg, final, priority)
         if self._tally is not None:
-            meta = orjson.loads(entry[: entry.index(b"\n")])
-            tally(self._tally, meta[1], meta[2])
-        self._stage(entry, own, names, lowest_cve(names))
-
-    def _stage(self, entry: bytes, own: str, names: list[str], cve: str | None) -> None:
-        self._recbuf += entry
+            tally(self._tally, staged.mask, staged.prov)
+        self._recbuf += staged.head
+        self._recbuf += staged.blob
         self._offbuf += _INT64.pack(self._pos)
-        self._pos += len(entry)
-        _add_item(self._key_items, orjson.dumps([cve, own])[1:-1])
+        self._pos += len(staged.head) + len(staged.blob)
+        own = final["advisoryKey"]
+        names = final["aliases"]
+        if own not in names:
+            names = [*names, own]
+        self._key_items += (lowest_cve(names), own)
         k = self.count
         buckets = self._buckets
         mask_b = self.cfg.buckets - 1
         for alias in names:
-            b = zlib.crc32(alias.encode("utf-8", "surrogatepass")) & mask_b
-            _add_item(buckets[b], orjson.dumps([k, alias])[1:-1])
+            buckets[zlib.crc32(alias.encode("utf-8", "surrogatepass")) & mask_b] += (k, alias)
         self.count += 1
 
     def read_chunk(self, chunk: Chunk) -> ChunkResult:
@@ -259,7 +274,7 @@ class Stager:
             out.flush()
             buf.clear()
         if self._key_items:
-            self._keys.write(b"[" + self._key_items + b"]\n")
+            self._keys.write(orjson.dumps(self._key_items) + b"\n")
             self._key_items.clear()
         self._keys.flush()
         for b, items in enumerate(self._buckets):
@@ -267,7 +282,7 @@ class Stager:
                 fh = self._alias_files[b]
                 if fh is None:
                     fh = self._alias_files[b] = self._alias_paths[b].open("ab")
-                fh.write(b"[" + items + b"]\n")
+                fh.write(orjson.dumps(items) + b"\n")
                 fh.flush()
                 items.clear()
 
@@ -277,13 +292,6 @@ class Stager:
         for fh in (self._rec, self._off, self._keys, *self._alias_files):
             if fh is not None:
                 fh.close()
-
-
-def _add_item(items: bytearray, item: bytes) -> None:
-    """Append one JSON list item to a chunk's item buffer (see :class:`Stager`)."""
-    if items:
-        items += b","
-    items += item
 
 
 def alias_pairs(files: list[tuple[int, str]]) -> array:  # type: ignore[type-arg]
@@ -532,11 +540,8 @@ def _fold_group(
             tally(correction, meta[1], meta[2], -1)
     loaded = [(meta[3], cast(Advisory, orjson.loads(raw))) for meta, raw in members]
     loaded.sort(key=lambda r: order_key(*r))
-    entry = stage_entry(cfg, merge(key, [rec for _, rec in loaded]), 0)[0]
-    nl = entry.index(b"\n")
-    nl2 = entry.index(b"\n", nl + 1)
-    _digest, mask, prov, _priority = orjson.loads(entry[:nl])
-    return entry[nl2 + 1 :], entry[nl + 1 : nl2 + 1], mask, prov
+    staged = stage_entry(cfg, merge(key, [rec for _, rec in loaded]), 0)
+    return staged.blob, staged.state, staged.mask, staged.prov
 
 
 def _fold_unfiltered(cfg: StageConfig, entries: _Entries, keys: list[str], spec: array) -> DomainRun:  # type: ignore[type-arg]
