@@ -82,30 +82,24 @@ def test_tiny_runs_windows_and_buckets_change_nothing(
         monkeypatch.setattr(export, "bucket_count", lambda _n, b=buckets: b)
         assert _export(tmp_path / f"pool-{buckets}", keydir, workers=2) == expected
         assert _export(tmp_path / f"inline-{buckets}", keydir, workers=1) == expected
-    # Folded windows through spill files: none fits a shared slot; then no slot is free for most windows.
-    with monkeypatch.context() as m:
-        m.setattr(staging, "SLOT_BYTES", 16)
-        assert _export(tmp_path / "spilled", keydir, workers=2) == expected
-    with monkeypatch.context() as m:
-        m.setattr(staging.ReaderPool, "SLOTS", 1)
-        assert _export(tmp_path / "one-slot", keydir, workers=2) == expected
-    assert not list((tmp_path / "spilled").rglob("fold-*.bin")), "spill files are deleted once read"
 
 
-def test_unfiltered_domains_fold_once_as_the_general_fold_would(
+def test_every_unfiltered_domain_gets_every_advisory(
     tmp_path: Path, keydir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Domains without filters share one folded run per window; the general fold, counting every
-    provenance, gives the same files."""
+    """Two domains without filters: the same advisories, statistics and state lines, in and out of a pool."""
+    import orjson
+
     domains = [DomainSpec("primary", "Primary"), DomainSpec("copy", "Copy")]
     monkeypatch.setattr(export, "_FOLD_WINDOW", 3)
     monkeypatch.setattr(export, "_IN_PROCESS_BELOW", 0)
-    with monkeypatch.context() as m:
-        m.setattr(staging.StageConfig, "monotone", property(lambda self: False))  # the general fold
-        expected = _export(tmp_path / "general", keydir, 2, domains)
-    assert {"mirror/primary/bundle.json", "mirror/copy/bundle.json"} <= expected.keys()
-    for workers in (1, 2):
-        assert _export(tmp_path / f"shared-{workers}", keydir, workers, domains) == expected
+    files = _export(tmp_path / "inline", keydir, 1, domains)
+    assert _export(tmp_path / "pool", keydir, 2, domains) == files
+    primary, copy = (orjson.loads(files[f"mirror/{d}/bundle.json"]) for d in ("primary", "copy"))
+    assert primary["advisories"] == copy["advisories"] and primary["advisoryCount"] == len(primary["advisories"]) > 1
+    manifests = [orjson.loads(files[f"mirror/{d}/manifest.json"]) for d in ("primary", "copy")]
+    assert manifests[0]["sources"] == manifests[1]["sources"] and manifests[0]["sources"]
+    assert files["state/primary.digests.jsonl"] == files["state/copy.digests.jsonl"]
 
 
 def test_bucket_count_is_a_bounded_power_of_two() -> None:
@@ -121,7 +115,7 @@ def test_windows_list_every_group_in_order(tmp_path: Path, run_size: int, window
     head, nxt = array("i", [-1]) * n, array("i", [-1]) * n
     order = ExternalSort(tmp_path / f"c{window}", run_size)
     (tmp_path / f"c{window}").mkdir()
-    expected_spec: list[tuple[str, list[int]]] = []
+    expected: list[tuple[str, int | list[int]]] = []
     records = list(range(n))
     rng.shuffle(records)
     while records:
@@ -138,13 +132,11 @@ def test_windows_list_every_group_in_order(tmp_path: Path, run_size: int, window
         key = f"K-{rng.randrange(10**6):06d}-{r}"
         fast = len(members) == 1 and rng.random() < 0.8
         order.add(key, r, int(fast))
-        expected_spec.append((key, [0, r] if fast else [len(chain), *chain]))
-    expected_spec.sort()
-    groups = grouping.Groups(order, head, nxt, 0)
-    windows = [(keys, list(spec)) for keys, spec in groups.windows(window)]
+        expected.append((key, r if fast else chain))
+    expected.sort()
+    windows = list(grouping.Groups(order, head, nxt, 0).windows(window))
     assert all(len(keys) == window for keys, _ in windows[:-1]) and 0 < len(windows[-1][0]) <= window
-    assert [k for keys, _ in windows for k in keys] == [k for k, _ in expected_spec]
-    assert [v for _, spec in windows for v in spec] == [v for _, s in expected_spec for v in s]
+    assert [(k, g) for keys, groups in windows for k, g in zip(keys, groups, strict=True)] == expected
 
 
 def test_alias_pairs_join_exactly_the_records_that_share_an_alias(tmp_path: Path) -> None:

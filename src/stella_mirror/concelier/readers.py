@@ -1,0 +1,230 @@
+"""The reader processes of one Concelier export: they stage documents (pass 1), read alias buckets
+(pass 2) and fold merge groups (pass 3), so both cores work while the exporter only orchestrates.
+
+With ``workers <= 1`` every task runs in the exporting process instead. Each reader has its own pipe
+and the exporter's one thread sends tasks and receives results itself: ``multiprocessing.Pool``'s
+worker-handler thread wakes up whenever its result pipe is readable and, until the result thread has
+read it, spins — about a second of CPU per 300k documents, taken from the readers.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import traceback
+from array import array
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing import connection as mp_connection
+from multiprocessing.connection import Connection
+from typing import Any, cast
+
+from stella_mirror.concelier.fold import DomainRun, Group, fold_window
+from stella_mirror.concelier.staging import Chunk, ChunkResult, Layout, StageConfig, StagedEntries, Stager, alias_pairs
+
+
+class _Tasks:
+    """What a reader runs: one stager for all its chunks, one view of the staged entries for all its folds."""
+
+    def __init__(self, cfg: StageConfig, tag: str) -> None:
+        self.cfg = cfg
+        self.tag = tag
+        self._stager: Stager | None = None
+        self._entries: StagedEntries | None = None
+
+    def read(self, chunk: Chunk) -> ChunkResult:
+        if self._stager is None:
+            self._stager = Stager(self.cfg, self.tag)
+        return self._stager.read_chunk(chunk)
+
+    def fold(self, layout: Layout, keys: list[str], groups: list[Group]) -> list[DomainRun | None]:
+        if self._entries is None or self._entries.layout != layout:
+            if self._entries is not None:
+                self._entries.close()
+            self._entries = StagedEntries(layout)
+        return fold_window(self.cfg, self._entries, keys, groups)
+
+    def run(self, kind: str, args: tuple[Any, ...]) -> Any:
+        """Run one task: ``read`` (a chunk), ``pairs`` (an alias bucket) or ``fold`` (a window)."""
+        if kind == "read":
+            return self.read(*args)
+        if kind == "fold":
+            return self.fold(*args)
+        return alias_pairs(*args)
+
+    def close(self) -> None:
+        if self._stager is not None:
+            self._stager.close()
+            self._stager = None
+        if self._entries is not None:
+            self._entries.close()
+            self._entries = None
+
+
+def _reader_main(conn: Connection, cfg: StageConfig) -> None:
+    """A reader process: run tasks from the pipe, send each result (or the exception) back, in order."""
+    # Readers build short-lived, acyclic containers by the million; the cyclic collector would only walk
+    # them. Objects inherited from the parent are frozen out of its view as well.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
+    tasks = _Tasks(cfg, str(os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        task_id, kind, args = message
+        try:
+            reply: tuple[int, bool, Any] = (task_id, True, tasks.run(kind, args))
+        except BaseException as exc:  # every failure goes back to the exporter, which raises it
+            reply = (task_id, False, exc)
+        try:
+            conn.send(reply)
+        except Exception:  # the exception itself may not pickle: send its text
+            conn.send((task_id, False, RuntimeError("".join(traceback.format_exception(reply[2])))))
+
+
+@dataclass
+class _Reader:
+    process: Any
+    conn: Connection
+    pending: deque[int] = field(default_factory=deque)
+    """Ids of the tasks sent and not yet answered, in order (a reader answers in order)."""
+
+
+class ReaderPool:
+    """The reader processes (or, with ``workers <= 1``, this process) and the tasks in flight."""
+
+    _IN_FLIGHT = 2  # tasks queued per reader, so it never waits for the next one
+
+    def __init__(self, cfg: StageConfig, workers: int) -> None:
+        self.cfg = cfg
+        self._readers: list[_Reader] = []
+        self._done: dict[int, tuple[bool, Any]] = {}
+        self._next_id = 0
+        self._local = _Tasks(cfg, "main")
+        if workers > 1:
+            ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+            try:
+                for _ in range(workers):
+                    mine, theirs = ctx.Pipe()
+                    process = ctx.Process(target=_reader_main, args=(theirs, cfg), daemon=True)
+                    process.start()
+                    theirs.close()
+                    self._readers.append(_Reader(process, mine))
+            except BaseException:
+                self.close()
+                raise
+
+    def _send(self, reader: _Reader, kind: str, args: tuple[Any, ...]) -> int:
+        """Give a task to a reader; its id."""
+        task_id = self._next_id
+        self._next_id += 1
+        try:
+            reader.conn.send((task_id, kind, args))
+        except OSError:  # its end of the pipe is closed: the process is gone
+            reader.process.join(1)
+            code = reader.process.exitcode
+            raise RuntimeError(f"a reader process exited unexpectedly (exit code {code})") from None
+        reader.pending.append(task_id)
+        return task_id
+
+    def _receive(self) -> None:
+        """Wait until at least one reader has answered; file every answer that arrived under its task id."""
+        busy = {r.conn: r for r in self._readers if r.pending}
+        if not busy:
+            raise RuntimeError("no reader task is pending")
+        for conn in mp_connection.wait(list(busy)):
+            reader = busy[cast(Connection, conn)]
+            try:
+                task_id, ok, value = reader.conn.recv()
+            except EOFError:
+                reader.process.join(1)
+                raise RuntimeError(
+                    f"a reader process exited unexpectedly (exit code {reader.process.exitcode})"
+                ) from None
+            if task_id != reader.pending[0]:
+                raise RuntimeError(f"reader answered task {task_id}, expected {reader.pending[0]}")
+            reader.pending.popleft()
+            self._done[task_id] = (ok, value)
+
+    def _result(self, task_id: int) -> Any:
+        while task_id not in self._done:
+            self._receive()
+        ok, value = self._done.pop(task_id)
+        if not ok:
+            raise value
+        return value
+
+    def _run_here(self, kind: str, tasks: Iterator[tuple[Any, ...]]) -> Iterator[Any]:
+        for args in tasks:
+            yield self._local.run(kind, args)
+
+    def _any_order(self, kind: str, tasks: Iterator[tuple[Any, ...]]) -> Iterator[Any]:
+        """Run tasks of one kind on the readers, a few queued per reader; results as they come."""
+        if not self._readers:
+            yield from self._run_here(kind, tasks)
+            return
+        exhausted = False
+        while True:
+            for reader in self._readers:
+                while not exhausted and len(reader.pending) < self._IN_FLIGHT:
+                    args = next(tasks, None)
+                    if args is None:
+                        exhausted = True
+                    else:
+                        self._send(reader, kind, args)
+            if not self._done and not any(r.pending for r in self._readers):
+                return
+            if not self._done:
+                self._receive()
+            for task_id in sorted(self._done):
+                yield self._result(task_id)
+
+    def _in_order(self, kind: str, tasks: Iterator[tuple[Any, ...]], ahead: int) -> Iterator[Any]:
+        """Run tasks of one kind on the readers, ``ahead`` more in flight than the one awaited; results in
+        task order."""
+        if not self._readers:
+            yield from self._run_here(kind, tasks)
+            return
+        in_flight: deque[int] = deque()
+        for args in tasks:
+            if len(in_flight) > ahead:
+                yield self._result(in_flight.popleft())
+            in_flight.append(self._send(min(self._readers, key=lambda r: len(r.pending)), kind, args))
+        while in_flight:
+            yield self._result(in_flight.popleft())
+
+    def read(self, chunks: Iterator[Chunk]) -> Iterator[ChunkResult]:
+        """Stage every chunk; results in any order."""
+        return self._any_order("read", ((chunk,) for chunk in chunks))
+
+    def alias_pairs(self, buckets: list[list[tuple[int, str]]]) -> Iterator[array]:  # type: ignore[type-arg]
+        """:func:`.staging.alias_pairs` of every bucket; results in any order."""
+        return self._any_order("pairs", ((files,) for files in buckets))
+
+    def fold(
+        self, layout: Layout, windows: Iterator[tuple[list[str], list[Group]]], ahead: int
+    ) -> Iterator[list[DomainRun | None]]:
+        """:func:`.fold.fold_window` of every window, in order, ``ahead`` windows folded ahead of the one taken."""
+        return self._in_order("fold", ((layout, keys, groups) for keys, groups in windows), ahead)
+
+    def close(self) -> None:
+        """Stop the processes and close what this process opened."""
+        for reader in self._readers:
+            reader.process.terminate()
+        for reader in self._readers:
+            reader.process.join()
+            reader.conn.close()
+        self._readers = []
+        self._local.close()
+
+    def __enter__(self) -> ReaderPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
