@@ -535,8 +535,10 @@ def run_export(req: ExportRequest) -> ExportSummary:
             total = sum(_count_files(spec) for spec in req.sources)
             clock.lap("walk")
             workers = req.workers if req.workers is not None else min(2, os.cpu_count() or 1)
+            if total < _IN_PROCESS_BELOW:
+                workers = 1
             cfg = _stage_config(req, work, domains, total)
-            with _few_collections(), ReaderPool(cfg, workers if total >= _IN_PROCESS_BELOW else 1) as pool:
+            with _few_collections(), ReaderPool(cfg, workers, slots=_FOLD_AHEAD + 1) as pool:
                 staged = _read_all(req, summary, pool, total, clock)
                 if req.strict and summary.rejected:
                     first = summary.rejected[0]

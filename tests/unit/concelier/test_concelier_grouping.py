@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stella_mirror.bundle.keyfiles import load_signing_key
-from stella_mirror.concelier import export, grouping, staging
+from stella_mirror.concelier import export, grouping, readers, staging
 from stella_mirror.concelier.config import sample_sources
 from stella_mirror.concelier.export import DomainSpec, ExportRequest, run_export
 from stella_mirror.concelier.filters import DomainFilter
@@ -82,6 +82,19 @@ def test_tiny_runs_windows_and_buckets_change_nothing(
         monkeypatch.setattr(export, "bucket_count", lambda _n, b=buckets: b)
         assert _export(tmp_path / f"pool-{buckets}", keydir, workers=2) == expected
         assert _export(tmp_path / f"inline-{buckets}", keydir, workers=1) == expected
+    # Folded windows through the pipe: none fits a shared slot; then no slot for most windows.
+    with monkeypatch.context() as m:
+        m.setattr(readers, "SLOT_BYTES", 16)
+        assert _export(tmp_path / "pipe", keydir, workers=2) == expected
+    original = readers.ReaderPool.__init__
+
+    def one_slot(pool: readers.ReaderPool, cfg: staging.StageConfig, workers: int, slots: int = 0) -> None:
+        original(pool, cfg, workers, slots=1)
+
+    with monkeypatch.context() as m:
+        m.setattr(export, "_FOLD_AHEAD", 4)
+        m.setattr(readers.ReaderPool, "__init__", one_slot)
+        assert _export(tmp_path / "one-slot", keydir, workers=2) == expected
 
 
 def test_every_unfiltered_domain_gets_every_advisory(
