@@ -123,8 +123,8 @@ class ReaderPool:
     Folded windows come back through a few slots of anonymous shared memory that the readers inherit
     (``fork`` only; else, and for a window too large for a slot, through the pipe): measured in plain
     Python, taking a window's ~2.6 MiB out of a slot costs the exporter a copy, receiving it through the
-    pipe costs it more and keeps the reader waiting until it is read (100k documents: merge + write
-    0.62–0.68 s with slots, 0.80–0.83 s through the pipe; docs/benchmarks.md).
+    pipe costs it more and keeps the reader waiting until it is read (100k documents, paired runs: merge
+    + write 0.77–0.85 s with slots, 0.85–1.06 s through the pipe).
     """
 
     _IN_FLIGHT = 2  # tasks queued per reader, so it never waits for the next one
