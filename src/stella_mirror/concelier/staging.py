@@ -140,14 +140,15 @@ class Stager:
         self.cfg = cfg
         self.tag = tag
         work = Path(cfg.work)
-        self._rec = (work / f"rec-{tag}.bin").open("ab")
+        # Entries go straight into the files' buffers: a chunk's worth of bytes grown and freed per chunk
+        # would be mapped and unmapped by malloc each time, every page a page fault.
+        self._rec = (work / f"rec-{tag}.bin").open("ab", buffering=1 << 20)
         self._off = (work / f"off-{tag}.bin").open("ab")
         self._keys = (work / f"key-{tag}.jsonl").open("ab")
         self._alias_paths = [work / f"alias-{tag}-{b}.jsonl" for b in range(cfg.buckets)]
         self._alias_files: list[IO[bytes] | None] = [None] * cfg.buckets
-        # A chunk's entries and their offsets, its key candidates ``[lowestCve, ownKey, …]`` and its alias
-        # pairs per bucket ``[k, alias, …]``: flush() writes them out, each list as one JSON line.
-        self._recbuf = bytearray()
+        # A chunk's entry offsets, its key candidates ``[lowestCve, ownKey, …]`` and its alias pairs per
+        # bucket ``[k, alias, …]``: flush() writes them out, each list as one JSON line.
         self._offbuf = bytearray()
         self._key_items: list[str | None] = []
         self._buckets: list[list[int | str]] = [[] for _ in range(cfg.buckets)]
@@ -158,8 +159,8 @@ class Stager:
         """Stage one source record."""
         final = canonical_record(record)
         staged = stage_entry(self.cfg, final, priority)
-        self._recbuf += staged.head
-        self._recbuf += staged.blob
+        self._rec.write(staged.head)
+        self._rec.write(staged.blob)
         self._offbuf += _INT64.pack(self._pos)
         self._pos += len(staged.head) + len(staged.blob)
         own = final["advisoryKey"]
@@ -195,10 +196,10 @@ class Stager:
 
     def flush(self) -> None:
         """Push everything staged so far to the files."""
-        for out, buf in ((self._rec, self._recbuf), (self._off, self._offbuf)):
-            out.write(buf)  # a buffered writer writes all of it (or raises)
-            out.flush()
-            buf.clear()
+        self._rec.flush()
+        self._off.write(self._offbuf)  # a buffered writer writes all of it (or raises)
+        self._off.flush()
+        self._offbuf.clear()
         if self._key_items:
             self._keys.write(orjson.dumps(self._key_items) + b"\n")
             self._keys.flush()
