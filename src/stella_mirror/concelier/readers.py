@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, cast
 
 from stella_mirror.concelier.fold import DomainRun, Group, fold_window
@@ -28,20 +29,24 @@ from stella_mirror.concelier.staging import Chunk, ChunkResult, Layout, StageCon
 SLOT_BYTES = 6 << 20
 """A shared-memory slot: a folded window's runs (about 2.6 MiB of bundle at 1,024 groups) fit with room to spare."""
 
-Folded = tuple[list[DomainRun | None], list[int] | None]
-"""A folded window as a reader returns it: its runs and, when their bytes were put in a shared slot instead
-(:class:`ReaderPool`), the sizes of each run's data and lines there, in order."""
+Folded = tuple[list[DomainRun | None], list[int] | None, str | None]
+"""A folded window as a reader returns it: its runs; when their bytes were taken out of them (a reader
+process), the sizes of each run's data and lines, in order, and the spill file that holds them (None:
+the window's shared slot)."""
 
 
 class _Tasks:
     """What a reader runs: one stager for all its chunks, one view of the staged entries for all its folds."""
 
-    def __init__(self, cfg: StageConfig, tag: str, shared: mmap.mmap | None = None) -> None:
+    def __init__(self, cfg: StageConfig, tag: str, shared: mmap.mmap | None = None, remote: bool = False) -> None:
         self.cfg = cfg
         self.tag = tag
         self.shared = shared
+        self.remote = remote
+        """A reader process: folded bytes are handed back through ``shared`` or a spill file, not the pipe."""
         self._stager: Stager | None = None
         self._entries: StagedEntries | None = None
+        self._spills = 0
 
     def read(self, chunk: Chunk) -> ChunkResult:
         if self._stager is None:
@@ -54,17 +59,25 @@ class _Tasks:
                 self._entries.close()
             self._entries = StagedEntries(layout)
         runs = fold_window(self.cfg, self._entries, keys, groups)
+        if not self.remote:
+            return runs, None, None  # folded in the exporting process itself: nothing to carry
         blobs = [blob for run in runs if run is not None for blob in (run.data, run.lines)]
-        if self.shared is None or slot < 0 or sum(map(len, blobs)) > SLOT_BYTES:
-            return runs, None  # the bytes go through the pipe
-        at = slot * SLOT_BYTES
-        for blob in blobs:
-            self.shared[at : at + len(blob)] = blob
-            at += len(blob)
         for run in runs:
             if run is not None:
                 run.data = run.lines = b""
-        return runs, [len(blob) for blob in blobs]
+        if self.shared is not None and slot >= 0 and sum(map(len, blobs)) <= SLOT_BYTES:
+            at = slot * SLOT_BYTES
+            for blob in blobs:
+                self.shared[at : at + len(blob)] = blob
+                at += len(blob)
+            return runs, [len(blob) for blob in blobs], None
+        # No slot, or too big for one: a file of its own, which the exporter reads and deletes.
+        self._spills += 1
+        path = f"{self.cfg.work}/fold-{self.tag}-{self._spills}.bin"
+        with open(path, "xb") as fh:
+            for blob in blobs:
+                fh.write(blob)
+        return runs, [len(blob) for blob in blobs], path
 
     def run(self, kind: str, args: tuple[Any, ...]) -> Any:
         """Run one task: ``read`` (a chunk), ``pairs`` (an alias bucket) or ``fold`` (a window)."""
@@ -89,7 +102,7 @@ def _reader_main(conn: Connection, cfg: StageConfig, shared: mmap.mmap | None) -
     # them. Objects inherited from the parent are frozen out of its view as well.
     gc.freeze()
     gc.set_threshold(100_000, 50, 50)
-    tasks = _Tasks(cfg, str(os.getpid()), shared)
+    tasks = _Tasks(cfg, str(os.getpid()), shared, remote=True)
     while True:
         try:
             message = conn.recv()
@@ -117,14 +130,14 @@ class _Reader:
 
 
 class ReaderPool:
-    """The reader processes (or, with ``workers <= 1``, this process) and the tasks in flight; ``slots``: how
-    many folded windows may be in flight at once without waiting for a slot (those beyond use the pipe).
+    """The reader processes (or, with ``workers <= 1``, this process) and the tasks in flight.
 
-    Folded windows come back through a few slots of anonymous shared memory that the readers inherit
-    (``fork`` only; else, and for a window too large for a slot, through the pipe): measured in plain
-    Python, taking a window's ~2.6 MiB out of a slot costs the exporter a copy, receiving it through the
-    pipe costs it more and keeps the reader waiting until it is read (100k documents, paired runs: merge
-    + write 0.77–0.85 s with slots, 0.85–1.06 s through the pipe).
+    Folded windows come back through ``slots`` slots of anonymous shared memory that the readers inherit
+    (``fork`` only), one per window in flight; a window without a slot, or too large for one, through a
+    spill file. Replies on the pipes stay small, so neither side can block the other on a full pipe.
+    Measured in plain Python, taking a window's ~2.6 MiB out of a slot costs the exporter one copy;
+    receiving it through the pipe cost more and kept the reader waiting until it was read (100k
+    documents, paired runs: merge + write 0.77–0.85 s with slots, 0.85–1.06 s through the pipe).
     """
 
     _IN_FLIGHT = 2  # tasks queued per reader, so it never waits for the next one
@@ -254,16 +267,21 @@ class ReaderPool:
 
         folded: Folded
         for folded in self._in_order("fold", tasks(), ahead):
-            runs, sizes = folded
+            runs, sizes, spilled = folded
             slot = slots.popleft()
             if sizes is not None:
-                assert self._shared is not None
-                at = slot * SLOT_BYTES
+                source: bytes | mmap.mmap
+                if spilled is None:
+                    assert self._shared is not None
+                    source, at = self._shared, slot * SLOT_BYTES
+                else:
+                    source, at = Path(spilled).read_bytes(), 0
+                    os.unlink(spilled)
                 parts = iter(sizes)
                 for run in runs:
                     if run is not None:
                         n, m = next(parts), next(parts)
-                        run.data, run.lines = self._shared[at : at + n], self._shared[at + n : at + n + m]
+                        run.data, run.lines = source[at : at + n], source[at + n : at + n + m]
                         at += n + m
             if slot >= 0:
                 self._free_slots.append(slot)  # copied out (or unused): the next window may take it

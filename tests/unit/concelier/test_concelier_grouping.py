@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from array import array
 from datetime import UTC, datetime
@@ -82,10 +83,20 @@ def test_tiny_runs_windows_and_buckets_change_nothing(
         monkeypatch.setattr(export, "bucket_count", lambda _n, b=buckets: b)
         assert _export(tmp_path / f"pool-{buckets}", keydir, workers=2) == expected
         assert _export(tmp_path / f"inline-{buckets}", keydir, workers=1) == expected
-    # Folded windows through the pipe: none fits a shared slot; then no slot for most windows.
+    # Folded windows through spill files: none fits a shared slot; then no slot for most windows.
+    unlinked: list[str] = []
+    real_unlink = os.unlink
+
+    def unlink(path: str, *args: object, **kwargs: object) -> None:
+        unlinked.append(str(path))
+        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
     with monkeypatch.context() as m:
         m.setattr(readers, "SLOT_BYTES", 16)
-        assert _export(tmp_path / "pipe", keydir, workers=2) == expected
+        m.setattr(os, "unlink", unlink)
+        assert _export(tmp_path / "spilled", keydir, workers=2) == expected
+    spills = [p for p in unlinked if Path(p).name.startswith("fold-")]
+    assert spills and not any(Path(p).exists() for p in spills), "windows went through spill files, deleted once read"
     original = readers.ReaderPool.__init__
 
     def one_slot(pool: readers.ReaderPool, cfg: staging.StageConfig, workers: int, slots: int = 0) -> None:
