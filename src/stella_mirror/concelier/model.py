@@ -79,8 +79,7 @@ _SEVERITY_WORDS = {
     "critical": "critical",
 }
 
-is_canonical_time = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$").match
-"""Whether a string is a timestamp already in the form :func:`normalise_time` writes."""
+_CANONICAL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
 _CVE = re.compile(r"^CVE-(\d{4})-(\d{4,})$")
 _ONLY_STR = {str}
 
@@ -125,7 +124,7 @@ def normalise_time(value: Any, path: str, pointer: str) -> str:
     YAML readers hand us strings (timestamps are not resolved, see ``sources.osv``); a datetime is
     accepted too, so a different YAML loader still yields the same text.
     """
-    if type(value) is str and is_canonical_time(value):
+    if type(value) is str and _CANONICAL_TIME.match(value):
         return value  # already RFC 3339 UTC in the form we write: the common case, skip parsing
     if isinstance(value, datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=UTC)

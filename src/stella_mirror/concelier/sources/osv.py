@@ -29,7 +29,6 @@ from stella_mirror.concelier.model import (
     Doc,
     Range,
     Reference,
-    is_canonical_time,
     lowest_cve,
     normalise_time,
     purl_for,
@@ -40,7 +39,6 @@ from stella_mirror.concelier.model import (
 from stella_mirror.concelier.sources.safeload import load_json, load_yaml
 
 RANGE_TYPES = ("ECOSYSTEM", "SEMVER", "GIT")
-_ONLY_STR = {str}
 _EVENTS = ("introduced", "fixed", "last_affected", "limit")  # a tuple: order matters for messages
 
 
@@ -150,11 +148,7 @@ def _affected(d: Doc, entries: list[Any]) -> list[Affected]:
             if type(raw_ranges) is not list:
                 raw_ranges = d.arr(raw_ranges, f"/affected/{i}/ranges")
             ranges = _ranges(d, raw_ranges, i)
-        versions = entry.get("versions")
-        if versions is None:
-            versions = []
-        elif type(versions) is not list or (versions and set(map(type, versions)) != _ONLY_STR):
-            versions = d.strings(entry, "versions", f"/affected/{i}")
+        versions = d.strings(entry, "versions", f"/affected/{i}")
         if pkg:
             ecosystem = pkg.get("ecosystem")
             name = pkg.get("name")
@@ -209,7 +203,7 @@ def _time(d: Doc, doc: dict[str, Any], key: str) -> str | None:
     value = doc.get(key)
     if value is None:
         return None
-    stamp = value if type(value) is str and is_canonical_time(value) else normalise_time(value, d.path, f"/{key}")
+    stamp = normalise_time(value, d.path, f"/{key}")
     return None if stamp == ZERO_TIME else stamp
 
 
