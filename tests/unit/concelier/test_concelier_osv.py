@@ -108,6 +108,8 @@ def _with(path: list[Any], value: Any) -> dict[str, Any]:
     return edited(BASE, path, value)
 
 
+
+
 @pytest.mark.parametrize(
     ("path", "value", "pointer", "reason"),
     [
