@@ -19,7 +19,8 @@ For each N it:
    (best of three);
 4. prints advisories/s, peak RSS, the export's CPU seconds (exporter + readers: unlike wall time,
    barely affected by other load on the machine), its per-phase timings and the export-time / floor
-   ratio as a Markdown table row.
+   ratio as a Markdown table row, with the first 16 hex digits of the bundle's SHA-256 (the same
+   corpus must always give the same bundle: see docs/benchmarks.md for the recorded digests).
 """
 
 from __future__ import annotations
@@ -251,6 +252,8 @@ def main() -> None:
         wall, cpu, summary = min(runs, key=lambda r: r[0])
         floor = floor_seconds(n)
         bundle = out / "latest" / "mirror" / "primary" / "bundle.json"
+        with bundle.open("rb") as fh:
+            bundle_sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
         row = {
             "documents": n,
             "input MiB": round(size / 2**20),
@@ -263,6 +266,7 @@ def main() -> None:
             "peak RSS MiB": round(peak_kib / 1024),
             "floor s": round(floor, 2),
             "export/floor": round(wall / floor, 1),
+            "bundle sha256": bundle_sha256[:16],
         }
         rows.append(row)
         print(json.dumps(row), flush=True)

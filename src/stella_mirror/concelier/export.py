@@ -51,20 +51,11 @@ from stella_mirror.bundle.writer import (
 )
 from stella_mirror.concelier import grouping
 from stella_mirror.concelier.filters import DomainFilter
+from stella_mirror.concelier.fold import DomainRun, DomainStats, Group
 from stella_mirror.concelier.grouping import Groups
-from stella_mirror.concelier.sources import DEFAULT_MAX_DOCUMENT_BYTES, SourceSpec, iter_file_lists, osv_fast
-from stella_mirror.concelier.staging import (
-    CHUNK_DOCUMENTS,
-    Chunk,
-    DomainRun,
-    DomainStats,
-    ReaderPool,
-    SourceTally,
-    StageConfig,
-    StagedRecords,
-    add_tally,
-    bucket_count,
-)
+from stella_mirror.concelier.readers import ReaderPool
+from stella_mirror.concelier.sources import DEFAULT_MAX_DOCUMENT_BYTES, SourceSpec, iter_file_lists
+from stella_mirror.concelier.staging import CHUNK_DOCUMENTS, Chunk, StageConfig, StagedRecords, bucket_count
 from stella_mirror.errors import ConfigError, ExportRejectedError
 from stella_mirror.publish import ExportRoot, check_export_id, next_sequence
 from stella_mirror.timeutil import rfc3339, utcnow
@@ -194,14 +185,7 @@ def compact_id(dt: datetime) -> str:
 
 
 def _count_files(spec: SourceSpec) -> int:
-    """Files below a source folder (for the progress total and the alias bucket count): an unsorted walk
-    in C, else the listing the readers get."""
-    if not spec.path.is_dir():
-        raise ConfigError("sources", f"source {spec.name}: {spec.path} is not a directory")
-    if osv_fast.compiled_count_files is not None:  # the same count in C, without a Python object per entry
-        counted = osv_fast.compiled_count_files(str(spec.path))
-        if counted is not None:
-            return int(counted)
+    """Files below a source folder (for the progress total and the alias bucket count)."""
     return sum(len(files) for files in iter_file_lists(spec))
 
 
@@ -234,18 +218,12 @@ def _stage_config(req: ExportRequest, work: Path, domains: list[DomainSpec], tot
 
 
 def _read_all(
-    req: ExportRequest,
-    summary: ExportSummary,
-    pool: ReaderPool,
-    total: int,
-    clock: _PhaseClock,
-    tallied: SourceTally,
+    req: ExportRequest, summary: ExportSummary, pool: ReaderPool, total: int, clock: _PhaseClock
 ) -> StagedRecords:
-    """Stage every document's records; add the readers' source tallies to ``tallied``."""
+    """Stage every document's records."""
     counts: dict[str, int] = {}
     req.progress.phase("reading documents", total)
     for result in pool.read(_chunks(req)):
-        add_tally(tallied, result.tally)
         req.progress.advance(result.read + result.skipped + len(result.rejected))
         summary.documents_read += result.read
         summary.documents_skipped += result.skipped
@@ -390,7 +368,7 @@ class _Writer:
 
     Groups go to the reader processes in windows of consecutive groups (key order), a few windows
     ahead of the writer; each comes back as one run of bundle bytes per domain (see
-    :func:`staging.fold_window`). The first domain's runs are written as they arrive; the others' are
+    :func:`.fold.fold_window`). The first domain's runs are written as they arrive; the others' are
     spilled to a file each and streamed from there when their bundle is written.
     """
 
@@ -406,7 +384,6 @@ class _Writer:
         prev_id: str | None,
         clock: _PhaseClock,
         pool: ReaderPool,
-        tallied: SourceTally,
     ) -> None:
         self.req = req
         self.pool = pool
@@ -415,11 +392,6 @@ class _Writer:
         self.groups = groups
         self.domains = domains
         self.stats = [DomainStats() for _ in self.domains]
-        # Monotone filters: every record's sources were counted while staging (folds correct them).
-        for (mask, source), (n, last) in tallied.items():
-            for i, stats in enumerate(self.stats):
-                if mask >> i & 1:
-                    stats.add_source(source, n, last)
         # Runs of later domains: a meta line [firstKey, lastKey, count], then the run's bytes.
         self.spills = [_Spill(work / f"domain-{i}.bin") for i in range(1, len(domains))]
         (stage / STATE_DIR).mkdir(parents=True, exist_ok=True)
@@ -441,19 +413,16 @@ class _Writer:
 
     def _windows(self) -> Iterator[list[DomainRun | None]]:
         """Every window's runs, in key order, folded ahead by the reader processes."""
-        pool, layout = self.pool, self.staged.layout
-        progress = self.req.progress
-        pending: deque[tuple[int, Callable[[], list[DomainRun | None]]]] = deque()
-        for keys, spec in self.groups.windows(_FOLD_WINDOW):
-            pending.append((len(keys), pool.fold(layout, keys, spec)))
-            if len(pending) > _FOLD_AHEAD:
-                size, wait = pending.popleft()
-                yield wait()
-                progress.advance(size)
-        while pending:
-            size, wait = pending.popleft()
-            yield wait()
-            progress.advance(size)
+        sizes: deque[int] = deque()
+
+        def windows() -> Iterator[tuple[list[str], list[Group]]]:
+            for keys, groups in self.groups.windows(_FOLD_WINDOW):
+                sizes.append(len(keys))
+                yield keys, groups
+
+        for runs in self.pool.fold(self.staged.layout, windows(), _FOLD_AHEAD):
+            yield runs
+            self.req.progress.advance(sizes.popleft())
 
     def _first_domain(self) -> Iterator[RawAdvisories]:
         """Fold everything; write the first domain's runs, spill the others', feed every delta tracker."""
@@ -466,9 +435,8 @@ class _Writer:
                     continue
                 self.stats[i].absorb(run.stats)
                 trackers[i].see_run(run.lines)
-                if i == 0:  # a reader's run came back as bytes; one folded in this process may be a bytearray
-                    data = run.data if isinstance(run.data, bytes) else bytes(run.data)
-                    yield RawAdvisories(run.first_key, run.last_key, run.count, data)
+                if i == 0:
+                    yield RawAdvisories(run.first_key, run.last_key, run.count, run.data)
                 else:
                     meta = orjson.dumps([run.first_key, run.last_key, run.count])
                     self.spills[i - 1].append(meta + b"\n" + run.data)
@@ -567,63 +535,49 @@ def run_export(req: ExportRequest) -> ExportSummary:
             total = sum(_count_files(spec) for spec in req.sources)
             clock.lap("walk")
             workers = req.workers if req.workers is not None else min(2, os.cpu_count() or 1)
-            if osv_fast.compiled_module is not None:  # before the readers fork: they inherit it
-                osv_fast.compiled_module.tune_malloc()  # buffers reused, not mapped anew (see its doc)
+            if total < _IN_PROCESS_BELOW:
+                workers = 1
             cfg = _stage_config(req, work, domains, total)
-            with _few_collections(), ReaderPool(cfg, workers if total >= _IN_PROCESS_BELOW else 1) as pool:
-                tallied: SourceTally = {}
-                staged = _read_all(req, summary, pool, total, clock, tallied)
-                try:
-                    if req.strict and summary.rejected:
-                        first = summary.rejected[0]
-                        raise ExportRejectedError(
-                            f"{len(summary.rejected)} document(s) rejected and --strict is set; nothing was "
-                            f"published (first: {first.message})"
-                        )
-                    groups = grouping.group(staged, cfg.buckets, clock.lap, pool)
-                    summary.advisories = len(groups)
-                    summary.merged_advisories = groups.merged
-                    prev_dir = root.active_dir()
-                    prev_id = root.active_id() if prev_dir is not None and prev_dir.is_dir() else None
-                    writer = _Writer(
-                        req,
-                        domains,
-                        staged,
-                        groups,
-                        work,
-                        stage,
-                        prev_dir if prev_id else None,
-                        prev_id,
-                        clock,
-                        pool,
-                        tallied,
+            with _few_collections(), ReaderPool(cfg, workers, slots=_FOLD_AHEAD + 1) as pool:
+                staged = _read_all(req, summary, pool, total, clock)
+                if req.strict and summary.rejected:
+                    first = summary.rejected[0]
+                    raise ExportRejectedError(
+                        f"{len(summary.rejected)} document(s) rejected and --strict is set; nothing was "
+                        f"published (first: {first.message})"
                     )
-                    try:
-                        write_concelier_export(
-                            stage,
-                            stamp,
-                            [
-                                ConcelierDomain(
-                                    dom.domain_id,
-                                    dom.display_name,
-                                    writer.advisories(i),
-                                    sources=lambda i=i: writer.source_stats(i),  # type: ignore[misc]
-                                    delta=lambda i=i: writer.delta(i),  # type: ignore[misc]
-                                )
-                                for i, dom in enumerate(domains)
-                            ],
-                            req.key,
-                        )
-                    finally:
-                        writer.close()
-                    clock.lap("sign, other domains, index")
-                    for i, dom in enumerate(domains):
-                        tracker = writer.trackers[i]
-                        summary.domains.append(
-                            DomainResult(dom.domain_id, writer.stats[i].count, tracker.finish() if tracker else None)
-                        )
+                groups = grouping.group(staged, cfg.buckets, clock.lap, pool)
+                summary.advisories = len(groups)
+                summary.merged_advisories = groups.merged
+                prev_dir = root.active_dir()
+                prev_id = root.active_id() if prev_dir is not None and prev_dir.is_dir() else None
+                writer = _Writer(
+                    req, domains, staged, groups, work, stage, prev_dir if prev_id else None, prev_id, clock, pool
+                )
+                try:
+                    write_concelier_export(
+                        stage,
+                        stamp,
+                        [
+                            ConcelierDomain(
+                                dom.domain_id,
+                                dom.display_name,
+                                writer.advisories(i),
+                                sources=lambda i=i: writer.source_stats(i),  # type: ignore[misc]
+                                delta=lambda i=i: writer.delta(i),  # type: ignore[misc]
+                            )
+                            for i, dom in enumerate(domains)
+                        ],
+                        req.key,
+                    )
                 finally:
-                    staged.close()
+                    writer.close()
+                clock.lap("sign, other domains, index")
+                for i, dom in enumerate(domains):
+                    tracker = writer.trackers[i]
+                    summary.domains.append(
+                        DomainResult(dom.domain_id, writer.stats[i].count, tracker.finish() if tracker else None)
+                    )
             shutil.rmtree(work)
             summary.path = root.commit(stage, stamp.export_id, req.keep)
             clock.lap("publish")

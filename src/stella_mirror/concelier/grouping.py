@@ -22,16 +22,16 @@ import bisect
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
+from stella_mirror.concelier.fold import Group
 from stella_mirror.concelier.merge import better_cve
+from stella_mirror.concelier.readers import ReaderPool
 from stella_mirror.concelier.sources import order_key
-from stella_mirror.concelier.sources.osv_fast import compiled_module
-from stella_mirror.concelier.staging import ReaderPool, StagedRecords, alias_pairs
+from stella_mirror.concelier.staging import StagedEntries, StagedRecords, alias_pairs
 
-_osvc = compiled_module  # the compiled helpers (None when not built: the Python loops below run)
 SORT_RUN = 1 << 16  # triples per sorted run (about 10 MiB of Python objects while a run is sorted)
 _BLOCK = 1024  # triples per line of a run file
 
@@ -64,10 +64,7 @@ class RecordUnion:
             rank[ra] += 1
 
     def union_pairs(self, pairs: array) -> None:  # type: ignore[type-arg]
-        """:meth:`union` for every pair ``a, g`` of a flat array (in C when the module is built)."""
-        if _osvc is not None:
-            _osvc.join_pairs(self.parent, self.rank, pairs)
-            return
+        """:meth:`union` for every pair ``a, g`` of a flat array."""
         for i in range(0, len(pairs), 2):
             self.union(pairs[i], pairs[i + 1])
 
@@ -78,7 +75,7 @@ def union_aliases(staged: StagedRecords, buckets: int, uf: RecordUnion, pool: Re
     With ``pool`` the buckets are read by the reader processes, in parallel (:func:`staging.alias_pairs`);
     only the pairs to join come back.
     """
-    files = [[(base, str(path)) for base, path in staged.alias_files(b)] for b in range(buckets)]
+    files = [staged.alias_files(b) for b in range(buckets)]
     results = pool.alias_pairs(files) if pool is not None else map(alias_pairs, files)
     for pairs in results:
         uf.union_pairs(pairs)
@@ -186,32 +183,19 @@ class Groups:
     def __len__(self) -> int:
         return self._order.count
 
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._order)
-
-    def windows(self, size: int) -> Iterator[tuple[list[str], array]]:  # type: ignore[type-arg]
-        """The groups in order, ``size`` at a time, as :func:`staging.fold_window` takes them: their keys,
-        and ``spec`` listing each as ``0, record`` when fast, else ``n, record₁ … recordₙ`` (by
-        ``_osvc.window_spec`` when built)."""
+    def windows(self, size: int) -> Iterator[tuple[list[str], list[Group]]]:
+        """The groups in order, ``size`` at a time, as :func:`.fold.fold_window` takes them: their keys, and
+        each group as its record when it is final as staged, else as the list of its records."""
         keys: list[str] = []
-        spec = bytearray()
-        for block in self._order.blocks():
-            at = 0
-            while at < len(block):
-                take = min(len(block) - at, size - len(keys))
-                if _osvc is not None:
-                    _osvc.window_spec(block, at, at + take, self._head, self._next, keys, spec)
-                else:
-                    for key, record, fast in block[at : at + take]:
-                        keys.append(key)
-                        members = [record] if fast else self.members(record)
-                        spec += array("i", [0, record] if fast else [len(members), *members]).tobytes()
-                at += take
-                if len(keys) == size:
-                    yield keys, _int_array(spec)
-                    keys, spec = [], bytearray()
+        groups: list[Group] = []
+        for key, record, fast in self._order:
+            keys.append(key)
+            groups.append(record if fast else self.members(record))
+            if len(keys) == size:
+                yield keys, groups
+                keys, groups = [], []
         if keys:
-            yield keys, _int_array(spec)
+            yield keys, groups
 
     def members(self, record: int) -> list[int]:
         """Every record of the group that ``record`` (as given by iteration) stands for."""
@@ -221,12 +205,6 @@ class Groups:
             out.append(g)
             g = self._next[g]
         return out
-
-
-def _int_array(data: bytearray) -> array:  # type: ignore[type-arg]
-    out = array("i")
-    out.frombytes(data)
-    return out
 
 
 def _key_pass(
@@ -241,7 +219,7 @@ def _key_pass(
 ) -> None:
     """The key pass over one key line ``[lowestCve, ownKey, …]`` of records ``base, base + 1, …``:
     a record alone in its group goes to ``singles`` as ``(key, record, key == ownKey)``; a group of
-    several keeps its best CVE in ``multi[representative]`` (``_osvc.group_keys`` in Python)."""
+    several keeps its best CVE in ``multi[representative]``."""
     for g, (cve, own) in enumerate(zip(items[0::2], items[1::2], strict=True), base):
         r = parent[g]
         if nxt[g] == -1 and head[r] == g:  # a group of one record
@@ -270,24 +248,20 @@ def group(
     head = array("i", [-1]) * n
     nxt = array("i", [-1]) * n
     parent = uf.parent
-    if _osvc is not None:
-        _osvc.chains(parent, head, nxt)
-    else:
-        find = uf.find
-        for g in range(n):
-            r = find(g)
-            parent[g] = r  # fully compressed from here on: parent is the group's representative
-            nxt[g] = head[r]
-            head[r] = g
+    find = uf.find
+    for g in range(n):
+        r = find(g)
+        parent[g] = r  # fully compressed from here on: parent is the group's representative
+        nxt[g] = head[r]
+        head[r] = g
     del uf.rank
     lap("chains")
     order = ExternalSort(staged.work)
     multi: dict[int, str | None] = {}
     singles: list[tuple[str, int, int]] = []  # handed to the sort in blocks (a call per record costs more)
-    key_pass = _osvc.group_keys if _osvc is not None else _key_pass
     base = 0
     for items in staged.key_lines():
-        key_pass(items, base, parent, head, nxt, singles, multi, better_cve)
+        _key_pass(items, base, parent, head, nxt, singles, multi, better_cve)
         base += len(items) // 2
         if len(singles) >= _BLOCK * 16:
             order.extend(singles)
@@ -295,10 +269,16 @@ def group(
     order.extend(singles)
     del parent, uf
     groups = Groups(order, head, nxt, len(multi))
+    no_cve = [r for r, best in multi.items() if best is None]
+    if no_cve:  # no CVE anywhere in the group: the own key of its first record in merge order (rare)
+        entries = StagedEntries(staged.layout)
+        try:
+            for r in no_cve:
+                records = [entries.meta_and_blob(g) for g in groups.members(r)]
+                multi[r] = min(order_key(meta[3], orjson.loads(blob)) for meta, blob in records)[3]
+        finally:
+            entries.close()
     for r, best in multi.items():
-        if best is None:  # no CVE anywhere in the group: the first record's own key (rare)
-            records = [staged.record(g) for g in groups.members(r)]
-            best = min(order_key(p, rec) for p, rec in records)[3]
-        order.add(best, r, 0)
+        order.add(cast(str, best), r, 0)
     lap("keys + sort runs")
     return groups

@@ -1,8 +1,7 @@
 """Alias merging: records that share any alias become one canonical advisory.
 
 Which records form a group is decided by :mod:`stella_mirror.concelier.grouping` (a union-find over
-record indices, joined through shared alias strings); :class:`UnionFind` below is the small
-string-keyed variant for in-memory callers. A group's ``advisoryKey`` is its lowest CVE id —
+record indices, joined through shared alias strings). A group's ``advisoryKey`` is its lowest CVE id —
 compared numerically by year, then number, so the choice does not depend on input order — and, when
 the group knows no CVE, the id of its highest-priority record (source order as configured, then
 document id).
@@ -23,61 +22,9 @@ sorted by ``(source priority, documentId, digest, record key)``:
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Iterable
 
 from stella_mirror.concelier.model import SEVERITY_RANK, Advisory, Affected, Range, cve_order, is_cve
-
-
-class UnionFind:
-    """Union-find over strings, with path halving and union by size."""
-
-    def __init__(self) -> None:
-        self._ids: dict[str, int] = {}
-        self._names: list[str] = []
-        # Arrays, not lists: a list of ints costs a 28-byte object per entry.
-        self._parent = array("q")
-        self._size = array("q")
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def node(self, name: str) -> int:
-        """The node of ``name``, created on first use."""
-        nid = self._ids.get(name)
-        if nid is None:
-            nid = len(self._parent)
-            self._ids[name] = nid
-            self._names.append(name)
-            self._parent.append(nid)
-            self._size.append(1)
-        return nid
-
-    def name(self, nid: int) -> str:
-        """The string of a node."""
-        return self._names[nid]
-
-    def find(self, nid: int) -> int:
-        parent = self._parent
-        while parent[nid] != nid:
-            parent[nid] = parent[parent[nid]]
-            nid = parent[nid]
-        return nid
-
-    def union(self, a: int, b: int) -> bool:
-        """Join the sets of ``a`` and ``b``; True when they were separate."""
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return False
-        if self._size[ra] < self._size[rb]:
-            ra, rb = rb, ra
-        self._parent[rb] = ra
-        self._size[ra] += self._size[rb]
-        return True
-
-    def items(self) -> Iterable[tuple[str, int]]:
-        """Every (name, node) pair."""
-        return self._ids.items()
 
 
 def better_cve(current: str | None, candidate: str) -> str:
@@ -175,11 +122,4 @@ def merge(key: str, records: list[Advisory]) -> Advisory:
     }
 
 
-def group_key(cve: str | None, record_keys: list[str]) -> str:
-    """The advisory key of a group: its lowest CVE, else the first record's own key."""
-    if cve is not None:
-        return cve
-    return record_keys[0]
-
-
-__all__ = ["UnionFind", "better_cve", "group_key", "is_cve", "merge", "merge_affected"]
+__all__ = ["better_cve", "is_cve", "merge", "merge_affected"]

@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import os
+import re
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import (
-    HEADER_RE,
-    HEADER_VALUE_RE,
-    STATUS_LINE,
-    RequestResponseCycle,
-)
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 EXTENSION = "http.response.zerocopysend"
 MESSAGE = "http.response.zerocopysend"
@@ -44,6 +41,25 @@ PREFORMATTED = "stella_mirror.preformatted"
 begin with, the same object from response to response (see :class:`MirrorCycle`). Other servers ignore it."""
 SEND_TIMEOUT = 120.0
 """Seconds a client may stall (socket not writable) before the connection is dropped."""
+
+# Header checks and status lines as uvicorn (0.55) writes them, defined here rather than imported from
+# its private module: both our response paths format with them, and tests compare what the two paths
+# send byte for byte (tests/unit/server/test_immediate.py).
+HEADER_RE = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
+"""Bytes not allowed in a header name."""
+HEADER_VALUE_RE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+"""Bytes not allowed in a header value."""
+
+
+def _status_line(code: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(code).phrase.encode()
+    except ValueError:
+        phrase = b""
+    return b"HTTP/1.1 %d %s\r\n" % (code, phrase)
+
+
+STATUS_LINE = {code: _status_line(code) for code in range(100, 600)}
 
 
 async def _wait_writable(loop: asyncio.AbstractEventLoop, fd: int, timeout: float) -> None:

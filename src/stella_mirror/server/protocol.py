@@ -24,15 +24,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import (
-    HEADER_RE,
-    HEADER_VALUE_RE,
-    STATUS_LINE,
-    HttpToolsProtocol,
-    RequestResponseCycle,
-)
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from stella_mirror.server.cycle import EXTENSION, MirrorCycle, header_block
+from stella_mirror.server.cycle import EXTENSION, HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, MirrorCycle, header_block
 
 log = logging.getLogger("stella_mirror.server")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from array import array
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stella_mirror.bundle.keyfiles import load_signing_key
-from stella_mirror.concelier import export, grouping, staging
+from stella_mirror.concelier import export, grouping, readers, staging
 from stella_mirror.concelier.config import sample_sources
 from stella_mirror.concelier.export import DomainSpec, ExportRequest, run_export
 from stella_mirror.concelier.filters import DomainFilter
@@ -38,31 +39,6 @@ def test_record_union_joins_transitively() -> None:
     uf.union(3, 5)
     uf.union(1, 2)
     assert uf.find(0) == uf.find(5) != uf.find(1) == uf.find(2) != uf.find(4)
-
-
-def test_compiled_union_chains_and_keys_match_python() -> None:
-    """join_pairs and chains leave the arrays exactly as RecordUnion and the Python chain loop do."""
-    compiled = grouping._osvc
-    assert compiled is not None, "the compiled module is not built"
-    rng = random.Random(5)
-    n = 2000
-    pairs = array("i", [rng.randrange(n) for _ in range(1200)])
-    python, c = RecordUnion(n), RecordUnion(n)
-    for i in range(0, len(pairs), 2):
-        python.union(pairs[i], pairs[i + 1])
-    compiled.join_pairs(c.parent, c.rank, pairs)
-    assert c.parent == python.parent and c.rank == python.rank
-    head, nxt = array("i", [-1]) * n, array("i", [-1]) * n
-    compiled.chains(c.parent, head, nxt)
-    want_head, want_next = array("i", [-1]) * n, array("i", [-1]) * n
-    for g in range(n):
-        r = python.find(g)
-        python.parent[g] = r
-        want_next[g] = want_head[r]
-        want_head[r] = g
-    assert (c.parent, head, nxt) == (python.parent, want_head, want_next)
-    with pytest.raises(ValueError):
-        compiled.join_pairs(c.parent, c.rank, array("i", [0, n]))
 
 
 FILTERED = [
@@ -107,40 +83,47 @@ def test_tiny_runs_windows_and_buckets_change_nothing(
         monkeypatch.setattr(export, "bucket_count", lambda _n, b=buckets: b)
         assert _export(tmp_path / f"pool-{buckets}", keydir, workers=2) == expected
         assert _export(tmp_path / f"inline-{buckets}", keydir, workers=1) == expected
-        # The union-find, chains and key pass in Python instead of the compiled helpers.
-        with monkeypatch.context() as m:
-            m.setattr(grouping, "_osvc", None)
-            assert _export(tmp_path / f"python-{buckets}", keydir, workers=2) == expected
-    # Folded windows through spill files: none fits a shared slot; then no slot is free for most windows.
+    # Folded windows through spill files: none fits a shared slot; then no slot for most windows.
+    unlinked: list[str] = []
+    real_unlink = os.unlink
+
+    def unlink(path: str, *args: object, **kwargs: object) -> None:
+        unlinked.append(str(path))
+        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
     with monkeypatch.context() as m:
-        m.setattr(staging, "SLOT_BYTES", 16)
+        m.setattr(readers, "SLOT_BYTES", 16)
+        m.setattr(os, "unlink", unlink)
         assert _export(tmp_path / "spilled", keydir, workers=2) == expected
+    spills = [p for p in unlinked if Path(p).name.startswith("fold-")]
+    assert spills and not any(Path(p).exists() for p in spills), "windows went through spill files, deleted once read"
+    original = readers.ReaderPool.__init__
+
+    def one_slot(pool: readers.ReaderPool, cfg: staging.StageConfig, workers: int, slots: int = 0) -> None:
+        original(pool, cfg, workers, slots=1)
+
     with monkeypatch.context() as m:
-        m.setattr(staging.ReaderPool, "SLOTS", 1)
+        m.setattr(export, "_FOLD_AHEAD", 4)
+        m.setattr(readers.ReaderPool, "__init__", one_slot)
         assert _export(tmp_path / "one-slot", keydir, workers=2) == expected
-    assert not list((tmp_path / "spilled").rglob("fold-*.bin")), "spill files are deleted once read"
 
 
-def test_unfiltered_domains_fold_once_as_the_general_fold_would(
+def test_every_unfiltered_domain_gets_every_advisory(
     tmp_path: Path, keydir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Domains without filters share one folded run per window (records final as staged copied by
-    _osvc.fold_singles, or by Python); the general fold, counting every provenance, gives the same files."""
-    from stella_mirror.concelier.sources import osv_fast
+    """Two domains without filters: the same advisories, statistics and state lines, in and out of a pool."""
+    import orjson
 
     domains = [DomainSpec("primary", "Primary"), DomainSpec("copy", "Copy")]
     monkeypatch.setattr(export, "_FOLD_WINDOW", 3)
     monkeypatch.setattr(export, "_IN_PROCESS_BELOW", 0)
-    assert osv_fast.compiled_fold_singles is not None, "the compiled module is not built"
-    with monkeypatch.context() as m:
-        m.setattr(staging.StageConfig, "monotone", property(lambda self: False))  # the general fold
-        expected = _export(tmp_path / "general", keydir, 2, domains)
-    assert {"mirror/primary/bundle.json", "mirror/copy/bundle.json"} <= expected.keys()
-    for workers in (1, 2):
-        assert _export(tmp_path / f"c-{workers}", keydir, workers, domains) == expected
-        with monkeypatch.context() as m:
-            m.setattr(osv_fast, "compiled_fold_singles", None)
-            assert _export(tmp_path / f"py-{workers}", keydir, workers, domains) == expected
+    files = _export(tmp_path / "inline", keydir, 1, domains)
+    assert _export(tmp_path / "pool", keydir, 2, domains) == files
+    primary, copy = (orjson.loads(files[f"mirror/{d}/bundle.json"]) for d in ("primary", "copy"))
+    assert primary["advisories"] == copy["advisories"] and primary["advisoryCount"] == len(primary["advisories"]) > 1
+    manifests = [orjson.loads(files[f"mirror/{d}/manifest.json"]) for d in ("primary", "copy")]
+    assert manifests[0]["sources"] == manifests[1]["sources"] and manifests[0]["sources"]
+    assert files["state/primary.digests.jsonl"] == files["state/copy.digests.jsonl"]
 
 
 def test_bucket_count_is_a_bounded_power_of_two() -> None:
@@ -150,15 +133,13 @@ def test_bucket_count_is_a_bounded_power_of_two() -> None:
 
 
 @pytest.mark.parametrize(("run_size", "window"), [(1, 1), (5, 3), (64, 7), (10_000, 1024)])
-def test_windows_in_c_and_python_list_every_group_in_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_size: int, window: int
-) -> None:
+def test_windows_list_every_group_in_order(tmp_path: Path, run_size: int, window: int) -> None:
     rng = random.Random(window)
     n = 600
     head, nxt = array("i", [-1]) * n, array("i", [-1]) * n
     order = ExternalSort(tmp_path / f"c{window}", run_size)
     (tmp_path / f"c{window}").mkdir()
-    expected_spec: list[tuple[str, list[int]]] = []
+    expected: list[tuple[str, int | list[int]]] = []
     records = list(range(n))
     rng.shuffle(records)
     while records:
@@ -175,48 +156,49 @@ def test_windows_in_c_and_python_list_every_group_in_order(
         key = f"K-{rng.randrange(10**6):06d}-{r}"
         fast = len(members) == 1 and rng.random() < 0.8
         order.add(key, r, int(fast))
-        expected_spec.append((key, [0, r] if fast else [len(chain), *chain]))
-    expected_spec.sort()
-    groups = grouping.Groups(order, head, nxt, 0)
-    compiled = [(keys, list(spec)) for keys, spec in groups.windows(window)]
-    with monkeypatch.context() as m:
-        m.setattr(grouping, "_osvc", None)
-        python = [(keys, list(spec)) for keys, spec in groups.windows(window)]
-    assert compiled == python
-    assert all(len(keys) == window for keys, _ in compiled[:-1]) and 0 < len(compiled[-1][0]) <= window
-    assert [k for keys, _ in compiled for k in keys] == [k for k, _ in expected_spec]
-    assert [v for _, spec in compiled for v in spec] == [v for _, s in expected_spec for v in s]
+        expected.append((key, r if fast else chain))
+    expected.sort()
+    windows = list(grouping.Groups(order, head, nxt, 0).windows(window))
+    assert all(len(keys) == window for keys, _ in windows[:-1]) and 0 < len(windows[-1][0]) <= window
+    assert [(k, g) for keys, groups in windows for k, g in zip(keys, groups, strict=True)] == expected
 
 
-def test_alias_pairs_in_c_match_the_python_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Same pairs, same order: every alias to its last owner across the bucket's files; aliases with
-    escapes, non-ASCII and look-alikes ("a" vs "a " vs "A"); files of readers with record bases."""
+def test_alias_pairs_join_exactly_the_records_that_share_an_alias(tmp_path: Path) -> None:
+    """Across the bucket's files of several readers (with their record bases): records naming the same alias
+    string end up in one group, and only those — escapes, non-ASCII and look-alikes ("a" vs "a " vs "A")
+    are different aliases."""
     import orjson
 
-    from stella_mirror.concelier.sources import osv_fast
-
-    module = osv_fast.compiled_module
-    assert module is not None
     rng = random.Random(3)
     pool = ["CVE-2024-1", "CVE-2024-1 ", "cve-2024-1", 'q"uote', "back\\slash", "tab\there", "nul\x00", "é", "€x", "😀"]
     pool += [f"GHSA-{i:04d}" for i in range(40)]
     files = []
+    owners: dict[str, set[int]] = {}
     for r, base in enumerate([0, 500, 1200]):
         path = tmp_path / f"alias-{r}-0.jsonl"
         with path.open("wb") as fh:
             for _ in range(rng.randint(1, 6)):
                 items: list[object] = []
                 for _ in range(rng.randint(1, 30)):
-                    items += [rng.randrange(400), rng.choice(pool)]
+                    k, alias = rng.randrange(400), rng.choice(pool)
+                    items += [k, alias]
+                    owners.setdefault(alias, set()).add(base + k)
                 fh.write(orjson.dumps(items) + b"\n")
         files.append((base, str(path)))
-    compiled = staging.alias_pairs(files)
-    with monkeypatch.context() as m:
-        m.setattr(osv_fast, "compiled_module", None)
-        python = staging.alias_pairs(files)
-    assert len(compiled) > 0 and compiled == python
-    assert module.alias_pairs([]) == b""
-    bad = tmp_path / "bad.jsonl"
-    bad.write_bytes(b'[1,"a",-2,"b"]\n')
-    assert module.alias_pairs([(0, str(bad))]) is None  # not what staging writes: the Python version decides
-    assert module.alias_pairs([(0, str(tmp_path / "missing.jsonl"))]) is None
+    pairs = staging.alias_pairs(files)
+    uf, expected = RecordUnion(1600), RecordUnion(1600)
+    uf.union_pairs(pairs)
+    for records in owners.values():
+        first, *rest = sorted(records)
+        for g in rest:
+            expected.union(first, g)
+
+    def partition(union: RecordUnion) -> list[list[int]]:
+        groups: dict[int, list[int]] = {}
+        for g in range(1600):
+            groups.setdefault(union.find(g), []).append(g)
+        return sorted(groups.values())
+
+    assert len(pairs) > 0
+    assert partition(uf) == partition(expected)
+    assert len(staging.alias_pairs([])) == 0

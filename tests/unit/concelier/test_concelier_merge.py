@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concelier_helpers import record
 
-from stella_mirror.concelier.merge import UnionFind, better_cve, merge
+from stella_mirror.concelier.merge import better_cve, merge
 from stella_mirror.concelier.model import lowest_cve
 
 
@@ -12,15 +12,6 @@ def test_lowest_cve_is_numeric_not_textual() -> None:
     assert lowest_cve(["CVE-2021-10000", "CVE-2021-9999", "GHSA-x"]) == "CVE-2021-9999"
     assert better_cve("CVE-2021-10000", "CVE-2020-99999") == "CVE-2020-99999"
     assert lowest_cve(["GHSA-x", "PYSEC-1"]) is None
-
-
-def test_union_find_joins_through_shared_aliases() -> None:
-    uf = UnionFind()
-    a, b, c, d = (uf.node(x) for x in ("GO-1", "CVE-1", "PYSEC-1", "OTHER"))
-    uf.union(a, b)
-    uf.union(c, uf.node("CVE-1"))
-    assert uf.find(a) == uf.find(c) != uf.find(d)
-    assert len(uf) == 4
 
 
 def test_conflicts_resolve_deterministically() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from stella_mirror.concelier.filters import DomainFilter
-from stella_mirror.concelier.staging import Chunk, ReaderPool, StageConfig
+from stella_mirror.concelier.readers import ReaderPool
+from stella_mirror.concelier.staging import Chunk, StageConfig
 
 SAMPLES = Path(__file__).resolve().parents[3] / "src" / "stella_mirror" / "samples" / "concelier" / "osv"
 

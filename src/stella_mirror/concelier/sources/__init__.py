@@ -44,34 +44,24 @@ class SourceSpec:
 
 
 def iter_file_lists(spec: SourceSpec) -> Iterator[list[str]]:
-    """Every regular file below the source folder, in a stable order (names sorted; a folder's files
-    before its subfolders'; symbolic links not followed), a folder at a time.
-
-    Each folder is listed by ``_osvc.list_dir`` when built (no Python object per entry but the path);
-    a folder it cannot list (unreadable, a name that is not UTF-8) is listed here, which also raises.
-    """
-    from stella_mirror.concelier.sources import osv_fast  # here: osv_fast imports this package
-
+    """Every regular file below the source folder, in a stable order (names sorted by code point; a
+    folder's files before its subfolders'; dot-names skipped; symbolic links not followed), a folder at
+    a time."""
     if not spec.path.is_dir():
         raise ConfigError("sources", f"source {spec.name}: {spec.path} is not a directory")
-    list_dir = osv_fast.compiled_list_dir
     stack = [str(spec.path)]
     while stack:
-        top = stack.pop()
-        listed = list_dir(top) if list_dir is not None else None
-        if listed is not None:
-            files, dirs = listed
-        else:
-            files, dirs = [], []
-            with os.scandir(top) as it:
-                entries = sorted(it, key=lambda e: e.name)
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    dirs.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    files.append(entry.path)
+        files: list[str] = []
+        dirs: list[str] = []
+        with os.scandir(stack.pop()) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                dirs.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                files.append(entry.path)
         if files:
             yield files
         stack.extend(reversed(dirs))

@@ -90,20 +90,21 @@ def _cvss(d: Doc, entries: list[Any]) -> list[Cvss]:
     return out
 
 
-def _ranges(d: Doc, raw_ranges: list[Any], ptr: str) -> list[Range]:
+def _ranges(d: Doc, raw_ranges: list[Any], i: int) -> list[Range]:
+    """The ranges of ``/affected/{i}``."""
     out: list[Range] = []
     for j, raw in enumerate(raw_ranges):
         if type(raw) is dict and (rtype := raw.get("type")) in RANGE_TYPES and type(rtype) is str:
             events = raw.get("events")
         else:
-            rptr = f"{ptr}/{j}"
+            rptr = f"/affected/{i}/ranges/{j}"
             rng = d.obj(raw, rptr)
             rtype = d.req_str(rng, "type", rptr)
             if rtype not in RANGE_TYPES:
                 raise d.fail(f"{rptr}/type", f"unknown range type {rtype!r} (expected one of {', '.join(RANGE_TYPES)})")
             events = rng.get("events")
         if type(events) is not list:
-            events = d.arr(events, f"{ptr}/{j}/events")
+            events = d.arr(events, f"/affected/{i}/ranges/{j}/events")
         current: Range | None = None
         for k, raw_ev in enumerate(events):
             if type(raw_ev) is dict and len(raw_ev) == 1:
@@ -111,7 +112,7 @@ def _ranges(d: Doc, raw_ranges: list[Any], ptr: str) -> list[Range]:
             else:
                 kind = value = None
             if kind not in _EVENTS or type(value) is not str:
-                eptr = f"{ptr}/{j}/events/{k}"
+                eptr = f"/affected/{i}/ranges/{j}/events/{k}"
                 ev = d.obj(raw_ev, eptr)
                 kinds = [e for e in _EVENTS if e in ev]
                 if len(kinds) != 1:
@@ -146,7 +147,7 @@ def _affected(d: Doc, entries: list[Any]) -> list[Affected]:
         else:
             if type(raw_ranges) is not list:
                 raw_ranges = d.arr(raw_ranges, f"/affected/{i}/ranges")
-            ranges = _ranges(d, raw_ranges, f"/affected/{i}/ranges")
+            ranges = _ranges(d, raw_ranges, i)
         versions = d.strings(entry, "versions", f"/affected/{i}")
         if pkg:
             ecosystem = pkg.get("ecosystem")
@@ -247,7 +248,8 @@ def to_record(d: Doc, raw: Any, source: str, digest: str) -> Advisory:
         severity = severity_word(dbs["severity"])
     severity = severity or severity_from_cvss(cvss)
     cwes = [c for c in dbs.get("cwe_ids") or [] if isinstance(c, str)] if isinstance(dbs.get("cwe_ids"), list) else []
-    all_ids = list(dict.fromkeys([osv_id, *[a for a in aliases if a]]))
+    ids = {osv_id, *aliases}
+    ids.discard("")
     refs = doc.get("references")
     references = _references(d, refs if type(refs) is list else d.opt_arr(doc, "references", ""))
     affected = doc.get("affected")
@@ -255,7 +257,7 @@ def to_record(d: Doc, raw: Any, source: str, digest: str) -> Advisory:
         cvss.sort(key=_cvss_order)
     if len(references) > 1:
         references.sort(key=_reference_order)
-    all_ids.sort()
+    all_ids = sorted(ids)
     return {
         "advisoryKey": lowest_cve(all_ids) or osv_id,
         "aliases": all_ids,
