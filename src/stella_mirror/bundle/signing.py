@@ -254,7 +254,9 @@ class TrustedKeys:
         return iter(self._by_kid.values())
 
 
-def _verify_raw(key: PublicKey, signature: bytes, parts: list[Buffer], der: bool) -> bool:
+def _verify_raw(key: PublicKey, signature: bytes, parts: list[Buffer], der: bool, sha256: bytes | None = None) -> bool:
+    """Verify ``signature`` over the concatenated ``parts``; ``sha256`` is their SHA-256 when the caller has it
+    already (ECDSA signs the digest, so a payload is not hashed twice; EdDSA needs the bytes)."""
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
             if not der:
@@ -263,7 +265,8 @@ def _verify_raw(key: PublicKey, signature: bytes, parts: list[Buffer], der: bool
                 r = int.from_bytes(signature[:32], "big")
                 s = int.from_bytes(signature[32:], "big")
                 signature = encode_dss_signature(r, s)
-            key.verify(signature, _sha256_parts(parts), ec.ECDSA(Prehashed(hashes.SHA256())))
+            digest = sha256 if sha256 is not None else _sha256_parts(parts)
+            key.verify(signature, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
         else:
             key.verify(signature, b"".join(bytes(p) for p in parts))
     except (InvalidSignature, ValueError):
@@ -303,14 +306,18 @@ def verify_detached_jws(jws: bytes, payload: Buffer, keys: TrustedKeys, path: st
     return str(kid)
 
 
-def verify_blob_sig(sig_b64: bytes, payload: Buffer, keys: TrustedKeys, path: str = "") -> str:
-    """Verify a cosign-style ``.sig`` (base64 DER ECDSA or raw Ed25519) against any trusted key."""
+def verify_blob_sig(
+    sig_b64: bytes, payload: Buffer, keys: TrustedKeys, path: str = "", sha256: bytes | None = None
+) -> str:
+    """Verify a cosign-style ``.sig`` (base64 DER ECDSA or raw Ed25519) against any trusted key.
+
+    ``sha256`` is the payload's SHA-256 when the caller computed it already (for its digest check)."""
     try:
         signature = base64.b64decode(bytes(sig_b64).strip(), validate=True)
     except ValueError as exc:
         raise SignatureError(path, ".sig is not base64") from exc
     for key in keys:
-        if _verify_raw(key, signature, [payload], der=True):
+        if _verify_raw(key, signature, [payload], der=True, sha256=sha256):
             return key_id(key)
     raise SignatureError(path, ".sig does not verify against any trusted key")
 

@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from typing_extensions import Buffer
@@ -113,6 +113,14 @@ def _require(obj: dict[str, Any], key: str, typ: type | tuple[type, ...], path: 
     return value
 
 
+class Checked(NamedTuple):
+    """A file whose size and digest matched its signed reference."""
+
+    rel: str
+    data: Buffer
+    sha256: bytes
+
+
 class _Checker:
     """Shared state for one verification run."""
 
@@ -160,8 +168,8 @@ class _Checker:
         verdict.files_checked, verdict.bytes_checked = probe.files_checked, probe.bytes_checked
         return obj, verdict
 
-    def file(self, ref: Any, where: str, verdict: Verdict, prefix: str = "") -> tuple[str, Buffer]:
-        """Check one file reference {path,sizeBytes,digest}; return its path and bytes."""
+    def file(self, ref: Any, where: str, verdict: Verdict, prefix: str = "") -> Checked:
+        """Check one file reference {path,sizeBytes,digest}; return its path, bytes and SHA-256."""
         if not isinstance(ref, dict):
             raise MalformedBundleError(where, "file reference must be an object")
         rel = prefix + safe_relpath(ref.get("path"), where, "path")
@@ -171,15 +179,18 @@ class _Checker:
         actual_size = len(memoryview(data))
         if actual_size != size:
             raise DigestError(rel, f"size {actual_size} differs from the signed size {size}")
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        sha256 = hashlib.sha256(data).digest()
+        actual = "sha256:" + sha256.hex()
         if actual != digest:
             raise DigestError(rel, f"digest {actual} differs from the signed digest {digest}")
         verdict.files_checked += 1
         verdict.bytes_checked += actual_size
-        return rel, data
+        return Checked(rel, data, sha256)
 
-    def detached(self, rel: str, data: Buffer, sig_ref: Any, where: str, verdict: Verdict, prefix: str) -> None:
-        """Check a file's .jws (named by the signature reference) and its .sig beside it."""
+    def detached(self, checked: Checked, sig_ref: Any, where: str, verdict: Verdict, prefix: str) -> None:
+        """Check a file's .jws (named by the signature reference) and its .sig beside it (an ECDSA ``.sig``
+        signs the SHA-256 the digest check computed: the payload is hashed once for both)."""
+        rel, data = checked.rel, checked.data
         if not isinstance(sig_ref, dict):
             raise MalformedBundleError(where, "signature reference must be an object")
         jws_rel = prefix + safe_relpath(sig_ref.get("path"), where, "signature.path")
@@ -188,7 +199,7 @@ class _Checker:
         kid = verify_detached_jws(bytes(_read(self.reader, jws_rel)), data, self.keys, jws_rel)
         if sig_ref.get("keyId") != kid:
             raise MalformedBundleError(where, f"signature.keyId does not name the signing key {kid}")
-        verify_blob_sig(bytes(_read(self.reader, rel + ".sig")), data, self.keys, rel + ".sig")
+        verify_blob_sig(bytes(_read(self.reader, rel + ".sig")), data, self.keys, rel + ".sig", checked.sha256)
         verdict.key_ids.add(kid)
 
 
@@ -215,14 +226,14 @@ def verify_concelier(reader: Reader, keys: TrustedKeys, now: datetime, min_seque
         if domain_id in seen:
             raise MalformedBundleError(where, f"domain {domain_id!r} is listed twice")
         seen.add(domain_id)
-        manifest_rel, manifest_bytes = ck.file(dom.get("manifest"), where + "/manifest", verdict)
+        manifest_rel, manifest_bytes, _ = ck.file(dom.get("manifest"), where + "/manifest", verdict)
         bundle_ref = dom.get("bundle")
-        bundle_rel, bundle_bytes = ck.file(bundle_ref, where + "/bundle", verdict)
+        bundle = ck.file(bundle_ref, where + "/bundle", verdict)
         expected_dir = f"mirror/{domain_id}/"
-        if not manifest_rel.startswith(expected_dir) or not bundle_rel.startswith(expected_dir):
+        if not manifest_rel.startswith(expected_dir) or not bundle.rel.startswith(expected_dir):
             raise MalformedBundleError(where, f"files of domain {domain_id!r} must live under {expected_dir}")
         assert isinstance(bundle_ref, dict)
-        ck.detached(bundle_rel, bundle_bytes, bundle_ref.get("signature"), where + "/bundle", verdict, "")
+        ck.detached(bundle, bundle_ref.get("signature"), where + "/bundle", verdict, "")
         manifest = _json_object(manifest_bytes, manifest_rel)
         _cross_check_manifest(manifest, manifest_rel, dom, export_id, sequence)
         _check_domain_index(ck, index, dom, domain_id, verdict)
@@ -283,10 +294,10 @@ def verify_excititor_domain(
         if "/" in export_key or export_key in keys_seen:
             raise MalformedBundleError(where, f"exportKey {export_key!r} is invalid or listed twice")
         keys_seen.add(export_key)
-        rel, data = ck.file(entry, where, verdict, prefix)
-        if not rel.startswith(f"{prefix}exports/{export_key}/"):
+        artifact = ck.file(entry, where, verdict, prefix)
+        if not artifact.rel.startswith(f"{prefix}exports/{export_key}/"):
             raise MalformedBundleError(where, f"artifact must live under {prefix}exports/{export_key}/")
-        ck.detached(rel, data, entry.get("signature"), where, verdict, prefix)
+        ck.detached(artifact, entry.get("signature"), where, verdict, prefix)
     return verdict
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from stella_mirror.ops.remote import Remote, Resolve
+if TYPE_CHECKING:  # httpx is imported only by the commands that go over the network
+    from stella_mirror.ops.remote import Remote
 
 User = Annotated[str | None, typer.Option("--user", "-u", help="Basic Auth user (with --password-file).")]
 PasswordFile = Annotated[Path | None, typer.Option("--password-file", help="File holding the Basic Auth password.")]
@@ -27,4 +28,6 @@ def remote(
     cacert: Path | None,
 ) -> Remote:
     """The connection the options describe."""
+    from stella_mirror.ops.remote import Remote, Resolve
+
     return Remote(base_url, user, password_file, token_file, Resolve.parse(resolve) if resolve else None, cacert)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -13,8 +13,10 @@ from stella_mirror.bundle.signing import TrustedKeys
 from stella_mirror.bundle.verify import Verdict
 from stella_mirror.cli.remote_options import CaCert, PasswordFile, ResolveOpt, TokenFile, User, remote
 from stella_mirror.errors import BundleError
-from stella_mirror.ops.remote import Remote, fetch_concelier, split_exports_url
 from stella_mirror.timeutil import utcnow
+
+if TYPE_CHECKING:  # httpx is imported only by the commands that go over the network
+    from stella_mirror.ops.remote import Remote
 
 
 def verify(
@@ -37,6 +39,8 @@ def verify(
     keys = keyfiles.load_trusted_keys(key)
     try:
         if path.startswith(("https://", "http://")):
+            from stella_mirror.ops.remote import split_exports_url
+
             base, _ = split_exports_url(path)
             source = remote(base, user, password_file, token_file, resolve, cacert)
             verdict = _verify_url(source, keys, min_sequence)
@@ -60,6 +64,8 @@ def verify(
 def _verify_url(source: Remote, keys: TrustedKeys, min_sequence: int | None) -> Verdict:
     """Fetch what the mirror gives this caller into a temporary export directory and verify that."""
     import tempfile
+
+    from stella_mirror.ops.remote import fetch_concelier
 
     with tempfile.TemporaryDirectory(prefix="stella-mirror-verify-") as tmp, source.client() as client:
         return store.verify_export_dir(fetch_concelier(client, Path(tmp)), keys, utcnow(), min_sequence)

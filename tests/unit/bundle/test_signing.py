@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 
 import pytest
@@ -61,6 +62,21 @@ def test_blob_sig_is_der_ecdsa() -> None:
         signing.verify_blob_sig(sig, b"datb", trusted)
     with pytest.raises(SignatureError, match="base64"):
         signing.verify_blob_sig(b"%%%", b"data", trusted)
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_blob_sig_with_the_callers_sha256(alg: str) -> None:
+    """verify reuses the digest check's SHA-256 for an ECDSA .sig; EdDSA signs the bytes themselves."""
+    key = signing.generate(alg)
+    sig = key.sign_blob_b64(b"data")
+    trusted = signing.TrustedKeys([key.public])
+    assert signing.verify_blob_sig(sig, b"data", trusted, "f.sig", hashlib.sha256(b"data").digest()) == key.kid
+    if alg == "ES256":  # the given hash is what is checked
+        with pytest.raises(SignatureError):
+            signing.verify_blob_sig(sig, b"data", trusted, "f.sig", hashlib.sha256(b"datb").digest())
+    else:  # the given hash is not used: the bytes are
+        with pytest.raises(SignatureError):
+            signing.verify_blob_sig(sig, b"datb", trusted, "f.sig", hashlib.sha256(b"data").digest())
 
 
 def test_jwks_round_trip_and_bad_keys() -> None:
