@@ -1,5 +1,5 @@
-"""The Helm profile, checked without helm: the chart rendered with real Go-template semantics
-(stella_mirror.ops.helm), every object checked by kubernetes-validate, and each container run through its own
+"""The Helm profile, checked without helm: the chart rendered by Helm's own engine
+(stella_mirror.ops.helm: helm-python-sdk), every object checked by kubernetes-validate, and each container run through its own
 view of the files — ``config check`` in the servers, the gateway's init container rendering nginx.conf, then
 ``nginx -t`` on it with the gateway's volumes. Cluster secrets are stand-ins holding exactly the keys the README's
 ``kubectl create secret`` lines put in them."""

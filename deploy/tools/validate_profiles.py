@@ -10,7 +10,7 @@ Run through ``deploy/tools/validate-profiles.sh``. Checks, each failure naming i
 - gateway: the shipped nginx.conf is the rendering of the env file (same host names both ways), each domain's
   certificate covers its host names and does not expire within 30 days, and ``nginx -t`` accepts the
   configuration with the gateway service's files (cache, pid and upstream hosts moved to a temp prefix);
-- Helm (profile_helm.py): the chart rendered with real Go-template semantics, every object valid for
+- Helm (profile_helm.py): the chart rendered by Helm's own engine (helm-python-sdk), every object valid for
   Kubernetes (kubernetes-validate), the servers' ``config check`` and the gateway's render + ``nginx -t`` in
   each container's own volumes, the runbook's PVCs;
 - systemd: ``systemd-analyze verify`` on copies whose executables are stubs (a key check without it),

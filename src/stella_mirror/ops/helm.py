@@ -1,20 +1,13 @@
-"""Our Helm chart rendered without ``helm``, through :mod:`stella_mirror.ops.gotemplate`.
+"""Our Helm chart rendered without the ``helm`` program, by Helm itself: helm-python-sdk binds Helm's official Go
+SDK (``libhelm_c``), so templates, sprig functions and the values merge are Helm's own, not an imitation.
 
 Used by ``deploy/tools/validate-profiles.sh`` (which checks the objects with ``kubernetes-validate`` and each
 container through :mod:`stella_mirror.ops.containers`) and by the tests that start ``serve`` from what the chart
-renders.
-
-What ``helm template`` provides and this does: ``values.yaml`` deep-merged with each values file (maps merge,
-anything else replaces, ``null`` deletes), ``.Values``, ``.Chart`` (Chart.yaml's keys capitalised: ``.Chart.Name``),
-``.Release`` (``Name``, ``Namespace``, ``Service`` = ``Helm``, ``IsInstall``, ``Revision``); templates under
-``templates/`` (``_*`` files only lend their ``define``\\ s); output split on ``---`` lines into YAML documents.
-Not provided (a template using them fails, naming the line): ``.Capabilities``, ``.Files``, ``.Template``,
-``lookup``, subcharts.
+renders. An optional dependency: ``pip install 'stella-mirror[validate]'``.
 """
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +17,6 @@ from typing import Any
 import yaml
 
 from stella_mirror.errors import ConfigError
-from stella_mirror.ops.gotemplate import TemplateError, render_files
 
 
 @dataclass(frozen=True)
@@ -53,64 +45,69 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(str(path), f"not valid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
 
 
-def coalesce(base: Any, override: Any) -> Any:
-    """Helm's values merge: maps merge key by key, ``null`` deletes a key, anything else replaces."""
-    if not isinstance(base, dict) or not isinstance(override, dict):
-        return copy.deepcopy(override)
-    out = copy.deepcopy(base)
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``helm -f a.yaml -f b.yaml``: later files' maps merge into earlier ones key by key (nulls are kept: Helm
+    deletes those keys when it coalesces the result with the chart's defaults)."""
+    out = dict(base)
     for key, value in override.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = coalesce(out.get(key), value)
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
-def _chart_meta(chart: Path) -> dict[str, Any]:
-    meta = _read_yaml(chart / "Chart.yaml")
-    if not isinstance(meta, dict) or not meta.get("name") or not meta.get("version"):
-        raise ConfigError(str(chart / "Chart.yaml"), "a chart needs a mapping with name and version")
-    return {("APIVersion" if k == "apiVersion" else k[:1].upper() + k[1:]): v for k, v in meta.items()}
-
-
-def values(chart: Path, value_files: Sequence[Path] = ()) -> dict[str, Any]:
-    """``values.yaml`` with each values file merged over it, in order."""
-    merged: Any = _read_yaml(chart / "values.yaml") or {}
+def _user_values(value_files: Sequence[Path]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
     for path in value_files:
         extra = _read_yaml(path) or {}
         if not isinstance(extra, dict):
             raise ConfigError(str(path), "a values file must be a mapping")
-        merged = coalesce(merged, extra)
-    return dict(merged)
+        merged = _merge(merged, extra)
+    return merged
+
+
+def _load(chart: Path) -> Any:
+    try:
+        from helm_python.chart import Chart
+        from helm_python.errors import HelmError
+    except ImportError:  # pragma: no cover - the validate extra is part of dev
+        raise ConfigError("helm", "rendering needs helm-python-sdk: pip install 'stella-mirror[validate]'") from None
+    try:
+        return Chart.load(chart)
+    except HelmError as exc:
+        raise ConfigError(str(chart), f"not a loadable chart: {exc}") from None
+
+
+def values(chart: Path, value_files: Sequence[Path] = ()) -> dict[str, Any]:
+    """The values the templates see: ``values.yaml`` coalesced with each values file, as Helm does it."""
+    from helm_python.errors import HelmError
+
+    try:
+        merged: dict[str, Any] = _load(chart).merge_values(_user_values(value_files))
+    except HelmError as exc:
+        raise ConfigError(str(chart), f"values: {exc}") from None
+    return merged
 
 
 def render_chart(chart: Path, value_files: Sequence[Path] = (), release: str = "mirror",
                  namespace: str = "default") -> list[Manifest]:
-    """Every object the chart renders with these values; :class:`ConfigError` naming the file (and line) when a
-    template fails or renders invalid YAML."""
-    data = {
-        "Values": values(chart, value_files),
-        "Chart": _chart_meta(chart),
-        "Release": {"Name": release, "Namespace": namespace, "Service": "Helm", "IsInstall": True,
-                    "IsUpgrade": False, "Revision": 1},
-    }
-    files = {}
-    for path in sorted((chart / "templates").iterdir()):
-        if path.suffix in (".yaml", ".yml", ".tpl"):
-            files[f"{chart.name}/templates/{path.name}"] = path.read_text(encoding="utf-8")
-    manifests = []
+    """Every object the chart renders with these values (``helm template``); :class:`ConfigError` naming the
+    template when one fails or renders invalid YAML."""
+    from helm_python.errors import HelmError
+
     try:
-        rendered = list(render_files(files, data, lambda name: Path(name).name.startswith("_")))
-    except TemplateError as exc:
-        raise ConfigError(str(exc).split(":", 1)[0], str(exc).split(": ", 1)[-1]) from None
-    for source, text in rendered:
-        for i, part in enumerate(re.split(r"(?m)^---[ \t]*$", text)):
-            try:
-                doc = yaml.safe_load(part)
-            except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                where = f" at line {mark.line + 1}" if mark else ""
-                raise ConfigError(source, f"document {i + 1} of the rendering is not valid YAML{where}") from None
+        rendered: dict[str, str] = _load(chart).render(_user_values(value_files), name=release, namespace=namespace)
+    except HelmError as exc:
+        # Helm names the template and line: "template: stellaops/templates/x.yaml:12:3: executing …"
+        where = re.search(r"([\w.-]+/templates/[\w./-]+)", str(exc))
+        raise ConfigError(where.group(1) if where else str(chart), str(exc)) from None
+    manifests = []
+    for source, text in sorted(rendered.items()):
+        try:
+            docs = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(source, f"the rendering is not valid YAML{where}") from None
+        for i, doc in enumerate(docs):
             if doc is None:
                 continue
             if not isinstance(doc, dict):

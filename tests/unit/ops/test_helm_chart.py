@@ -10,7 +10,7 @@ import pytest
 
 from stella_mirror.config import load_config
 from stella_mirror.ops.containers import containers
-from stella_mirror.ops.helm import Manifest, coalesce, render_chart
+from stella_mirror.ops.helm import Manifest, render_chart, values
 
 CHART = Path(__file__).resolve().parents[3] / "deploy" / "helm" / "stellaops"
 
@@ -57,10 +57,31 @@ def test_each_domain_gets_its_own_tls_secret_where_the_configuration_expects_it(
     assert set(expected) == {"mirror-gateway-tls-primary", "mirror-gateway-tls-community"}
 
 
-def test_values_merge_like_helm() -> None:
-    base = {"a": {"b": 1, "c": [1, 2]}, "d": 1}
-    assert coalesce(base, {"a": {"c": [3]}, "d": None, "e": 2}) == {"a": {"b": 1, "c": [3]}, "e": 2}
-    assert base == {"a": {"b": 1, "c": [1, 2]}, "d": 1}  # inputs untouched
+def test_values_are_helms_coalesce(tmp_path: Path) -> None:
+    """Later files merge into earlier ones; a null deletes the chart's default (Helm's own merge)."""
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("mirrorSync:\n  schedule: '*/10 * * * *'\nimage:\n  tag: one\n")
+    second.write_text("mirrorSync:\n  awsSecret: null\nimage:\n  tag: two\n")
+    merged = values(CHART, [first, second])
+    assert merged["mirrorSync"]["schedule"] == "*/10 * * * *" and "awsSecret" not in merged["mirrorSync"]
+    assert merged["mirrorSync"]["verifyKeysSecret"] == "mirror-verify-keys"  # defaults stay
+    assert merged["image"]["tag"] == "two"
+    assert set(values(CHART)) >= {"image", "mirrorSync"}  # the chart's own defaults
+
+
+def test_a_broken_template_is_named(tmp_path: Path) -> None:
+    import shutil
+
+    from stella_mirror.errors import ConfigError
+
+    chart = tmp_path / "stellaops"
+    shutil.copytree(CHART, chart)
+    tpl = chart / "templates" / "mirror-server.yaml"
+    tpl.write_text(tpl.read_text() + "\n{{ .Values.no.such.key }}\n")
+    with pytest.raises(ConfigError) as err:
+        render_chart(chart, [chart / "values-mirror.yaml"])
+    assert err.value.key_path == "stellaops/templates/mirror-server.yaml"
+    assert "nil pointer" in err.value.reason
 
 
 def test_defaults_render_nothing_but_the_disabled_profile() -> None:
