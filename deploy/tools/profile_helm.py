@@ -1,7 +1,7 @@
-"""The Helm profile, checked without helm: the chart rendered by Helm's own engine
-(stella_mirror.ops.helm: helm-python-sdk), every object checked by kubernetes-validate, and each container run through its own
-view of the files — ``config check`` in the servers, the gateway's init container rendering nginx.conf, then
-``nginx -t`` on it with the gateway's volumes. Cluster secrets are stand-ins holding exactly the keys the README's
+"""The Helm profile, checked without helm: the chart rendered by Helm's own engine (stella_mirror.ops.helm:
+helm-python-sdk), every object checked by kubernetes-validate, and each container run through its own view of
+the files — ``config check`` in the servers, the gateway's init container rendering nginx.conf, then ``nginx -t``
+on it with the gateway's volumes. Cluster secrets are stand-ins holding exactly the keys the README's
 ``kubectl create secret`` lines put in them."""
 
 from __future__ import annotations
