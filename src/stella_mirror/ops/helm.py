@@ -97,8 +97,8 @@ def render_chart(chart: Path, value_files: Sequence[Path] = (), release: str = "
         rendered: dict[str, str] = _load(chart).render(_user_values(value_files), name=release, namespace=namespace)
     except HelmError as exc:
         # Helm names the template and line: "template: stellaops/templates/x.yaml:12:3: executing …"
-        where = re.search(r"([\w.-]+/templates/[\w./-]+)", str(exc))
-        raise ConfigError(where.group(1) if where else str(chart), str(exc)) from None
+        template = re.search(r"([\w.-]+/templates/[\w./-]+)", str(exc))
+        raise ConfigError(template.group(1) if template else str(chart), str(exc)) from None
     manifests = []
     for source, text in sorted(rendered.items()):
         try:

@@ -12,6 +12,7 @@ import httpx
 import orjson
 
 from stella_mirror.errors import ConfigError, HTTPStatusError, MalformedBundleError, UnreachableError
+from stella_mirror.secretfile import read_secret
 
 CONCELIER_EXPORTS = "/concelier/exports"
 _RESOLVE = re.compile(r"^([A-Za-z0-9.-]+):([0-9]{1,5}):(\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z.:-]+)$")
@@ -50,11 +51,11 @@ class Remote:
         headers: dict[str, str] = {"User-Agent": "stella-mirror"}
         auth: tuple[str, str] | None = None
         if self.token_file is not None:
-            headers["Authorization"] = "Bearer " + _secret(self.token_file, "--token-file")
+            headers["Authorization"] = "Bearer " + read_secret(self.token_file, "--token-file")
         elif self.user is not None:
             if self.password_file is None:
                 raise ConfigError("--password-file", "a user needs a password file")
-            auth = (self.user, _secret(self.password_file, "--password-file"))
+            auth = (self.user, read_secret(self.password_file, "--password-file"))
         verify: ssl.SSLContext | bool = True
         if self.cacert is not None:
             try:
@@ -82,16 +83,6 @@ class Remote:
 
 def _default_port(url: httpx.URL) -> int:
     return 443 if url.scheme == "https" else 80
-
-
-def _secret(path: Path, option: str) -> str:
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(option, f"cannot read {path}: {exc.strerror or exc}") from None
-    if not value:
-        raise ConfigError(option, f"{path} is empty")
-    return value
 
 
 def get(client: httpx.Client, path: str, method: str = "GET") -> httpx.Response:

@@ -16,20 +16,10 @@ from pathlib import Path
 
 import httpx
 
-from stella_mirror.errors import ConfigError, HTTPStatusError, SourceError, UnreachableError
+from stella_mirror.errors import HTTPStatusError, SourceError, UnreachableError
+from stella_mirror.secretfile import read_secret
 
 MARGIN = 30.0
-
-
-def read_secret(path: Path, key: str) -> str:
-    """A secret from a file (whitespace stripped); ConfigError naming the key, never the content."""
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(key, f"cannot read {path}: {exc.strerror}") from None
-    if not value:
-        raise ConfigError(key, f"{path} is empty")
-    return value
 
 
 class ClientCredentials:

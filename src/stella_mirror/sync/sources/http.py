@@ -32,9 +32,10 @@ import orjson
 
 from stella_mirror import __name__ as _package
 from stella_mirror.errors import HTTPStatusError, MalformedBundleError, SourceError, TruncatedError, UnreachableError
+from stella_mirror.secretfile import read_secret
 from stella_mirror.server.exports import safe_segment
 from stella_mirror.sync.config import SourceOptions
-from stella_mirror.sync.oauth import BearerAuth, ClientCredentials, read_secret
+from stella_mirror.sync.oauth import BearerAuth, ClientCredentials
 from stella_mirror.sync.retry import with_retries
 from stella_mirror.sync.sources.interface import CHUNK, INDEX_CAP, Body, StreamSource, Want
 

@@ -26,16 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from stella_mirror.errors import ConfigError, HTTPStatusError, SourceError, TruncatedError, UnreachableError
+from stella_mirror.secretfile import read_secret
 from stella_mirror.sync.config import SourceOptions
 from stella_mirror.sync.sources.interface import CHUNK, Body, StreamSource, Want
 from stella_mirror.sync.sources.listing import CONCELIER_INDEX, index_paths
-
-
-def _secret(path: Path, key: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(key, f"cannot read {path}: {exc.strerror}") from None
 
 
 @functools.cache
@@ -59,8 +53,8 @@ class S3Source(StreamSource):
         creds: tuple[tuple[str, str], ...] = ()
         if options.access_key_id_file is not None and options.secret_access_key_file is not None:
             creds = (
-                ("aws_access_key_id", _secret(options.access_key_id_file, "accessKeyIdFile")),
-                ("aws_secret_access_key", _secret(options.secret_access_key_file, "secretAccessKeyFile")),
+                ("aws_access_key_id", read_secret(options.access_key_id_file, "accessKeyIdFile")),
+                ("aws_secret_access_key", read_secret(options.secret_access_key_file, "secretAccessKeyFile")),
             )
         self.client: Any = _client(options.region, options.endpoint_url, options.timeout_seconds, creds)
         self._listing: dict[str, tuple[int, str]] | None = None
