@@ -33,17 +33,19 @@ from starlette.types import Message, Receive, Scope, Send
 from stella_mirror.server import routes_concelier, routes_excititor, routes_ops, routes_status
 from stella_mirror.server.context import RequestContext
 from stella_mirror.server.cycle import MESSAGE as ZEROCOPY_MESSAGE
+from stella_mirror.server.exports import ExportHandle
 from stella_mirror.server.metrics import Metrics
 from stella_mirror.server.middleware.access_log import AccessLog
 from stella_mirror.server.middleware.auth import AuthGate
 from stella_mirror.server.middleware.caching import CACHEABLE, cache_control
-from stella_mirror.server.middleware.domain import Target, route_request
+from stella_mirror.server.middleware.domain import Target, request_host, route_request
 from stella_mirror.server.middleware.quotas import QuotaGate
 from stella_mirror.server.problems import MEDIA_TYPE, problem_body, problem_response, send_problem, send_uncached
 from stella_mirror.server.protocol import Immediate
-from stella_mirror.server.routes_common import Runtime, recall_full
+from stella_mirror.server.routes_common import Runtime, recall_full, resolve_now
+from stella_mirror.server.routes_concelier import VARY_AUTHORIZATION
 from stella_mirror.server.state import ServerState
-from stella_mirror.server.visibility import restricted
+from stella_mirror.server.visibility import readable_now, restricted
 
 log = logging.getLogger("stella_mirror.server")
 
@@ -135,11 +137,17 @@ class Gateway:
         target: Target = ctx.extra["target"]
         if target.product is None or target.handler not in _IMMEDIATE:
             return None
+        export = resolve_now(self.runtime, target.product, target.pin)
+        if export is None:
+            return None
         # The memoised answer before the credential: a bearer token costs a signature check, and a request
         # that falls back (a large file, a precondition, a Range) would pay for it twice.
+        vary: list[tuple[bytes, bytes]] = []
         if target.handler == "concelier.index" and restricted(self.state(), "concelier"):
-            return None  # the index depends on the caller's credentials: the ordinary path filters it
-        found = recall_full(self.runtime, ctx, target.product, target.pin, target.parts)
+            found = self._index_now(ctx, export, target, authorization)
+            vary.append(VARY_AUTHORIZATION)  # the index depends on the caller's credentials
+        else:
+            found = recall_full(ctx, export, target.parts)
         if found is None or not self.auth.admit_now(ctx, authorization):
             return None
         verdict = self.quotas.admit_now(ctx)
@@ -155,9 +163,26 @@ class Gateway:
             body, static = found
             cache = cache_control(target, self.state().config.mirror.cache)
             headers = [(b"cache-control", cache), *verdict, request_id] if cache else [*verdict, request_id]
-            answer = Immediate(200, static, headers, b"" if head_only else body)
+            answer = Immediate(200, static, [*headers, *vary], b"" if head_only else body)
         self.access_log.finish(scope, ctx, answer.status, len(answer.body), time.perf_counter() - started)
         return answer
+
+    def _index_now(
+        self, ctx: RequestContext, export: ExportHandle, target: Target, authorization: str | None
+    ) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]] | None:
+        """The Concelier index this caller is shown, when the readable domains and the export's answer for them
+        are known without waiting (the ordinary path decides and remembers it first)."""
+        allowed = readable_now(self.state(), "concelier", request_host(ctx), authorization)
+        if allowed is None:
+            return None
+        remembered = routes_concelier.recall_index_answer(export, allowed, target.parts[-1].removeprefix("index.json"))
+        if remembered is None or remembered[0] is None:
+            return None
+        answer = remembered[0]
+        if isinstance(answer, tuple):
+            return recall_full(ctx, export, answer)
+        ctx.extra["exportId"] = export.export_id
+        return answer, tuple(routes_concelier.filtered_headers(export.export_id, answer))
 
     async def _answer(self, scope: Scope, ctx: RequestContext, authorization: str | None, out: Responder) -> None:
         refusal = route_request(scope, ctx, self.state())
@@ -181,7 +206,7 @@ class Gateway:
         out.cache = cache_control(target, self.state().config.mirror.cache)
         if target.product == "concelier":
             if target.handler == "concelier.index" and restricted(self.state(), "concelier"):
-                out.extra.append((b"vary", b"Authorization"))
+                out.extra.append(VARY_AUTHORIZATION)
             await routes_concelier.serve(scope, out, self.runtime, ctx, target, authorization)
         else:
             await routes_excititor.serve(scope, out, self.runtime, ctx, target)

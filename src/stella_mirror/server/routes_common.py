@@ -171,8 +171,19 @@ def _memo_key(parts: tuple[str, ...], extra: dict[str, Any], negotiate: bool) ->
     return (parts, extra.get("accept") if negotiate else None)
 
 
+def resolve_now(rt: Runtime, product: Product, pin: str | None) -> ExportHandle | None:
+    """The export a request addresses, when the resolver knows it without waiting; None otherwise."""
+    resolver = rt.state().site(product).resolver
+    if resolver is None:
+        return None
+    try:
+        return resolver.resolve(pin)
+    except (ExportNotFound, RootUnavailable):
+        return None
+
+
 def recall_full(
-    rt: Runtime, ctx: RequestContext, product: Product, pin: str | None, parts: tuple[str, ...]
+    ctx: RequestContext, export: ExportHandle, parts: tuple[str, ...]
 ) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]] | None:
     """Body and ``200`` headers :func:`serve_file` memoised for this request's file, when it would answer
     with exactly those (a small file served within the export's TTL, no preconditions, no ``Range``); None
@@ -180,13 +191,6 @@ def recall_full(
     one on None. Sets ``exportId``/``encoding`` in ``ctx.extra`` like :func:`serve_file` on a hit."""
     extra = ctx.extra
     if "conditional" in extra or "range" in extra:
-        return None
-    resolver = rt.state().site(product).resolver
-    if resolver is None:
-        return None
-    try:
-        export = resolver.resolve(pin)
-    except (ExportNotFound, RootUnavailable):
         return None
     memo = export.recall(_memo_key(parts, extra, parts[-1].endswith(NEGOTIABLE)))
     if memo is None:

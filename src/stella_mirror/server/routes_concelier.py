@@ -1,7 +1,7 @@
 """Concelier routes: the signed index and each domain's manifest, bundle and signatures (S3, DESIGN §3).
 
     GET|HEAD /concelier/exports[/@<exportId>]/index.json (+ .jws, .sig)
-    GET|HEAD /concelier/exports[/@<exportId>]/mirror/<domain>/manifest.json | bundle.json (+ .jws, .sig)
+    GET|HEAD /concelier/exports[/@<exportId>]/mirror/<domain>/manifest.json | bundle.json | index.json (+ .jws, .sig)
 
 Every response names the export it came from in ``X-Mirror-Export-Id``; a consumer that reads the index
 once and then fetches ``/concelier/exports/@<exportId>/mirror/<domain>/…`` gets files of that one export.
@@ -16,7 +16,9 @@ signed form when one exists for exactly those domains:
   index with the other domains left out — unsigned, so ``index.json.jws``/``.sig`` answer 404; the bundles
   and their signatures stay verifiable.
 
-Such answers depend on the caller, so they carry ``Vary: Authorization``.
+Such answers depend on the caller, so they carry ``Vary: Authorization``. Which answer a set of readable domains
+gets is decided once per export (:func:`index_answer`, remembered for the export's TTL), so the gateway's
+immediate path answers index requests as it answers small files.
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ from starlette.types import Scope, Send
 
 from stella_mirror.bundle import canonical
 from stella_mirror.server.context import RequestContext
-from stella_mirror.server.exports import ExportHandle, ExportNotFound
+from stella_mirror.server.exports import ExportHandle
 from stella_mirror.server.middleware.domain import Target, request_host
 from stella_mirror.server.routes_common import Runtime, answer_from_export, not_found, read_json, serve_file
 from stella_mirror.server.visibility import readable, restricted
 
 INDEX = "index.json"
+VARY_AUTHORIZATION = (b"vary", b"Authorization")
+
+IndexAnswer = tuple[str, ...] | bytes | None
+"""A file to serve (its parts), the bytes of a filtered unsigned index, or None (404: no signed form)."""
 
 
 async def serve(
@@ -41,10 +47,19 @@ async def serve(
     """Answer ``concelier.index`` and ``concelier.file`` targets."""
     state = rt.state()
     if target.handler == "concelier.index" and restricted(state, "concelier"):
-        allowed = {p.domain_id for p in await readable(state, "concelier", request_host(ctx), authorization)}
+        allowed = await readable(state, "concelier", request_host(ctx), authorization)
 
         async def answer_index(export: ExportHandle) -> None:
-            await _index(scope, send, rt, ctx, export, target, allowed)
+            answer = index_answer(rt, export, allowed, target.parts[-1].removeprefix(INDEX))
+            if answer is None:
+                await not_found(send, "no signed index lists exactly the domains these credentials may read")
+            elif isinstance(answer, tuple):
+                await serve_file(scope, send, rt, ctx, export, answer)
+            else:
+                ctx.extra["exportId"] = export.export_id
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": filtered_headers(export.export_id, answer)})
+                await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else answer})
 
         await answer_from_export(send, rt, "concelier", target.pin, answer_index)
         return
@@ -55,37 +70,43 @@ async def serve(
     await answer_from_export(send, rt, "concelier", target.pin, answer)
 
 
-async def _index(
-    scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, export: ExportHandle, target: Target, allowed: set[str]
-) -> None:
+def _memo_key(allowed: frozenset[str], suffix: str) -> tuple[str, frozenset[str], str]:
+    return ("concelier-index", allowed, suffix)
+
+
+def recall_index_answer(export: ExportHandle, allowed: frozenset[str], suffix: str) -> tuple[IndexAnswer] | None:
+    """:func:`index_answer` as remembered for this export (wrapped, so a remembered 404 is not a miss)."""
+    hit = export.recall(_memo_key(allowed, suffix))
+    return hit if isinstance(hit, tuple) else None
+
+
+def index_answer(rt: Runtime, export: ExportHandle, allowed: frozenset[str], suffix: str) -> IndexAnswer:
+    """What a caller who may read the domains ``allowed`` gets for ``index.json`` + ``suffix`` ("", ".jws",
+    ".sig") of ``export`` (see the module docstring); remembered for the export's TTL."""
+    remembered = recall_index_answer(export, allowed, suffix)
+    if remembered is not None:
+        return remembered[0]
     doc, _ = read_json(export, ("mirror", INDEX), rt)
     entries: list[dict[str, Any]] = [d for d in doc.get("domains", []) if isinstance(d, dict)]
     shown = [d for d in entries if d.get("domainId") in allowed]
-    suffix = target.parts[-1].removeprefix(INDEX)  # "", ".jws" or ".sig"
+    answer: IndexAnswer
     if len(shown) == len(entries):
-        await serve_file(scope, send, rt, ctx, export, target.parts)
-        return
-    if len(shown) == 1:
-        domain_dir = ("mirror", str(shown[0]["domainId"]))
-        try:
-            own = export.lstat_regular(domain_dir, INDEX + suffix)
-        except ExportNotFound:
-            own = None
-        if own is not None:
-            await serve_file(scope, send, rt, ctx, export, (*domain_dir, INDEX + suffix))
-            return
-    if suffix:
-        await not_found(send, "no signed index lists exactly the domains these credentials may read")
-        return
-    body = canonical.dumps({**doc, "domains": shown})
-    ctx.extra["exportId"] = export.export_id
-    headers = [
+        answer = ("mirror", INDEX + suffix)
+    elif len(shown) == 1 and export.lstat_regular(own := ("mirror", str(shown[0]["domainId"])), INDEX + suffix):
+        answer = (*own, INDEX + suffix)
+    elif suffix:
+        answer = None
+    else:
+        answer = canonical.dumps({**doc, "domains": shown})
+    export.remember(_memo_key(allowed, suffix), (answer,))
+    return answer
+
+
+def filtered_headers(export_id: str, body: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers of a filtered unsigned index (the gateway adds caching, quota and ``Vary`` headers)."""
+    return [
         (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(body)),
-        (b"x-mirror-export-id", export.export_id.encode()),
+        (b"x-mirror-export-id", export_id.encode()),
         (b"x-mirror-index", b"filtered-unsigned"),
     ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-
-

@@ -45,7 +45,8 @@ async def statuses(rt: Runtime, ctx: RequestContext, authorization: str | None) 
     for product, site in state.sites.items():
         if not site.served:
             continue
-        visible = [p.domain_id for p in await readable(state, product, request_host(ctx), authorization)]
+        allowed = await readable(state, product, request_host(ctx), authorization)
+        visible = [d for d in site.domains if d in allowed]
         if not visible:
             continue
         mirror = state.config.concelier.mirror if product == "concelier" else state.config.excititor.mirror

@@ -20,17 +20,37 @@ def restricted(state: ServerState, product: Product) -> bool:
     )
 
 
-async def readable(state: ServerState, product: Product, host: str, authorization: str | None) -> list[DomainPolicy]:
-    """The domains of ``product`` the caller may read on ``host`` (credentials checked as for a download)."""
+def _candidates(state: ServerState, product: Product, host: str) -> list[DomainPolicy]:
+    """The domains served on ``host``: those bound to it, and those bound to no host."""
+    return [p for p in state.site(product).domains.values() if not p.hostnames or host in p.hostnames]
+
+
+async def readable(state: ServerState, product: Product, host: str, authorization: str | None) -> frozenset[str]:
+    """The ids of the domains of ``product`` the caller may read on ``host`` (credentials checked as for a
+    download)."""
     auth = state.authenticator
-    out: list[DomainPolicy] = []
-    for policy in state.site(product).domains.values():
-        if policy.hostnames and host not in policy.hostnames:
-            continue
+    out = set()
+    for policy in _candidates(state, product, host):
         if auth is not None:
             try:
                 await auth.authenticate_async(policy, authorization)
             except (AuthFailure, ConfigError):
                 continue
-        out.append(policy)
-    return out
+        out.add(policy.domain_id)
+    return frozenset(out)
+
+
+def readable_now(state: ServerState, product: Product, host: str, authorization: str | None) -> frozenset[str] | None:
+    """:func:`readable` when every domain's answer is known without waiting (see
+    :meth:`~stella_mirror.server.authn.authenticator.Authenticator.settle_now`); None otherwise."""
+    auth = state.authenticator
+    out = set()
+    for policy in _candidates(state, product, host):
+        if auth is not None:
+            outcome = auth.settle_now(policy, authorization)
+            if outcome is None:
+                return None
+            if isinstance(outcome, AuthFailure):
+                continue
+        out.add(policy.domain_id)
+    return frozenset(out)

@@ -97,7 +97,8 @@ class Site:
 def make_site(tmp: Path, quotas: str = "") -> Site:
     key = generate_keypair(tmp / "keys")
     advs = [advisory(f"CVE-2024-{i:04d}") for i in range(20)]
-    cexport = publish_concelier(tmp / "concelier", key, {"primary": advs, "secure": advs[:3]}, "e1")
+    cexport = publish_concelier(tmp / "concelier", key, {"primary": advs, "partner": advs[:2], "secure": advs[:3]},
+                                "e1")
     xexport = publish_excititor(tmp / "excititor", key, {"community": {"consensus": [{"v": 1}]}}, "x1")
     htpasswd = tmp / "secure.htpasswd"
     subprocess.run(["htpasswd", "-B", "-C", "5", "-b", "-c", str(htpasswd), "alice", "pw-alice"], check=True,
@@ -110,6 +111,7 @@ concelier:
     exportRoot: {tmp / "concelier"}
     domains:
       - {{id: primary}}
+      - {{id: partner}}
       - id: secure
         hostnames: [{SECURE}]
         requireAuthentication: true
@@ -195,13 +197,36 @@ def secure(creds: bytes | None = None, client: str = "10.0.0.1") -> dict[str, An
     return scope(SECURE_FILE, headers=headers, host=SECURE, client=client)
 
 
-def test_an_index_that_depends_on_the_caller_takes_the_ordinary_path(site: Site) -> None:
+def test_an_index_that_depends_on_the_caller_is_answered_immediately_once_decided(site: Site) -> None:
+    """Which index a set of readable domains gets is decided by the ordinary path and remembered; then the
+    immediate path answers it, byte for byte and header for header the same — filtered or a domain's own."""
     path = "/concelier/exports/index.json"
-    assert asgi(site.app, scope(path)).status == 200
-    assert immediate(site.app, scope(path)) is None
-    reply = asgi(site.app, scope(path))
-    assert b"Authorization" in [v for k, v in reply.headers if k == b"vary"]
-    assert [d["domainId"] for d in orjson.loads(reply.body)["domains"]] == ["primary"]  # not the secure domain
+    good = basic("alice", "pw-alice")
+    cases = [
+        # Anonymous on the default host: primary and partner (secure is bound to its host) — filtered, unsigned.
+        (scope(path), ["partner", "primary"], None),
+        # alice on the secure host: the open domains refuse Basic credentials, so only secure — its own index.
+        (scope(path, headers=[(b"authorization", good)], host=SECURE), ["secure"], "mirror/secure/index.json"),
+    ]
+    for sc, shown, own in cases:
+        assert immediate(site.app, sc) is None  # undecided yet (and alice's password not verified yet)
+        ordinary = asgi(site.app, sc)
+        assert ordinary.status == 200 and (b"vary", b"Authorization") in ordinary.headers
+        assert [d["domainId"] for d in orjson.loads(ordinary.body)["domains"]] == shown
+        if own is not None:
+            assert ordinary.body == (site.cexport / own).read_bytes()
+        else:
+            assert ordinary.header(b"x-mirror-index") == b"filtered-unsigned"
+        fast = immediate(site.app, sc)
+        assert fast is not None and fast.body == ordinary.body
+        assert [k for k, _ in fast.headers] == [k for k, _ in ordinary.headers]
+        counted = (b"ratelimit-remaining",)  # one request more was counted: the values differ by design
+        assert [h for h in without_request_id(fast) if h[0] not in counted] == \
+            [h for h in without_request_id(ordinary) if h[0] not in counted]
+    # A filtered index has no signature: its .jws is the ordinary path's 404, never an immediate answer.
+    jws = scope(path + ".jws")
+    assert asgi(site.app, jws).status == 404
+    assert immediate(site.app, jws) is None
 
 
 def test_credentials_are_answered_immediately_only_once_verified(site: Site) -> None:

@@ -193,9 +193,18 @@ class Authenticator:
         """The principal when it is known without waiting or failing — anonymous where allowed, a Basic
         credential in the success cache, a bearer token whose key is at hand — else None (nothing recorded:
         the caller goes on with :meth:`authenticate_async`, which also produces the failure)."""
+        outcome = self.settle_now(domain, authorization)
+        return outcome if isinstance(outcome, Principal) else None
+
+    def settle_now(self, domain: DomainPolicy, authorization: str | None) -> Principal | AuthFailure | None:
+        """The outcome when it is known without waiting: the principal, the failure (no credentials where they
+        are required, a malformed header, a scheme the domain does not take, a bearer token refused by a key
+        at hand), or None when a bcrypt check, a key fetch or an unreadable file decides."""
         try:
             attempt = self._begin(domain, authorization)
-        except (AuthFailure, ConfigError):
+        except AuthFailure as failure:
+            return failure
+        except ConfigError:
             return None
         if isinstance(attempt, Principal):
             return attempt
@@ -206,8 +215,8 @@ class Authenticator:
                 return None
             try:
                 return bearer.verify_with_current_keys(attempt.token, domain.scopes(), header)
-            except AuthFailure:
-                return None
+            except AuthFailure as failure:
+                return failure
         return None
 
     def reload(self) -> None:
