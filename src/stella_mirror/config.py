@@ -340,7 +340,7 @@ class MirrorConfig(_Model):
             try:
                 SiteDomain.model_validate(site)
             except ValidationError as exc:
-                err = _validation_error(exc)
+                err = validation_error(exc)
                 raise ConfigError(f"mirror.domains.{j}.{err.key_path}".rstrip("."), err.reason) from None
             if site["id"] in by_id:
                 raise ConfigError(f"mirror.domains.{j}.id", f"domain id {site['id']!r} is configured twice")
@@ -555,7 +555,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _validation_error(exc: ValidationError) -> ConfigError:
+def validation_error(exc: ValidationError) -> ConfigError:
     err = exc.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"]]
     msg = str(err["msg"]).removeprefix("Value error, ")
@@ -582,7 +582,7 @@ def load_config(
     try:
         return MirrorConfig.model_validate(merged)
     except ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise validation_error(exc) from None
 
 
 def redacted(config: MirrorConfig) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def sync(
         return
     from pydantic import ValidationError
 
-    from stella_mirror.config import _validation_error, load_config
+    from stella_mirror.config import validation_error, load_config
     from stella_mirror.errors import ConfigError
     from stella_mirror.sync.config import SourceOptions
     from stella_mirror.sync.job import Job
@@ -123,7 +123,7 @@ def sync(
                 client_secret_file=client_secret_file, scope=scope, ca_file=ca_file,
             )
         except ValidationError as exc:
-            raise _validation_error(exc) from None
+            raise validation_error(exc) from None
         name = f"{kind}:{dest.name}"
         specs = [JobSpec(Job(name, kind, dest, load_trusted_keys(trust_key), keep, allow_same, interval), source,
                          options)]
