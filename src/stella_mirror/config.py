@@ -556,6 +556,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def validation_error(exc: ValidationError) -> ConfigError:
+    """pydantic's first error as a :class:`ConfigError` naming the key path (camelCase, as written)."""
     err = exc.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"]]
     msg = str(err["msg"]).removeprefix("Value error, ")

@@ -98,7 +98,7 @@ def sync(
         return
     from pydantic import ValidationError
 
-    from stella_mirror.config import validation_error, load_config
+    from stella_mirror.config import load_config, validation_error
     from stella_mirror.errors import ConfigError
     from stella_mirror.sync.config import SourceOptions
     from stella_mirror.sync.job import Job
