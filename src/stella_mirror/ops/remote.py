@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from stella_mirror.errors import ConfigError, HTTPStatusError, MalformedBundleError, UnreachableError
+from stella_mirror.errors import ConfigError, DigestError, HTTPStatusError, MalformedBundleError, UnreachableError
 from stella_mirror.secretfile import read_secret
 
 CONCELIER_EXPORTS = "/concelier/exports"
@@ -105,40 +105,48 @@ def split_exports_url(url: str) -> tuple[str, str]:
 
 
 def fetch_concelier(client: httpx.Client, into: Path) -> Path:
-    """Download the index the mirror gives this caller, its signatures, and every listed domain's files pinned
-    to the index's export, into ``into`` laid out as an export directory (``mirror/…``) for the verifier."""
-    mirror = into / "mirror"
-    mirror.mkdir(parents=True, exist_ok=True)
-    index = get(client, f"{CONCELIER_EXPORTS}/index.json").content
-    (mirror / "index.json").write_bytes(index)
+    """Download the index the mirror gives this caller, its signatures, and every file it lists (what
+    :func:`stella_mirror.sync.plan.listed_files` names: manifests, bundles and their signatures, each domain's
+    own index when the mirror has one) pinned to the index's export, into ``into`` laid out as an export directory
+    for the verifier. No download reads past its signed size (signatures and the index past their caps)."""
+    from stella_mirror.sync.plan import listed_files
+    from stella_mirror.sync.sources.interface import INDEX_CAP, SIGNATURE_CAP
+
+    _download(client, f"{CONCELIER_EXPORTS}/index.json", into / "mirror" / "index.json", INDEX_CAP)
     for suffix in (".jws", ".sig"):
-        (mirror / f"index.json{suffix}").write_bytes(get(client, f"{CONCELIER_EXPORTS}/index.json{suffix}").content)
+        _download(client, f"{CONCELIER_EXPORTS}/index.json{suffix}", into / f"mirror/index.json{suffix}", SIGNATURE_CAP)
     try:
-        doc = orjson.loads(index)
+        doc = orjson.loads((into / "mirror" / "index.json").read_bytes())
         export_id = str(doc["exportId"])
-        domains = [d for d in doc["domains"] if isinstance(d, dict)]
     except (orjson.JSONDecodeError, KeyError, TypeError):
         raise MalformedBundleError("mirror/index.json", "not a Concelier index") from None
-    for dom in domains:
-        for ref in (dom.get("manifest"), dom.get("bundle")):
-            rel = ref.get("path") if isinstance(ref, dict) else None
-            if not isinstance(rel, str) or not re.match(r"^mirror/[A-Za-z0-9][A-Za-z0-9._-]*/[a-z.]+$", rel):
-                raise MalformedBundleError("mirror/index.json", f"unexpected file path {rel!r}")
-            names = [rel] + ([rel + ".jws", rel + ".sig"] if ref is dom.get("bundle") else [])
-            for name in names:
-                target = into / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _download(client, f"{CONCELIER_EXPORTS}/@{export_id}/{name}", target)
+    for item in listed_files({"mirror/index.json": doc}):
+        names = [(item.rel, item.size)]
+        if item.signed:
+            names += [(item.rel + suffix, SIGNATURE_CAP) for suffix in (".jws", ".sig")]
+        for name, cap in names:
+            path = f"{CONCELIER_EXPORTS}/@{export_id}/{name}"
+            try:
+                _download(client, path, into / name, cap)
+            except HTTPStatusError as exc:
+                if not (item.optional and exc.status == 404):
+                    raise
     return into
 
 
-def _download(client: httpx.Client, path: str, target: Path) -> None:
+def _download(client: httpx.Client, path: str, target: Path, cap: int) -> None:
+    """Stream ``path`` into ``target``, refusing more than ``cap`` bytes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    received = 0
     try:
         with client.stream("GET", path) as response:
             if response.status_code != 200:
                 raise HTTPStatusError(f"{client.base_url}{path}", response.status_code)
             with target.open("wb") as out:
                 for chunk in response.iter_bytes(1 << 20):
+                    received += len(chunk)
+                    if received > cap:
+                        raise DigestError(target.name, f"{client.base_url}{path} is larger than {cap} bytes")
                     out.write(chunk)
     except httpx.HTTPError as exc:
         raise UnreachableError(f"{client.base_url}{path}: {type(exc).__name__}: {exc}") from None
