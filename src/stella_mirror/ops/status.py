@@ -122,8 +122,8 @@ def _jws_kid(path: Path) -> str | None:
     return None
 
 
-def _fill(dom: DomainStatus, index: dict[str, Any], index_path: Path, now: datetime) -> None:
-    """Identity and freshness from a signed index document."""
+def _fill(dom: DomainStatus, index: dict[str, Any], index_kid: str | None, now: datetime) -> None:
+    """Identity and freshness from a signed index document (``index_kid``: the key id of its JWS)."""
     dom.export_id = str(index.get("exportId")) if index.get("exportId") is not None else None
     seq = index.get("sequence")
     dom.sequence = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
@@ -141,9 +141,8 @@ def _fill(dom: DomainStatus, index: dict[str, Any], index_path: Path, now: datet
             dom.stale = True
         elif expires - now <= EXPIRY_WARNING:
             dom.problems.append(f"the index expires within 24 hours ({dom.expires_at})")
-    kid = _jws_kid(index_path.with_name(index_path.name + ".jws"))
-    if kid:
-        dom.key_ids.append(kid)
+    if index_kid:
+        dom.key_ids.append(index_kid)
 
 
 def _signed_key(ref: Any) -> str | None:
@@ -166,12 +165,13 @@ def _concelier(export: Path, wanted: list[str] | None, now: datetime) -> list[Do
     index = _read_json(index_path)
     if index is None:
         raise ValueError("no readable mirror/index.json in the served export")
+    index_kid = _jws_kid(index_path.with_name("index.json.jws"))  # one index for every domain: read once
     out = []
     for entry in index.get("domains") or []:
         if not isinstance(entry, dict) or (wanted is not None and entry.get("domainId") not in wanted):
             continue
         dom = DomainStatus("concelier", str(entry.get("domainId")), str(entry.get("displayName") or ""))
-        _fill(dom, index, index_path, now)
+        _fill(dom, index, index_kid, now)
         dom.size_bytes = _size(entry.get("manifest")) + _size(entry.get("bundle"))
         dom.items = _count(entry, "advisoryCount")
         kid = _signed_key(entry.get("bundle"))
@@ -195,7 +195,7 @@ def _excititor(export: Path, wanted: list[str] | None, now: datetime) -> list[Do
             out.append(dom)
             continue
         dom.display_name = str(index.get("displayName") or "")
-        _fill(dom, index, index_path, now)
+        _fill(dom, index, _jws_kid(index_path.with_name("index.json.jws")), now)
         for entry in index.get("exports") or []:
             if isinstance(entry, dict):
                 dom.size_bytes += _size(entry)
