@@ -116,26 +116,33 @@ def corpus_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path,
 
 
 def test_corpus_counts(corpus_export: tuple[Path, Path, dict[str, Any]]) -> None:
-    """Counts computed once from this corpus snapshot and cross-checked by hand:
+    """The export's counts agree with the file system and with its own bundles (the corpus grows, so
+    nothing here is pinned to a snapshot):
 
-    - read 7,325 = 6,952 OSV files (2,661 pypa YAML + 4,291 golang JSON, SOURCES.md) + 373 CSAF
-      documents (348 cisagov + 19 OASIS 2.0 examples incl. csaf_vex + 4 OASIS 2.1 + 2 vexctl);
-    - skipped 707 = 348 .asc + 348 .sha512 + changes.csv + index.txt + 9 JSON files that are not
-      CSAF documents (4 ROLIE, 1 provider-metadata, 3 aggregator, 1 CISA ROLIE feed);
-    - records 8,477 = 6,952 OSV + 1,525 CSAF vulnerabilities; 7,691 advisories after merging, so 786
-      records were folded into another's advisory, and 474 advisories have several sources.
+    - read = every OSV file + every CSAF document; skipped = the other files under csaf/ (.asc,
+      .sha512, changes.csv, index.txt, ROLIE feeds, provider and aggregator metadata);
+    - advisories = records - merges; the unfiltered domain holds every advisory, ``vendor``
+      (source:csaf) every advisory with a CSAF provenance entry, ``community`` (ecosystem:PyPI,Go)
+      every advisory with an affected package in one of those ecosystems.
     """
-    _out, _keys, s = corpus_export
-    assert (s["documentsRead"], s["documentsSkipped"], s["documentsRejected"]) == (7325, 707, 0)
-    assert (s["records"], s["advisories"], s["mergesMade"], s["mergedAdvisories"]) == (8477, 7691, 786, 474)
-    counts = {d["domainId"]: d["advisoryCount"] for d in s["domains"]}
-    assert counts == {"community": 6353, "primary": 7691, "vendor": 1357}
-    # Independent cross-check of the first two numbers straight from the file system.
+    out, _keys, s = corpus_export
     files = [p for p in CORPUS.joinpath("osv").rglob("*") if p.is_file()]
     csaf = [p for p in CORPUS.joinpath("csaf").rglob("*") if p.is_file()]
     csaf_docs = [p for p in csaf if p.suffix == ".json" and b'"csaf_version"' in p.read_bytes()]
+    assert s["documentsRejected"] == 0
     assert s["documentsRead"] == len(files) + len(csaf_docs)
     assert s["documentsSkipped"] == len(csaf) - len(csaf_docs)
+    assert s["records"] >= s["documentsRead"] and s["mergesMade"] > 0 and s["mergedAdvisories"] > 0
+    assert s["advisories"] == s["records"] - s["mergesMade"]
+    counts = {d["domainId"]: d["advisoryCount"] for d in s["domains"]}
+    primary = bundle(out)["advisories"]
+    assert counts["primary"] == len(primary) == s["advisories"]
+    assert counts["vendor"] == sum(any(p["source"] == "csaf" for p in a["provenance"]) for a in primary)
+    assert counts["community"] == sum(
+        any(x["ecosystem"] in ("PyPI", "Go") for x in a["affected"]) for a in primary
+    )
+    for domain in ("vendor", "community"):
+        assert len(bundle(out, domain)["advisories"]) == counts[domain]
 
 
 def test_source_statistics_agree_with_the_bundles(corpus_export: tuple[Path, Path, dict[str, Any]]) -> None:
@@ -148,7 +155,11 @@ def test_source_statistics_agree_with_the_bundles(corpus_export: tuple[Path, Pat
     for domain in ("primary", "community", "vendor"):
         assert manifest_sources(root, domain) == recount_sources(root, domain), domain
     primary = {s["source"]: s["advisoryCount"] for s in manifest_sources(root, "primary")}
-    assert primary == {"csaf": 1357, "osv": 6353}  # 7,691 advisories, 19 of them from both sources
+    vendor = {s["source"]: s["advisoryCount"] for s in manifest_sources(root, "vendor")}
+    # every advisory with a CSAF record is in the source:csaf domain; some advisories have both sources
+    assert set(primary) == {"csaf", "osv"} and primary["csaf"] == vendor["csaf"]
+    advisories = len(bundle(root)["advisories"])
+    assert max(primary.values()) < advisories < sum(primary.values())
 
 
 def test_corpus_export_verifies(corpus_export: tuple[Path, Path, dict[str, Any]]) -> None:
@@ -172,11 +183,10 @@ def test_pypa_and_golang_records_sharing_a_cve_merge(corpus_export: tuple[Path, 
 
 def test_csaf_and_osv_records_sharing_a_cve_merge(corpus_export: tuple[Path, Path, dict[str, Any]]) -> None:
     adv = by_key(corpus_export[0])["CVE-2023-29409"]
-    assert sorted((p["source"], p["documentId"]) for p in adv["provenance"]) == [
-        ("csaf", "ICSA-24-046-11"),
-        ("csaf", "ICSA-24-137-07"),
-        ("osv", "GO-2023-1987"),
-    ]
+    # Other OSV databases (Bitnami's BIT-golang-2023-29409) may add their own record of the same CVE.
+    assert {("csaf", "ICSA-24-046-11"), ("csaf", "ICSA-24-137-07"), ("osv", "GO-2023-1987")} <= {
+        (p["source"], p["documentId"]) for p in adv["provenance"]
+    }
     ecosystems = {a["ecosystem"] for a in adv["affected"]}
     assert "Go" in ecosystems and "Siemens" in ecosystems
     assert adv["title"]  # first non-empty by source priority (osv was given first)

@@ -31,12 +31,22 @@ NGINX = "pkg:oci/nginx@sha256%3A13d22ec63300e16014d4a42aed735207a8b33c223cff1962
 
 
 def test_every_corpus_openvex_document_reads(corpus: Path) -> None:
+    """Every OpenVEX document of the corpus reads; the vexctl files give the claims counted by hand.
+
+    The corpus grows, so the folder is listed, not pinned: every ``*.json`` that is an OpenVEX document
+    reads without rejection, and the only other JSON files are VEX Repository ``manifest.json`` files.
+    """
     root = corpus / "openvex"
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.json"))
-    assert files == sorted(EXPECTED_OPENVEX)
-    counts = {rel: len(read_file(root / rel).claims) for rel in files}
-    assert counts == EXPECTED_OPENVEX
-    assert sum(counts.values()) == 19
+    assert set(EXPECTED_OPENVEX) <= set(files)
+    counts: dict[str, int] = {}
+    for rel in files:
+        if rel.endswith("/manifest.json") and b"@context" not in (root / rel).read_bytes():
+            continue  # a VEX Repository's per-package manifest, not a VEX document
+        counts[rel] = len(read_file(root / rel).claims)
+    assert {rel: counts[rel] for rel in EXPECTED_OPENVEX} == EXPECTED_OPENVEX
+    assert sum(counts[rel] for rel in EXPECTED_OPENVEX) == 19
+    assert all(n > 0 for rel, n in counts.items() if rel not in EXPECTED_OPENVEX), "a new document read no claim"
 
 
 def test_v020_claim_with_justification_and_aliases(corpus: Path) -> None:
