@@ -17,6 +17,7 @@ Secrets are read from files only: the Authority client secret from ``authority.c
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 import types
 import typing
@@ -30,10 +31,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from stella_mirror.errors import ConfigError
+from stella_mirror.redaction import redact_data
 from stella_mirror.sync.config import SyncConfig
 
 SECTIONS = ("concelier", "excititor", "authority", "mirror", "sync")
 """Top-level sections; environment variables under other prefixes are not ours and are ignored."""
+STRICT_ENV_SECTIONS = ("concelier", "excititor", "mirror")
+"""Sections whose unknown environment variables are errors (a typo would otherwise leave a default in force).
+``AUTHORITY__`` and ``SYNC__`` variables that match nothing are only reported: the Authority and other services
+read their own keys from a shared environment."""
+IGNORE_ENV = "STELLA_MIRROR_IGNORE_ENV"
+"""The escape hatch: comma-separated variable names, or prefixes ending in ``__``, that belong to something else
+(a newer release's keys, another service's) and are ignored instead of refused — e.g.
+``STELLA_MIRROR_IGNORE_ENV=CONCELIER__STORAGE__,MIRROR__NEWSETTING``."""
 
 DEFAULT_CLIENT_SECRET_FILE = Path("/run/secrets/concelier-authority-client")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -227,12 +237,29 @@ class QuotaConfig(_Model):
     fail_mode: Literal["open", "closed"] = "open"
     window_seconds: int = Field(default=3600, ge=1, le=86400)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        """A URL redis-py can use, checked now by redis-py itself (it would fail at the first request);
+        the reason never quotes the URL, which may hold a password."""
+        if value is None:
+            return value
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        from redis.asyncio import BlockingConnectionPool  # as the quota backend builds it; connects to nothing
+
+        try:
+            BlockingConnectionPool.from_url(value)
+        except ValueError as exc:
+            # redis-py's message can quote a part of the URL: only its first words are kept.
+            reason = re.split(r"[:'\"]", str(exc), maxsplit=1)[0].strip() or "malformed"
+            raise ValueError(f"not a valid Redis URL ({reason})") from None
+        return value
+
     @model_validator(mode="after")
     def _redis(self) -> QuotaConfig:
         if self.backend == "redis" and not self.redis_url:
             raise ValueError("redisUrl is required when backend is 'redis'")
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("redisUrl must be a redis://, rediss:// or unix:// URL")
         return self
 
 
@@ -331,7 +358,8 @@ class MirrorConfig(_Model):
         """Give each product domain the host names, certificate and htpasswd file of its ``mirror.domains`` entry.
 
         Written in both places is an error naming the product key (one home for the facts the gateway and TLS
-        use), and so is an entry that no product domain uses (a typo would otherwise go unnoticed)."""
+        use); so is an entry that no product domain uses, and — once ``mirror.domains`` is used — a product domain
+        without an entry there (a typo in either id would otherwise go unnoticed)."""
         sites = ((data.get("mirror") or {}) if isinstance(data, dict) else {}).get("domains")
         if not isinstance(sites, (list, tuple)) or not sites:
             return data
@@ -350,9 +378,16 @@ class MirrorConfig(_Model):
         for product in ("concelier", "excititor"):
             doms = ((data.get(product) or {}).get("mirror") or {}).get("domains") or []
             for i, dom in enumerate(doms):
-                hit = by_id.get(str(dom.get("id"))) if isinstance(dom, dict) else None
+                if not isinstance(dom, dict) or "id" not in dom:
+                    continue  # reported as a missing id by the model
+                hit = by_id.get(str(dom.get("id")))
                 if hit is None:
-                    continue
+                    known = ", ".join(sorted(by_id))
+                    raise ConfigError(
+                        f"{product}.mirror.domains.{i}.id",
+                        f"domain {dom.get('id')!r} has no entry in mirror.domains ({known}): fix the id or add its "
+                        "site there",
+                    )
                 j, site = hit
                 used.add(j)
                 for key in SITE_KEYS:
@@ -404,6 +439,9 @@ class LoadReport:
     """What loading noticed besides errors: environment keys that matched nothing (likely typos)."""
 
     ignored_env: list[str] = field(default_factory=list)
+    """Dotted key paths (lower case, as written) of the environment keys that matched nothing."""
+    hints: dict[str, str] = field(default_factory=dict)
+    """Dotted key path -> the setting it most likely meant (a near spelling), for the error message."""
 
 
 def env_to_tree(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -477,9 +515,13 @@ def canonicalize(data: Any, model: type[BaseModel], path: tuple[Any, ...], stric
             raise ConfigError(_dotted((*path, key)), "expected a key name, not a list index")
         match = fields.get(key.lower()) or fields.get(key.replace("_", "").lower())
         if match is None:
+            near = difflib.get_close_matches(key.replace("_", "").lower(), list(fields), n=1, cutoff=0.8)
+            hint = fields[near[0]][0] if near else None
             if strict:
-                raise ConfigError(_dotted((*path, key)), "unknown key")
+                raise ConfigError(_dotted((*path, key)), "unknown key" + (f" (did you mean {hint}?)" if hint else ""))
             report.ignored_env.append(_dotted((*path, key)))
+            if hint:
+                report.hints[_dotted((*path, key))] = _dotted((*path, hint))
             continue
         alias, annotation = match
         out[alias] = _canonical_value(value, _unwrap(annotation), (*path, alias), strict, report)
@@ -536,6 +578,37 @@ def _refuse_secrets(env_tree: dict[str, Any]) -> None:
             )
 
 
+def env_names(environ: Mapping[str, str], dotted: str) -> list[str]:
+    """The environment variables that set the key path ``dotted`` (as :class:`LoadReport` records it) or keys
+    under it, sorted."""
+    want = dotted.lower().split(".")
+    return sorted(n for n in environ if [p.lower() for p in n.split("__")][: len(want)] == want)
+
+
+def _refuse_unknown_env(environ: Mapping[str, str], report: LoadReport) -> None:
+    """An environment variable under ``CONCELIER__``, ``EXCITITOR__`` or ``MIRROR__`` that matches no setting is a
+    :class:`ConfigError` naming the variable (exit 3), unless :data:`IGNORE_ENV` lists it."""
+    allowed = [a.strip().upper() for a in environ.get(IGNORE_ENV, "").split(",") if a.strip()]
+
+    def allowed_name(name: str) -> bool:
+        up = name.upper()
+        return any(up == a or (a.endswith("__") and up.startswith(a)) for a in allowed)
+
+    for dotted in report.ignored_env:
+        if dotted.split(".", 1)[0] not in STRICT_ENV_SECTIONS:
+            continue
+        names = [n for n in env_names(environ, dotted) if not allowed_name(n)]
+        if not names:
+            continue
+        hint = report.hints.get(dotted)
+        meant = f"; did you mean {hint.replace('.', '__').upper()}?" if hint else ""
+        raise ConfigError(
+            names[0],
+            f"matches no setting ({dotted}){meant} — fix the name, or list it in {IGNORE_ENV} if it belongs to "
+            "something else",
+        )
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """The YAML file as a mapping (an empty file is an empty mapping)."""
     try:
@@ -579,6 +652,7 @@ def load_config(
     env_tree = env_to_tree(env)
     _refuse_secrets(env_tree)
     env_data = canonicalize(env_tree, MirrorConfig, (), False, report)
+    _refuse_unknown_env(env, report)
     merged = merge(file_data, env_data)
     try:
         return MirrorConfig.model_validate(merged)
@@ -589,12 +663,9 @@ def load_config(
 def redacted(config: MirrorConfig) -> dict[str, Any]:
     """The effective configuration as plain data, safe to print: no secret values.
 
-    The client secret is never loaded here — only whether its file is present; a password inside the
-    Redis URL is replaced by ``***``.
+    The client secret is never loaded here — only whether its file is present; every URL (the Redis URL, the
+    JWKS URL…) has its user-info and secret query parameters replaced by ``***`` (:mod:`stella_mirror.redaction`).
     """
-    data = config.model_dump(mode="json", by_alias=True)
-    url = data["mirror"]["quotas"].get("redisUrl")
-    if url:
-        data["mirror"]["quotas"]["redisUrl"] = re.sub(r"//([^@/]*)@", "//***@", url)
+    data: dict[str, Any] = redact_data(config.model_dump(mode="json", by_alias=True))
     data["authority"]["clientSecretPresent"] = config.authority.client_secret_file.is_file()
     return data

@@ -46,3 +46,41 @@ def test_config_check_fails_like_serve(tmp_path: Path, case: str) -> None:
     assert _error_line(check.stderr) == _error_line(serve.stderr)
     assert "Traceback" not in check.stderr + serve.stderr
     assert check.stdout == ""  # nothing printed as if it were valid
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADREQUESTSPERHOUER": "5"},
+         "CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADREQUESTSPERHOUER"),
+        ({"MIRROR__QUOTAS__BACKEND": "redis", "MIRROR__QUOTAS__REDISURL": "redis://:s3cr@t@127.0.0.1:99999/0"},
+         "mirror.quotas.redisUrl"),
+        ({"MIRROR__DOMAINS__0__ID": "community", "EXCITITOR__MIRROR__ENABLED": "true",
+          "EXCITITOR__MIRROR__DOMAINS__0__ID": "comunity"}, "excititor.mirror.domains.0.id"),
+    ],
+    ids=["env-typo", "redis-port", "domain-id-typo"],
+)
+def test_typos_and_bad_urls_stop_config_check_and_serve_with_the_key(tmp_path: Path, extra: dict[str, str],
+                                                                      key: str) -> None:
+    """Issue 19: an env typo, a bad Redis port and a product domain id missing from mirror.domains are exit 3
+    naming the variable or key path — never a warning with exit 0, never a traceback, never the password."""
+    env = {"EXCITITOR__MIRROR__ENABLED": "false", "CONCELIER__MIRROR__EXPORTROOT": str(tmp_path),
+           "CONCELIER__MIRROR__DOMAINS__0__ID": "community"} | extra
+    check, serve = _both(env)
+    for res in (check, serve):
+        assert res.returncode == 3, res.stdout + res.stderr
+        assert _error_line(res.stderr).startswith(f"error [config] {key}: "), res.stderr
+        assert "Traceback" not in res.stderr and "s3cr" not in res.stdout + res.stderr
+    assert check.stdout == ""
+
+
+def test_config_check_never_prints_a_redis_password(tmp_path: Path) -> None:
+    for url in ("redis://:s3cr@t/pw@127.0.0.1:6379/0", "redis://127.0.0.1:6379/0?password=s3cr@tpw"):
+        env = {"EXCITITOR__MIRROR__ENABLED": "false", "CONCELIER__MIRROR__EXPORTROOT": str(tmp_path),
+               "MIRROR__QUOTAS__BACKEND": "redis", "MIRROR__QUOTAS__REDISURL": url}
+        for fmt in ("yaml", "json"):
+            res = subprocess.run([*CLI, "config", "check", "-o", fmt], env=hermetic_env(env), capture_output=True,
+                                 text=True, timeout=30)
+            assert res.returncode == 0, res.stderr
+            assert "127.0.0.1:6379/0" in res.stdout
+            assert "s3cr" not in res.stdout + res.stderr and "tpw" not in res.stdout + res.stderr

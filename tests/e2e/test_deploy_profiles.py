@@ -114,7 +114,8 @@ def test_unknown_env_key_is_refused(tmp_path: Path) -> None:
     res = _run(deploy)
     assert res.returncode == 1
     assert f"FAIL deploy/{ENV_EXAMPLE}: " in res.stderr
-    assert "concelier.mirror.domains.0.maxdownloads matches no setting" in res.stderr
+    assert ("stella-mirror config check refused it: error [config] CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADS: "
+            "matches no setting (concelier.mirror.domains.0.maxdownloads)") in res.stderr
 
 
 def test_gateway_config_error_is_reported_by_nginx(tmp_path: Path) -> None:
@@ -168,26 +169,35 @@ def test_helm_values_are_checked_as_rendered(tmp_path: Path) -> None:
     deploy = _copy(tmp_path)
 
     def edit(values: dict[str, Any]) -> None:
-        env = values["env"]
-        env["CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADS"] = "5"  # a key serve rejects
-        # A domain whose site is written in the product's keys: the gateway gets no certificate for it.
-        env.update({"CONCELIER__MIRROR__DOMAINS__2__ID": "partner",
-                    "CONCELIER__MIRROR__DOMAINS__2__HOSTNAMES__0": "mirror-partner.stella-ops.org",
-                    "CONCELIER__MIRROR__DOMAINS__2__TLS__CERTFILE": "/run/mirror-gateway/tls/mirror-partner.crt",
-                    "CONCELIER__MIRROR__DOMAINS__2__TLS__KEYFILE": "/run/mirror-gateway/tls/mirror-partner.key"})
+        values["env"]["CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADS"] = "5"  # a key serve rejects
         values["excititor"]["replicas"] = "two"  # not what the Kubernetes API accepts
 
     _edit_values(deploy, edit)
     res = _run(deploy)
     assert res.returncode == 1
     where = f"FAIL deploy/{VALUES}: "
-    assert where + "stellaops-concelier/concelier: environment key concelier.mirror.domains.0.maxdownloads " \
-                   "matches no setting" in res.stderr
-    assert where + "stellaops-mirror-gateway/nginx: domain partner: /run/mirror-gateway/tls/mirror-partner.crt " \
-                   "is not provided by its volumes" in res.stderr
+    assert where + "env: CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADS: matches no setting" in res.stderr
     assert "FAIL deploy/helm/stellaops/templates/mirror-server.yaml: Deployment stellaops-excititor: " \
            "spec.replicas: 'two' is not of type 'integer'" in res.stderr
     assert "ok   compose" in res.stdout
+
+
+def test_helm_gateway_needs_the_certificates_in_its_volumes(tmp_path: Path) -> None:
+    deploy = _copy(tmp_path)
+
+    def edit(values: dict[str, Any]) -> None:
+        # A domain whose certificate is not where the chart mounts it (mirror-<domain>.crt|.key).
+        values["env"].update({"MIRROR__DOMAINS__2__ID": "partner",
+                              "MIRROR__DOMAINS__2__HOSTNAMES__0": "mirror-partner.stella-ops.org",
+                              "MIRROR__DOMAINS__2__TLS__CERTFILE": "/run/mirror-gateway/tls/partner.crt",
+                              "MIRROR__DOMAINS__2__TLS__KEYFILE": "/run/mirror-gateway/tls/partner.key",
+                              "CONCELIER__MIRROR__DOMAINS__2__ID": "partner"})
+
+    _edit_values(deploy, edit)
+    res = _run(deploy)
+    assert res.returncode == 1
+    assert f"FAIL deploy/{VALUES}: stellaops-mirror-gateway/" in res.stderr
+    assert "/run/mirror-gateway/tls/partner.crt" in res.stderr
 
 
 def test_a_failing_helm_template_is_named(tmp_path: Path) -> None:

@@ -134,8 +134,12 @@ def test_file_keys_are_case_insensitive_too(tmp_path: Path) -> None:
         ({"MIRROR__DOMAINS__0__ID": "p", "CONCELIER__MIRROR__DOMAINS__0__ID": "p",
           "CONCELIER__MIRROR__DOMAINS__0__HOSTNAMES__0": "p.example"},
          "concelier.mirror.domains.0.hostnames", "has its site in mirror.domains.0: write hostnames there only"),
-        ({"MIRROR__DOMAINS__0__ID": "p", "CONCELIER__MIRROR__DOMAINS__0__ID": "q"}, "mirror.domains.0.id",
-         "no concelier or excititor domain is 'p'"),
+        ({"MIRROR__DOMAINS__0__ID": "p", "MIRROR__DOMAINS__1__ID": "q", "CONCELIER__MIRROR__DOMAINS__0__ID": "p"},
+         "mirror.domains.1.id", "no concelier or excititor domain is 'q'"),
+        # The typo the other way round (issue 19): a product domain whose id has no site.
+        ({"MIRROR__DOMAINS__0__ID": "community", "CONCELIER__MIRROR__DOMAINS__0__ID": "community",
+          "EXCITITOR__MIRROR__DOMAINS__0__ID": "comunity"}, "excititor.mirror.domains.0.id",
+         "domain 'comunity' has no entry in mirror.domains (community)"),
         ({"MIRROR__DOMAINS__0__ID": "p", "MIRROR__DOMAINS__1__ID": "p", "CONCELIER__MIRROR__DOMAINS__0__ID": "p"},
          "mirror.domains.1.id", "configured twice"),
         ({"MIRROR__DOMAINS__0__ID": "p", "MIRROR__DOMAINS__0__HOSTNAMES__0": "bad host!",
@@ -156,10 +160,42 @@ def test_invalid_configuration_names_the_key_path(env: dict[str, str], key_path:
 def test_unknown_file_key_is_an_error_unknown_env_key_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, "concelier:\n  mirror:\n    exportRot: /x\n"), {})
-    assert info.value.key_path == "concelier.mirror.exportRot" and info.value.reason == "unknown key"
+    assert info.value.key_path == "concelier.mirror.exportRot"
+    assert info.value.reason == "unknown key (did you mean exportRoot?)"
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADREQUESTSPERHOUER",
+         "CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADREQUESTSPERHOUR"),
+        ("MIRROR__QUOTAS__FAILMOD", "MIRROR__QUOTAS__FAILMODE"),
+        ("EXCITITOR__STORAGE__DSN", None),
+    ],
+)
+def test_unknown_env_key_of_our_sections_is_an_error_naming_the_variable(name: str, meant: str | None) -> None:
+    env = {"CONCELIER__MIRROR__DOMAINS__0__ID": "primary", name: "5"}
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env)
+    assert info.value.key_path == name and info.value.exit_code == 3
+    assert "matches no setting" in info.value.reason and "STELLA_MIRROR_IGNORE_ENV" in info.value.reason
+    assert (f"did you mean {meant}?" in info.value.reason) if meant else "did you mean" not in info.value.reason
+
+
+def test_the_escape_hatch_ignores_listed_variables_and_prefixes_only() -> None:
+    env = {"CONCELIER__MIRROR__EXPORTR00T": "/x", "CONCELIER__STORAGE__DSN": "mongodb://x",
+           "AUTHORITY__BOOTSTRAP__ENABLED": "true"}
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env)
+    assert info.value.key_path == "CONCELIER__MIRROR__EXPORTR00T"
     report = LoadReport()
-    load_config(None, {"CONCELIER__MIRROR__EXPORTR00T": "/x", "CONCELIER__STORAGE__DSN": "mongodb://x"}, report)
-    assert report.ignored_env == ["concelier.mirror.exportr00t", "concelier.storage"]
+    load_config(None, {**env, "STELLA_MIRROR_IGNORE_ENV": "concelier__mirror__exportr00t, CONCELIER__STORAGE__"},
+                report)
+    # Still reported (config check prints them), no longer refused; AUTHORITY__ keys are only ever reported.
+    assert report.ignored_env == ["concelier.mirror.exportr00t", "concelier.storage", "authority.bootstrap"]
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {**env, "STELLA_MIRROR_IGNORE_ENV": "CONCELIER__STORAGE"})  # a prefix ends in __
+    assert info.value.key_path == "CONCELIER__MIRROR__EXPORTR00T"
 
 
 def test_bad_yaml_names_the_file_and_line(tmp_path: Path) -> None:
@@ -193,6 +229,36 @@ def test_redacted_output_hides_secrets(tmp_path: Path) -> None:
     assert cfg.authority.client_secret() == "s3cr3t-value"
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pa55word@r:6379/0", "redis://***@r:6379/0"),
+        ("redis://mirror:p@ss/w?rd@r:6379/0", "redis://***@r:6379/0"),  # unencoded @ / ? in the password
+        ("redis://r:6379/0?password=pa55word", "redis://r:6379/0?password=***"),
+        ("redis://r:6379/0?db=0&password=p@ss:word&ssl=false", "redis://r:6379/0?db=0&password=***&ssl=false"),
+        ("unix://:pa55word@/run/redis.sock?db=0", "unix://***@/run/redis.sock?db=0"),
+        ("rediss://r:6380/1", "rediss://r:6380/1"),
+    ],
+)
+def test_redacted_output_hides_a_redis_password_however_it_is_written(url: str, shown: str) -> None:
+    cfg = load_config(None, {"MIRROR__QUOTAS__BACKEND": "redis", "MIRROR__QUOTAS__REDISURL": url,
+                             "AUTHORITY__JWKSURL": "https://jwks-user:jw5s3cret@authority.example/jwks"})
+    data = redacted(cfg)
+    assert data["mirror"]["quotas"]["redisUrl"] == shown
+    assert data["authority"]["jwksUrl"] == "https://***@authority.example/jwks"
+    for secret in ("pa55word", "p@ss", "jw5s3cret", "w?rd"):
+        assert secret not in repr(data)
+
+
+@pytest.mark.parametrize("url", ["redis://:p@ss@r:99999/0", "redis://:hunter2@r:63a79/0"])
+def test_a_bad_redis_url_names_the_key_and_never_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {"MIRROR__QUOTAS__BACKEND": "redis", "MIRROR__QUOTAS__REDISURL": url})
+    assert info.value.key_path == "mirror.quotas.redisUrl" and info.value.exit_code == 3
+    assert "not a valid Redis URL" in info.value.reason
+    assert "p@ss" not in str(info.value) and "hunter2" not in str(info.value) and "63a79" not in str(info.value)
+
+
 def test_env_example_is_valid_and_uses_the_runbook_names() -> None:
     example = Path(__file__).resolve().parents[3] / "deploy" / "compose" / "env" / "mirror.env.example"
     env = {}
@@ -216,6 +282,7 @@ def test_a_domain_site_is_written_once_for_both_product_lines() -> None:
     site = {"MIRROR__DOMAINS__0__ID": "primary", "MIRROR__DOMAINS__0__HOSTNAMES__0": "Mirror-Primary.example",
             "MIRROR__DOMAINS__0__HTPASSWD": "/s/mirror-primary.htpasswd",
             "MIRROR__DOMAINS__0__TLS__CERTFILE": "/t/p.crt", "MIRROR__DOMAINS__0__TLS__KEYFILE": "/t/p.key"}
+    site |= {"MIRROR__DOMAINS__1__ID": "other"}
     cfg = load_config(None, {**site, "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
                              "CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADREQUESTSPERHOUR": "5",
                              "EXCITITOR__MIRROR__DOMAINS__0__ID": "other",
@@ -226,6 +293,11 @@ def test_a_domain_site_is_written_once_for_both_product_lines() -> None:
         assert dom.htpasswd == Path("/s/mirror-primary.htpasswd")
         assert (dom.tls.cert_file, dom.tls.key_file) == (Path("/t/p.crt"), Path("/t/p.key"))
     assert cfg.concelier.mirror.domains[0].max_download_requests_per_hour == 5  # quotas stay per product
-    assert cfg.excititor.mirror.domains[0].hostnames == ()  # a domain without a site entry keeps its own keys
+    assert cfg.excititor.mirror.domains[0].hostnames == ()
     assert cfg.site_key("excititor", 1) == "mirror.domains.0"
-    assert cfg.site_key("excititor", 0) == "excititor.mirror.domains.0"
+    assert cfg.site_key("excititor", 0) == "mirror.domains.1"
+    # Without mirror.domains, each product domain keeps these keys itself.
+    alone = load_config(None, {"EXCITITOR__MIRROR__DOMAINS__0__ID": "other",
+                               "EXCITITOR__MIRROR__DOMAINS__0__HOSTNAMES__0": "other.example"})
+    assert alone.excititor.mirror.domains[0].hostnames == ("other.example",)
+    assert alone.site_key("excititor", 0) == "excititor.mirror.domains.0"
