@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ import bcrypt
 import yaml
 
 from stella_mirror.config import MirrorConfig
-from stella_mirror.ops.certs import certificate_problems
 from stella_mirror.ops.containers import local_env, local_path
+from stella_mirror.preflight import tls_findings
 
 OUR_PREFIXES = ("CONCELIER__", "EXCITITOR__", "AUTHORITY__", "MIRROR__")
 EXPORT_ROOT_KEYS = ("CONCELIER__MIRROR__EXPORTROOT", "EXCITITOR__ARTIFACTS__FILESYSTEM__ROOT",
@@ -99,12 +98,13 @@ def config_check(env: Mapping[str, str], where: Path, label: str, out: Failures,
             out.fail(where, f"{label}: {line.removeprefix('warning: ')}")
 
 
-def self_signed(cert: Path, key: Path, name: str, days: int = 1) -> None:
-    """A throwaway certificate for ``name`` (stand-in where the real one lives in a cluster secret)."""
+def self_signed(cert: Path, key: Path, names: list[str], days: int = 90) -> None:
+    """A throwaway certificate for ``names`` (stand-in where the real one lives in a cluster secret)."""
     cert.parent.mkdir(parents=True, exist_ok=True)
     key.parent.mkdir(parents=True, exist_ok=True)
+    san = ",".join(f"DNS:{n}" for n in names)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", str(days), "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
+                    "-nodes", "-days", str(days), "-subj", f"/CN={names[0]}", "-addext", f"subjectAltName={san}",
                     "-keyout", str(key), "-out", str(cert)], capture_output=True, check=True)
 
 
@@ -116,29 +116,25 @@ def stand_in_htpasswd() -> bytes:
 
 def check_certificates(config: MirrorConfig, mounts: Mapping[str, Path], where: Path, label: str,
                        out: Failures) -> None:
-    """Every domain certificate, read through ``mounts``: it must exist, cover the domain's host names and not
-    expire within 30 days. Reports name the file (as the configuration writes it) and the host."""
-    now = datetime.now(UTC)
-    hosts: dict[Path, list[str]] = {}
-    for mirror in (config.concelier.mirror, config.excititor.mirror):
-        for dom in mirror.domains:
-            if dom.tls.cert_file is not None:
-                names = hosts.setdefault(dom.tls.cert_file, [])
-                names += [h for h in dom.hostnames if h not in names]
-    for cert, names in hosts.items():
-        local = local_path(str(cert), mounts)
-        if local is None:
-            out.fail(where, f"{label}: certificate {cert} is on no volume of the gateway")
-            continue
-        for problem in certificate_problems(local, names, now):
-            out.fail(local, f"{label}: certificate {cert}: {problem}")
+    """Every domain's certificate and key as the gateway loads them (read through ``mounts``): both readable, the
+    key the certificate's, the certificate covering the domain's host names and not expiring within 30 days — the
+    checks of ``gateway render`` (stella_mirror.preflight), with expiry a failure here. Reports name the local file,
+    the configuration key and the file as the configuration writes it."""
+
+    def resolve(path: Path) -> Path | None:
+        local = local_path(str(path), mounts)
+        return local if local is not None and local.is_file() else None
+
+    for finding in tls_findings(config, "gateway", resolve):
+        local = resolve(finding.file)
+        out.fail(local or where, f"{label}: {finding}")
 
 
 def nginx_test(text: str, mounts: Mapping[str, Path], where: Path, label: str, out: Failures, tmp: Path) -> None:
-    """``nginx -t`` on ``text`` as the gateway container would load it: certificate and htpasswd paths read through
-    ``mounts`` (a missing htpasswd file is reported — nginx reads it only per request; a missing certificate gets
-    a stand-in after being reported by :func:`check_certificates`), cache, pid and logs under a temp prefix,
-    upstream host names (resolvable only in the deployment's network) on loopback."""
+    """``nginx -t`` on ``text`` as the gateway container would load it: certificate, key and htpasswd paths read
+    through ``mounts`` — the real files, no stand-ins: a missing certificate or key fails nginx -t as it would fail
+    the gateway (a missing htpasswd file is reported apart: nginx reads it only per request) —, cache, pid and logs
+    under a temp prefix, upstream host names (resolvable only in the deployment's network) on loopback."""
     nginx = shutil.which(os.environ.get("NGINX", "nginx")) or shutil.which("/usr/sbin/nginx")
     if nginx is None:
         out.fail(where, f"{label}: nginx not found (install nginx or set NGINX) — cannot run nginx -t")
@@ -149,13 +145,7 @@ def nginx_test(text: str, mounts: Mapping[str, Path], where: Path, label: str, o
     def cert(match: re.Match[str]) -> str:
         directive, original = match.group(1), match.group(2)
         local = local_path(original, mounts)
-        if local is None or not local.is_file():
-            stem = Path(original).stem
-            crt, key = prefix / "stand-in" / f"{stem}.crt", prefix / "stand-in" / f"{stem}.key"
-            if not crt.exists():
-                self_signed(crt, key, f"{stem}.invalid")
-            local = crt if directive == "ssl_certificate" else key
-        return f"{directive} {local};"
+        return f"{directive} {local or original};"
 
     def htpasswd(match: re.Match[str]) -> str:
         original = match.group(1)
@@ -182,4 +172,7 @@ def nginx_test(text: str, mounts: Mapping[str, Path], where: Path, label: str, o
                          capture_output=True, text=True, check=False)
     if res.returncode != 0:
         detail = " | ".join(line.strip() for line in res.stderr.splitlines() if line.strip())
-        out.fail(where, f"{label}: nginx -t failed: {detail.replace(str(conf), 'nginx.conf')}")
+        detail = detail.replace(str(conf), "nginx.conf")
+        for container_path, local in sorted(mounts.items(), key=lambda kv: -len(str(kv[1]))):
+            detail = detail.replace(str(local), container_path)  # the paths as the configuration writes them
+        out.fail(where, f"{label}: nginx -t failed: {detail}")

@@ -14,11 +14,29 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
-from profile_common import CLI, Failures, config_check, load_yaml, nginx_test, our_env, self_signed, stand_in_htpasswd
+from profile_common import (
+    CLI,
+    Failures,
+    check_certificates,
+    config_check,
+    load_yaml,
+    nginx_test,
+    our_env,
+    self_signed,
+    stand_in_htpasswd,
+)
 
 from stella_mirror.config import MirrorConfig, load_config
 from stella_mirror.errors import ConfigError
-from stella_mirror.ops.containers import Container, SecretFiles, containers, local_path, materialize, pod_spec
+from stella_mirror.ops.containers import (
+    Container,
+    SecretFiles,
+    containers,
+    local_env,
+    local_path,
+    materialize,
+    pod_spec,
+)
 from stella_mirror.ops.helm import Manifest, render_chart
 from stella_mirror.ops.helm import values as chart_values
 
@@ -37,13 +55,18 @@ def stand_in_secrets(values: Mapping[str, Any], config: MirrorConfig, tmp: Path)
     gw = values.get("mirrorGateway") or {}
     prefix, htpasswd = str(gw.get("tlsSecretPrefix", "")), str(gw.get("htpasswdSecret", ""))
     auth = {str((values.get(p) or {}).get("authSecret")): p for p in ("concelier", "excititor")}
-    domains = {d.id for m in (config.concelier.mirror, config.excititor.mirror) for d in m.domains}
+    hosts: dict[str, list[str]] = {}
+    for mirror in (config.concelier.mirror, config.excititor.mirror):
+        for d in mirror.domains:
+            hosts.setdefault(d.id, []).extend(h for h in d.hostnames if h not in hosts.get(d.id, []))
+    domains = set(hosts)
 
     def secrets(name: str) -> dict[str, bytes]:
         if prefix and name.startswith(prefix):
             crt, key = tmp / "tls" / f"{name}.crt", tmp / "tls" / f"{name}.key"
-            if not crt.exists():
-                self_signed(crt, key, f"{name[len(prefix):]}.invalid")
+            if not crt.exists():  # for the domain's host names, as the secret a operator creates must be
+                domain = name[len(prefix):]
+                self_signed(crt, key, hosts.get(domain) or [f"{domain}.invalid"])
             return {"tls.crt": crt.read_bytes(), "tls.key": key.read_bytes()}
         if name == htpasswd:
             return {f"mirror-{d}.htpasswd": stand_in_htpasswd() for d in domains}
@@ -69,9 +92,12 @@ def _validate_objects(manifests: list[Manifest], chart: Path, out: Failures) -> 
 def _run_render(container: Container, mounts: Mapping[str, Path], where: Path, out: Failures) -> bool:
     """The gateway's init container: its own ``stella-mirror …`` command with its environment and volumes."""
     args = [str(local_path(a, mounts) or a) if a.startswith("/") else a for a in container.command[1:]]
-    res = subprocess.run([*CLI, *args], env=our_env(container.env), capture_output=True, text=True, check=False)
+    res = subprocess.run([*CLI, *args], env=our_env(local_env(container.env, mounts)), capture_output=True,
+                         text=True, check=False)
     if res.returncode != 0:
         detail = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"
+        for container_path, local in sorted(mounts.items(), key=lambda kv: -len(str(kv[1]))):
+            detail = detail.replace(str(local), container_path)
         out.fail(where, f"{container.label}: {' '.join(container.command)} failed: {detail}")
         return False
     return True
@@ -94,13 +120,7 @@ def _check_gateway(pod: list[Container], config: MirrorConfig, values_path: Path
     if local_conf is None or not local_conf.is_file():
         out.fail(values_path, f"{nginx.label}: nginx -c {conf} is not what the render step wrote")
         return
-    for mirror in (config.concelier.mirror, config.excititor.mirror):
-        for dom in mirror.domains:
-            for file in (dom.tls.cert_file, dom.tls.key_file):
-                local = local_path(str(file), mounts) if file is not None else None
-                if file is not None and (local is None or not local.is_file()):
-                    out.fail(values_path, f"{nginx.label}: domain {dom.id}: {file} is not provided by its volumes "
-                                          f"({MOUNTED_TLS})")
+    check_certificates(config, mounts, values_path, f"{nginx.label} ({MOUNTED_TLS})", out)
     nginx_test(local_conf.read_text(encoding="utf-8"), mounts, values_path, nginx.label, out, tmp)
 
 

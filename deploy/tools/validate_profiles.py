@@ -187,8 +187,8 @@ def check_gateway(deploy: Path, out: Failures, tmp: Path) -> None:
     for host in sorted(configured - served):
         out.fail(path, f"no server for {host}, a host name of a domain in {env_file.name}")
     if text != expected:
-        out.fail(path, f"is not the rendering of {env_file.name}: run `set -a; . {env_file.name}; set +a; "
-                       "stella-mirror gateway render --out mirror-gateway`")
+        out.fail(path, f"is not the rendering of {env_file.name}: run, in deploy/compose, `set -a; "
+                       f". env/{env_file.name}; set +a; stella-mirror gateway render --out mirror-gateway`")
     compose = deploy / "compose"
     doc = _safe_yaml(compose / "docker-compose.mirror.yaml")
     services = doc.get("services") if isinstance(doc, dict) else None

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,27 @@ def certificate(tls: Path, name: str, host: str, days: int = 90) -> None:
                     "-nodes", "-days", str(days), "-subj", f"/CN={host}", "-addext", f"subjectAltName=DNS:{host}",
                     "-keyout", str(tls / f"{name}.key"), "-out", str(tls / f"{name}.crt")],
                    check=True, capture_output=True)
+
+
+def expired_certificate(tls: Path, name: str, host: str) -> None:
+    """An expired certificate for ``host`` (openssl 3.0's req cannot date one in the past: cryptography signs it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=90))
+            .not_valid_after(now - timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    (tls / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tls / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                        serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))
 
 
 def populate(deploy: Path) -> None:
@@ -90,7 +112,8 @@ def test_gateway_and_configuration_must_name_the_same_domains(tmp_path: Path) ->
     assert res.returncode == 1
     assert "server_name mirror-extra.stella-ops.org: no domain of mirror.env.example has this host name" in res.stderr
     assert "no server for mirror-community.stella-ops.org, a host name of a domain in mirror.env.example" in res.stderr
-    assert "is not the rendering of mirror.env.example" in res.stderr
+    assert ("is not the rendering of mirror.env.example: run, in deploy/compose, `set -a; . env/mirror.env.example; "
+            "set +a; stella-mirror gateway render --out mirror-gateway`") in res.stderr  # the fix-it that works
 
 
 def test_writable_export_mount_is_refused(tmp_path: Path) -> None:
@@ -149,13 +172,49 @@ def test_certificates_must_cover_their_host_and_outlive_30_days(tmp_path: Path) 
     certificate(tls, "mirror-primary", "mirror-primary.stella-ops.org", days=10)
     res = _run(deploy)
     assert res.returncode == 1
-    assert ("FAIL deploy/compose/mirror-gateway/tls/mirror-community.crt: services.mirror-gateway: certificate "
-            "/run/mirror-gateway/tls/mirror-community.crt: does not cover host mirror-community.stella-ops.org "
-            "(subjectAltName DNS names: mirror-other.stella-ops.org)") in res.stderr
-    assert ("FAIL deploy/compose/mirror-gateway/tls/mirror-primary.crt: services.mirror-gateway: certificate "
-            "/run/mirror-gateway/tls/mirror-primary.crt: expires on ") in res.stderr
+    assert ("FAIL deploy/compose/mirror-gateway/tls/mirror-community.crt: services.mirror-gateway: "
+            "mirror.domains.1.tls.certFile /run/mirror-gateway/tls/mirror-community.crt: does not cover host "
+            "mirror-community.stella-ops.org (subjectAltName DNS names: mirror-other.stella-ops.org)") in res.stderr
+    assert ("FAIL deploy/compose/mirror-gateway/tls/mirror-primary.crt: services.mirror-gateway: "
+            "mirror.domains.0.tls.certFile /run/mirror-gateway/tls/mirror-primary.crt: expires on ") in res.stderr
     assert "within 30 days: renew it" in res.stderr
     assert res.stderr.count("FAIL ") == 2, res.stderr
+
+
+def _certificate_failures(res: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in res.stderr.splitlines() if line.startswith("FAIL ")]
+
+
+def test_a_missing_or_mismatched_key_and_an_expired_certificate_fail_by_file_and_key(tmp_path: Path) -> None:
+    """Issue 19: the misspelt key file nginx cannot load, a key of another certificate, an expired certificate —
+    each named by its file and configuration key, and real nginx -t (no stand-in) fails on the missing key."""
+    deploy = _copy(tmp_path)
+    env = deploy / ENV_EXAMPLE
+    env.write_text(env.read_text().replace("MIRROR__DOMAINS__0__TLS__KEYFILE=/run/mirror-gateway/tls/mirror-primary.key",
+                                           "MIRROR__DOMAINS__0__TLS__KEYFILE=/run/mirror-gateway/tls/mirror-primary.kye"))
+    conf = deploy / "compose/mirror-gateway/nginx.conf"  # rendered from it, as the runbook says
+    conf.write_text(conf.read_text().replace("tls/mirror-primary.key;", "tls/mirror-primary.kye;"))
+    res = _run(deploy)
+    assert res.returncode == 1
+    assert ("FAIL deploy/compose/mirror-gateway/nginx.conf: services.mirror-gateway: mirror.domains.0.tls.keyFile "
+            "/run/mirror-gateway/tls/mirror-primary.kye: no such file where it is loaded") in res.stderr
+    nginx = next(line for line in res.stderr.splitlines() if "nginx -t failed" in line)
+    assert nginx.startswith("FAIL deploy/compose/mirror-gateway/nginx.conf: services.mirror-gateway: nginx -t failed")
+    assert 'cannot load certificate key "/run/mirror-gateway/tls/mirror-primary.kye"' in nginx
+    assert "is not the rendering" not in res.stderr
+
+    deploy = _copy(tmp_path / "mismatch")
+    tls = deploy / "compose/mirror-gateway/tls"
+    certificate(tls, "spare", "mirror-primary.stella-ops.org")
+    (tls / "spare.key").replace(tls / "mirror-primary.key")
+    expired_certificate(tls, "mirror-community", "mirror-community.stella-ops.org")
+    res = _run(deploy)
+    assert res.returncode == 1
+    assert ("FAIL deploy/compose/mirror-gateway/tls/mirror-primary.key: services.mirror-gateway: "
+            "mirror.domains.0.tls.keyFile /run/mirror-gateway/tls/mirror-primary.key: does not match the "
+            "certificate /run/mirror-gateway/tls/mirror-primary.crt") in res.stderr
+    assert ("FAIL deploy/compose/mirror-gateway/tls/mirror-community.crt: services.mirror-gateway: "
+            "mirror.domains.1.tls.certFile /run/mirror-gateway/tls/mirror-community.crt: expired on ") in res.stderr
 
 
 def _edit_values(deploy: Path, edit: Any) -> None:

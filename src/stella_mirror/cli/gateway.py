@@ -18,9 +18,16 @@ def render(
     config: Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
 ) -> None:
     """Write nginx.conf for the configured domains: TLS per host by SNI, Basic Auth where required, the
-    runbook's cache with X-Cache-Status, limit_req matching the quotas, a JSON access log."""
+    runbook's cache with X-Cache-Status, limit_req matching the quotas, a JSON access log. Every domain's
+    certificate and key are loaded first: a missing file, a key that is not its certificate's or a certificate that
+    does not cover its host names is exit 3 naming the key; one expiring within 30 days is a warning."""
     from stella_mirror.config import load_config
     from stella_mirror.ops.gateway import write
+    from stella_mirror.preflight import gateway_checks
 
-    target = write(load_config(config_path(config)), out)
+    cfg = load_config(config_path(config))
+    warnings = gateway_checks(cfg)  # nginx would refuse a missing or mismatched key: refused here first, by key
+    target = write(cfg, out)
     typer.echo(f"wrote {target}")
+    for line in warnings:
+        typer.echo(f"warning: {line}", err=True)

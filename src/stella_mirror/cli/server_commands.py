@@ -100,12 +100,14 @@ def config_check(
     output: Annotated[Literal["yaml", "json"], typer.Option("--output", "-o", help="Output format.")] = "yaml",
 ) -> None:
     """Load the configuration exactly as ``serve`` does — file, environment, htpasswd files, JWKS file,
-    certificates, access log — fail the same way (exit 3 naming the key), else print it with secrets redacted."""
+    certificates, access log — fail the same way (exit 3 naming the key), else print it with secrets redacted.
+    Warns about certificates expiring within 30 days and export roots that are not directories."""
     import logging
 
     from stella_mirror.config import LoadReport, load_config, redacted
+    from stella_mirror.preflight import serve_checks
     from stella_mirror.server.runner import ServeOptions, preflight
-    from stella_mirror.server.state import NOT_CONFIGURED, build_sites
+    from stella_mirror.server.state import build_sites
 
     report = LoadReport()
     path = config_path(config)
@@ -126,9 +128,8 @@ def config_check(
     for key in report.ignored_env:
         typer.echo(f"warning: environment key {key} matches no setting and was ignored", err=True)
     _, problems = build_sites(cfg)
-    for problem in problems:
-        product, _, message = problem.partition(": ")
-        typer.echo(f"warning: {product}: {message}" if message == NOT_CONFIGURED else f"warning: {problem}", err=True)
+    for problem in [*problems, *serve_checks(cfg)]:
+        typer.echo(f"warning: {problem}", err=True)
 
 
 def compress(

@@ -35,6 +35,7 @@ import uvicorn
 
 from stella_mirror.config import MirrorConfig, TlsFiles
 from stella_mirror.errors import ConfigError, StellaMirrorError
+from stella_mirror.preflight import log_serve_checks
 from stella_mirror.server.app import MirrorApp, create_app
 from stella_mirror.server.protocol import MirrorHttpToolsProtocol, ZeroCopyHttpToolsProtocol
 from stella_mirror.server.reload_report import write_report
@@ -188,8 +189,11 @@ def build_worker_app(
 def preflight(opts: ServeOptions) -> MirrorConfig:
     """Load everything ``serve`` loads before it binds — configuration, htpasswd files, the JWKS file,
     certificates, the access log — and let it go again; raises exactly what ``serve`` would.
-    ``stella-mirror config check`` and the supervisor's reload check run it too."""
+    ``stella-mirror config check`` and the supervisor's reload check run it too. The file checks of
+    :mod:`stella_mirror.preflight` come first (a TLS key that is not its certificate's named with its key; expiring
+    certificates and missing export roots logged)."""
     config = opts.loader()
+    log_serve_checks(config, opts.service)
     app, _ = build_worker_app(opts, None)
     if app.sink is not None:
         app.sink.close()
