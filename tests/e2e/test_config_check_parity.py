@@ -84,3 +84,23 @@ def test_config_check_never_prints_a_redis_password(tmp_path: Path) -> None:
             assert res.returncode == 0, res.stderr
             assert "127.0.0.1:6379/0" in res.stdout
             assert "s3cr" not in res.stdout + res.stderr and "tpw" not in res.stdout + res.stderr
+
+
+def test_serve_logs_never_carry_the_redis_password(tmp_path: Path) -> None:
+    """Redis down, failMode open: requests are counted by the fail mode and the backend's warnings name Redis by
+    host and port only — with a password holding an unencoded ``@`` in the URL."""
+    import httpx
+
+    from serverproc import free_port, running
+
+    url = f"redis://:s3cr@t-pw@127.0.0.1:{free_port()}/0"
+    env = {"EXCITITOR__MIRROR__ENABLED": "false", "CONCELIER__MIRROR__EXPORTROOT": str(tmp_path / "root"),
+           "CONCELIER__MIRROR__MAXINDEXREQUESTSPERHOUR": "5", "MIRROR__QUOTAS__BACKEND": "redis",
+           "MIRROR__QUOTAS__REDISURL": url}
+    (tmp_path / "root").mkdir()
+    with running(tmp_path / "srv", env=env) as sp:
+        for _ in range(3):
+            httpx.get(sp.url("/concelier/exports/index.json"), timeout=5)
+        log = sp.stderr() + sp.stdout() + "".join(sp.access_lines())
+    assert "quota backend redis://127.0.0.1:" in log  # it did try Redis and said so
+    assert "s3cr" not in log and "t-pw" not in log

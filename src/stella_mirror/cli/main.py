@@ -15,6 +15,7 @@ import typer
 from stella_mirror.cli import export, gateway, keys, offline_kit, server_commands, smoke, status, sync, verify
 from stella_mirror.cli.console import err_console, escape
 from stella_mirror.errors import StellaMirrorError
+from stella_mirror.redaction import redact_text
 
 app = typer.Typer(
     name="stella-mirror",
@@ -35,8 +36,9 @@ app.command("status")(status.status)
 
 
 def report_error(exc: StellaMirrorError) -> int:
-    """Print one clear line for a known error and return its exit code."""
-    err_console().print(f"[bold red]error[/] {escape(f'[{exc.kind}] {exc}')}", markup=True)
+    """Print one clear line for a known error and return its exit code (any URL in it redacted: a message
+    quoting a source or DSN must not print its password)."""
+    err_console().print(f"[bold red]error[/] {escape(f'[{exc.kind}] {redact_text(str(exc))}')}", markup=True)
     return exc.exit_code
 
 

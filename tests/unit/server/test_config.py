@@ -301,3 +301,13 @@ def test_a_domain_site_is_written_once_for_both_product_lines() -> None:
                                "EXCITITOR__MIRROR__DOMAINS__0__HOSTNAMES__0": "other.example"})
     assert alone.excititor.mirror.domains[0].hostnames == ("other.example",)
     assert alone.site_key("excititor", 0) == "excititor.mirror.domains.0"
+
+
+def test_cli_error_lines_redact_any_url(capsys: pytest.CaptureFixture[str]) -> None:
+    from stella_mirror.cli.main import report_error
+    from stella_mirror.errors import StellaMirrorError
+
+    code = report_error(StellaMirrorError("cannot reach https://sync:p@ss@upstream.example/index.json?token=t0k"))
+    err = capsys.readouterr().err
+    assert code == 1 and "https://***@upstream.example/index.json?token=***" in err
+    assert "p@ss" not in err and "t0k" not in err
