@@ -86,3 +86,58 @@ def test_a_broken_template_is_named(tmp_path: Path) -> None:
 
 def test_defaults_render_nothing_but_the_disabled_profile() -> None:
     assert render_chart(CHART) == []
+
+
+def test_the_gateway_is_ready_only_when_both_products_are(manifests: list[Manifest]) -> None:
+    nginx = next(m for m in manifests if m.kind == "Deployment" and m.name == "stellaops-mirror-gateway")
+    probe = nginx.doc["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    command = " ".join(probe["exec"]["command"])
+    assert "http://127.0.0.1:8081/concelier/readyz && wget -q -O /dev/null http://127.0.0.1:8081/excititor/readyz" \
+        in command
+
+
+def _pods_mounting(manifests: list[Manifest], claims: set[str]) -> dict[str, dict[str, object]]:
+    """Pod specs (by workload) that mount any of ``claims``."""
+    out = {}
+    for m in manifests:
+        spec = m.doc.get("spec", {})
+        pod = spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec") or \
+            spec.get("template", {}).get("spec")
+        if pod and any(v.get("persistentVolumeClaim", {}).get("claimName") in claims for v in pod.get("volumes", [])):
+            out[m.name] = pod
+    return out
+
+
+@pytest.mark.parametrize("sharing", ["ReadWriteMany", "coSchedule"])
+def test_volume_access_modes_match_how_the_pods_are_placed(tmp_path: Path, sharing: str) -> None:
+    """Issue 19: the exports are written by the sync's pod and read by every server replica. ReadWriteMany lets
+    them run anywhere; ReadWriteOnce volumes attach to one node, so every pod mounting them is required there."""
+    extra = tmp_path / "sharing.yaml"
+    extra.write_text(f"persistence:\n  sharing: {sharing}\n  create: true\n  storageClass: fast\n")
+    rendered = render_chart(CHART, [CHART / "values-mirror.yaml", extra])
+    pvcs = {m.name: m.doc["spec"] for m in rendered if m.kind == "PersistentVolumeClaim"}
+    claims = {"concelier-mirror-jobs", "concelier-mirror-exports", "excititor-mirror-exports"}
+    assert set(pvcs) == claims
+    mode = "ReadWriteMany" if sharing == "ReadWriteMany" else "ReadWriteOnce"
+    assert all(spec["accessModes"] == [mode] and spec["storageClassName"] == "fast" for spec in pvcs.values())
+    pods = _pods_mounting(rendered, claims)
+    assert set(pods) == {"stellaops-concelier", "stellaops-excititor", "mirror-sync"}
+    for name, pod in pods.items():
+        if sharing == "ReadWriteMany":
+            assert "affinity" not in pod, name
+        else:
+            [term] = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]  # type: ignore[index]
+            assert term == {"topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "stellaops-concelier"}}}, name
+    for m in rendered:
+        kubernetes_validate.validate(m.doc, "1.30.0", strict=True)
+
+
+def test_default_values_create_no_pvc_and_refuse_an_unknown_sharing(tmp_path: Path) -> None:
+    from stella_mirror.errors import ConfigError
+
+    assert not [m for m in render_chart(CHART, [CHART / "values-mirror.yaml"]) if m.kind == "PersistentVolumeClaim"]
+    extra = tmp_path / "bad.yaml"
+    extra.write_text("persistence:\n  sharing: ReadWriteOnce\n")
+    with pytest.raises(ConfigError, match=r"persistence\.sharing must be ReadWriteMany or coSchedule"):
+        render_chart(CHART, [CHART / "values-mirror.yaml", extra])

@@ -23,3 +23,28 @@ checksum/mirror-env: {{ toYaml .Values.env | sha256sum }}
 - name: MIRROR__GATEWAY__UPSTREAMS__EXCITITOR
   value: stellaops-excititor:8080
 {{- end -}}
+
+{{/* persistence.sharing: how the sync CronJob (the only writer) and the servers (readers) share the export PVCs.
+     ReadWriteMany: the volumes attach on any number of nodes, pods go anywhere. coSchedule: ReadWriteOnce volumes
+     attach on one node only, so every pod that mounts them — the servers' replicas and the sync — is required on the
+     node of the stellaops-concelier pods (podAffinity, topologyKey kubernetes.io/hostname). */}}
+{{- define "stellaops.sharing" -}}
+{{- $s := .Values.persistence.sharing -}}
+{{- if not (has $s (list "ReadWriteMany" "coSchedule")) -}}
+{{- fail (printf "persistence.sharing must be ReadWriteMany or coSchedule, not %v" $s) -}}
+{{- end -}}
+{{- $s -}}
+{{- end -}}
+
+{{/* The affinity that keeps a pod on the node of the export volumes (coSchedule only). */}}
+{{- define "stellaops.coSchedule" -}}
+{{- if eq (include "stellaops.sharing" .) "coSchedule" }}
+affinity:
+  podAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            app.kubernetes.io/name: {{ if .Values.concelier.enabled }}stellaops-concelier{{ else }}stellaops-excititor{{ end }}
+{{- end }}
+{{- end -}}
