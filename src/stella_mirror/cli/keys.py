@@ -9,6 +9,7 @@ import typer
 
 from stella_mirror.bundle import keyfiles
 from stella_mirror.bundle.signing import key_id
+from stella_mirror.cli.usage import ArgumentUsageCommand
 
 app = typer.Typer(help="Signing keys: generate, show key ids.", no_args_is_help=True)
 
@@ -27,9 +28,9 @@ def generate(
     typer.echo(f"  jwks:    {out / keyfiles.JWKS_NAME}")
 
 
-@app.command("id")
+@app.command("id", cls=ArgumentUsageCommand)
 def show_id(
-    key: Annotated[list[Path], typer.Argument(help="PEM or JWKS files.")],
+    key: Annotated[list[Path], typer.Argument(help="PEM or JWKS files.", metavar="PATH")],
 ) -> None:
     """Print the key id (RFC 7638 thumbprint) of each public key."""
     for path in key:

@@ -9,11 +9,13 @@ Exit codes (also in README.md):
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
 from stella_mirror.cli import export, gateway, keys, offline_kit, server_commands, smoke, status, sync, verify
 from stella_mirror.cli.console import err_console, escape
+from stella_mirror.cli.usage import ArgumentUsageCommand
 from stella_mirror.errors import StellaMirrorError
 from stella_mirror.redaction import redact_text
 
@@ -24,9 +26,34 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"stella-mirror {version('stella-mirror')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            from stella_mirror import __version__
+
+            typer.echo(f"stella-mirror {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version),
+    ] = False,
+) -> None:
+    """Concelier & Excititor mirror: export, sync, verify and serve signed advisory and VEX bundles."""
+
+
 app.add_typer(keys.app, name="keys")
 app.add_typer(export.app, name="export")
-app.command("verify")(verify.verify)
+app.command("verify", cls=ArgumentUsageCommand)(verify.verify)
 app.add_typer(sync.app, name="sync")
 app.add_typer(offline_kit.app, name="offline-kit")
 server_commands.register(app)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import orjson
 import typer
 
+from stella_mirror.cli.usage import ArgumentUsageCommand
+
 if TYPE_CHECKING:
     from stella_mirror.config import MirrorConfig
 
@@ -31,15 +33,20 @@ def config_path(config: Path | None) -> Path | None:
 
 def serve(
     config: Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
-    host: Annotated[str | None, typer.Option("--host", help="Listen address [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Listen port [default: mirror.port, 8080].")] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Listen address.", show_default="mirror.host, 127.0.0.1")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Listen port.", show_default="mirror.port, 8080")] = None,
     service: Annotated[
-        ServiceOpt | None, typer.Option("--service", help="Product lines to serve [default: mirror.service, all].")
+        ServiceOpt | None, typer.Option("--service", help="Product lines to serve.", show_default="mirror.service, all")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", min=1, max=64, help="Worker processes [default: mirror.workers, 1].")
+        int | None, typer.Option("--workers", min=1, max=64, help="Worker processes.", show_default="mirror.workers, 1")
     ] = None,
-    pid_file: Annotated[Path | None, typer.Option("--pid-file", help="Write the server's pid here.")] = None,
+    pid_file: Annotated[
+        Path | None,
+        typer.Option("--pid-file", help="Write the server's pid here.", show_default="mirror.pidFile, none"),
+    ] = None,
 ) -> None:
     """Serve the Concelier and Excititor mirror routes from their export roots (SIGHUP reloads)."""
     from stella_mirror.config import load_config
@@ -99,7 +106,7 @@ def config_check(
     config: Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
     output: Annotated[Literal["yaml", "json"], typer.Option("--output", "-o", help="Output format.")] = "yaml",
 ) -> None:
-    """Load the configuration exactly as ``serve`` does — file, environment, htpasswd files, JWKS file,
+    """Load the configuration exactly as `serve` does — file, environment, htpasswd files, JWKS file,
     certificates, access log — fail the same way (exit 3 naming the key), else print it with secrets redacted.
     Warns about certificates expiring within 30 days and export roots that are not directories."""
     import logging
@@ -133,7 +140,9 @@ def config_check(
 
 
 def compress(
-    path: Annotated[Path, typer.Argument(help="An export directory (or staging directory) to precompress.")],
+    path: Annotated[
+        Path, typer.Argument(help="An export directory (or staging directory) to precompress.", metavar="PATH")
+    ],
     min_size: Annotated[int, typer.Option("--min-size", help="Skip files smaller than this many bytes.")] = 1024,
 ) -> None:
     """Write .zst and .gz variants beside every JSON payload (before publishing — never in a served root)."""
@@ -146,7 +155,7 @@ def compress(
 def demo(
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 8080,
     directory: Annotated[
-        Path | None, typer.Option("--dir", help="Where to build the demo mirror [default: a new temp directory].")
+        Path | None, typer.Option("--dir", help="Where to build the demo mirror.", show_default="a new temp directory")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, max=16, help="Worker processes.")] = 1,
 ) -> None:
@@ -161,5 +170,5 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("reload")(reload)
     app.command("demo")(demo)
-    app.command("compress")(compress)
+    app.command("compress", cls=ArgumentUsageCommand)(compress)
     app.add_typer(config_app, name="config")

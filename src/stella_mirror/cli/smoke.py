@@ -19,7 +19,8 @@ def smoke(
     password_file: PasswordFile = None,
     token_file: TokenFile = None,
     excititor_domain: Annotated[
-        str | None, typer.Option("--excititor-domain", help="The Excititor domain to check [default: --domain].")
+        str | None,
+        typer.Option("--excititor-domain", help="The Excititor domain to check.", show_default="the --domain"),
     ] = None,
     resolve: ResolveOpt = None,
     cacert: CaCert = None,

@@ -14,7 +14,8 @@ from stella_mirror.cli.server_commands import CONFIG_HELP, config_path
 
 def status(
     dest: Annotated[
-        list[Path] | None, typer.Option("--dest", help="An export root (repeatable) [default: the configured roots].")
+        list[Path] | None,
+        typer.Option("--dest", help="An export root (repeatable).", show_default="the configured roots"),
     ] = None,
     max_lag: Annotated[str, typer.Option("--max-lag", help="Stale past this sync lag (runbook §7).")] = "15m",
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,

@@ -80,7 +80,8 @@ def sync(
         str | None, typer.Option("--token-url", help="OAuth 2.0 token endpoint (client credentials).",
                                  rich_help_panel=SOURCE_PANEL)
     ] = None,
-    client_id: Annotated[str | None, typer.Option("--client-id", rich_help_panel=SOURCE_PANEL)] = None,
+    client_id: Annotated[str | None, typer.Option("--client-id", help="OAuth client id (with --token-url).",
+                                                  rich_help_panel=SOURCE_PANEL)] = None,
     client_secret_file: Annotated[
         Path | None, typer.Option("--client-secret-file", help="e.g. /run/secrets/concelier-authority-client.",
                                   rich_help_panel=SOURCE_PANEL)

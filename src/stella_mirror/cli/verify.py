@@ -21,7 +21,10 @@ if TYPE_CHECKING:  # httpx is imported only by the commands that go over the net
 
 def verify(
     path: Annotated[
-        str, typer.Argument(help="Export root (its latest), export directory, or https://…/concelier/exports URL.")
+        str,
+        typer.Argument(
+            help="Export root (its latest), export directory, or https://…/concelier/exports URL.", metavar="PATH|URL"
+        ),
     ],
     key: Annotated[list[Path], typer.Option("--key", help="Trusted public key (PEM or JWKS); repeat for rotation.")],
     min_sequence: Annotated[
