@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+import shutil
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ import yaml
 from stella_mirror.bundle.keyfiles import PUBLIC_NAME, generate_keypair
 from stella_mirror.bundle.signing import SigningKey
 from stella_mirror.config import MirrorConfig, load_config
+from stella_mirror.errors import ConfigError
 
 USER = "demo"
 SMOKE_BEGIN = "# ---- smoke tests (runbook §6, adapted to the demo) ----"
@@ -169,11 +172,42 @@ stella-mirror verify {q(str(d / "excititor"))} --key {pub}
 {SMOKE_END}"""
 
 
+def check_port(port: int) -> None:
+    """:class:`ConfigError` (exit 3) suggesting ``--port`` when ``127.0.0.1:port`` cannot be listened on — checked
+    before anything is built or printed, so a busy port prints no password and no commands aimed at another server."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+    try:
+        probe.bind(("127.0.0.1", port))
+    except OSError as exc:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as free:
+            free.bind(("127.0.0.1", 0))
+            other = free.getsockname()[1]
+        raise ConfigError(
+            "--port", f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): choose another port, e.g. --port {other}"
+        ) from None
+    finally:
+        probe.close()
+
+
 def run_demo(port: int, directory: Path | None, workers: int = 1) -> int:
-    """Build the demo mirror, print how to use it, and serve until interrupted."""
+    """Build the demo mirror, print how to use it, and serve until interrupted. The port is checked first; a temp
+    directory made here (keys included) is removed again when the demo fails."""
+    check_port(port)
+    target = directory or Path(tempfile.mkdtemp(prefix="stella-mirror-demo-"))
+    ok = False
+    try:
+        code = _build_and_serve(target, port, workers)
+        ok = code == 0
+        return code
+    finally:
+        if directory is None and not ok:
+            shutil.rmtree(target, ignore_errors=True)
+
+
+def _build_and_serve(target: Path, port: int, workers: int) -> int:
     from stella_mirror.server.runner import ServeOptions, run
 
-    target = directory or Path(tempfile.mkdtemp(prefix="stella-mirror-demo-"))
     demo = build_demo(target, port)
 
     def loader() -> MirrorConfig:

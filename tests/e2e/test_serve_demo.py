@@ -69,3 +69,61 @@ def test_demo_serves_and_its_smoke_commands_work_as_printed(tmp_path: Path) -> N
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_demo_on_a_busy_port_says_so_first_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Issue 19: no password, no smoke commands aimed at whatever holds the port, no "Serving on", no temp directory
+    with a private key — one error line suggesting --port, exit 3."""
+    import socket
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        res = subprocess.run([*CLI, "demo", "--port", str(port)], env=hermetic_env({"TMPDIR": str(temp)}),
+                             capture_output=True, text=True, timeout=60)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert res.stdout == ""
+    line = " ".join(res.stderr.split())
+    assert f"error [config] --port: cannot listen on 127.0.0.1:{port}" in line
+    assert re.search(r"choose another port, e\.g\. --port \d+", line)
+    assert list(temp.iterdir()) == []
+
+
+def test_a_demo_that_fails_after_building_removes_its_temp_directory(tmp_path: Path) -> None:
+    """The port is taken by someone else while the demo builds (after its check): serving fails, and the temp
+    directory it made — the demo's private key included — is gone."""
+    import socket
+    import threading
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    port = free_port()
+    grabbed = threading.Event()
+    stop = threading.Event()
+    thief = socket.socket()
+
+    def grab_when_built() -> None:
+        while not stop.is_set():
+            if any(temp.iterdir()):  # the demo made its directory: it checked the port already
+                thief.bind(("127.0.0.1", port))
+                thief.listen(1)
+                grabbed.set()
+                return
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=grab_when_built)
+    watcher.start()
+    try:
+        res = subprocess.run([*CLI, "demo", "--port", str(port)], env=hermetic_env({"TMPDIR": str(temp)}),
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        stop.set()
+        watcher.join()
+        thief.close()
+    assert grabbed.is_set()
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in res.stderr
+    assert list(temp.iterdir()) == []
