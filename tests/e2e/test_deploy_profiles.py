@@ -28,7 +28,7 @@ def _run(deploy: Path | None = None) -> subprocess.CompletedProcess[str]:
                                                                               "AUTHORITY__", "MIRROR__"))}
     env["PYTHON"] = sys.executable
     args = [str(SCRIPT)] if deploy is None else [str(deploy / "tools" / "validate-profiles.sh"), str(deploy)]
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=240, check=False)
 
 
 def certificate(tls: Path, name: str, host: str, days: int = 90) -> None:
@@ -139,6 +139,17 @@ def test_unknown_env_key_is_refused(tmp_path: Path) -> None:
     assert f"FAIL deploy/{ENV_EXAMPLE}: " in res.stderr
     assert ("stella-mirror config check refused it: error [config] CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADS: "
             "matches no setting (concelier.mirror.domains.0.maxdownloads)") in res.stderr
+
+
+def test_a_domain_id_missing_from_mirror_domains_is_refused(tmp_path: Path) -> None:
+    deploy = _copy(tmp_path)
+    env = deploy / ENV_EXAMPLE
+    env.write_text(env.read_text().replace("EXCITITOR__MIRROR__DOMAINS__1__ID=community",
+                                           "EXCITITOR__MIRROR__DOMAINS__1__ID=comunity"))
+    res = _run(deploy)
+    assert res.returncode == 1
+    assert (f"FAIL deploy/{ENV_EXAMPLE}: as loaded with set -a: stella-mirror config check refused it: error [config] "
+            "excititor.mirror.domains.1.id: domain 'comunity' has no entry in mirror.domains") in res.stderr
 
 
 def test_gateway_config_error_is_reported_by_nginx(tmp_path: Path) -> None:
@@ -274,7 +285,7 @@ def test_populated_secret_directories_are_never_committed() -> None:
     compose = "deploy/compose/"
     secret = ["mirror-secrets/concelier-authority-client", "mirror-gateway/tls/mirror-primary.key",
               "mirror-gateway/tls/mirror-primary.crt", "mirror-gateway/secrets/mirror-primary.htpasswd",
-              "env/mirror.env", "mirror-data/concelier/latest"]
+              "env/mirror.env", "mirror-data/concelier/latest", "mirror-keys/mirror-key.pub"]
     kept = ["mirror-secrets/README.md", "mirror-gateway/tls/README.md", "mirror-gateway/secrets/README.md",
             "env/mirror.env.example", "mirror-gateway/nginx.conf"]
     res = subprocess.run(["git", "check-ignore", "--no-index", *[compose + p for p in secret + kept]], cwd=REPO,
