@@ -87,6 +87,10 @@ def test_config_check_prints_effective_config_redacted(tmp_path: Path) -> None:
     env = hermetic_env({"CONCELIER__MIRROR__DOMAINS__0__MAXDOWNLOADREQUESTSPERHOUR": "42",
                         "MIRROR__QUOTAS__BACKEND": "redis", "MIRROR__QUOTAS__REDISURL": "redis://:hunter2@r:6379",
                         "AUTHORITY__CLIENTSECRETFILE": str(secret), "CONCELIER__MIRROR__EXPORTROOTT": "/typo"})
+    proc = subprocess.run([*CLI, "config", "check", "--config", str(cfg)], env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 3 and "CONCELIER__MIRROR__EXPORTROOTT: matches no setting" in proc.stderr  # a typo
+    env["STELLA_MIRROR_IGNORE_ENV"] = "CONCELIER__MIRROR__EXPORTROOTT"  # ... or, said so, someone else's variable
     proc = subprocess.run([*CLI, "config", "check", "--config", str(cfg), "-o", "json"], env=env,
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
@@ -96,7 +100,7 @@ def test_config_check_prints_effective_config_redacted(tmp_path: Path) -> None:
     assert data["mirror"]["quotas"]["redisUrl"] == "redis://***@r:6379"
     assert data["authority"]["clientSecretPresent"] is True
     assert "hunter2" not in proc.stdout and "the-client-secret" not in proc.stdout
-    assert "concelier.mirror.exportroott" in proc.stderr  # typo reported
+    assert "concelier.mirror.exportroott" in proc.stderr  # still reported
     proc = subprocess.run([*CLI, "config", "check", "--config", str(cfg)], env=env, capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode == 0 and "exportRoot: /from/file" in proc.stdout
