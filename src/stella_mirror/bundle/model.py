@@ -10,6 +10,12 @@ from typing import Any, NotRequired, TypedDict
 
 SCHEMA_VERSION = 1
 
+EXCITITOR_ARTIFACT_SCHEMA = 2
+"""schemaVersion of Excititor artifacts (consensus/claims JSON): 2 since they are content-addressed (no
+exportId/generatedAt; issue 20) and carry subcomponents and impact statements (issue 17). Indexes stay
+at :data:`SCHEMA_VERSION`; ``verify`` and ``sync`` check artifacts by signed digest, not by their
+schemaVersion, so exports with version-1 artifacts keep verifying and syncing."""
+
 
 class SignatureRef(TypedDict):
     """Where a detached JWS lives and which key made it."""
