@@ -89,6 +89,7 @@ def summary_dict(s: ExportSummary) -> dict[str, Any]:
         "path": str(s.path) if s.path else None,
         "documentsRead": s.documents_read,
         "documentsSkipped": s.documents_skipped,
+        "skipped": [{"path": r.path, "reason": r.reason} for r in s.skipped],
         "documentsRejected": len(s.rejected),
         "rejected": [{"path": r.path, "pointer": r.pointer, "message": r.message} for r in s.rejected],
         "records": s.records,

@@ -81,7 +81,8 @@ class ChunkResult:
 
     tag: str
     read: int = 0
-    skipped: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason) of each skipped file."""
     records: int = 0
     rejected: list[tuple[str, str, str]] = field(default_factory=list)
     """(path, pointer, message) of each rejected document."""
@@ -186,7 +187,7 @@ class Stager:
                 for record in cast(list[Advisory], payload):
                     self.add(record, chunk.priority)
             elif status == "skipped":
-                result.skipped += 1
+                result.skipped.append((path, cast(str, payload)))
             else:
                 pointer, message = cast(tuple[str, str], payload)
                 result.rejected.append((path, pointer, message))

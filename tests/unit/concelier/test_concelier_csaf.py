@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from stella_mirror.concelier import merge
+from stella_mirror.concelier.model import interval_range
 from stella_mirror.concelier.sources import ReadTask, csaf, read_document
 from stella_mirror.errors import MalformedDocumentError
 
@@ -36,8 +37,11 @@ def test_sample_advisory_resolves_purl_cpe_ranges_and_relationships() -> None:
             "ecosystem": "Go",
             "package": "example.com/gofiles",
             "purl": "pkg:golang/example.com/gofiles",
-            "ranges": [{"type": "ECOSYSTEM", "introduced": None, "fixed": "1.5.3", "lastAffected": None}],
+            "ranges": [interval_range("ECOSYSTEM", {"introduced": None, "fixed": "1.5.3", "lastAffected": None})],
             "versions": ["1.5.2"],
+            "severity": [],
+            "ecosystemSpecific": [],
+            "databaseSpecific": [],
         }
     ]
     assert gofiles["cwes"] == ["CWE-22"]
@@ -54,9 +58,12 @@ def test_sample_advisory_resolves_purl_cpe_ranges_and_relationships() -> None:
             "purl": None,
             "ranges": [
                 # The bare "fixed in 4.2" of product GX-FW-4.2 is implied by this range and dropped.
-                {"type": "VENDOR", "introduced": "3.0", "fixed": "4.2", "lastAffected": None},
+                interval_range("VENDOR", {"introduced": "3.0", "fixed": "4.2", "lastAffected": None}),
             ],
             "versions": [],
+            "severity": [],
+            "ecosystemSpecific": [],
+            "databaseSpecific": [],
         }
     ]
     assert gateway["cvss"][0]["baseScore"] == 9.8
@@ -73,16 +80,18 @@ def test_vex_known_not_affected_adds_nothing() -> None:
 @pytest.mark.parametrize(
     ("text", "ranges", "versions"),
     [
-        ("vers:all/*", [("0", None, None)], []),
-        ("<V3.1.4", [("0", "V3.1.4", None)], []),
-        ("<=2.0.0.3", [("0", None, "2.0.0.3")], []),
+        ("vers:all/*", [(None, None, None)], []),
+        ("<V3.1.4", [(None, "V3.1.4", None)], []),
+        ("<=2.0.0.3", [(None, None, "2.0.0.3")], []),
         ("vers:generic/>=1.0|<2.0|>=3.0", [("1.0", "2.0", None), ("3.0", None, None)], []),
         ("vers:semver/1.2.3|1.2.4", [], ["1.2.3", "1.2.4"]),
     ],
 )
 def test_version_ranges(text: str, ranges: list[tuple[str | None, ...]], versions: list[str]) -> None:
     got_ranges, got_versions = csaf.parse_vers(text, "VENDOR")
-    assert [(r["introduced"], r["fixed"], r["lastAffected"]) for r in got_ranges] == ranges
+    assert [(iv["introduced"], iv["fixed"], iv["lastAffected"]) for r in got_ranges for iv in r["intervals"] or ()] == (
+        ranges
+    )
     assert got_versions == versions
 
 
@@ -92,7 +101,7 @@ def test_bsi_example_resolves_cpe_products(corpus: Path) -> None:
     [aff] = rec["affected"]
     assert (aff["ecosystem"], aff["package"], aff["purl"]) == ("CPE", "cpe:/a:csaf-tools:cvrf-csaf-converter", None)
     assert aff["versions"] == ["1.0.0-alpha", "1.0.0-dev1", "1.0.0-dev2", "1.0.0-dev3", "1.0.0-rc1"]
-    assert aff["ranges"] == [{"type": "VENDOR", "introduced": None, "fixed": "1.0.0-rc2", "lastAffected": None}]
+    assert aff["ranges"] == [interval_range("VENDOR", {"introduced": None, "fixed": "1.0.0-rc2", "lastAffected": None})]
 
 
 def test_cisa_advisory_uses_vendor_branches(corpus: Path) -> None:

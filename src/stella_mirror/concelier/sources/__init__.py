@@ -45,8 +45,10 @@ class SourceSpec:
 
 def iter_file_lists(spec: SourceSpec) -> Iterator[list[str]]:
     """Every regular file below the source folder, in a stable order (names sorted by code point; a
-    folder's files before its subfolders'; dot-names skipped; symbolic links not followed), a folder at
-    a time."""
+    folder's files before its subfolders'; symbolic links not followed), a folder at a time.
+
+    Dot files are listed (the reader skips them, so they are counted and named like any skipped file);
+    dot folders (``.git``, ``.github``) are not entered."""
     if not spec.path.is_dir():
         raise ConfigError("sources", f"source {spec.name}: {spec.path} is not a directory")
     stack = [str(spec.path)]
@@ -56,10 +58,9 @@ def iter_file_lists(spec: SourceSpec) -> Iterator[list[str]]:
         with os.scandir(stack.pop()) as it:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
-            if entry.name.startswith("."):
-                continue
             if entry.is_dir(follow_symlinks=False):
-                dirs.append(entry.path)
+                if not entry.name.startswith("."):
+                    dirs.append(entry.path)
             elif entry.is_file(follow_symlinks=False):
                 files.append(entry.path)
         if files:
@@ -137,6 +138,8 @@ def load_records(path: str, kind: str, source: str, max_bytes: int) -> tuple[str
     ``("ok", [Advisory, …])``, ``("skipped", reason)`` or ``("rejected", (pointer, message))``; the
     records are exactly as the source reader maps them (not yet in canonical single-record form).
     """
+    if os.path.basename(path).startswith("."):
+        return ("skipped", "dot file (hidden): not read")
     if kind == "csaf" and not path.endswith(".json"):
         return ("skipped", "not a .json file (signature, hash, feed index or listing)")
     if kind == "osv" and not path.endswith(OSV_SUFFIXES):

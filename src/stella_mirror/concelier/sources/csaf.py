@@ -31,14 +31,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from stella_mirror.concelier import cvss as cvsslib
 from stella_mirror.concelier.model import (
     Advisory,
     Affected,
     Cvss,
     Doc,
+    Interval,
     Range,
     Reference,
+    interval_range,
     normalise_time,
     severity_from_cvss,
     severity_word,
@@ -162,13 +166,13 @@ def parse_vers(text: str, rtype: str) -> tuple[list[Range], list[str]]:
         body = body.split("/", 1)[1] if "/" in body else ""
     ranges: list[Range] = []
     versions: list[str] = []
-    current: Range | None = None
+    current: Interval | None = None
     for raw in body.split("|"):
         c = raw.strip()
         if not c:
             continue
         if c == "*":
-            ranges.append({"type": rtype, "introduced": "0", "fixed": None, "lastAffected": None})
+            ranges.append(interval_range(rtype, {"introduced": None, "fixed": None, "lastAffected": None}))
             continue
         for op in (">=", "<=", "!=", ">", "<", "="):
             if c.startswith(op):
@@ -178,17 +182,17 @@ def parse_vers(text: str, rtype: str) -> tuple[list[Range], list[str]]:
             op, value = "=", c
         if op in (">=", ">"):
             if current is not None:
-                ranges.append(current)
-            current = {"type": rtype, "introduced": value, "fixed": None, "lastAffected": None}
+                ranges.append(interval_range(rtype, current))
+            current = {"introduced": value, "fixed": None, "lastAffected": None}
         elif op in ("<", "<="):
-            rng = current or {"type": rtype, "introduced": "0", "fixed": None, "lastAffected": None}
-            rng["fixed" if op == "<" else "lastAffected"] = value
-            ranges.append(rng)
+            iv = current or {"introduced": None, "fixed": None, "lastAffected": None}
+            iv["fixed" if op == "<" else "lastAffected"] = value
+            ranges.append(interval_range(rtype, iv))
             current = None
         elif op == "=":
             versions.append(value)
     if current is not None:
-        ranges.append(current)
+        ranges.append(interval_range(rtype, current))
     return ranges, versions
 
 
@@ -222,7 +226,8 @@ def _affected(d: Doc, status: dict[str, Any], ptr: str, products: dict[str, Prod
             aff = entry(key)
             if group in FIXED_STATUSES:
                 if version:
-                    aff["ranges"].append({"type": rtype, "introduced": None, "fixed": version, "lastAffected": None})
+                    fixed: Interval = {"introduced": None, "fixed": version, "lastAffected": None}
+                    aff["ranges"].append(interval_range(rtype, fixed))
             elif prod.version_range:
                 ranges, versions = parse_vers(prod.version_range, rtype)
                 aff["ranges"].extend(ranges)
@@ -231,8 +236,8 @@ def _affected(d: Doc, status: dict[str, Any], ptr: str, products: dict[str, Prod
                 aff["versions"].append(version)
     out = []
     for aff in entries.values():
-        uniq = {(r["type"], r["introduced"], r["fixed"], r["lastAffected"]): r for r in aff["ranges"]}
-        aff["ranges"] = [uniq[k] for k in sorted(uniq, key=lambda t: tuple(x or "" for x in t))]
+        uniq = {orjson.dumps(r, option=orjson.OPT_SORT_KEYS): r for r in aff["ranges"]}
+        aff["ranges"] = [uniq[k] for k in sorted(uniq)]
         aff["versions"] = unique(aff["versions"])
         out.append(aff)
     return out
