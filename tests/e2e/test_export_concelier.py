@@ -200,8 +200,21 @@ def test_csaf_cpe_product_resolution(corpus_export: tuple[Path, Path, dict[str, 
             "ecosystem": "CPE",
             "package": "cpe:/a:csaf-tools:cvrf-csaf-converter",
             "purl": None,
-            "ranges": [{"type": "VENDOR", "introduced": None, "fixed": "1.0.0-rc2", "lastAffected": None}],
+            "ranges": [
+                {
+                    "type": "FIXED",
+                    "repo": None,
+                    "events": None,
+                    "vers": None,
+                    "text": None,
+                    "intervals": [{"introduced": None, "fixed": "1.0.0-rc2", "lastAffected": None}],
+                    "databaseSpecific": None,
+                }
+            ],
             "versions": ["1.0.0-alpha", "1.0.0-dev1", "1.0.0-dev2", "1.0.0-dev3", "1.0.0-rc1"],
+            "severity": [],
+            "ecosystemSpecific": [],
+            "databaseSpecific": [],
         }
     ]
 

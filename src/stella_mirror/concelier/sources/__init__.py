@@ -1,7 +1,8 @@
 """Advisory sources: find the documents of a source directory and read one document into records.
 
 :func:`load_records` is what a reader process runs per document (:mod:`stella_mirror.concelier.staging`);
-:func:`read_document` wraps it for callers that want the canonical bytes directly. Every document is
+:func:`read_document` wraps it for callers that want the canonical bytes directly. :data:`READERS` is
+the table of readers by source kind, each a :class:`~stella_mirror.formats.reader.DocumentReader`. Every document is
 identified by its path and the SHA-256 digest of its bytes (the provenance digest).
 """
 
@@ -9,17 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import orjson
 
 from stella_mirror.concelier import merge
-from stella_mirror.concelier.model import Advisory
+from stella_mirror.concelier.model import Advisory, Doc
 from stella_mirror.concelier.sources import csaf, osv
+from stella_mirror.concelier.sources.safeload import load_json
 from stella_mirror.errors import ConfigError, MalformedDocumentError
+from stella_mirror.formats.reader import DocumentReader, ReadContext, ReadResult
 
 KINDS = ("osv", "csaf")
 DEFAULT_MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
@@ -151,15 +154,41 @@ def load_records(path: str, kind: str, source: str, max_bytes: int) -> tuple[str
     return parse_records(path, kind, source, data, "sha256:" + hashlib.sha256(data).hexdigest())
 
 
+class OsvReader:
+    """OSV as a :class:`~stella_mirror.formats.reader.DocumentReader` over :func:`.osv.to_record`.
+
+    A source's kind says its documents are OSV, so every parsed object is read, and one that is not
+    valid OSV is rejected with the pointer of the bad field (not skipped as "another format").
+    """
+
+    format = "osv"
+
+    def detect(self, doc: Any) -> bool:
+        """True for a parsed JSON/YAML object."""
+        return isinstance(doc, dict)
+
+    def read(self, doc: Any, ctx: ReadContext) -> ReadResult[Advisory]:
+        """The one source record of an OSV document."""
+        return ReadResult(self.format, [osv.to_record(Doc(ctx.path), doc, ctx.source, ctx.digest)])
+
+
+READERS: dict[str, DocumentReader[Advisory]] = {"osv": OsvReader(), "csaf": csaf.CsafAdvisoryReader()}
+"""Concelier's readers, by source kind (the one reader table; Excititor's is ``excititor.sources.READERS``)."""
+_PARSERS: dict[str, Callable[[str, bytes], Any]] = {"osv": osv.load, "csaf": load_json}
+"""How each kind's bytes are parsed (OSV may be YAML)."""
+
+
 def parse_records(path: str, kind: str, source: str, data: bytes, digest: str) -> tuple[str, object]:
     """:func:`load_records` for a file already read (``digest``: of ``data``)."""
+    reader = READERS[kind]
     try:
-        if kind == "osv":
-            records: list[Advisory] | None = osv.parse(path, data, source, digest)
-        else:
-            records = csaf.parse(path, data, source, digest)
-        if records is None:
-            return ("skipped", "JSON but not a CSAF document (no document.csaf_version)")
+        doc = _PARSERS[kind](path, data)
+        if not reader.detect(doc):
+            return (
+                "skipped",
+                f"not a {kind.upper()} document" + (" (no document.csaf_version)" if kind == "csaf" else ""),
+            )
+        records = reader.read(doc, ReadContext(path, source, digest)).items
     except MalformedDocumentError as exc:
         return ("rejected", (exc.pointer, str(exc)))
     except RecursionError:
