@@ -12,6 +12,7 @@ from stella_mirror.concelier import merge
 from stella_mirror.concelier.sources import ReadTask, csaf, read_document
 from stella_mirror.concelier.sources.csaf import fixed_range
 from stella_mirror.errors import MalformedDocumentError
+from stella_mirror.formats.reader import Skipped
 
 OSV_LISTS: dict[str, list[Any]] = {"severity": [], "ecosystemSpecific": [], "databaseSpecific": []}
 """What the merge adds to every published affected entry (17a's OSV fields): empty for CSAF."""
@@ -279,8 +280,8 @@ def test_cisa_advisory_uses_vendor_branches(corpus: Path) -> None:
     ],
 )
 def test_non_csaf_files_are_skipped(corpus: Path, rel: str) -> None:
-    status, _path, _reason = read_document(ReadTask(str(corpus / "csaf" / rel), "csaf", "csaf", 0, 1 << 25))
-    assert status == "skipped"
+    outcome = read_document(ReadTask(str(corpus / "csaf" / rel), "csaf", "csaf", 0, 1 << 25))
+    assert isinstance(outcome, Skipped) and outcome.path.endswith(rel) and outcome.reason
 
 
 def _doc(**vuln: Any) -> bytes:
