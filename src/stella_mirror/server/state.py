@@ -110,6 +110,8 @@ class ServerState:
     generation: int = 0
     problems: list[str] = field(default_factory=list)
     """Configuration problems found while building (also logged), e.g. a missing export root."""
+    metrics_token: bytes | None = None
+    """What ``/metrics`` asks for as a bearer token (``mirror.limits.metricsTokenFile``), None: open."""
 
     def site(self, product: Product) -> ProductSite:
         return self.sites[product]

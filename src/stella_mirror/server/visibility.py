@@ -1,10 +1,18 @@
 """Which domains a caller may see: the domains a request with the same credentials, to the same host, would
-be admitted to. The Concelier index and the status page show only these, so neither ever reveals a domain
-the caller may not read (a host of one domain does not reveal the others either)."""
+be admitted to. The Concelier index, the Excititor domain list and the status page show only these, so none
+ever reveals a domain the caller may not read (a host of one domain does not reveal the others either).
+
+Deciding costs at most one bcrypt check per request (:class:`~stella_mirror.server.authn.authenticator.CheckBudget`):
+the domains whose htpasswd file lists the caller's user come first, verdicts are remembered per file and
+credential (a domain sharing the file is decided by the same check), and a domain that would need a second
+check is not shown on this request. So a request carrying a made-up credential costs one bcrypt however many
+domains there are, and a repeated one none for a while.
+"""
 
 from __future__ import annotations
 
 from stella_mirror.errors import ConfigError
+from stella_mirror.server.authn.authenticator import CheckBudget
 from stella_mirror.server.authn.failure import AuthFailure
 from stella_mirror.server.context import DomainPolicy, Product
 from stella_mirror.server.state import ServerState
@@ -20,37 +28,33 @@ def restricted(state: ServerState, product: Product) -> bool:
     )
 
 
-def _candidates(state: ServerState, product: Product, host: str) -> list[DomainPolicy]:
+def served_on(state: ServerState, product: Product, host: str) -> list[DomainPolicy]:
     """The domains served on ``host``: those bound to it, and those bound to no host."""
     return [p for p in state.site(product).domains.values() if not p.hostnames or host in p.hostnames]
 
 
 async def readable(state: ServerState, product: Product, host: str, authorization: str | None) -> frozenset[str]:
     """The ids of the domains of ``product`` the caller may read on ``host`` (credentials checked as for a
-    download)."""
+    download, at most one bcrypt check)."""
     auth = state.authenticator
+    candidates = served_on(state, product, host)
+    if auth is None:
+        return frozenset(p.domain_id for p in candidates)
+    budget = CheckBudget(1)
     out = set()
-    for policy in _candidates(state, product, host):
-        if auth is not None:
-            try:
-                await auth.authenticate_async(policy, authorization)
-            except (AuthFailure, ConfigError):
-                continue
+    for policy in auth.listed_first(candidates, authorization):
+        try:
+            await auth.authenticate(policy, authorization, budget)
+        except (AuthFailure, ConfigError):
+            continue
         out.add(policy.domain_id)
     return frozenset(out)
 
 
-def readable_now(state: ServerState, product: Product, host: str, authorization: str | None) -> frozenset[str] | None:
-    """:func:`readable` when every domain's answer is known without waiting (see
-    :meth:`~stella_mirror.server.authn.authenticator.Authenticator.settle_now`); None otherwise."""
-    auth = state.authenticator
-    out = set()
-    for policy in _candidates(state, product, host):
-        if auth is not None:
-            outcome = auth.settle_now(policy, authorization)
-            if outcome is None:
-                return None
-            if isinstance(outcome, AuthFailure):
-                continue
-        out.add(policy.domain_id)
-    return frozenset(out)
+async def readable_everywhere(state: ServerState, host: str, authorization: str | None) -> bool:
+    """Whether the caller may read every served domain of both products (``/status.json`` then shows where the
+    exports live on disk)."""
+    for product, site in state.sites.items():
+        if site.served and len(await readable(state, product, host, authorization)) < len(site.domains):
+            return False
+    return True
