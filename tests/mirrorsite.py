@@ -36,9 +36,9 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def htpasswd(path: Path, user: str, password: str) -> Path:
+def htpasswd(path: Path, user: str, password: str, cost: int = 5) -> Path:
     subprocess.run(
-        ["htpasswd", "-B", "-C", "5", "-c", "-b", str(path), user, password], check=True, capture_output=True
+        ["htpasswd", "-B", "-C", str(cost), "-c", "-b", str(path), user, password], check=True, capture_output=True
     )
     return path
 
@@ -51,7 +51,11 @@ class Site:
 
 
 def build_site(
-    tmp: Path, issuer: TokenIssuer | None = None, index_budget: int = 1000, extra: dict[str, str] | None = None
+    tmp: Path,
+    issuer: TokenIssuer | None = None,
+    index_budget: int = 1000,
+    extra: dict[str, str] | None = None,
+    cost: int = 5,
 ) -> Site:
     issuer = issuer or TokenIssuer()
     key = generate_keypair(tmp / "keys")
@@ -64,8 +68,8 @@ def build_site(
     publish_excititor(
         tmp / "excititor", key, {"primary": {"consensus": [{"v": 1}]}, "community": {"consensus": [{"v": 2}]}}, "x1"
     )
-    primary = htpasswd(tmp / "primary.htpasswd", "alice", "pw-alice")
-    community = htpasswd(tmp / "community.htpasswd", "bob", "pw-bob")
+    primary = htpasswd(tmp / "primary.htpasswd", "alice", "pw-alice", cost)
+    community = htpasswd(tmp / "community.htpasswd", "bob", "pw-bob", cost)
     (tmp / "jwks.json").write_text(json.dumps(issuer.jwks()))
     env = {
         "AUTHORITY__ISSUER": issuer.issuer,

@@ -19,6 +19,7 @@ import orjson
 from starlette.types import Scope, Send
 
 from stella_mirror.ops.status import RootStatus, age_text, root_status
+from stella_mirror.server.authn.authenticator import CheckBudget
 from stella_mirror.server.context import RequestContext
 from stella_mirror.server.metrics import Metrics, request_counts
 from stella_mirror.server.middleware.domain import request_host
@@ -46,10 +47,11 @@ async def statuses(rt: Runtime, ctx: RequestContext, authorization: str | None) 
     now = utcnow()
     out = []
     everything = True
+    budget = CheckBudget(1)  # one bcrypt check for the whole page, both products
     for product, site in state.sites.items():
         if not site.served:
             continue
-        allowed = await readable(state, product, request_host(ctx), authorization)
+        allowed = await readable(state, product, request_host(ctx), authorization, budget)
         visible = [d for d in site.domains if d in allowed]
         everything = everything and len(visible) == len(site.domains)
         if not visible:

@@ -33,14 +33,16 @@ def served_on(state: ServerState, product: Product, host: str) -> list[DomainPol
     return [p for p in state.site(product).domains.values() if not p.hostnames or host in p.hostnames]
 
 
-async def readable(state: ServerState, product: Product, host: str, authorization: str | None) -> frozenset[str]:
+async def readable(
+    state: ServerState, product: Product, host: str, authorization: str | None, budget: CheckBudget | None = None
+) -> frozenset[str]:
     """The ids of the domains of ``product`` the caller may read on ``host`` (credentials checked as for a
-    download, at most one bcrypt check)."""
+    download). ``budget``: the request's bcrypt checks, when it asks for both products (default: one)."""
     auth = state.authenticator
     candidates = served_on(state, product, host)
     if auth is None:
         return frozenset(p.domain_id for p in candidates)
-    budget = CheckBudget(1)
+    budget = budget or CheckBudget(1)
     out = set()
     for policy in auth.listed_first(candidates, authorization):
         try:
@@ -49,12 +51,3 @@ async def readable(state: ServerState, product: Product, host: str, authorizatio
             continue
         out.add(policy.domain_id)
     return frozenset(out)
-
-
-async def readable_everywhere(state: ServerState, host: str, authorization: str | None) -> bool:
-    """Whether the caller may read every served domain of both products (``/status.json`` then shows where the
-    exports live on disk)."""
-    for product, site in state.sites.items():
-        if site.served and len(await readable(state, product, host, authorization)) < len(site.domains):
-            return False
-    return True
