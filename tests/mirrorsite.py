@@ -125,3 +125,18 @@ class InProcessClient:
 
     def head(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
         return self.request("HEAD", path, headers)
+
+
+class SyncASGITransport(httpx.BaseTransport):
+    """``httpx.Client`` transport into an ASGI app in this process (each request on its own event loop)."""
+
+    def __init__(self, app: MirrorApp, client: str = "10.0.0.1") -> None:
+        self.inner = httpx.ASGITransport(app=app, client=(client, 40000))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        async def go() -> httpx.Response:
+            response = await self.inner.handle_async_request(request)
+            body = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
+            return httpx.Response(response.status_code, headers=response.headers, stream=httpx.ByteStream(body))
+
+        return asyncio.run(go())
