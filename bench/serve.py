@@ -370,7 +370,7 @@ def in_process(work: Path, root: Path, htpasswd: Path, n: int) -> int:
     from stella_mirror.config import load_config
     from stella_mirror.server.app import create_app
 
-    cfg = write_config(work, root, htpasswd, False, "in-process")
+    cfg = write_config(work, root, htpasswd, "in-process")
     app = create_app(load_config(cfg))
     token = base64.b64encode(f"{USER}:{PASSWORD}".encode())
 
@@ -413,26 +413,6 @@ def in_process(work: Path, root: Path, htpasswd: Path, n: int) -> int:
             per = (time.process_time() - started) / n * 1e6
             bad = sum(1 for s in statuses if s != 200)
             print(f"  ({name}) in-process {per:6.1f} µs CPU per request ({n} requests, {bad} not 200)", flush=True)
-            # What our protocol does: the immediate path (Gateway.answer_now), else the ASGI app (which also
-            # refreshes the memoised answers every TTL).
-            statuses.clear()
-            slow = 0
-            started = time.process_time()
-            for _ in range(n):
-                sc = scope(headers)
-                answer = app.answer_now(sc)
-                if answer is None:
-                    slow += 1
-                    await app(sc, receive, send)
-                else:
-                    statuses.append(answer.status)
-            per = (time.process_time() - started) / n * 1e6
-            bad = sum(1 for s in statuses if s != 200)
-            print(
-                f"  ({name}) immediate  {per:6.1f} µs CPU per request ({n} requests, {bad} not 200, {slow} by "
-                "the ASGI path)",
-                flush=True,
-            )
         if app.sink is not None:
             app.sink.close()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from stella_mirror.server.quotas.memory import MemoryQuotaBackend
 from stella_mirror.server.quotas.redis_backend import RedisQuotaBackend
 from stella_mirror.server.routes_common import JsonCache, Runtime
 from stella_mirror.server.state import NOT_CONFIGURED, ServerState, Service, StateHolder, build_sites
+from stella_mirror.server.visibility import restricted_products
 
 log = logging.getLogger("stella_mirror.server")
 
@@ -90,7 +92,7 @@ def build_state(
     )
     authenticator = _authenticator(config, state.all_policies())
     backend = _quota_backend(config, previous)
-    return ServerState(
+    complete = ServerState(
         config=config,
         sites=sites,
         authenticator=authenticator,
@@ -99,6 +101,7 @@ def build_state(
         problems=problems,
         metrics_token=_metrics_token(config),
     )
+    return dataclasses.replace(complete, restricted=restricted_products(complete))
 
 
 def report_problems(state: ServerState) -> None:

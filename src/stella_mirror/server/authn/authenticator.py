@@ -287,14 +287,17 @@ class Authenticator:
 class CheckBudget:
     """How many bcrypt checks one request may still cause (``/status`` and the indexes ask for every domain)."""
 
-    __slots__ = ("left",)
+    __slots__ = ("left", "refused")
 
     def __init__(self, checks: int = 1) -> None:
         self.left = checks
+        self.refused = 0
+        """Checks asked for past the budget (their domains were left undecided)."""
 
     def spend(self) -> bool:
         """Take one check; False when none is left."""
         if self.left <= 0:
+            self.refused += 1
             return False
         self.left -= 1
         return True
