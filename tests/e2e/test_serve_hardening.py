@@ -8,6 +8,7 @@ import contextlib
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -281,3 +282,70 @@ def test_too_few_file_descriptors_refuse_to_start(tmp_path: Path) -> None:
     )
     assert run.returncode == 3, run.stderr
     assert "mirror.limits.maxConnections" in run.stderr and "256" in run.stderr
+
+
+def test_access_log_marks_aborted_responses_on_the_tls_server(tmp_path: Path) -> None:
+    """With TLS, ``serve`` runs uvicorn, whose body path waits for the client: a client that takes 100 KB of the
+    20 MB bundle and leaves is logged as aborted with the bytes that went out, one that reads it all whole.
+    (On plain HTTP, granian takes a whole body at once — pathsend, or a Range part — and does not report how much
+    arrived: the line shows what it took; docs/auth-and-quotas.md, "Limits".)"""
+    site = build_site(tmp_path, extra={"MIRROR__ACCESSLOG": str(tmp_path / "access.log")})
+    bundle = tmp_path / "concelier" / "e1" / "mirror" / "community" / "bundle.json"
+    bundle.write_bytes(b"0" * BIG)
+    crt, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    env = {**site.env, "MIRROR__TLS__CERTFILE": str(crt), "MIRROR__TLS__KEYFILE": str(key)}
+    sp = start_server(tmp_path / "srv", env=env, scheme="https", access_log=False)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        request = f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\nX-Request-ID: left-early\r\n\r\n".encode()
+        with socket.create_connection(("127.0.0.1", sp.port), timeout=10) as raw:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            with ctx.wrap_socket(raw) as s:
+                s.sendall(request)
+                got = 0
+                while got < 100_000:
+                    got += len(s.recv(65536))
+        with httpx.Client(base_url=sp.base, timeout=60, verify=False) as c:
+            assert len(c.get(BUNDLE, headers={"X-Request-ID": "read-all"}).content) == BIG
+        lines = _log_lines(tmp_path / "access.log", ("left-early", "read-all"))
+    finally:
+        sp.stop()
+    assert lines["read-all"]["bytes"] == BIG and "aborted" not in lines["read-all"]
+    assert lines["left-early"]["aborted"] is True, lines["left-early"]
+    assert int(lines["left-early"]["bytes"]) < BIG // 2  # type: ignore[call-overload]
+
+
+def _log_lines(path: Path, ids: tuple[str, ...]) -> dict[str, dict[str, object]]:
+    deadline = time.monotonic() + 15
+    lines: dict[str, dict[str, object]] = {}
+    while time.monotonic() < deadline and len(lines) < len(ids):
+        time.sleep(0.5)
+        for line in path.read_text().splitlines() if path.exists() else []:
+            record = json.loads(line)
+            if record["requestId"] in ids:
+                lines[str(record["requestId"])] = record
+    return lines

@@ -18,6 +18,7 @@ file routes), ``RateLimit-*`` (counted requests), ``Vary`` (answers that depend 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -58,14 +59,24 @@ class ClientGone(Exception):
     """The server could not take a response message: the client left or stalled past the send timeout."""
 
 
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 class Responder:
     """The one ``send`` wrapper of a request: appends the gateway's headers to the response start and counts
-    what the server took (status, body bytes, whether the whole announced body went out)."""
+    what the server took (status, body bytes, whether the whole announced body went out).
 
-    __slots__ = ("aborted", "cache", "expected", "extra", "nbytes", "send", "status")
+    A body sent in several messages is watched: once the server reports the client gone (``http.disconnect``
+    from ``receive``), the next message is not sent and the response counts as aborted."""
 
-    def __init__(self, send: Send, request_id: str) -> None:
+    __slots__ = ("aborted", "cache", "expected", "extra", "nbytes", "receive", "send", "status", "watch")
+
+    def __init__(self, send: Send, request_id: str, receive: Receive | None = None) -> None:
         self.send = send
+        self.receive = receive
+        self.watch: asyncio.Future[None] | None = None
         self.status = 0
         self.nbytes = 0
         self.expected: int | None = None
@@ -90,6 +101,13 @@ class Responder:
                 message["headers"] = [*headers, *self.extra]
             await self.send(message)
             return
+        if kind == "http.response.body" and self.receive is not None:
+            if self.watch is None:
+                if message.get("more_body", False):
+                    self.watch = asyncio.ensure_future(_until_disconnect(self.receive))
+            elif self.watch.done():
+                self.aborted = True
+                raise ClientGone
         try:
             await self.send(message)
         except Exception:
@@ -100,6 +118,11 @@ class Responder:
         elif kind == "http.response.pathsend":
             # The server sends the file itself and does not say how much arrived: what it took is the file.
             self.nbytes = self.expected or 0
+
+    def close(self) -> None:
+        """Stop watching for the client's disconnect."""
+        if self.watch is not None and not self.watch.done():
+            self.watch.cancel()
 
     def incomplete(self, head_only: bool) -> bool:
         """Whether the response ended before its announced body (the client left, or the send timed out)."""
@@ -137,7 +160,7 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         ctx, authorization = self.access_log.begin(scope)
-        out = Responder(send, ctx.request_id)
+        out = Responder(send, ctx.request_id, receive)
         try:
             await self._answer(scope, ctx, authorization, out)
         except ClientGone:
@@ -148,6 +171,7 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await send_uncached(out, 500, MEDIA_TYPE.encode(), _INTERNAL_ERROR)
         finally:
+            out.close()
             aborted = out.incomplete(scope["method"] == "HEAD")
             self.access_log.finish(scope, ctx, out.status, out.nbytes, time.perf_counter() - started, aborted)
 

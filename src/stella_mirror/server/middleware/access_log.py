@@ -13,9 +13,9 @@ log line::
      "encoding":"zstd","range":"bytes=0-99","conditional":true}
 
 ``bytes`` is what the server took of the body: for a client that left (or stalled past the send timeout) before
-the announced ``Content-Length`` went out, it is less, and the line carries ``"aborted": true``. (A file the
-server sends itself — granian's ``pathsend`` — counts whole once handed over: the server does not report how much
-of it arrived.)
+the announced ``Content-Length`` went out, it is less, and the line carries ``"aborted": true``. That needs a
+server whose ``send`` waits for the client (uvicorn, the TLS server): granian takes a body whole — a file with
+``pathsend``, a Range part at once — and does not report how much of it arrived, so there it counts as sent.
 
 The principal is a user name or token subject — never a password, token or hash; the ``Authorization``
 header is only handed on to authentication, never logged. Lines are buffered and flushed every half second
