@@ -100,54 +100,26 @@ def build_concelier(out: Path, key: SigningKey, export_id: str, sequence: int, s
             data = _payload(seed, CONCELIER_SIZES[domain])
             ref = write_atomic(ddir / "bundle.json", data)
             signature = sign_file(key, ddir / "bundle.json", f"mirror/{domain}/")
-            bundle_ref = {
-                "path": f"mirror/{domain}/bundle.json",
-                "sizeBytes": ref["sizeBytes"],
-                "digest": ref["digest"],
-                "signature": signature,
-            }
+            bundle_ref = {"path": f"mirror/{domain}/bundle.json", "sizeBytes": ref["sizeBytes"],
+                          "digest": ref["digest"], "signature": signature}
             _WRITTEN[(domain, seed)] = (ddir, bundle_ref)
-        manifest = {
-            "schemaVersion": 1,
-            "exportId": export_id,
-            "sequence": sequence,
-            "generatedAt": stamp.generated_at,
-            "domainId": domain,
-            "displayName": domain,
-            "advisoryCount": 1,
-            "bundle": bundle_ref,
-            "sources": [],
-            "delta": {"baseExportId": None, "added": [], "changed": [], "removed": []},
-        }
+        manifest = {"schemaVersion": 1, "exportId": export_id, "sequence": sequence, "generatedAt":
+                    stamp.generated_at, "domainId": domain, "displayName": domain, "advisoryCount": 1,
+                    "bundle": bundle_ref, "sources": [],
+                    "delta": {"baseExportId": None, "added": [], "changed": [], "removed": []}}
         mref = write_atomic(ddir / "manifest.json", canonical.dumps(manifest))
-        domains.append(
-            {
-                "domainId": domain,
-                "displayName": domain,
-                "advisoryCount": 1,
-                "sources": [],
-                "manifest": {
-                    "path": f"mirror/{domain}/manifest.json",
-                    "sizeBytes": mref["sizeBytes"],
-                    "digest": mref["digest"],
-                },
-                "bundle": bundle_ref,
-            }
-        )
-    index = {
-        "schemaVersion": 1,
-        "exportId": export_id,
-        "sequence": sequence,
-        "generatedAt": stamp.generated_at,
-        "expiresAt": stamp.expires_at,
-        "domains": domains,
-    }
+        domains.append({"domainId": domain, "displayName": domain, "advisoryCount": 1, "sources": [],
+                        "manifest": {"path": f"mirror/{domain}/manifest.json", "sizeBytes": mref["sizeBytes"],
+                                     "digest": mref["digest"]}, "bundle": bundle_ref})
+    index = {"schemaVersion": 1, "exportId": export_id, "sequence": sequence, "generatedAt": stamp.generated_at,
+             "expiresAt": stamp.expires_at, "domains": domains}
     write_atomic(export / "mirror" / "index.json", canonical.dumps(index))
     sign_file(key, export / "mirror" / "index.json", "mirror/")
     return export
 
 
-def build_excititor(out: Path, key: SigningKey, export_id: str, sequence: int, seeds: dict[str, list[str]]) -> Path:
+def build_excititor(out: Path, key: SigningKey, export_id: str, sequence: int,
+                    seeds: dict[str, list[str]]) -> Path:
     now = utcnow()
     stamp = ExportStamp(export_id, sequence, rfc3339(now), rfc3339(now.replace(year=now.year + 1)))
     export = out / export_id
@@ -180,39 +152,23 @@ class Endpoint:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = work / "moto.log"
         self.fh = self.log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self.fh,
-            stderr=self.fh,
-        )
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=self.fh, stderr=self.fh)
         for _ in range(300):
             try:
                 httpx.get(self.url, timeout=1)
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
-        self.env = {
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench-secret",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": self.url,
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "RCLONE_CONFIG_BENCH_TYPE": "s3",
-            "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
-            "RCLONE_CONFIG_BENCH_ENDPOINT": self.url,
-            "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": "bench",
-            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": "bench-secret",
-            "RCLONE_CONFIG_BENCH_REGION": "us-east-1",
-            "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
-        }
-        self.s3: Any = boto3.client(
-            "s3",
-            endpoint_url=self.url,
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench-secret",
-            region_name="us-east-1",
-        )
+        self.env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
+                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.url,
+                    "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                    "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+                    "RCLONE_CONFIG_BENCH_ENDPOINT": self.url, "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": "bench",
+                    "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": "bench-secret", "RCLONE_CONFIG_BENCH_REGION":
+                    "us-east-1", "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true"}
+        self.s3: Any = boto3.client("s3", endpoint_url=self.url, aws_access_key_id="bench",
+                                    aws_secret_access_key="bench-secret", region_name="us-east-1")
         self.s3.create_bucket(Bucket=BUCKET)
 
     def requests(self) -> int:
@@ -221,11 +177,8 @@ class Endpoint:
 
     def replace_prefix(self, prefix: str, export: Path, index_last: bool = True) -> None:
         """Upload ``export`` under ``prefix`` (changed objects only, index files last), delete what is gone."""
-        remote = {
-            o["Key"]: o["ETag"].strip('"')
-            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix + "/")
-            for o in page.get("Contents", [])
-        }
+        remote = {o["Key"]: o["ETag"].strip('"') for page in self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=BUCKET, Prefix=prefix + "/") for o in page.get("Contents", [])}
         local = {f"{prefix}/{p.relative_to(export).as_posix()}": p for p in export.rglob("*") if p.is_file()}
         names = sorted(local, key=lambda k: (index_last and "/index.json" in k, k))
         for k in names:
@@ -277,11 +230,8 @@ def run_measured(cmds: list[list[str]], env: dict[str, str]) -> tuple[float, flo
 
 
 def tree(path: Path) -> dict[str, str]:
-    return {
-        p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in path.rglob("*")
-        if p.is_file() and not p.name.startswith(".")
-    }
+    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")}
 
 
 class Tool:
@@ -325,25 +275,9 @@ class Ours(Tool):
     def __init__(self, work: Path, ep: Endpoint, pub: Path) -> None:
         super().__init__(work, ep)
         self.config = self.work / "sync.yaml"
-        self.config.write_text(
-            yaml.safe_dump(
-                {
-                    "sync": {
-                        "stateDir": str(self.work / "state"),
-                        "jobs": [
-                            {
-                                "name": p,
-                                "kind": p,
-                                "source": f"s3://{BUCKET}/{p}/latest",
-                                "dest": str(self.work / p),
-                                "trustKeys": [str(pub)],
-                            }
-                            for p in ("concelier", "excititor")
-                        ],
-                    }
-                }
-            )
-        )
+        self.config.write_text(yaml.safe_dump({"sync": {"stateDir": str(self.work / "state"), "jobs": [
+            {"name": p, "kind": p, "source": f"s3://{BUCKET}/{p}/latest", "dest": str(self.work / p),
+             "trustKeys": [str(pub)]} for p in ("concelier", "excititor")]}}))
 
     def commands(self) -> list[list[str]]:
         return [[*CLI, "sync", "--config", str(self.config), "--log", "json"]]
@@ -357,19 +291,8 @@ class Aws(Tool):
 
     def commands(self) -> list[list[str]]:
         aws = shutil.which("aws") or "aws"
-        return [
-            [
-                aws,
-                "s3",
-                "sync",
-                f"s3://{BUCKET}/{p}/latest",
-                str(self.work / p),
-                "--delete",
-                "--size-only",
-                "--only-show-errors",
-            ]
-            for p in ("concelier", "excititor")
-        ]
+        return [[aws, "s3", "sync", f"s3://{BUCKET}/{p}/latest", str(self.work / p), "--delete", "--size-only",
+                 "--only-show-errors"] for p in ("concelier", "excititor")]
 
 
 class Rclone(Tool):
@@ -380,50 +303,22 @@ class Rclone(Tool):
         return {**base, **{k: v for k, v in self.ep.env.items() if k.startswith("RCLONE_")}}
 
     def commands(self) -> list[list[str]]:
-        return [
-            ["rclone", "sync", f"bench:{BUCKET}/{p}/latest", str(self.work / p), "--size-only"]
-            for p in ("concelier", "excititor")
-        ]
+        return [["rclone", "sync", f"bench:{BUCKET}/{p}/latest", str(self.work / p), "--size-only"]
+                for p in ("concelier", "excititor")]
 
 
 # --- main -----------------------------------------------------------------------------------------------
 
 
-def lag(
-    work: Path,
-    ep: Endpoint,
-    key: SigningKey,
-    pub: Path,
-    pubdir: Path,
-    publishes: int,
-    poll: float,
-    seeds: dict[str, str],
-    sequence: int,
-) -> list[float]:
+def lag(work: Path, ep: Endpoint, key: SigningKey, pub: Path, pubdir: Path, publishes: int, poll: float,
+        seeds: dict[str, str], sequence: int) -> list[float]:
     dest, log = work / "lag-dest", work / "lag.log"
-    cmd = [
-        *CLI,
-        "sync",
-        "--source",
-        f"s3://{BUCKET}/concelier/latest",
-        "--dest",
-        str(dest),
-        "--kind",
-        "concelier",
-        "--trust-key",
-        str(pub),
-        "--state-dir",
-        str(work / "lag-state"),
-        "--watch",
-        "--poll",
-        str(poll),
-        "--log",
-        "json",
-    ]
+    cmd = [*CLI, "sync", "--source", f"s3://{BUCKET}/concelier/latest", "--dest", str(dest), "--kind", "concelier",
+           "--trust-key", str(pub), "--state-dir", str(work / "lag-state"), "--watch", "--poll", str(poll),
+           "--log", "json"]
     with log.open("w") as fh:
-        proc = subprocess.Popen(
-            cmd, env={**os.environ, **{k: v for k, v in ep.env.items() if k.startswith("AWS_")}}, stdout=fh, stderr=fh
-        )
+        proc = subprocess.Popen(cmd, env={**os.environ, **{k: v for k, v in ep.env.items() if k.startswith("AWS_")}},
+                                stdout=fh, stderr=fh)
     lags = []
     try:
         deadline = time.monotonic() + 300
@@ -484,11 +379,8 @@ def main() -> int:
         if not args.no_rclone and shutil.which("rclone"):
             tools.append(Rclone(work, ep))
         results: dict[tuple[str, str], Result] = {}
-        for scenario, sources in (
-            ("a", {"concelier": c1, "excititor": x1}),
-            ("b", {"concelier": c1, "excititor": x1}),
-            ("c", {"concelier": c2, "excititor": x2}),
-        ):
+        for scenario, sources in (("a", {"concelier": c1, "excititor": x1}), ("b", {"concelier": c1,
+                                  "excititor": x1}), ("c", {"concelier": c2, "excititor": x2})):
             if scenario == "c":
                 ep.replace_prefix("concelier/latest", c2)
                 ep.replace_prefix("excititor/latest", x2)
@@ -502,20 +394,15 @@ def main() -> int:
                     runs.append(tool.run(sources))
                 r = sorted(runs, key=lambda x: x.seconds)[len(runs) // 2]
                 results[(tool.name, scenario)] = r
-                print(
-                    f"({scenario}) {tool.name:<20} {r.seconds:7.2f} s {r.requests:5d} requests "
-                    f"{r.rss_mb:6.0f} MB RSS  {'correct' if r.correct else 'NOT the source export'}",
-                    flush=True,
-                )
+                print(f"({scenario}) {tool.name:<20} {r.seconds:7.2f} s {r.requests:5d} requests "
+                      f"{r.rss_mb:6.0f} MB RSS  {'correct' if r.correct else 'NOT the source export'}", flush=True)
         report(results, tools, args.markdown)
         if not args.skip_lag:
             print(f"lag: --watch --poll {args.poll:g}, {args.lag_publishes} publishes", flush=True)
             lags = lag(work, ep, key, pub, pubdir / "lag", args.lag_publishes, args.poll, cseeds2, 2)
             q = statistics.quantiles(lags, n=20, method="inclusive") if len(lags) > 1 else lags * 19
-            print(
-                f"publish-to-served lag: p50 {statistics.median(lags):.1f} s, p95 {q[18]:.1f} s, "
-                f"max {max(lags):.1f} s (target p95 <= 20 s)"
-            )
+            print(f"publish-to-served lag: p50 {statistics.median(lags):.1f} s, p95 {q[18]:.1f} s, "
+                  f"max {max(lags):.1f} s (target p95 <= 20 s)")
     finally:
         ep.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -535,15 +422,11 @@ def report(results: dict[tuple[str, str], Result], tools: list[Tool], markdown: 
             ratio = r.seconds / base.seconds if base.seconds else float("nan")
             verdict = "correct" if r.correct else "**not the source export**"
             if markdown:
-                print(
-                    f"| {names[scenario]} | {tool.name} | {r.seconds:.2f} | {ratio:.2f} | {r.requests} | "
-                    f"{r.rss_mb:.0f} | {verdict} |"
-                )
+                print(f"| {names[scenario]} | {tool.name} | {r.seconds:.2f} | {ratio:.2f} | {r.requests} | "
+                      f"{r.rss_mb:.0f} | {verdict} |")
             else:
-                print(
-                    f"{names[scenario]:<24} {tool.name:<20} {r.seconds:7.2f} s  x{ratio:5.2f}  "
-                    f"{r.requests:5d} req  {r.rss_mb:5.0f} MB  {verdict}"
-                )
+                print(f"{names[scenario]:<24} {tool.name:<20} {r.seconds:7.2f} s  x{ratio:5.2f}  "
+                      f"{r.requests:5d} req  {r.rss_mb:5.0f} MB  {verdict}")
 
 
 if __name__ == "__main__":
