@@ -12,6 +12,8 @@ from mirrorsite import basic, build_site, in_process, production_app
 from stella_mirror.server.app import MirrorApp
 from stella_mirror.server.quotas import MemoryQuotaBackend, QuotaBackend
 
+pytestmark = pytest.mark.skipif(shutil.which("htpasswd") is None, reason="htpasswd (apache2-utils) not installed")
+
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -62,8 +64,6 @@ async def test_memory_is_bounded() -> None:
 
 
 # --- on the production request path (the app `serve` runs, in process) ---------------------------------
-
-pytestmark = pytest.mark.skipif(shutil.which("htpasswd") is None, reason="htpasswd (apache2-utils) not installed")
 
 M = "/concelier/exports/mirror/community"
 BUDGETS = {
