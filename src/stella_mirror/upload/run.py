@@ -1,0 +1,70 @@
+"""One publish: verify the local export against pinned keys, plan it, hand it to its target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from stella_mirror.bundle import store
+from stella_mirror.bundle.signing import TrustedKeys
+from stella_mirror.errors import ConfigError
+from stella_mirror.sync.config import SourceOptions, check_source_url
+from stella_mirror.sync.report import Reporter
+from stella_mirror.sync.sources import redact_url
+from stella_mirror.timeutil import utcnow
+from stella_mirror.upload.plan import plan_export
+from stella_mirror.upload.target import Outcome, Target
+
+_REMOTE_SHELL_HINT = "s3://bucket/prefix, file:///dir, rsync://host/module/path or host:path"
+
+
+def open_target(url: str, options: SourceOptions, keys: TrustedKeys) -> Target:
+    """The target for ``url`` (ConfigError naming ``--to`` when no target understands it)."""
+    try:
+        check_source_url(url)
+    except ValueError as exc:
+        raise ConfigError("--to", str(exc)) from None
+    safe = redact_url(url)
+    parts = urlsplit(url)
+    if parts.scheme == "s3":
+        from stella_mirror.upload.s3 import S3Target
+
+        return S3Target(parts.netloc, parts.path, options, safe)
+    if parts.scheme == "file":
+        from stella_mirror.upload.directory import DirectoryTarget
+
+        return DirectoryTarget(Path(parts.path), safe, keys)
+    if parts.scheme == "rsync" or (not parts.scheme and ":" in url and not url.startswith(("/", "."))):
+        from stella_mirror.upload.rsync import RsyncTarget
+
+        return RsyncTarget(url, options, safe)
+    raise ConfigError("--to", f"{url!r} is not a publish target (use {_REMOTE_SHELL_HINT})")
+
+
+def publish(
+    export_root: Path, to: str, keys: TrustedKeys, keep: int, options: SourceOptions, reporter: Reporter
+) -> Outcome:
+    """Verify ``export_root``'s active export (or an export directory) against ``keys``, then publish it to ``to``.
+
+    Nothing is written anywhere before the verification passes: a tampered, expired or malformed export raises
+    its :class:`~stella_mirror.errors.BundleError` and the target is untouched.
+    """
+    if keep < 1:
+        raise ConfigError("--keep", "must be at least 1")
+    target = open_target(to, options, keys)
+    export_dir = store.resolve_export_dir(export_root)
+    verdict = store.verify_export_dir(export_dir, keys, utcnow())
+    plan = plan_export(export_dir, verdict)
+    reporter.event(
+        "verified",
+        kind=plan.kind,
+        exportId=plan.export_id,
+        sequence=plan.sequence,
+        files=len(plan.items),
+        bytes=plan.total_bytes,
+        keyIds=sorted(verdict.key_ids),
+    )
+    reporter.event("publish-start", target=target.url, syncSource=target.sync_source)
+    outcome = target.publish(plan, keep, reporter)
+    reporter.event(outcome.state, **{k: v for k, v in outcome.as_dict().items() if k != "state"})
+    return outcome
