@@ -6,7 +6,6 @@ which were server-side copies, and in which order everything happened.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from publishtools import exports, sha
 from s3count import CountedS3, counted
 from s3proc import S3Endpoint
 from stella_mirror.bundle.keyfiles import load_trusted_keys
@@ -22,7 +22,7 @@ from stella_mirror.bundle.signing import SigningKey, verify_detached_jws
 from stella_mirror.errors import SignatureError
 from stella_mirror.sync.plan import listed_files
 from synctools import assert_serves, files, run_cli, sync_args
-from treebuilder import advisory, publish_concelier, publish_excititor
+from treebuilder import advisory, publish_concelier
 
 pytestmark = pytest.mark.e2e
 BUCKET = "mirror-stellaops"
@@ -72,30 +72,6 @@ def publish(s3: CountedS3, root: Path, to: str, key: Path, *extra: str | Path) -
         *extra,
         env=s3.endpoint.env(),
     )
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def exports(kind: str, src: Path, key: SigningKey) -> list[Path]:
-    """Three exports: e2 changes one domain (a same-size edit) and drops another; e3 changes one more."""
-    if kind == "concelier":
-        e1 = publish_concelier(src, key, {d: [advisory(f"CVE-{d}-1")] for d in "abcd"}, "e1")
-        e2 = publish_concelier(
-            src, key, {"a": [advisory("CVE-a-2")], "b": [advisory("CVE-b-1")], "c": [advisory("CVE-c-1")]}, "e2"
-        )
-        e3 = publish_concelier(
-            src, key, {"a": [advisory("CVE-a-2")], "b": [advisory("CVE-b-3")], "c": [advisory("CVE-c-1")]}, "e3"
-        )
-        return [e1, e2, e3]
-    first = {d: {"k1": [{"d": d, "v": 1}], "k2": [{"d": d, "w": 1}]} for d in "abcd"}
-    e1 = publish_excititor(src, key, first, "e1")
-    second = {"a": {"k1": [{"d": "a", "v": 2}], "k2": first["a"]["k2"]}, "b": first["b"], "c": first["c"]}
-    e2 = publish_excititor(src, key, second, "e2")
-    third = {**second, "b": {"k1": [{"d": "b", "v": 3}], "k2": first["b"]["k2"]}}
-    e3 = publish_excititor(src, key, third, "e3")
-    return [e1, e2, e3]
 
 
 @pytest.mark.parametrize("kind", ["concelier", "excititor"])

@@ -107,8 +107,8 @@ class RsyncTarget(Target):
         out = Outcome(self.url, self.sync_source, plan.export_id, plan.sequence)
         with tempfile.TemporaryDirectory(prefix="stella-mirror-publish-") as tmp:
             # 1. the export's verified files into its own directory
+            # no -t: a file of the active export is hard-linked when its content (and mode) match, whatever its mtime
             args = [
-                "-t",
                 "-p",
                 "--chmod=D755,F644",
                 "--checksum",
