@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from stella_mirror.bundle import store
 from stella_mirror.bundle.signing import TrustedKeys
-from stella_mirror.errors import ConfigError
+from stella_mirror.errors import ConfigError, LocalIOError
 from stella_mirror.sync.config import SourceOptions, check_source_url
 from stella_mirror.sync.report import Reporter
 from stella_mirror.sync.sources import redact_url
@@ -65,6 +65,9 @@ def publish(
         keyIds=sorted(verdict.key_ids),
     )
     reporter.event("publish-start", target=target.url, syncSource=target.sync_source)
-    outcome = target.publish(plan, keep, reporter)
+    try:
+        outcome = target.publish(plan, keep, reporter)
+    except OSError as exc:  # reading the export, or staging into a file:// target
+        raise LocalIOError(f"{exc.filename or export_dir}: {exc.strerror or exc}") from None
     reporter.event(outcome.state, **{k: v for k, v in outcome.as_dict().items() if k != "state"})
     return outcome
