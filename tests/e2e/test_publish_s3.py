@@ -6,6 +6,7 @@ which were server-side copies, and in which order everything happened.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -284,3 +285,58 @@ def test_tampered_export_refused_before_any_upload(
     assert f"[{ {11: 'digest', 10: 'signature'}[code] }]" in res.stderr
     assert objects(s3, "") == before, "the bucket is unchanged"
     assert not [r for r in s3.requests()[count:] if r["method"] in ("PUT", "POST", "DELETE")]
+
+
+def test_credentials_from_files(tmp_path: Path, keydir: Path, signing_key: SigningKey, s3: CountedS3) -> None:
+    """Without the AWS chain's credentials the publish stops at once (exit 3, nothing written); with
+    --access-key-id-file/--secret-access-key-file it publishes; the secret is never printed."""
+    pub = keydir / "mirror-key.pub"
+    e1 = publish_concelier(tmp_path / "src", signing_key, {"a": [advisory("CVE-a-1")]}, "e1")
+    env = {k: v for k, v in s3.endpoint.env().items() if not k.startswith("AWS_ACCESS") and "SECRET" not in k}
+    bare = {k: "" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+    args = ["publish", e1, "--to", f"s3://{BUCKET}/concelier", "--key", pub, "--endpoint-url", s3.endpoint.url]
+    res = run_cli(*args, env={**env, **bare, "AWS_EC2_METADATA_DISABLED": "true"})
+    assert res.returncode == 3, res.stderr
+    assert "no usable AWS credentials" in res.stderr
+    assert not objects(s3, "concelier/")
+    (tmp_path / "id").write_text("stella-test\n")
+    (tmp_path / "secret").write_text("stella-test-secret-in-a-file\n")
+    res = run_cli(
+        *args,
+        "--access-key-id-file",
+        tmp_path / "id",
+        "--secret-access-key-file",
+        tmp_path / "secret",
+        env={**env, **bare, "AWS_EC2_METADATA_DISABLED": "true"},
+    )
+    assert res.returncode == 0, res.stderr
+    assert "stella-test-secret-in-a-file" not in res.stdout + res.stderr
+    assert objects(s3, "concelier/latest/") == files(e1)
+
+
+def test_size_only_upload_breaks_mirrors_publish_repairs(
+    tmp_path: Path, keydir: Path, signing_key: SigningKey, s3: CountedS3
+) -> None:
+    """The runbook's ``aws s3 sync --delete --size-only`` on the publisher side leaves every file of the previous
+    export that has the new one's size (re-signed ``.jws``, same-size edits, an index whose sequence kept its
+    length): the new export never reaches the mirrors. ``publish`` over the same prefix replaces every object it
+    cannot show identical by SHA-256 (objects without its metadata included)."""
+    pub = keydir / "mirror-key.pub"
+    x1, x2, _ = exports("excititor", tmp_path / "src", signing_key)
+    live = f"s3://{BUCKET}/excititor/latest"
+    s3.endpoint.aws("s3", "sync", x1, live, "--delete", "--size-only", "--only-show-errors")
+    s3.endpoint.aws("s3", "sync", x2, live, "--delete", "--size-only", "--only-show-errors")
+    assert objects(s3, "excititor/latest/") != files(x2), "size-only kept objects of x1"
+    dest, state = tmp_path / "dest", tmp_path / "state"
+    sync = sync_args(live, dest, "excititor", pub, state, "--endpoint-url", s3.endpoint.url)
+    res = run_cli(*sync, env=s3.endpoint.env())
+    # Here every changed file kept its size: the bucket still holds x1 (less the dropped domain), which a mirror
+    # syncs as x1 — or refuses, when a signature or digest of x2 slipped in. Either way x2 never arrives.
+    assert res.returncode in (0, 10, 11), res.stderr
+    assert not (dest / "latest").exists() or os.readlink(dest / "latest") == "e1"
+    res = publish(s3, x2, f"s3://{BUCKET}/excititor", pub)
+    assert res.returncode == 0, res.stderr
+    assert objects(s3, "excititor/latest/") == files(x2)
+    res = run_cli(*sync, env=s3.endpoint.env())
+    assert res.returncode == 0, res.stderr
+    assert_serves(dest, x2, pub)

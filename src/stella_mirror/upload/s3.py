@@ -62,13 +62,18 @@ class S3Target(Target):
     """Requests in flight within one wave of the plan (files of one wave never depend on each other)."""
 
     def __init__(self, bucket: str, prefix: str, options: SourceOptions, url: str) -> None:
+        from botocore.exceptions import BotoCoreError
+
         from stella_mirror.sync.sources.s3 import S3Source
 
         self.url = url
         self.bucket = bucket
         self.base = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.sync_source = f"s3://{bucket}/{self.base}{LATEST}"
-        self._reader = S3Source(bucket, self.base + LATEST, options, self.sync_source)
+        try:
+            self._reader = S3Source(bucket, self.base + LATEST, options, self.sync_source)
+        except BotoCoreError as exc:  # e.g. AWS_PROFILE naming no profile
+            raise ConfigError("--to", f"{url}: the S3 client cannot be set up: {exc}") from None
         self.client: Any = self._reader.client
         self._lock = threading.Lock()
 
@@ -250,7 +255,8 @@ class S3Target(Target):
         out.files_unchanged = len(plan.items) - switched
         # 3. what the new index no longer names, once it is in place; 4. exports beyond keep
         stale = sorted(rel for rel in live_objects if rel not in wanted)
-        self._delete([live + rel for rel in stale])
+        # (and what an interrupted earlier run of this export id left under its prefix that is not part of it)
+        self._delete([live + rel for rel in stale] + sorted(stage + rel for rel in stage_objects if rel not in wanted))
         out.files_removed = len(stale)
         out.exports_removed = self._prune(keep, plan.export_id)
         if switched == 0 and not stale and out.files_uploaded == out.files_copied == 0:
