@@ -45,3 +45,26 @@ def test_excititor_domain_indexes_last(tmp_path: Path, keydir: Path, signing_key
     assert sorted(waves[-1]) == ["mirror/a/index.json", "mirror/b/index.json"]
     assert all(rel.endswith((".jws", ".sig")) for rel in waves[-2])
     assert all(i.phase == PAYLOAD for wave in plan.waves()[:-2] for i in wave)
+
+
+def test_targets_are_what_the_sync_reads(tmp_path: Path, keydir: Path) -> None:
+    """--to is classified by the sync's own source for the URL; what no sync source writes is refused (exit 3)."""
+    import pytest
+
+    from stella_mirror.errors import ConfigError
+    from stella_mirror.sync.config import SourceOptions
+    from stella_mirror.upload.directory import DirectoryTarget
+    from stella_mirror.upload.rsync import RsyncTarget
+    from stella_mirror.upload.run import open_target
+
+    keys = load_trusted_keys([keydir / "mirror-key.pub"])
+    opts = SourceOptions()
+    assert isinstance(open_target("mirror-share:/srv/exports/concelier", opts, keys), RsyncTarget)
+    assert isinstance(open_target("rsync://host/module/concelier", opts, keys), RsyncTarget)
+    target = open_target(f"file://{tmp_path}/root", opts, keys)
+    assert isinstance(target, DirectoryTarget) and target.root.path == tmp_path / "root"
+    for bad in ("https://mirror.example/concelier", "ftp://host/x", "rsync://user:pw@host/module"):
+        with pytest.raises(ConfigError) as err:
+            open_target(bad, opts, keys)
+        assert err.value.key_path == "--to"
+        assert "pw" not in str(err.value)

@@ -8,37 +8,46 @@ from urllib.parse import urlsplit
 from stella_mirror.bundle import store
 from stella_mirror.bundle.signing import TrustedKeys
 from stella_mirror.errors import ConfigError, LocalIOError
-from stella_mirror.sync.config import SourceOptions, check_source_url
+from stella_mirror.sync.config import SourceOptions
 from stella_mirror.sync.report import Reporter
-from stella_mirror.sync.sources import redact_url
+from stella_mirror.sync.sources import open_source, redact_url
 from stella_mirror.timeutil import utcnow
 from stella_mirror.upload.plan import plan_export
 from stella_mirror.upload.target import Outcome, Target
 
-_REMOTE_SHELL_HINT = "s3://bucket/prefix, file:///dir, rsync://host/module/path or host:path"
+HINT = "s3://bucket/prefix, rsync://host/module/path, host:path or file:///dir"
 
 
 def open_target(url: str, options: SourceOptions, keys: TrustedKeys) -> Target:
-    """The target for ``url`` (ConfigError naming ``--to`` when no target understands it)."""
+    """The target for ``url``: the sync's source for the same URL decides what it is (so a target is always
+    written as the sync of that scheme reads it). ConfigError naming ``--to`` when it is not a writable tree."""
+    from botocore.exceptions import BotoCoreError
+
+    from stella_mirror.sync.sources.file import FileSource
+    from stella_mirror.sync.sources.rsync import RsyncSource
+    from stella_mirror.sync.sources.s3 import S3Source
+
     try:
-        check_source_url(url)
-    except ValueError as exc:
-        raise ConfigError("--to", str(exc)) from None
+        source = open_source(url, options)
+    except ConfigError as exc:
+        raise ConfigError("--to", exc.reason) from None
+    except BotoCoreError as exc:  # building the S3 client: e.g. AWS_PROFILE naming no profile
+        raise ConfigError("--to", f"{redact_url(url)}: the S3 client cannot be set up: {exc}") from None
     safe = redact_url(url)
     parts = urlsplit(url)
-    if parts.scheme == "s3":
+    if isinstance(source, S3Source):
         from stella_mirror.upload.s3 import S3Target
 
         return S3Target(parts.netloc, parts.path, options, safe)
-    if parts.scheme == "file":
-        from stella_mirror.upload.directory import DirectoryTarget
-
-        return DirectoryTarget(Path(parts.path), safe, keys)
-    if parts.scheme == "rsync" or (not parts.scheme and ":" in url and not url.startswith(("/", "."))):
+    if isinstance(source, RsyncSource):
         from stella_mirror.upload.rsync import RsyncTarget
 
         return RsyncTarget(url, options, safe)
-    raise ConfigError("--to", f"{url!r} is not a publish target (use {_REMOTE_SHELL_HINT})")
+    if isinstance(source, FileSource):
+        from stella_mirror.upload.directory import DirectoryTarget
+
+        return DirectoryTarget(source.root, safe, keys)
+    raise ConfigError("--to", f"{safe} is not a publish target (use {HINT})")
 
 
 def publish(

@@ -62,18 +62,13 @@ class S3Target(Target):
     """Requests in flight within one wave of the plan (files of one wave never depend on each other)."""
 
     def __init__(self, bucket: str, prefix: str, options: SourceOptions, url: str) -> None:
-        from botocore.exceptions import BotoCoreError
-
         from stella_mirror.sync.sources.s3 import S3Source
 
         self.url = url
         self.bucket = bucket
         self.base = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.sync_source = f"s3://{bucket}/{self.base}{LATEST}"
-        try:
-            self._reader = S3Source(bucket, self.base + LATEST, options, self.sync_source)
-        except BotoCoreError as exc:  # e.g. AWS_PROFILE naming no profile
-            raise ConfigError("--to", f"{url}: the S3 client cannot be set up: {exc}") from None
+        self._reader = S3Source(bucket, self.base + LATEST, options, self.sync_source)
         self.client: Any = self._reader.client
         self._lock = threading.Lock()
 
