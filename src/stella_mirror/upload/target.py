@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from stella_mirror.errors import RollbackError
+from stella_mirror.errors import ConfigError, RollbackError
 from stella_mirror.sync.report import Reporter
 from stella_mirror.sync.sources.interface import Source
 from stella_mirror.upload.plan import Plan
@@ -72,8 +72,12 @@ def check_not_older(source: Source, plan: Plan, where: str) -> None:
     """Refuse to replace a newer export (B2 on the publisher side): any index the target serves with a sequence
     above the plan's, or the same sequence under another export id. The target's indexes are read as they are
     (a half-published earlier run may have left them disagreeing); unreadable ones say nothing."""
-    source.probe(plan.kind, None)
-    for rel, data in sorted(source.index_files(plan.kind).items()):
+    try:
+        source.probe(plan.kind, None)
+        indexes = source.index_files(plan.kind)
+    except ConfigError as exc:  # the sync's source names its own option; here it is the target's
+        raise ConfigError("--to", exc.reason) from None
+    for rel, data in sorted(indexes.items()):
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
