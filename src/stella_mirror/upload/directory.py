@@ -2,8 +2,9 @@
 
 The target is an export root exactly like the one ``export`` writes: the rules are :class:`~stella_mirror.publish.
 ExportRoot`'s (its lock, a staging directory, ``latest`` switched by one rename, pruning to ``keep``). The staged
-copy takes each file, in plan order, from a kept export of the target whose bytes have the same SHA-256 (a hard
-link) or else from the export being published; it is verified against the same keys before ``latest`` moves.
+copy takes each file, in plan order, from a kept export of the target that lists it with the same SHA-256 and
+size, hashed to be sure (a hard link), or else from the export being published; it is verified against the
+same keys before ``latest`` moves.
 ``sync --source file://DIR`` reads what ``latest`` names.
 """
 
@@ -16,12 +17,14 @@ from pathlib import Path
 
 from stella_mirror.bundle import store
 from stella_mirror.bundle.signing import TrustedKeys
+from stella_mirror.errors import MalformedBundleError
 from stella_mirror.publish import ExportRoot
+from stella_mirror.sync.plan import listed_files
 from stella_mirror.sync.report import Reporter
 from stella_mirror.sync.sources.file import FileSource
 from stella_mirror.sync.sources.interface import Source, link_or_copy
 from stella_mirror.timeutil import utcnow
-from stella_mirror.upload.plan import Item, Plan, file_sha256
+from stella_mirror.upload.plan import SIGNATURES, Item, Plan, file_sha256, read_indexes
 from stella_mirror.upload.target import CURRENT, Outcome, Target, check_not_older
 
 
@@ -36,16 +39,35 @@ class DirectoryTarget(Target):
         return FileSource(self.root.path, self.url)
 
     def _reusable(self, plan: Plan) -> dict[tuple[str, int], Path]:
-        """Files of the target's kept exports with the size of a planned file and, hashed to be sure, its
-        SHA-256: (digest, size) → path."""
+        """Files of the target's kept exports that hold a planned file's bytes: (SHA-256, size) → path. The
+        candidates are what the kept exports' indexes list with a wanted digest and size; each is hashed before
+        it is trusted (a damaged kept file is simply not reused)."""
         wanted = {(i.sha256, i.size) for i in plan.items}
         sizes = {i.size for i in plan.items}
         found: dict[tuple[str, int], Path] = {}
-        for export_id in self.root.export_ids():
-            for path in (self.root.path / export_id).rglob("*"):
-                if not path.is_file() or path.is_symlink() or path.stat().st_size not in sizes:
+        active = self.root.active_id()
+        ids = sorted(self.root.export_ids(), key=lambda e: e != active)  # the active export's files first
+        for export_id in ids:
+            export_dir = self.root.path / export_id
+            try:
+                indexes, docs = read_indexes(export_dir, plan.kind)
+                listed = list(listed_files(docs))
+            except (OSError, MalformedBundleError):
+                continue  # a damaged kept export offers nothing
+            candidates: list[tuple[Path, str | None]] = [
+                (export_dir / i.rel, i.digest.removeprefix("sha256:")) for i in listed
+            ]
+            # indexes and detached signatures: nothing lists their digest, so any of a wanted size is hashed
+            signed = [i.rel for i in listed if i.signed] + indexes
+            candidates += [(export_dir / (rel + s), None) for rel in signed for s in SIGNATURES]
+            candidates += [(export_dir / rel, None) for rel in indexes]
+            for path, digest in candidates:
+                if not path.is_file() or path.is_symlink():
                     continue
-                key = (file_sha256(path), path.stat().st_size)
+                size = path.stat().st_size
+                if (digest is not None and (digest, size) not in wanted) or size not in sizes:
+                    continue
+                key = (file_sha256(path), size)
                 if key in wanted:
                     found.setdefault(key, path)
         return found

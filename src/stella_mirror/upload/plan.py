@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -75,6 +76,21 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_indexes(export_dir: Path, kind: str) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The index paths of a local export directory and their parsed documents."""
+    indexes = index_paths(kind, local_index_names(export_dir))
+    docs = {}
+    for rel in indexes:
+        try:
+            doc = orjson.loads((export_dir / rel).read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise MalformedBundleError(rel, f"not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise MalformedBundleError(rel, "top level is not a JSON object")
+        docs[rel] = doc
+    return indexes, docs
+
+
 def _phase(listed: Listed, kind: str) -> int:
     if listed.optional:  # only Concelier's per-domain index is listed as optional (sync.plan)
         return DOMAIN_INDEX
@@ -87,13 +103,7 @@ def plan_export(export_dir: Path, verdict: Verdict) -> Plan:
     Listed files carry the digest the signed index gives (the verification just checked the bytes against it);
     indexes and detached signatures, which nothing lists, are hashed here.
     """
-    indexes = index_paths(verdict.product, local_index_names(export_dir))
-    docs = {}
-    for rel in indexes:
-        try:
-            docs[rel] = orjson.loads((export_dir / rel).read_bytes())
-        except orjson.JSONDecodeError as exc:
-            raise MalformedBundleError(rel, f"not valid JSON: {exc}") from None
+    indexes, docs = read_indexes(export_dir, verdict.product)
     items: list[Item] = []
 
     def signatures(rel: str, phase: int) -> None:
