@@ -130,11 +130,18 @@ class RsyncTarget(Target):
             out.files_uploaded = counts.get("Number of regular files transferred", 0)
             out.bytes_uploaded = counts.get("Literal data", 0)
             out.files_unchanged = len(plan.items) - out.files_uploaded
+            reporter.event(
+                "staged",
+                target=f"{self.url}/{plan.export_id}",
+                filesUploaded=out.files_uploaded,
+                bytesUploaded=out.bytes_uploaded,
+            )
             # 2. latest switched to it (one symlink, renamed into place by the receiving rsync)
             if active != plan.export_id:
                 link = Path(tmp) / LATEST
                 os.symlink(plan.export_id, link)
                 self._rsync(["-l", str(link), f"{self.base}/"])
+                reporter.event("switched", target=self.url, exportId=plan.export_id)
             elif out.files_uploaded == 0:
                 out.state = CURRENT
             # 3. exports beyond keep, oldest first (never the new one)

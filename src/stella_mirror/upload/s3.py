@@ -248,6 +248,7 @@ class S3Target(Target):
             self._each(todo, lambda i: self._copy(stage + i.rel, live + i.rel))
             switched += len(todo)
         out.files_unchanged = len(plan.items) - switched
+        reporter.event("switched", target=self.sync_source, exportId=plan.export_id, filesCopied=switched)
         # 3. what the new index no longer names, once it is in place; 4. exports beyond keep
         stale = sorted(rel for rel in live_objects if rel not in wanted)
         # (and what an interrupted earlier run of this export id left under its prefix that is not part of it)
