@@ -23,7 +23,7 @@ from stella_mirror.bundle.signing import SigningKey, verify_detached_jws
 from stella_mirror.errors import SignatureError
 from stella_mirror.sync.plan import listed_files
 from synctools import assert_serves, files, run_cli, sync_args
-from treebuilder import advisory, publish_concelier
+from treebuilder import advisory, publish_concelier, publish_excititor
 
 pytestmark = pytest.mark.e2e
 BUCKET = "mirror-stellaops"
@@ -340,3 +340,81 @@ def test_size_only_upload_breaks_mirrors_publish_repairs(
     res = run_cli(*sync, env=s3.endpoint.env())
     assert res.returncode == 0, res.stderr
     assert_serves(dest, x2, pub)
+
+
+def test_excititor_reader_during_publish(tmp_path: Path, keydir: Path, signing_key: SigningKey, s3: CountedS3) -> None:
+    """Excititor has one index per domain. A reader polling latest/ during a publish (a LIST, every domain index,
+    then what they name) that finds every index of the new export finds their signatures and every file they
+    name with the new bytes; indexes of two exports (the switch in progress) are what the sync refuses as
+    disagreeing — never an index naming a file that is not there. (A dropped domain's index stays until the new
+    indexes are in place, so a reader sees two exports until then: no domain is dropped here.)"""
+    pub = keydir / "mirror-key.pub"
+    keys = load_trusted_keys([pub])
+    domains = [f"d{i:02d}" for i in range(10)]
+    x1 = publish_excititor(
+        tmp_path / "src", signing_key, {d: {f"k{k}": [{"d": d, "v": 1}] for k in range(3)} for d in domains}, "e1"
+    )
+    x2 = publish_excititor(
+        tmp_path / "src", signing_key, {d: {f"k{k}": [{"d": d, "v": 2}] for k in range(3)} for d in domains}, "e2"
+    )
+    to = f"s3://{BUCKET}/excititor"
+    assert publish(s3, x1, to, pub).returncode == 0
+    c = client(s3)
+    live = "excititor/latest/"
+    stop = threading.Event()
+    seen = {"x1": 0, "x2": 0, "mixed": 0}
+    problems: list[str] = []
+
+    def get(rel: str) -> bytes | None:
+        try:
+            return bytes(c.get_object(Bucket=BUCKET, Key=live + rel)["Body"].read())
+        except c.exceptions.NoSuchKey:
+            return None
+
+    def read_once() -> None:
+        indexes = {f"mirror/{d}/index.json": get(f"mirror/{d}/index.json") for d in domains}
+        docs = {rel: orjson.loads(data) for rel, data in indexes.items() if data is not None}
+        exports_seen = {doc["exportId"] for doc in docs.values()}
+        if len(exports_seen) != 1:
+            seen["mixed"] += 1
+            return
+        export = exports_seen.pop()
+        seen["x1" if export == "e1" else "x2"] += 1
+        for rel, data in indexes.items():
+            if data is None:
+                continue
+            if export == "e2":
+                try:
+                    verify_detached_jws(get(rel + ".jws") or b"", data, keys)
+                except SignatureError:
+                    problems.append(f"{rel} of the new export with a signature that does not match it")
+            for item in listed_files({rel: docs[rel]}):
+                body = get(item.rel)
+                if body is None and get(rel) == data:
+                    problems.append(f"{rel} names {item.rel}, which is not there")
+                elif export == "e2" and body is not None and "sha256:" + sha(body) != item.digest:
+                    problems.append(f"the new {rel} names {item.rel} with other bytes")
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                read_once()
+            except Exception as exc:  # a reader failure is a test failure, reported below
+                problems.append(repr(exc))
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        res = publish(s3, x2, to, pub)
+    finally:
+        for _ in range(100):
+            if seen["x2"] >= 3:
+                break
+            threading.Event().wait(0.05)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert res.returncode == 0, res.stderr
+    assert not problems, problems[:5]
+    assert seen["x1"] > 0 and seen["x2"] > 0, seen
