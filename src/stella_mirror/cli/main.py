@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from stella_mirror.cli import export, gateway, keys, offline_kit, server_commands, smoke, status, sync, verify
+from stella_mirror.cli import export, gateway, keys, offline_kit, publish, server_commands, smoke, status, sync, verify
 from stella_mirror.cli.console import err_console, escape
 from stella_mirror.cli.usage import ArgumentUsageCommand
 from stella_mirror.errors import StellaMirrorError
@@ -56,6 +56,7 @@ app.add_typer(export.app, name="export")
 app.command("verify", cls=ArgumentUsageCommand)(verify.verify)
 app.add_typer(sync.app, name="sync")
 app.add_typer(offline_kit.app, name="offline-kit")
+app.command("publish", cls=ArgumentUsageCommand)(publish.publish)
 server_commands.register(app)
 app.add_typer(gateway.app, name="gateway")
 app.command("smoke")(smoke.smoke)
