@@ -16,6 +16,8 @@ sorted by ``(source priority, documentId, digest, record key)``:
 - ``severity``: the highest any record states;
 - ``references``: union by (url, type), sorted; ``provenance``: every record's, sorted;
 - ``related``: sorted union;
+- ``remediations``/``flags``/``threats`` (CSAF): the distinct items of every record, in record order
+  (each names its ``documentId``); absent when no record has any;
 - ``affected``: one entry per (ecosystem, package, purl), sorted; ranges (whole, as stated: type, repo,
   events, …) unioned and sorted by their canonical JSON; versions unioned in record order; OSV
   ``severity``/``ecosystemSpecific``/``databaseSpecific`` each the distinct values in record order; a
@@ -27,7 +29,7 @@ sorted by ``(source priority, documentId, digest, record key)``:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -142,7 +144,7 @@ def merge(key: str, records: list[Advisory]) -> Advisory:
     cvss = {(c["version"], c["vector"]): c for r in records for c in r["cvss"]}
     refs = {(ref["url"], ref["type"]): ref for r in records for ref in r["references"]}
     prov = {(p["source"], p["documentId"], p["digest"]): p for r in records for p in r["provenance"]}
-    return {
+    merged: Advisory = {
         "advisoryKey": key,
         "aliases": sorted({key, *(a for r in records for a in r["aliases"])}),
         "title": first("title"),
@@ -159,6 +161,14 @@ def merge(key: str, records: list[Advisory]) -> Advisory:
         "provenance": [prov[k] for k in sorted(prov)],
         "related": sorted({x for r in records for x in r.get("related", ())}),
     }
+    for name in CSAF_LISTS:  # CSAF (17b): every record's items, each scoped by its documentId
+        items = _distinct([x for r in records for x in cast(dict[str, Any], r).get(name, ())])
+        if items:
+            merged[name] = items  # type: ignore[literal-required]
+    return merged
+
+
+CSAF_LISTS = ("remediations", "flags", "threats")
 
 
 __all__ = ["better_cve", "is_cve", "merge", "merge_affected"]

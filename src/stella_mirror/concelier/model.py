@@ -120,6 +120,14 @@ class Advisory(TypedDict):
     # OSV (17a)
     related: NotRequired[list[str]]
     """OSV ``related`` ids (sorted union); present on every published advisory."""
+    # CSAF (17b)
+    remediations: NotRequired[list[dict[str, Any]]]
+    """CSAF ``remediations[]`` verbatim (category, details, url…), each with ``documentId`` and the
+    ``products`` (package identities) it names; present only when a CSAF record has some."""
+    flags: NotRequired[list[dict[str, Any]]]
+    """CSAF ``flags[]`` verbatim, likewise."""
+    threats: NotRequired[list[dict[str, Any]]]
+    """CSAF ``threats[]`` verbatim, likewise."""
 
 
 SEVERITY_RANK = {"none": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}

@@ -69,14 +69,13 @@ def test_the_file_count_is_the_listing(tmp_path: Path) -> None:
 
 def test_dot_files_are_skipped_and_named(tmp_path: Path) -> None:
     from stella_mirror.concelier.sources import load_records
+    from stella_mirror.formats.reader import Skipped
 
     (tmp_path / ".x.json").write_text('{"id": "X", "modified": "2024-01-01T00:00:00Z"}')
     (tmp_path / "notes.txt").write_text("hello")
-    assert load_records(str(tmp_path / ".x.json"), "osv", "osv", 1 << 20) == ("skipped", "dot file (hidden): not read")
-    assert load_records(str(tmp_path / "notes.txt"), "osv", "osv", 1 << 20) == (
-        "skipped",
-        "not an OSV .json/.yaml file",
-    )
+    dot, notes = str(tmp_path / ".x.json"), str(tmp_path / "notes.txt")
+    assert load_records(dot, "osv", "osv", 1 << 20) == Skipped(dot, "dot file (hidden): not read")
+    assert load_records(notes, "osv", "osv", 1 << 20) == Skipped(notes, "not an OSV .json/.yaml file")
 
 
 def test_a_missing_source_folder_is_a_configuration_error(tmp_path: Path) -> None:
