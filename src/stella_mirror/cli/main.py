@@ -12,7 +12,18 @@ import sys
 
 import typer
 
-from stella_mirror.cli import export, gateway, keys, offline_kit, server_commands, smoke, status, sync, verify
+from stella_mirror.cli import (
+    export,
+    gateway,
+    keys,
+    offline_kit,
+    pull,
+    server_commands,
+    smoke,
+    status,
+    sync,
+    verify,
+)
 from stella_mirror.cli.console import err_console, escape
 from stella_mirror.errors import StellaMirrorError
 
@@ -32,6 +43,7 @@ server_commands.register(app)
 app.add_typer(gateway.app, name="gateway")
 app.command("smoke")(smoke.smoke)
 app.command("status")(status.status)
+app.command("pull")(pull.pull)
 
 
 def report_error(exc: StellaMirrorError) -> int:
