@@ -331,6 +331,8 @@ def pull(
     fetcher = Fetcher(client, out / PARTIAL, wire)
     with root.locked():
         active = root.active_dir()
+        if active is not None and active.exists():
+            _check_same_domain(active, site)
         local_seq = read_sequence(active) if active is not None and active.exists() else None
         floor = max(s for s in (local_seq, min_sequence, -1) if s is not None)
         floor_arg = floor if floor >= 0 else None
@@ -351,6 +353,20 @@ def pull(
             if fetcher.partial_dir.is_dir() and not any(fetcher.partial_dir.iterdir()):
                 fetcher.partial_dir.rmdir()
     return PullResult(verdict, export_id, False, wire)
+
+
+def _check_same_domain(active: Path, site: Site) -> None:
+    """``DIR`` holds one domain: pulling another into it would replace that one (and find no copies to reuse)."""
+    if site.product == "excititor":
+        held = sorted(p.name for p in (active / "mirror").iterdir() if (p / "index.json").is_file())
+    else:
+        try:
+            doc = orjson.loads((active / site.index_rel).read_bytes())
+            held = sorted(str(d.get("domainId")) for d in doc.get("domains", []) if isinstance(d, dict))
+        except (OSError, orjson.JSONDecodeError, AttributeError):
+            held = []
+    if held and held != [site.domain]:
+        raise ConfigError("--out", f"{active.parent} holds domain(s) {', '.join(held)}: use one directory per domain")
 
 
 def fetch_index(

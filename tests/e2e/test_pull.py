@@ -216,6 +216,9 @@ def test_an_older_index_is_a_rollback_and_a_wrong_key_a_signature_error(
     assert _pull(sp, out, pub)[0] == 0
     code, _, text = _pull(sp, out, pub, "--min-sequence", "5")
     assert code == 13, text
+    # One directory holds one domain: another one is refused before anything is fetched.
+    res = cli("pull", f"{sp.base}/concelier/exports", "--domain", "small", "--out", out, "--key", pub)
+    assert res.returncode == 3 and "holds domain(s) primary" in res.stderr, res.stderr
     other = tmp_path / "other"
     generate_keypair(other)
     code, _, text = _pull(sp, tmp_path / "fresh", other / "mirror-key.pub")
