@@ -271,3 +271,28 @@ def test_pull_an_excititor_domain_with_a_delta(tmp_path: Path) -> None:
         assert cli("verify", out, "--key", pub).returncode == 0
     finally:
         sp.stop()
+
+
+def test_an_interrupted_download_resumes_with_range(
+    mirror: tuple[Path, SigningKey, ServerProc], tmp_path: Path
+) -> None:
+    root, _key, sp = mirror
+    pub = tmp_path / "keys" / "mirror-key.pub"
+    out = tmp_path / "consumer"
+    manifest = json.loads((root / "e1" / "mirror" / "primary" / "manifest.json").read_bytes())
+    zst = manifest["bundle"]["encodings"][0]
+    data = (root / "e1" / zst["path"]).read_bytes()
+    half = len(data) // 2
+    partial = out / ".partial" / f"{zst['digest'].removeprefix('sha256:')}.zstd"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(data[:half])  # what a killed pull left
+    mark = len(sp.access_lines())
+    code, res, text = _pull(sp, out, pub)
+    assert code == 0, text
+    assert res["payloads"] == {"mirror/primary/bundle.json": "compressed"}
+    _, _, lines = _access_bytes(sp, mark)
+    (bundle_get,) = [x for x in lines if x["path"].endswith("/bundle.json")]
+    assert bundle_get["status"] == 206 and bundle_get["range"] == f"bytes={half}-", bundle_get
+    assert bundle_get["bytes"] == len(data) - half
+    assert _bundle(out / "latest").read_bytes() == _bundle(root / "e1").read_bytes()
+    assert not partial.exists()
