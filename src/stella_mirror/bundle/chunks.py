@@ -13,8 +13,8 @@ payload that is refused (and the client falls back to a full download), never a 
 
 Wire form (a JSON object)::
 
-    {"algorithm": "fastcdc-2016", "minSize": 2048, "avgSize": 8192, "maxSize": 32768,
-     "hashBytes": 8, "count": N, "table": base64(zstd(N × (u32 big-endian length ‖ SHA-256[:hashBytes])))}
+    {"algorithm": "fastcdc-2016", "minSize": 1024, "avgSize": 2048, "maxSize": 8192,
+     "hashBytes": 6, "count": N, "table": base64(zstd(N × (u32 big-endian length ‖ SHA-256[:hashBytes])))}
 
 Content-defined boundaries depend only on nearby bytes, so editing, adding or removing a record in a
 canonical bundle moves the boundaries of the one or two chunks around it; every other chunk keeps its
@@ -46,15 +46,18 @@ ALGORITHM = "fastcdc-2016"
 class Params:
     """The chunking parameters, recorded in every table (a client cuts its copies with the table's own)."""
 
-    min_size: int = 2048
-    avg_size: int = 8192
-    max_size: int = 32768
-    hash_bytes: int = 8
+    min_size: int = 1024
+    avg_size: int = 2048
+    max_size: int = 8192
+    hash_bytes: int = 6
 
 
 DEFAULT = Params()
-"""Small chunks keep a few changed records a few chunks; 8 KiB on average keeps the table about 0.15 % of the
-payload (12 bytes per chunk before compression)."""
+"""Measured on the OSV corpus (bench/update.py; docs/benchmarks.md): with 8 KiB chunks (32 KiB max) low-entropy
+stretches of a bundle (long version lists) run to the maximum size, and one edited record cost up to 50 KB of
+ranges; 2 KiB chunks (8 KiB max) bring a few edited records to tens of KB while the table stays about 0.6 % of
+the payload (10 bytes per chunk before compression). 6 hash bytes: a false match among ~10⁴ × 10⁴ chunks has a
+probability near 10⁻⁷, and costs only a fallback (see above)."""
 
 MIN_PAYLOAD = 256 << 10
 """Payloads smaller than this get no table: fetching them whole costs about as much as the table would."""

@@ -32,7 +32,7 @@ def test_wire_form_round_trips_and_covers_the_payload() -> None:
     assert sum(c.length for c in table.chunks) == len(data)
     assert all(chunks.DEFAULT.min_size <= c.length <= chunks.DEFAULT.max_size for c in table.chunks[:-1])
     first = table.chunks[0]
-    assert first.digest == hashlib.sha256(data[: first.length]).digest()[:8]
+    assert first.digest == hashlib.sha256(data[: first.length]).digest()[: chunks.DEFAULT.hash_bytes]
 
 
 def test_a_few_edits_leave_most_chunks_reusable() -> None:
