@@ -239,7 +239,8 @@ def test_pull_an_excititor_domain_with_a_delta(tmp_path: Path) -> None:
         recs[1234]["status"] = tag
         return recs
 
-    publish_excititor(root, key, {"vex": {"consensus": records("affected")}}, "x1")
+    static = [{"id": f"S-{i}", "status": "fixed"} for i in range(50)]  # unchanged between the two exports
+    publish_excititor(root, key, {"vex": {"consensus": records("affected"), "static": static}}, "x1")
     sp = start_server(
         tmp_path / "srv",
         env={
@@ -254,10 +255,13 @@ def test_pull_an_excititor_domain_with_a_delta(tmp_path: Path) -> None:
         url = f"{sp.base}/excititor/mirror"
         res = cli("pull", url, "--domain", "vex", "--out", out, "--key", pub, "--json")
         assert res.returncode == 0, res.stdout + res.stderr
-        assert json.loads(res.stdout)["payloads"] == {"mirror/vex/exports/consensus/consensus.json": "compressed"}
+        assert json.loads(res.stdout)["payloads"] == {
+            "mirror/vex/exports/consensus/consensus.json": "compressed",
+            "mirror/vex/exports/static/static.json": "compressed",
+        }
         res = cli("verify", url, "--key", pub)
         assert res.returncode == 0 and "1 domain(s) [vex]" in res.stdout, res.stdout + res.stderr
-        publish_excititor(root, key, {"vex": {"consensus": records("fixed")}}, "x2")
+        publish_excititor(root, key, {"vex": {"consensus": records("fixed"), "static": static}}, "x2")
         deadline = time.monotonic() + 15
         while json.loads(httpx.get(sp.url("/excititor/mirror/vex/index")).content)["exportId"] != "x2":
             assert time.monotonic() < deadline
@@ -265,7 +269,11 @@ def test_pull_an_excititor_domain_with_a_delta(tmp_path: Path) -> None:
         res = cli("pull", url, "--domain", "vex", "--out", out, "--key", pub, "--json")
         assert res.returncode == 0, res.stdout + res.stderr
         outcome = json.loads(res.stdout)
-        assert outcome["payloads"] == {"mirror/vex/exports/consensus/consensus.json": "delta"}, outcome
+        # The changed artifact by delta; the unchanged one by its digest from the kept copy: 0 payload bytes.
+        assert outcome["payloads"] == {
+            "mirror/vex/exports/consensus/consensus.json": "delta",
+            "mirror/vex/exports/static/static.json": "reused",
+        }, outcome
         size = (root / "x2" / "mirror/vex/exports/consensus/consensus.json").stat().st_size
         assert outcome["bytes"] < 0.1 * size, (outcome, size)
         assert cli("verify", out, "--key", pub).returncode == 0
