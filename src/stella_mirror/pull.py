@@ -202,11 +202,12 @@ def _payloads(site: Site, index: dict[str, Any], manifests: dict[str, dict[str, 
                 raise MalformedBundleError(where, "bundle reference must be an object")
             rel = safe_relpath(ref.get("path"), where, "path")
             manifest = manifests.get(str(dom.get("domainId")), {})
+            size, digest = _size_digest(ref, where)
             out.append(
                 Payload(
                     rel,
-                    int(ref["sizeBytes"]),
-                    str(ref["digest"]),
+                    size,
+                    digest,
                     None,
                     list(ref.get("encodings") or []),
                     manifest.get("bundleChunks"),
@@ -219,17 +220,31 @@ def _payloads(site: Site, index: dict[str, Any], manifests: dict[str, dict[str, 
                 raise MalformedBundleError(where, "export entry must be an object")
             rel = f"mirror/{site.domain}/" + safe_relpath(entry.get("path"), where, "path")
             key = safe_relpath(entry.get("exportKey"), where, "exportKey")
+            size, digest = _size_digest(entry, where)
             out.append(
                 Payload(
                     rel,
-                    int(entry["sizeBytes"]),
-                    str(entry["digest"]),
+                    size,
+                    digest,
                     key,
                     list(entry.get("encodings") or []),
                     entry.get("chunks"),
                 )
             )
     return out
+
+
+def _size_digest(ref: dict[str, Any], where: str) -> tuple[int, str]:
+    size, digest = ref.get("sizeBytes"), ref.get("digest")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(digest, str):
+        raise MalformedBundleError(where, "sizeBytes/digest missing or of the wrong type")
+    encodings = ref.get("encodings", [])
+    if not isinstance(encodings, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("sizeBytes"), int) and isinstance(e.get("digest"), str)
+        for e in encodings
+    ):
+        raise MalformedBundleError(where, "encodings must be a list of {encoding, path, sizeBytes, digest}")
+    return size, digest
 
 
 def _local_copies(root: ExportRoot, payload: Payload) -> list[Path]:
