@@ -12,18 +12,7 @@ import sys
 
 import typer
 
-from stella_mirror.cli import (
-    export,
-    gateway,
-    keys,
-    offline_kit,
-    pull,
-    server_commands,
-    smoke,
-    status,
-    sync,
-    verify,
-)
+from stella_mirror.cli import export, gateway, keys, offline_kit, pull, server_commands, smoke, status, sync, verify
 from stella_mirror.cli.console import err_console, escape
 from stella_mirror.errors import StellaMirrorError
 
