@@ -73,8 +73,9 @@ class RsyncSource(Source):
 
         def once() -> subprocess.CompletedProcess[str]:
             try:
-                proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False,
-                                      env={**os.environ, "LC_ALL": "C"})
+                proc = subprocess.run(
+                    cmd, input=stdin, capture_output=True, text=True, check=False, env={**os.environ, "LC_ALL": "C"}
+                )
             except FileNotFoundError:
                 raise SourceError("the rsync program is not installed") from None
             if proc.returncode in TRANSIENT:
@@ -84,7 +85,6 @@ class RsyncSource(Source):
             return proc
 
         return with_retries(once)
-
 
     # --- the interface --------------------------------------------------------------------------------
 
@@ -104,7 +104,7 @@ class RsyncSource(Source):
             self.export = target
         prefix = f"{self.export}/" if self.export else ""
         self.sizes = {
-            name[len(prefix):]: (size, mtime)
+            name[len(prefix) :]: (size, mtime)
             for name, (typ, size, mtime) in entries.items()
             if typ == "-" and name.startswith(prefix)
         }
@@ -151,8 +151,14 @@ class RsyncSource(Source):
         prefix = "/".join(p for p in (self.inside, self.export) if p)
         names = "".join(f"{prefix}/./{rel}\n" if prefix else f"./{rel}\n" for rel in rels)
         self._rsync(
-            ["-t", "--files-from=-", f"--max-size={max_size}", "--partial-dir=.rsync-partial", self.transfer_root,
-             f"{dest}/"],
+            [
+                "-t",
+                "--files-from=-",
+                f"--max-size={max_size}",
+                "--partial-dir=.rsync-partial",
+                self.transfer_root,
+                f"{dest}/",
+            ],
             stdin=names,
         )
 
