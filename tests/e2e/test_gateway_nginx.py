@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import zstandard
 from test_serve_reload import fingerprint, htpasswd, make_cert, served_fingerprint
 
 from clitools import cli, flip
@@ -252,14 +253,17 @@ def test_smoke_passes_and_fails_by_name(stack: Stack) -> None:
     token = ["--token-file", str(stack.token_file)]
     assert stack.smoke("partner", *token).returncode == 0
     bundle = stack.croot / "latest" / "mirror" / "partner" / "bundle.json"
-    original = bundle.read_bytes()
+    variant = bundle.with_name("bundle.json.zst")  # the signed .zst the server negotiates for zstd clients
+    original, original_zst = bundle.read_bytes(), variant.read_bytes()
     try:
-        flip(bundle, 40)
+        flip(bundle, 40)  # both representations carry the tampered bytes
+        variant.write_bytes(zstandard.ZstdCompressor().compress(bundle.read_bytes()))
         tampered = stack.smoke("partner", *token)
         assert tampered.returncode == 11, tampered.stdout + tampered.stderr
         assert tampered.stdout.splitlines()[-1].startswith("FAIL bundle: ")
     finally:
         bundle.write_bytes(original)
+        variant.write_bytes(original_zst)
 
 
 def test_verify_accepts_the_gateway_url(stack: Stack) -> None:

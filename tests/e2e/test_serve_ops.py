@@ -189,13 +189,22 @@ def test_service_selection_and_compress_command(tmp_path: Path) -> None:
     cexport = publish_concelier(tmp_path / "c", key, {"primary": [advisory(f"CVE-2024-{i}") for i in range(40)]},
                                 "e1")
     publish_excititor(tmp_path / "x", key, {"community": {"consensus": [{"v": 1}]}}, "x1")
-    # `compress` writes .zst/.gz beside JSON payloads of at least --min-size bytes (publisher side).
+    # The export wrote a signed .zst beside its bundle; `compress` would rewrite it at another level (and make
+    # its listed digest wrong), so it refuses such an export. On a tree without signed variants it writes
+    # .zst/.gz beside JSON payloads of at least --min-size bytes (publisher side).
+    assert (cexport / "mirror" / "primary" / "bundle.json.zst").is_file()
     proc = subprocess.run([*CLI, "compress", str(cexport), "--min-size", "1"], env=hermetic_env({}),
                           capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and "lists signed .zst variants" in proc.stderr, proc.stderr
+    plain = tmp_path / "plain"
+    (plain / "mirror").mkdir(parents=True)
+    (plain / "mirror" / "index.json").write_bytes(json.dumps({"exportId": "old", "domains": ["x" * 40] * 50}).encode())
+    (plain / "mirror" / "index.json.jws").write_bytes(b"x")
+    proc = subprocess.run([*CLI, "compress", str(plain), "--min-size", "1"], env=hermetic_env({}),
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert (cexport / "mirror" / "primary" / "bundle.json.zst").is_file()
-    assert (cexport / "mirror" / "index.json.gz").is_file()
-    assert not (cexport / "mirror" / "primary" / "bundle.json.jws.gz").exists()
+    assert (plain / "mirror" / "index.json.gz").is_file()
+    assert not (plain / "mirror" / "index.json.jws.gz").exists()
     env = {"CONCELIER__MIRROR__EXPORTROOT": str(tmp_path / "c"), "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
            "EXCITITOR__ARTIFACTS__FILESYSTEM__ROOT": str(tmp_path / "x"),
            "EXCITITOR__MIRROR__DOMAINS__0__ID": "community"}

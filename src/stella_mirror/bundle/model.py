@@ -39,10 +39,18 @@ class FileRef(TypedDict):
     digest: str
 
 
+class EncodedRef(FileRef):
+    """A precompressed variant of a payload (``<payload>.zst``): fetch it, check it, decompress it, then check
+    the payload's own digest (issue 20)."""
+
+    encoding: str
+
+
 class SignedFileRef(FileRef):
     """A file that also carries a detached signature."""
 
     signature: SignatureRef
+    encodings: NotRequired[list[EncodedRef]]
 
 
 class SourceStat(TypedDict):
@@ -89,6 +97,8 @@ class ConcelierManifest(TypedDict):
     bundle: SignedFileRef
     sources: list[SourceStat]
     delta: Delta
+    bundleChunks: NotRequired[dict[str, Any]]
+    """The bundle's chunk table (:mod:`stella_mirror.bundle.chunks`), for delta transfer."""
 
 
 class ExcititorExportEntry(TypedDict):
@@ -103,6 +113,9 @@ class ExcititorExportEntry(TypedDict):
     createdAt: str
     sourceProviders: list[str]
     policyRevision: NotRequired[str]
+    encodings: NotRequired[list[EncodedRef]]
+    chunks: NotRequired[dict[str, Any]]
+    """The artifact's chunk table (:mod:`stella_mirror.bundle.chunks`), for delta transfer."""
 
 
 class ExcititorIndex(TypedDict):

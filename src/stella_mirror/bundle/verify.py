@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import orjson
 from typing_extensions import Buffer
 
-from stella_mirror.bundle import canonical
+from stella_mirror.bundle import canonical, chunks
 from stella_mirror.bundle.model import SCHEMA_VERSION
 from stella_mirror.bundle.signing import TrustedKeys, verify_blob_sig, verify_detached_jws
 from stella_mirror.errors import (
@@ -202,6 +202,29 @@ class _Checker:
         verify_blob_sig(bytes(_read(self.reader, rel + ".sig")), data, self.keys, rel + ".sig", checked.sha256)
         verdict.key_ids.add(kid)
 
+    def transfer_aids(
+        self, checked: Checked, ref: dict[str, Any], table: Any, where: str, verdict: Verdict, prefix: str
+    ) -> None:
+        """A payload's listed precompressed variants (each checked by size and digest when present: a tree
+        synced before they were listed lacks them) and its chunk table (checked for shape and total size)."""
+        variants = ref.get("encodings", [])
+        if not isinstance(variants, list):
+            raise MalformedBundleError(where, "encodings must be a list")
+        for i, variant in enumerate(variants):
+            vwhere = f"{where}/encodings/{i}"
+            if not isinstance(variant, dict) or variant.get("encoding") != "zstd":
+                raise MalformedBundleError(vwhere, "encoding must be 'zstd'")
+            rel = prefix + safe_relpath(variant.get("path"), vwhere, "path")
+            if rel != checked.rel + ".zst":
+                raise MalformedBundleError(vwhere, f"path must name {checked.rel}.zst")
+            try:
+                self.reader(rel)
+            except FileNotFoundError:
+                continue
+            self.file(variant, vwhere, verdict, prefix)
+        if table is not None:
+            chunks.decode(table, len(memoryview(checked.data)), where + "/chunks")
+
 
 def verify_index(
     reader: Reader, rel: str, product: str, keys: TrustedKeys, now: datetime, min_sequence: int | None = None
@@ -235,6 +258,7 @@ def verify_concelier(reader: Reader, keys: TrustedKeys, now: datetime, min_seque
         assert isinstance(bundle_ref, dict)
         ck.detached(bundle, bundle_ref.get("signature"), where + "/bundle", verdict, "")
         manifest = _json_object(manifest_bytes, manifest_rel)
+        ck.transfer_aids(bundle, bundle_ref, manifest.get("bundleChunks"), where + "/bundle", verdict, "")
         _cross_check_manifest(manifest, manifest_rel, dom, export_id, sequence)
         _check_domain_index(ck, index, dom, domain_id, verdict)
         verdict.domains.append(domain_id)
@@ -298,6 +322,7 @@ def verify_excititor_domain(
         if not artifact.rel.startswith(f"{prefix}exports/{export_key}/"):
             raise MalformedBundleError(where, f"artifact must live under {prefix}exports/{export_key}/")
         ck.detached(artifact, entry.get("signature"), where, verdict, prefix)
+        ck.transfer_aids(artifact, entry, entry.get("chunks"), where, verdict, prefix)
     return verdict
 
 

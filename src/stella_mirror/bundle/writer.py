@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from stella_mirror.bundle import canonical
+from stella_mirror.bundle import canonical, encodings
 from stella_mirror.bundle.digest import Writable
 from stella_mirror.bundle.files import open_atomic, open_signed, sign_file, write_atomic
 from stella_mirror.bundle.model import (
@@ -120,6 +120,8 @@ def write_concelier_export(
             "digest": out.digest,
             "signature": signature,
         }
+        if variants := encodings.encodings_for(ddir / BUNDLE, rel + BUNDLE):
+            bundle_ref["encodings"] = variants
         sources = dom.sources()
         manifest: ConcelierManifest = {
             "schemaVersion": SCHEMA_VERSION,
@@ -133,6 +135,8 @@ def write_concelier_export(
             "sources": sources,
             "delta": dom.delta(),
         }
+        if (table := encodings.chunk_table(ddir / BUNDLE)) is not None:
+            manifest["bundleChunks"] = table
         mref = write_atomic(ddir / MANIFEST, canonical.dumps(manifest))
         index_domains.append(
             {
@@ -206,6 +210,10 @@ def write_excititor_domain(
             "createdAt": stamp.generated_at,
             "sourceProviders": sorted(art.source_providers),
         }
+        if variants := encodings.encodings_for(adir / art.filename, rel + art.filename):
+            entry["encodings"] = variants
+        if (table := encodings.chunk_table(adir / art.filename)) is not None:
+            entry["chunks"] = table
         entry.update(art.extra)  # type: ignore[typeddict-item]
         entries.append(entry)
     index: ExcititorIndex = {

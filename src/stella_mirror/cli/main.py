@@ -13,7 +13,19 @@ from typing import Annotated
 
 import typer
 
-from stella_mirror.cli import export, gateway, keys, offline_kit, publish, server_commands, smoke, status, sync, verify
+from stella_mirror.cli import (
+    export,
+    gateway,
+    keys,
+    offline_kit,
+    publish,
+    pull,
+    server_commands,
+    smoke,
+    status,
+    sync,
+    verify,
+)
 from stella_mirror.cli.console import err_console, escape
 from stella_mirror.cli.usage import ArgumentUsageCommand
 from stella_mirror.errors import StellaMirrorError
@@ -61,6 +73,7 @@ server_commands.register(app)
 app.add_typer(gateway.app, name="gateway")
 app.command("smoke")(smoke.smoke)
 app.command("status")(status.status)
+app.command("pull")(pull.pull)
 
 
 def report_error(exc: StellaMirrorError) -> int:

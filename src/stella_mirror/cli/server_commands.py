@@ -146,8 +146,14 @@ def compress(
     min_size: Annotated[int, typer.Option("--min-size", help="Skip files smaller than this many bytes.")] = 1024,
 ) -> None:
     """Write .zst and .gz variants beside every JSON payload (before publishing — never in a served root)."""
+    from stella_mirror.errors import ConfigError
     from stella_mirror.server.files import precompress_tree
 
+    # An export that lists signed .zst variants (issue 20) must keep them: rewriting them at another level
+    # would make their listed digests wrong and the export fail verification.
+    for index in [path / "mirror" / "index.json", *sorted(path.glob("mirror/*/index.json"))]:
+        if index.is_file() and b'"encodings"' in index.read_bytes():
+            raise ConfigError("path", f"{index} lists signed .zst variants already; compress would rewrite them")
     written = precompress_tree(path, min_size)
     typer.echo(f"wrote {len(written)} compressed variant(s) under {path}")
 

@@ -23,7 +23,11 @@ def verify(
     path: Annotated[
         str,
         typer.Argument(
-            help="Export root (its latest), export directory, or https://…/concelier/exports URL.", metavar="PATH|URL"
+            help=(
+                "Export root (its latest), export directory, or an https://…/concelier/exports"
+                " or …/excititor/mirror URL."
+            ),
+            metavar="PATH|URL",
         ),
     ],
     key: Annotated[list[Path], typer.Option("--key", help="Trusted public key (PEM or JWKS); repeat for rotation.")],
@@ -41,7 +45,13 @@ def verify(
     fetched as a consumer sees it (the index it is given, every listed domain's files) and then verified."""
     keys = keyfiles.load_trusted_keys(key)
     try:
-        if path.startswith(("https://", "http://")):
+        if path.startswith(("https://", "http://")) and path.rstrip("/").endswith("/excititor/mirror"):
+            from stella_mirror.pull import split_url
+
+            base, _ = split_url(path)
+            source = remote(base, user, password_file, token_file, resolve, cacert)
+            verdict = _verify_excititor_url(source, keys, min_sequence)
+        elif path.startswith(("https://", "http://")):
             from stella_mirror.ops.remote import split_exports_url
 
             base, _ = split_exports_url(path)
@@ -72,3 +82,26 @@ def _verify_url(source: Remote, keys: TrustedKeys, min_sequence: int | None) -> 
 
     with tempfile.TemporaryDirectory(prefix="stella-mirror-verify-") as tmp, source.client() as client:
         return store.verify_export_dir(fetch_concelier(client, Path(tmp)), keys, utcnow(), min_sequence)
+
+
+def _verify_excititor_url(source: Remote, keys: TrustedKeys, min_sequence: int | None) -> Verdict:
+    """Fetch every Excititor domain the mirror lists for this caller (each domain's index verified before its
+    artifacts are fetched) into a temporary export directory and verify that."""
+    import tempfile
+
+    from stella_mirror.errors import MalformedBundleError
+    from stella_mirror.pull import INDEX_CAP, Fetcher, Options, Site, Wire, fetch_index, stage_files
+
+    with tempfile.TemporaryDirectory(prefix="stella-mirror-verify-") as tmp, source.client() as client:
+        fetcher = Fetcher(client, Path(tmp) / ".partial", Wire())
+        listing = fetcher.small("/excititor/mirror/domains", INDEX_CAP)
+        try:
+            domains = [d["domainId"] for d in orjson.loads(listing or b"")["domains"] if d.get("summary")]
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise MalformedBundleError("/excititor/mirror/domains", "not a domain list") from None
+        export = Path(tmp) / "export"
+        for domain in domains:
+            site = Site("excititor", str(domain))
+            files, index, head = fetch_index(fetcher, site, keys, min_sequence)
+            stage_files(fetcher, site, files, index, head.export_id, export, None, Options(deltas=False))
+        return store.verify_export_dir(export, keys, utcnow(), min_sequence)
