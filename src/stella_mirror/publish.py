@@ -17,22 +17,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from stella_mirror.bundle.files import fsync_dir
+from stella_mirror.bundle.atomic import fsync_dir
+from stella_mirror.bundle.layout import LATEST, valid_export_id
 from stella_mirror.errors import ConfigError, LockedError
-
-LATEST = "latest"
-_EXPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def check_export_id(export_id: str) -> str:
     """Export ids become directory names: allow only a safe, bounded alphabet."""
-    if not _EXPORT_ID.match(export_id) or export_id == LATEST:
+    if not valid_export_id(export_id):
         raise ConfigError("exportId", f"{export_id!r} is not a valid export id ([A-Za-z0-9._-], not 'latest')")
     return export_id
 

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing_extensions import Buffer
 
 from stella_mirror.bundle import verify
+from stella_mirror.bundle.layout import LATEST
 from stella_mirror.bundle.signing import TrustedKeys
 from stella_mirror.errors import MalformedBundleError
-
-LATEST = "latest"
 
 
 class DirectoryReader(contextlib.AbstractContextManager["DirectoryReader"]):

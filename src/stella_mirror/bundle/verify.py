@@ -22,6 +22,8 @@ import orjson
 from typing_extensions import Buffer
 
 from stella_mirror.bundle import canonical
+from stella_mirror.bundle.layout import CONCELIER_INDEX as CONCELIER_INDEX  # owned by bundle.layout
+from stella_mirror.bundle.layout import safe_relpath as safe_relpath
 from stella_mirror.bundle.model import SCHEMA_VERSION
 from stella_mirror.bundle.signing import TrustedKeys, verify_blob_sig, verify_detached_jws
 from stella_mirror.errors import (
@@ -33,9 +35,6 @@ from stella_mirror.errors import (
 
 Reader = Callable[[str], Buffer]
 """Returns the bytes of a file relative to the export directory; raises FileNotFoundError if absent."""
-
-CONCELIER_INDEX = "mirror/index.json"
-
 
 @dataclass
 class Verdict:
@@ -77,16 +76,6 @@ def parse_time(value: Any, path: str, field_name: str) -> datetime:
     if parsed.tzinfo is None:
         raise MalformedBundleError(path, f"{field_name} has no time zone")
     return parsed.astimezone(UTC)
-
-
-def safe_relpath(value: Any, path: str, field_name: str) -> str:
-    """A path from signed metadata must stay inside the export: relative, no ``..``, no NUL."""
-    if not isinstance(value, str) or not value:
-        raise MalformedBundleError(path, f"{field_name} must be a non-empty string")
-    parts = value.split("/")
-    if value.startswith("/") or "\\" in value or "\x00" in value or any(p in ("", ".", "..") for p in parts):
-        raise MalformedBundleError(path, f"{field_name} {value!r} leaves the export directory")
-    return value
 
 
 def _read(reader: Reader, rel: str) -> Buffer:

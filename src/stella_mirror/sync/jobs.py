@@ -56,7 +56,8 @@ def specs_from_config(cfg: MirrorConfig, names: list[str] | None = None) -> list
         except ConfigError as exc:
             raise ConfigError(f"sync.jobs.{i}.trustKeys", exc.reason) from None
         options = SourceOptions.model_validate(job.model_dump(include=set(SourceOptions.model_fields)))
-        spec = Job(job.name, job.kind, _dest(cfg, job, i), keys, job.keep, job.allow_same, cfg.sync.interval_seconds)
+        spec = Job(job.name, job.kind, _dest(cfg, job, i), keys, job.keep, job.allow_same, cfg.sync.interval_seconds,
+                   run_timeout=job.run_timeout_seconds)
         specs.append(JobSpec(spec, job.source, options))
     return specs
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,15 +32,35 @@ import httpx
 import orjson
 
 from stella_mirror import __name__ as _package
-from stella_mirror.errors import HTTPStatusError, MalformedBundleError, SourceError, TruncatedError, UnreachableError
+from stella_mirror.bundle.layout import safe_segment
+from stella_mirror.errors import (
+    HTTPStatusError,
+    MalformedBundleError,
+    MissingAtSourceError,
+    SourceError,
+    TruncatedError,
+    UnreachableError,
+)
 from stella_mirror.secretfile import read_secret
-from stella_mirror.server.exports import safe_segment
 from stella_mirror.sync.config import SourceOptions
 from stella_mirror.sync.oauth import BearerAuth, ClientCredentials
 from stella_mirror.sync.retry import with_retries
-from stella_mirror.sync.sources.interface import CHUNK, INDEX_CAP, Body, StreamSource, Want
+from stella_mirror.sync.sources.interface import INDEX_CAP, Body, StreamSource, Want
 
 _SUFFIXES = (".jws", ".sig")
+MAX_REDIRECTS = 5
+
+
+def _connect_error(where: str, exc: httpx.ConnectError) -> SourceError:
+    """A connection failure; a TLS one names the certificate problem (it will not pass on a retry)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return SourceError(f"{where}: TLS certificate not trusted: {cause.verify_message} (caFile gives the CA)")
+    if isinstance(cause, ssl.SSLError) or "SSL" in str(exc) or "certificate" in str(exc):
+        return SourceError(f"{where}: TLS handshake failed: {getattr(cause, 'reason', None) or exc}")
+    return UnreachableError(f"{where}: ConnectError: {exc}")
 
 
 def _split_suffix(name: str) -> tuple[str, str]:
@@ -57,8 +78,11 @@ class HTTPSource(StreamSource):
             timeout=options.timeout_seconds,
             verify=str(options.ca_file) if options.ca_file else True,
             headers={"Accept-Encoding": "identity", "User-Agent": f"{_package}-sync/1"},
-            follow_redirects=True,
+            follow_redirects=False,  # redirects are followed by _get, within the upstream's origin only
         )
+        self.redirects = options.redirects
+        self.timeout = options.timeout_seconds
+        self.min_rate = options.min_bytes_per_second
         self.tokens: ClientCredentials | None = None
         if options.token_url is not None:
             assert options.client_id is not None and options.client_secret_file is not None
@@ -96,11 +120,25 @@ class HTTPSource(StreamSource):
         raise MalformedBundleError(rel, "no upstream route serves this path")
 
     def _get(self, path: str, headers: dict[str, str] | None = None, stream: bool = False) -> httpx.Response:
-        try:
-            request = self.client.build_request("GET", self.base + path, headers=headers)
-            response = self.client.send(request, stream=stream)
-        except httpx.TransportError as exc:
-            raise UnreachableError(f"{self.url}{path}: {type(exc).__name__}") from None
+        request = self.client.build_request("GET", self.base + path, headers=headers)
+        origin = request.url.copy_with(path="/", query=None, fragment=None)
+        for _hop in range(MAX_REDIRECTS + 1):
+            try:
+                response = self.client.send(request, stream=stream)
+            except httpx.ConnectError as exc:
+                raise _connect_error(f"{self.url}{path}", exc) from None
+            except httpx.TransportError as exc:
+                raise UnreachableError(f"{self.url}{path}: {type(exc).__name__}") from None
+            if not response.is_redirect or response.next_request is None:
+                break
+            response.close()
+            target = response.next_request.url
+            if self.redirects == "refuse" or target.copy_with(path="/", query=None, fragment=None) != origin:
+                raise SourceError(f"{self.url}{path}: HTTP {response.status_code} redirect refused "
+                                  f"({'redirects are off' if self.redirects == 'refuse' else 'to another origin'})")
+            request = response.next_request
+        else:
+            raise SourceError(f"{self.url}{path}: more than {MAX_REDIRECTS} redirects")
         status = response.status_code
         if status in (200, 206, 304, 416):
             return response
@@ -141,13 +179,18 @@ class HTTPSource(StreamSource):
         """Status, headers and body (at most :data:`INDEX_CAP` bytes) of a GET of an index or domain list."""
 
         def once() -> tuple[int, httpx.Headers, bytes]:
-            resp = self._get(path, headers, stream=True)
+            try:
+                resp = self._get(path, headers, stream=True)
+            except FileNotFoundError:
+                raise MissingAtSourceError(f"{self.url}{path}: missing at the source (HTTP 404)") from None
             data = bytearray()
+            pace = self.pace(path)
             try:
                 for chunk in self._chunks(resp, path):
                     data += chunk
                     if len(data) > INDEX_CAP:
                         raise MalformedBundleError(path, f"larger than the {INDEX_CAP} bytes an index may weigh")
+                    pace.check(len(data))
             finally:
                 resp.close()
             return resp.status_code, resp.headers, bytes(data)
@@ -178,7 +221,7 @@ class HTTPSource(StreamSource):
 
     def _chunks(self, resp: httpx.Response, rel: str) -> Iterator[bytes]:
         try:
-            yield from resp.iter_bytes(CHUNK)
+            yield from resp.iter_bytes()  # as the bytes arrive: a deadline is checked between chunks
         except httpx.TransportError as exc:
             raise TruncatedError(f"{self.url}: {rel}: the transfer broke off ({type(exc).__name__})") from None
 

@@ -1,0 +1,168 @@
+"""The one owner of the export layout: names, index paths and what a signed index lists — pure, no I/O
+(except :func:`local_index_names`, which lists a directory on this host).
+
+An export root holds complete exports by id and ``latest`` naming the active one; an export directory holds
+``mirror/index.json`` (Concelier) or ``mirror/<domain>/index.json`` (Excititor, one per domain) and the
+files those signed indexes list. Everything that reads or writes that shape — ``sync``, ``verify``,
+``ops/remote`` — takes its names from here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stella_mirror.bundle import canonical
+from stella_mirror.bundle.digest import sha256_bytes
+from stella_mirror.errors import MalformedBundleError
+
+LATEST = "latest"
+"""The symlink in an export root naming the active export."""
+SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+"""An export id, a domain id, an export key: one bounded path segment, never hidden, never ``..``."""
+CONCELIER_INDEX = "mirror/index.json"
+SIGNATURE_SUFFIXES = (".jws", ".sig")
+"""The detached signatures beside a signed file: the JWS (authoritative) and the cosign-style ``.sig``."""
+
+
+def safe_segment(name: str) -> bool:
+    """A path segment we are willing to open: a bounded alphabet, no leading dot (so never ``..``)."""
+    return bool(SEGMENT.match(name))
+
+
+def valid_export_id(name: str) -> bool:
+    """Export ids become directory names in an export root: one safe segment, and not ``latest``."""
+    return safe_segment(name) and name != LATEST
+
+
+def safe_relpath(value: Any, path: str, field_name: str) -> str:
+    """A path from signed metadata must stay inside the export: relative, canonical, no ``..``, no NUL."""
+    if not isinstance(value, str) or not value:
+        raise MalformedBundleError(path, f"{field_name} must be a non-empty string")
+    parts = value.split("/")
+    if value.startswith("/") or "\\" in value or "\x00" in value or any(p in ("", ".", "..") for p in parts):
+        raise MalformedBundleError(path, f"{field_name} {value!r} leaves the export directory")
+    return value
+
+
+def canonical_relpath(name: str) -> bool:
+    """``name`` is a canonical relative path (what :func:`safe_relpath` accepts): a source's listing holding
+    anything else (``mirror//index.json``, ``./x``) is refused, naming the key, rather than normalised."""
+    try:
+        safe_relpath(name, name, "path")
+    except MalformedBundleError:
+        return False
+    return True
+
+
+def domain_index_path(domain_id: str) -> str:
+    return f"mirror/{domain_id}/index.json"
+
+
+def index_paths(kind: str, names: Iterable[str]) -> list[str]:
+    """The signed index paths of a ``kind`` export among ``names`` (canonical paths relative to the export).
+
+    Concelier has one index; an Excititor export has one per domain (``mirror/<domain>/index.json``).
+    Domain names are only used to ask for ``…/index.json``; everything else comes from the signed indexes.
+    """
+    if kind == "concelier":
+        return [CONCELIER_INDEX] if CONCELIER_INDEX in set(names) else []
+    out = []
+    for name in names:
+        parts = name.split("/")
+        if len(parts) == 3 and parts[0] == "mirror" and parts[2] == "index.json" and safe_segment(parts[1]):
+            out.append(name)
+    return sorted(set(out))
+
+
+def local_index_names(export_dir: Path) -> list[str]:
+    """The candidate index paths of an export directory on this host (either product)."""
+    mirror = export_dir / "mirror"
+    names = [CONCELIER_INDEX] if (mirror / "index.json").is_file() else []
+    if mirror.is_dir():
+        names += [domain_index_path(p.name) for p in mirror.iterdir() if (p / "index.json").is_file()]
+    return names
+
+
+# --- what a signed index lists -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A file a signed index lists: its path in the export, signed size and digest, and whether a
+    detached ``.jws`` + ``.sig`` pair lives beside it."""
+
+    rel: str
+    size: int
+    digest: str
+    signed: bool
+    optional: bool = False
+    """May be absent (with its signatures): a Concelier domain's own index, which exports written before it
+    existed do not have."""
+
+
+def _ref(ref: Any, where: str, prefix: str, signed: bool) -> Listed:
+    if not isinstance(ref, dict):
+        raise MalformedBundleError(where, "file reference must be an object")
+    rel = prefix + safe_relpath(ref.get("path"), where, "path")
+    size, digest = ref.get("sizeBytes"), ref.get("digest")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(digest, str):
+        raise MalformedBundleError(where, "sizeBytes/digest missing or of the wrong type")
+    return Listed(rel, size, digest, signed)
+
+
+def _domain_index(index: dict[str, Any], dom: dict[str, Any], where: str) -> Listed:
+    """The domain's own signed index: not listed by the full index, but its bytes follow from it
+    (:func:`~stella_mirror.bundle.canonical.domain_index`), so its size and digest are known before fetching."""
+    domain_id = dom.get("domainId")
+    if not isinstance(domain_id, str) or not safe_segment(domain_id):
+        raise MalformedBundleError(where, "domainId must be a safe path segment")
+    data = canonical.domain_index(index, dom)
+    return Listed(domain_index_path(domain_id), len(data), sha256_bytes(data), signed=True, optional=True)
+
+
+def listed_files(indexes: Mapping[str, dict[str, Any]]) -> Iterator[Listed]:
+    """Every file the parsed indexes list (``{index path: document}``), in index order — the one walker
+    ``sync`` (what to fetch) and ``verify`` (what to check) share."""
+    for index_rel, doc in sorted(indexes.items()):
+        if index_rel == CONCELIER_INDEX:  # Concelier: per domain a manifest and a signed bundle
+            domains = doc.get("domains")
+            for i, dom in enumerate(domains if isinstance(domains, list) else []):
+                where = f"{index_rel}#/domains/{i}"
+                if not isinstance(dom, dict):
+                    raise MalformedBundleError(where, "domain entry must be an object")
+                yield _ref(dom.get("manifest"), where + "/manifest", "", False)
+                yield _ref(dom.get("bundle"), where + "/bundle", "", True)
+                yield _domain_index(doc, dom, where)
+        else:  # Excititor: mirror/<domain>/index.json lists artifacts relative to the domain directory
+            prefix = index_rel.rsplit("/", 1)[0] + "/"
+            exports = doc.get("exports")
+            for i, entry in enumerate(exports if isinstance(exports, list) else []):
+                yield _ref(entry, f"{index_rel}#/exports/{i}", prefix, True)
+
+
+def domains_of(indexes: Mapping[str, dict[str, Any]]) -> list[str]:
+    """The domain ids the parsed indexes of one export carry (Concelier: its ``domains``; Excititor: one
+    index per domain)."""
+    out: list[str] = []
+    for rel, doc in indexes.items():
+        if rel == CONCELIER_INDEX:
+            domains = doc.get("domains")
+            out += [str(d.get("domainId")) for d in domains if isinstance(d, dict)] if isinstance(domains, list) else []
+        else:
+            out.append(rel.split("/")[1])
+    return sorted(set(out))
+
+
+def export_identity(indexes: Mapping[str, dict[str, Any]]) -> tuple[str, int]:
+    """The ``(exportId, sequence)`` every index of one export must agree on."""
+    ids = {(doc.get("exportId"), doc.get("sequence")) for doc in indexes.values()}
+    if len(ids) != 1:
+        raise MalformedBundleError("mirror/", "the indexes disagree on exportId/sequence")
+    export_id, sequence = ids.pop()
+    if not isinstance(export_id, str) or not isinstance(sequence, int) or isinstance(sequence, bool):
+        raise MalformedBundleError(sorted(indexes)[0], "exportId/sequence missing or of the wrong type")
+    return export_id, sequence
