@@ -10,15 +10,14 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from stella_mirror.bundle.layout import Listed, export_identity, index_paths, listed_files
 from stella_mirror.errors import DigestError, HTTPStatusError, MalformedBundleError, SourceError, UnreachableError
 from stella_mirror.sync import retry
 from stella_mirror.sync.config import SourceOptions, SyncJobConfig
 from stella_mirror.sync.oauth import ClientCredentials
-from stella_mirror.bundle.layout import Listed, export_identity, listed_files
 from stella_mirror.sync.sources import open_source, redact_url
 from stella_mirror.sync.sources.file import FileSource
 from stella_mirror.sync.sources.interface import Progress, Want, partial_name
-from stella_mirror.bundle.layout import index_paths
 from stella_mirror.sync.state import ProbeState, RunRecord, SyncState
 from tokens import TokenIssuer
 from tokenserver import token_endpoint
