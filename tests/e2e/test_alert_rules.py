@@ -21,7 +21,7 @@ needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian p
 def test_rules_are_valid() -> None:
     res = subprocess.run([str(PROMTOOL), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 6 rules found" in res.stdout
+    assert "SUCCESS: 8 rules found" in res.stdout
 
 
 @needs_promtool
@@ -36,11 +36,12 @@ def test_every_alert_has_a_unit_test_and_known_metrics() -> None:
     rules = RULES.read_text()
     tests = (RULES.parent / "mirror-alerts.test.yaml").read_text()
     alerts = re.findall(r"- alert: (\w+)", rules)
-    assert len(alerts) == 6
+    assert len(alerts) == 8
     for alert in alerts:
         assert f"alertname: {alert}" in tests, alert
     # The server's metrics (server/metrics.py) and the sync's (issue 10's contract).
     known = {"stella_mirror_requests_total", "stella_mirror_quota_rejections_total", "stella_mirror_export_up",
              "stella_mirror_index_expires_timestamp_seconds", "stella_mirror_sync_lag_seconds",
-             "stella_mirror_sync_last_run_ok"}
+             "stella_mirror_sync_last_run_ok", "stella_mirror_export_age_seconds",
+             "stella_mirror_sync_domain_removed_upstream"}
     assert set(re.findall(r"stella_mirror_\w+", rules)) <= known

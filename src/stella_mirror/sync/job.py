@@ -44,6 +44,7 @@ from stella_mirror.bundle.atomic import fsync_tree
 from stella_mirror.bundle.signing import TrustedKeys
 from stella_mirror.bundle.trusted import TrustedIndex, TrustedIndexSet
 from stella_mirror.errors import (
+    DigestError,
     ExpiredError,
     ExportConflictError,
     LocalIOError,
@@ -306,11 +307,13 @@ class _Run:
                 (stage / rel).parent.mkdir(parents=True, exist_ok=True)
                 (stage / rel).write_bytes(data)
             wants: list[Want] = []
+            linked: dict[str, Path] = {}
             for item in new.files:
                 have = next((p for p, size in candidates.get(item.digest, ())
                              if size == item.size and self.proofs.holds(p, item.size, item.digest)), None)
                 if have is not None:
                     link_or_copy(have, stage / item.rel)
+                    linked[item.rel] = have
                     self.rec.files_reused += 1
                     self.rec.bytes_reused += item.size
                 else:
@@ -322,7 +325,15 @@ class _Run:
                 self.count(self.source.fetch(wants, stage, self.partial, self.progress))
             finally:
                 self.reporter.end_transfer(job.name)
-            verdict = store.verify_export_dir(stage, job.keys, trust.now)  # the sequence was trust's to decide
+            try:
+                verdict = store.verify_export_dir(stage, job.keys, trust.now)  # the sequence was trust's to decide
+            except DigestError as exc:
+                if exc.path not in linked:
+                    raise
+                # A reused file changed under an unchanged record (bit rot keeps the mtime): believe no record,
+                # hash every reused file now, fetch the damaged ones, verify once more.
+                self._refetch(new, stage, linked)
+                verdict = store.verify_export_dir(stage, job.keys, trust.now)
             if verdict.product != job.kind or verdict.export_id != export_id or verdict.sequence != new.sequence:
                 raise MalformedBundleError("mirror/", "the staged export is not the one its signed index describes")
             self._remember(stage, new)
@@ -337,6 +348,20 @@ class _Run:
                 return PUBLISHED
             root.commit(stage, export_id, job.keep)
         return PUBLISHED
+
+    def _refetch(self, new: TrustedIndex, stage: Path, linked: dict[str, Path]) -> None:
+        """Replace every staged file linked from a local file that does not hash to its signed digest."""
+        self.proofs.rehash = True
+        self.proofs.proven.clear()
+        wants = []
+        for item in new.files:
+            have = linked.get(item.rel)
+            if have is not None and not self.proofs.holds(have, item.size, item.digest):
+                (stage / item.rel).unlink()
+                self.rec.files_reused -= 1
+                self.rec.bytes_reused -= item.size
+                wants.append(Want(item.rel, item.size, item.digest, optional=item.optional))
+        self.count(self.source.fetch(wants, stage, self.partial, self.progress))
 
     def _remember(self, stage: Path, new: TrustedIndex) -> None:
         """Record the digest of every verified file just staged (its inode is the published file's)."""
