@@ -198,3 +198,5 @@ def history(
         )
         if r.error:
             typer.echo(f"    error: {r.error}")
+        if r.warning:
+            typer.echo(f"    warning: {r.warning}")
