@@ -46,7 +46,7 @@ def drip_upstream(export_dir: Path, drip: str = "bundle.json", redirect_to: str 
         def log_message(self, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             if redirect_to is not None:
                 self.send_response(302)
                 self.send_header("Location", redirect_to + self.path)
