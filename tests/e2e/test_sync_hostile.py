@@ -177,3 +177,29 @@ def test_forged_offline_kit(tmp_path: Path, keydir: Path, signing_key: SigningKe
             kit = forged_kit(forge(e3, tmp_path / f"forged-{claim}", claim), tmp_path / f"{claim}.tar")
             res = run_cli(*sync_args(str(kit), dest, "concelier", key, state))
             assert_refused(res.returncode, res.stderr, dest, state, before, claim)
+
+
+def test_a_non_canonical_object_key_is_refused_naming_it(
+    tmp_path: Path, keydir: Path, signing_key: SigningKey, s3_endpoint: S3Endpoint
+) -> None:
+    """``mirror//index.json`` beside a real export would pass for an Excititor domain index (the domain ""):
+    the listing is refused, naming the key, rather than normalised."""
+    s3_endpoint.aws("s3", "mb", "s3://odd")
+    e1 = publish_concelier(tmp_path / "up", signing_key, {"primary": [advisory("CVE-1")]}, "e1")
+    s3_endpoint.aws("s3", "cp", e1, "s3://odd/x", "--recursive", "--only-show-errors")
+    s3_endpoint.aws(
+        "s3api",
+        "put-object",
+        "--bucket",
+        "odd",
+        "--key",
+        "x/mirror//index.json",
+        "--body",
+        e1 / "mirror" / "index.json",
+    )
+    res = run_cli(
+        *sync_args("s3://odd/x", tmp_path / "dest", "excititor", keydir / "mirror-key.pub", tmp_path / "state"),
+        env=s3_endpoint.env(),
+    )
+    assert res.returncode == 4 and "'x/mirror//index.json' is not a canonical path" in res.stderr, res.stderr
+    assert not (tmp_path / "dest" / "latest").exists()

@@ -166,3 +166,62 @@ def export_identity(indexes: Mapping[str, dict[str, Any]]) -> tuple[str, int]:
     if not isinstance(export_id, str) or not isinstance(sequence, int) or isinstance(sequence, bool):
         raise MalformedBundleError(sorted(indexes)[0], "exportId/sequence missing or of the wrong type")
     return export_id, sequence
+
+
+# --- the route table: file of an export ↔ URL ↔ kind ↔ cache class ------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a file of an export is served (the mirror's own routes, DESIGN S3/S4) and how it may be cached."""
+
+    product: str
+    rel: str
+    """The file's path in the export directory."""
+    url: str
+    """The URL path (under the mirror's base), pinned to ``@<exportId>`` when one is given."""
+    kind: str
+    """``index``, ``domain-index``, ``manifest``, ``bundle``, ``artifact`` — or ``signature`` of one of them."""
+    cache: str
+    """``index`` (changes on every publish: short max-age) or ``payload`` (never changes under its URL within an
+    export, and nothing does under a pinned URL: long max-age, immutable)."""
+
+
+def _split_signature(name: str) -> tuple[str, str]:
+    for suffix in SIGNATURE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)], suffix
+    return name, ""
+
+
+def route(product: str, rel: str, export_id: str | None = None) -> Route:
+    """The route of ``rel`` (a canonical path of a ``product`` export), pinned to ``export_id`` when given::
+
+        mirror/index.json[.jws|.sig]                → /concelier/exports/[@<id>/]index.json[.jws|.sig]
+        mirror/<domain>/<file>                      → /concelier/exports/[@<id>/]mirror/<domain>/<file>
+        mirror/<domain>/index.json[.jws|.sig]       → /excititor/mirror/[@<id>/]<domain>/index[.jws|.sig]
+        mirror/<domain>/exports/<key>/<file>[.jws…] → /excititor/mirror/[@<id>/]<domain>/exports/<key>/download[.jws…]
+
+    Raises MalformedBundleError for a path no route serves."""
+    pin = f"@{export_id}/" if export_id else ""
+    parts = rel.split("/")
+    name, suffix = _split_signature(parts[-1])
+    if not canonical_relpath(rel) or parts[0] != "mirror" or (export_id is not None and not valid_export_id(export_id)):
+        raise MalformedBundleError(rel, "no route serves this path")
+
+    def made(url: str, kind: str, index: bool) -> Route:
+        cache = "index" if index and not pin else "payload"
+        return Route(product, rel, url, "signature" if suffix else kind, cache)
+
+    if product == "concelier":
+        if rel.removesuffix(suffix) == CONCELIER_INDEX:
+            return made(f"/concelier/exports/{pin}index.json{suffix}", "index", True)
+        if len(parts) == 3 and safe_segment(parts[1]):
+            kind = {"index.json": "domain-index", "manifest.json": "manifest"}.get(name, "bundle")
+            return made(f"/concelier/exports/{pin}{rel}", kind, kind == "domain-index")
+    elif product == "excititor" and len(parts) >= 3 and safe_segment(parts[1]):
+        if len(parts) == 3 and name == "index.json":
+            return made(f"/excititor/mirror/{pin}{parts[1]}/index{suffix}", "index", True)
+        if len(parts) >= 5 and parts[2] == "exports" and safe_segment(parts[3]):
+            return made(f"/excititor/mirror/{pin}{parts[1]}/exports/{parts[3]}/download{suffix}", "artifact", False)
+    raise MalformedBundleError(rel, "no route serves this path")

@@ -146,7 +146,8 @@ def sync(
         specs = [JobSpec(Job(name, kind, dest, load_trusted_keys(trust_key), keep, allow_same, interval, repair,
                              options.run_timeout_seconds), source, options)]
     else:
-        specs = specs_from_config(cfg, job)
+        roots = {"concelier": cfg.concelier.mirror.export_root, "excititor": cfg.excititor.export_root}
+        specs = specs_from_config(cfg.sync, roots, job)
         if interval != cfg.sync.interval_seconds or repair:
             from dataclasses import replace
 

@@ -180,3 +180,25 @@ def test_an_interrupted_download_resumes_where_it_stopped(tmp_path: Path) -> Non
     stats = source.fetch([want], stage, partial, Progress(advance=moved.append))
     assert (stage / "f").read_bytes() == data
     assert sum(moved) == 5000 - 1234 and stats.bytes_fetched == 5000 - 1234  # what crossed the network
+
+
+def test_one_route_table_for_every_file_of_an_export() -> None:
+    from stella_mirror.bundle.layout import route
+
+    assert route("concelier", "mirror/index.json.jws").url == "/concelier/exports/index.json.jws"
+    assert route("concelier", "mirror/index.json").cache == "index"
+    pinned = route("concelier", "mirror/index.json", "e1")
+    assert pinned.url == "/concelier/exports/@e1/index.json" and pinned.cache == "payload"
+    bundle = route("concelier", "mirror/p/bundle.json.sig", "e1")
+    assert (bundle.url, bundle.kind, bundle.cache) == ("/concelier/exports/@e1/mirror/p/bundle.json.sig",
+                                                       "signature", "payload")
+    assert route("concelier", "mirror/p/index.json").kind == "domain-index"
+    assert route("excititor", "mirror/d/index.jws".replace("index.jws", "index.json.jws")).url == \
+        "/excititor/mirror/d/index.jws"
+    art = route("excititor", "mirror/d/exports/k/k.json", "e2")
+    assert (art.url, art.kind) == ("/excititor/mirror/@e2/d/exports/k/download", "artifact")
+    for bad in ("mirror//index.json", "x/index.json", "mirror/d/other.json", "mirror/.d/index.json"):
+        with pytest.raises(MalformedBundleError):
+            route("excititor", bad)
+    with pytest.raises(MalformedBundleError):
+        route("concelier", "mirror/index.json", "latest")

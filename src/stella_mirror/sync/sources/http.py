@@ -1,11 +1,7 @@
 """``https://mirror``: an upstream stella-mirror (or any server with the same routes), through httpx (B4).
 
-Index → manifests → bundles and signatures, over the mirror's own routes::
-
-    mirror/index.json[.jws|.sig]                → /concelier/exports/@<id>/index.json[.jws|.sig]
-    mirror/<domain>/<file>                      → /concelier/exports/@<id>/mirror/<domain>/<file>
-    mirror/<domain>/index.json[.jws|.sig]       → /excititor/mirror/@<id>/<domain>/index[.jws|.sig]
-    mirror/<domain>/exports/<key>/<file>[.jws…] → /excititor/mirror/@<id>/<domain>/exports/<key>/download[.jws…]
+Index → manifests → bundles and signatures, over the mirror's own routes (the route table of
+:func:`stella_mirror.bundle.layout.route`).
 
 The export id is learnt once a run — from ``X-Mirror-Export-Id`` of the Concelier index, or the Excititor
 domain list — and every later request pins it (``@<id>``), so a publish upstream during the sync cannot
@@ -32,6 +28,7 @@ import httpx
 import orjson
 
 from stella_mirror import __name__ as _package
+from stella_mirror.bundle import layout
 from stella_mirror.bundle.layout import safe_segment
 from stella_mirror.errors import (
     HTTPStatusError,
@@ -47,7 +44,6 @@ from stella_mirror.sync.oauth import BearerAuth, ClientCredentials
 from stella_mirror.sync.retry import with_retries
 from stella_mirror.sync.sources.interface import INDEX_CAP, Body, StreamSource, Want
 
-_SUFFIXES = (".jws", ".sig")
 MAX_REDIRECTS = 5
 
 
@@ -61,13 +57,6 @@ def _connect_error(where: str, exc: httpx.ConnectError) -> SourceError:
     if isinstance(cause, ssl.SSLError) or "SSL" in str(exc) or "certificate" in str(exc):
         return SourceError(f"{where}: TLS handshake failed: {getattr(cause, 'reason', None) or exc}")
     return UnreachableError(f"{where}: ConnectError: {exc}")
-
-
-def _split_suffix(name: str) -> tuple[str, str]:
-    for suffix in _SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)], suffix
-    return name, ""
 
 
 class HTTPSource(StreamSource):
@@ -102,22 +91,9 @@ class HTTPSource(StreamSource):
 
     # --- paths and requests ---------------------------------------------------------------------------
 
-    def _export(self) -> str:
-        return f"@{self.pin}/" if self.pin else ""
-
     def route(self, rel: str) -> str:
         """The URL path of a file of the export (``rel`` comes from a signed index, already checked)."""
-        parts = rel.split("/")
-        if self.kind == "concelier":
-            if rel.startswith("mirror/index.json"):
-                return f"/concelier/exports/{self._export()}{parts[-1]}"
-            return f"/concelier/exports/{self._export()}{rel}"
-        name, suffix = _split_suffix(parts[-1])
-        if len(parts) == 3 and name == "index.json":
-            return f"/excititor/mirror/{self._export()}{parts[1]}/index{suffix}"
-        if len(parts) >= 5 and parts[2] == "exports":
-            return f"/excititor/mirror/{self._export()}{parts[1]}/exports/{parts[3]}/download{suffix}"
-        raise MalformedBundleError(rel, "no upstream route serves this path")
+        return layout.route(self.kind, rel, self.pin).url
 
     def _get(self, path: str, headers: dict[str, str] | None = None, stream: bool = False) -> httpx.Response:
         request = self.client.build_request("GET", self.base + path, headers=headers)
