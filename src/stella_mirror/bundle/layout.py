@@ -104,7 +104,9 @@ class Listed:
     existed do not have."""
 
 
-def _ref(ref: Any, where: str, prefix: str, signed: bool) -> Listed:
+def file_ref(ref: Any, where: str, prefix: str = "", signed: bool = False) -> Listed:
+    """A ``{path, sizeBytes, digest}`` reference of signed metadata (``where`` names it in errors); ``prefix``
+    is the directory its path is relative to."""
     if not isinstance(ref, dict):
         raise MalformedBundleError(where, "file reference must be an object")
     rel = prefix + safe_relpath(ref.get("path"), where, "path")
@@ -114,34 +116,36 @@ def _ref(ref: Any, where: str, prefix: str, signed: bool) -> Listed:
     return Listed(rel, size, digest, signed)
 
 
-def _domain_index(index: dict[str, Any], dom: dict[str, Any], where: str) -> Listed:
-    """The domain's own signed index: not listed by the full index, but its bytes follow from it
-    (:func:`~stella_mirror.bundle.canonical.domain_index`), so its size and digest are known before fetching."""
+def concelier_domain(index: dict[str, Any], dom: Any, where: str) -> tuple[Listed, Listed, Listed]:
+    """A Concelier domain entry's files: its manifest, its signed bundle, and its own signed index — which the
+    full index does not list, but whose bytes follow from it (:func:`~stella_mirror.bundle.canonical.domain_index`),
+    so its size and digest are known before it is read."""
+    if not isinstance(dom, dict):
+        raise MalformedBundleError(where, "domain entry must be an object")
     domain_id = dom.get("domainId")
     if not isinstance(domain_id, str) or not safe_segment(domain_id):
         raise MalformedBundleError(where, "domainId must be a safe path segment")
+    manifest = file_ref(dom.get("manifest"), where + "/manifest")
+    bundle = file_ref(dom.get("bundle"), where + "/bundle", signed=True)
     data = canonical.domain_index(index, dom)
-    return Listed(domain_index_path(domain_id), len(data), sha256_bytes(data), signed=True, optional=True)
+    own = Listed(domain_index_path(domain_id), len(data), sha256_bytes(data), signed=True, optional=True)
+    return manifest, bundle, own
 
 
 def listed_files(indexes: Mapping[str, dict[str, Any]]) -> Iterator[Listed]:
     """Every file the parsed indexes list (``{index path: document}``), in index order — the one walker
-    ``sync`` (what to fetch) and ``verify`` (what to check) share."""
+    ``sync`` (what to fetch) and ``verify`` (what to check, through :func:`concelier_domain` and
+    :func:`file_ref`) share."""
     for index_rel, doc in sorted(indexes.items()):
         if index_rel == CONCELIER_INDEX:  # Concelier: per domain a manifest and a signed bundle
             domains = doc.get("domains")
             for i, dom in enumerate(domains if isinstance(domains, list) else []):
-                where = f"{index_rel}#/domains/{i}"
-                if not isinstance(dom, dict):
-                    raise MalformedBundleError(where, "domain entry must be an object")
-                yield _ref(dom.get("manifest"), where + "/manifest", "", False)
-                yield _ref(dom.get("bundle"), where + "/bundle", "", True)
-                yield _domain_index(doc, dom, where)
+                yield from concelier_domain(doc, dom, f"{index_rel}#/domains/{i}")
         else:  # Excititor: mirror/<domain>/index.json lists artifacts relative to the domain directory
             prefix = index_rel.rsplit("/", 1)[0] + "/"
             exports = doc.get("exports")
             for i, entry in enumerate(exports if isinstance(exports, list) else []):
-                yield _ref(entry, f"{index_rel}#/exports/{i}", prefix, True)
+                yield file_ref(entry, f"{index_rel}#/exports/{i}", prefix, True)
 
 
 def domains_of(indexes: Mapping[str, dict[str, Any]]) -> list[str]:

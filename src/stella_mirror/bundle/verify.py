@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import orjson
 from typing_extensions import Buffer
 
-from stella_mirror.bundle import canonical
+from stella_mirror.bundle import layout
 from stella_mirror.bundle.layout import CONCELIER_INDEX as CONCELIER_INDEX  # owned by bundle.layout
 from stella_mirror.bundle.layout import safe_relpath as safe_relpath
 from stella_mirror.bundle.model import SCHEMA_VERSION
@@ -157,21 +157,18 @@ class _Checker:
         verdict.files_checked, verdict.bytes_checked = probe.files_checked, probe.bytes_checked
         return obj, verdict
 
-    def file(self, ref: Any, where: str, verdict: Verdict, prefix: str = "") -> Checked:
-        """Check one file reference {path,sizeBytes,digest}; return its path, bytes and SHA-256."""
-        if not isinstance(ref, dict):
-            raise MalformedBundleError(where, "file reference must be an object")
-        rel = prefix + safe_relpath(ref.get("path"), where, "path")
-        size = _require(ref, "sizeBytes", int, where)
-        digest = _require(ref, "digest", str, where)
+    def file(self, item: layout.Listed, verdict: Verdict) -> Checked:
+        """Check one listed file (:mod:`~stella_mirror.bundle.layout`'s walker parsed its reference): its size
+        and digest; return its path, bytes and SHA-256."""
+        rel = item.rel
         data = _read(self.reader, rel)
         actual_size = len(memoryview(data))
-        if actual_size != size:
-            raise DigestError(rel, f"size {actual_size} differs from the signed size {size}")
+        if actual_size != item.size:
+            raise DigestError(rel, f"size {actual_size} differs from the signed size {item.size}")
         sha256 = hashlib.sha256(data).digest()
         actual = "sha256:" + sha256.hex()
-        if actual != digest:
-            raise DigestError(rel, f"digest {actual} differs from the signed digest {digest}")
+        if actual != item.digest:
+            raise DigestError(rel, f"digest {actual} differs from the signed digest {item.digest}")
         verdict.files_checked += 1
         verdict.bytes_checked += actual_size
         return Checked(rel, data, sha256)
@@ -209,40 +206,34 @@ def verify_concelier(reader: Reader, keys: TrustedKeys, now: datetime, min_seque
     seen: set[str] = set()
     for i, dom in enumerate(domains):
         where = f"{CONCELIER_INDEX}#/domains/{i}"
-        if not isinstance(dom, dict):
-            raise MalformedBundleError(where, "domain entry must be an object")
-        domain_id = _require(dom, "domainId", str, where)
+        manifest_item, bundle_item, own_index = layout.concelier_domain(index, dom, where)
+        domain_id = dom["domainId"]
         if domain_id in seen:
             raise MalformedBundleError(where, f"domain {domain_id!r} is listed twice")
         seen.add(domain_id)
-        manifest_rel, manifest_bytes, _ = ck.file(dom.get("manifest"), where + "/manifest", verdict)
-        bundle_ref = dom.get("bundle")
-        bundle = ck.file(bundle_ref, where + "/bundle", verdict)
+        manifest_rel, manifest_bytes, _ = ck.file(manifest_item, verdict)
+        bundle = ck.file(bundle_item, verdict)
         expected_dir = f"mirror/{domain_id}/"
         if not manifest_rel.startswith(expected_dir) or not bundle.rel.startswith(expected_dir):
             raise MalformedBundleError(where, f"files of domain {domain_id!r} must live under {expected_dir}")
-        assert isinstance(bundle_ref, dict)
-        ck.detached(bundle, bundle_ref.get("signature"), where + "/bundle", verdict, "")
+        ck.detached(bundle, dom["bundle"].get("signature"), where + "/bundle", verdict, "")
         manifest = _json_object(manifest_bytes, manifest_rel)
         _cross_check_manifest(manifest, manifest_rel, dom, export_id, sequence)
-        _check_domain_index(ck, index, dom, domain_id, verdict)
+        _check_domain_index(ck, own_index, verdict)
         verdict.domains.append(domain_id)
     return verdict
 
 
-def _check_domain_index(
-    ck: _Checker, index: dict[str, Any], dom: dict[str, Any], domain_id: str, verdict: Verdict
-) -> None:
+def _check_domain_index(ck: _Checker, own: layout.Listed, verdict: Verdict) -> None:
     """A domain's own signed index (``mirror/<domain>/index.json``, written since the server shows callers only
     the domains they may read) must be signed and be the index with only that domain; older exports have none."""
-    rel = f"mirror/{domain_id}/index.json"
     try:
-        data = ck.reader(rel)
+        data = ck.reader(own.rel)
     except FileNotFoundError:
         return
-    ck.signed_json(rel, verdict)
-    if bytes(data) != canonical.domain_index(index, dom):
-        raise MalformedBundleError(rel, "differs from the signed index restricted to this domain")
+    ck.signed_json(own.rel, verdict)
+    if len(memoryview(data)) != own.size or "sha256:" + hashlib.sha256(data).hexdigest() != own.digest:
+        raise MalformedBundleError(own.rel, "differs from the signed index restricted to this domain")
 
 
 def _cross_check_manifest(
@@ -283,7 +274,7 @@ def verify_excititor_domain(
         if "/" in export_key or export_key in keys_seen:
             raise MalformedBundleError(where, f"exportKey {export_key!r} is invalid or listed twice")
         keys_seen.add(export_key)
-        artifact = ck.file(entry, where, verdict, prefix)
+        artifact = ck.file(layout.file_ref(entry, where, prefix, signed=True), verdict)
         if not artifact.rel.startswith(f"{prefix}exports/{export_key}/"):
             raise MalformedBundleError(where, f"artifact must live under {prefix}exports/{export_key}/")
         ck.detached(artifact, entry.get("signature"), where, verdict, prefix)

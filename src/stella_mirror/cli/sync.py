@@ -122,6 +122,7 @@ def sync(
     from stella_mirror.sync.report import make_reporter
     from stella_mirror.sync.watch import watch as watch_loop
 
+    repair = repair or (allow_same and full)  # the same thing: re-hash the served export and repair it
     cfg = load_config(config_path(config))
     interval = interval if interval is not None else cfg.sync.interval_seconds
     if source is not None:
