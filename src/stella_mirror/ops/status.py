@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from stella_mirror.bundle.layout import LATEST
 from stella_mirror.bundle.signing import b64url_decode
 from stella_mirror.sync.status import SyncStatus, read_status
 from stella_mirror.timeutil import parse_rfc3339, rfc3339
@@ -217,7 +218,7 @@ def root_status(
     product: str,
     root: Path | None,
     now: datetime,
-    active: str = "latest",
+    active: str = LATEST,
     domains: list[str] | None = None,
     max_lag: timedelta = DEFAULT_MAX_LAG,
     max_age: timedelta | None = None,

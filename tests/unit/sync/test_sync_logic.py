@@ -202,3 +202,27 @@ def test_one_route_table_for_every_file_of_an_export() -> None:
             route("excititor", bad)
     with pytest.raises(MalformedBundleError):
         route("concelier", "mirror/index.json", "latest")
+
+
+def test_a_transfer_must_keep_the_minimum_throughput_after_its_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as time_module
+
+    from stella_mirror.errors import StalledError
+    from stella_mirror.sync.sources.interface import Pace
+
+    clock = [100.0]
+    monkeypatch.setattr(time_module, "monotonic", lambda: clock[0])
+    pace = Pace("up: f", timeout=5, rate=1000, start=clock[0])
+    clock[0] += 4.9
+    pace.check(1)  # within the grace
+    clock[0] += 1.0
+    pace.check(1000)  # 5.9 s: 5 s + 1000 B / 1000 B/s = 6 s allowed
+    clock[0] += 0.2
+    with pytest.raises(StalledError, match="below the minimum of 1000 bytes/s"):
+        pace.check(1000)  # 6.1 s for 1000 bytes: a drip
+    assert pace.seconds_for(10_000) == 15
+    run = Pace("up: f", timeout=5, rate=1000, run_deadline=clock[0] + 2, start=clock[0])
+    assert run.seconds_for(10_000) == 2  # bounded by the run's deadline
+    clock[0] += 3
+    with pytest.raises(StalledError, match="passed its deadline"):
+        run.check(10**9)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from stella_mirror.bundle.layout import index_paths, local_index_names
+from stella_mirror.bundle.layout import LATEST, index_paths, local_index_names
 from stella_mirror.errors import SourceError, UnreachableError
 from stella_mirror.sync.config import SourceOptions
 from stella_mirror.sync.sources.interface import CHUNK, Body, StreamSource, Want
@@ -37,7 +37,7 @@ class FileSource(StreamSource):
     def export_dir(self) -> Path:
         """The export directory: the path itself, or what its ``latest`` names (resolved once)."""
         if self._dir is None:
-            latest = self.root / "latest"
+            latest = self.root / LATEST
             if latest.is_symlink():
                 self._dir = self.root / os.readlink(latest).rstrip("/").split("/")[-1]
             elif self.root.is_dir():
