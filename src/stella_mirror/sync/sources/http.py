@@ -30,6 +30,7 @@ import orjson
 from stella_mirror import __name__ as _package
 from stella_mirror.bundle import layout
 from stella_mirror.bundle.layout import safe_segment
+from stella_mirror.bundle.trusted import TrustedIndexSet
 from stella_mirror.errors import (
     HTTPStatusError,
     MalformedBundleError,
@@ -149,7 +150,16 @@ class HTTPSource(StreamSource):
             domains = [str(d["domainId"]) for d in doc["domains"] if d.get("summary") is not None]
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise SourceError(f"{self.url}/excititor/mirror/domains: not a domain list") from None
-        return self.read_indexes([f"mirror/{d}/index.json" for d in domains if safe_segment(d)])
+        bad = [d for d in domains if not safe_segment(d)]
+        if bad:
+            raise SourceError(f"{self.url}/excititor/mirror/domains: domain {bad[0]!r} is not a safe path segment")
+        return self.read_indexes([f"mirror/{d}/index.json" for d in domains])
+
+    def confirm(self, trust: TrustedIndexSet) -> None:
+        """From now on every request is pinned to the export whose signed index verified (the pin learnt from a
+        response header was a hint: had it named another export, the index's signature would not have matched)."""
+        if trust.accepted is not None:
+            self.pin = trust.accepted.export_id
 
     def _small(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, httpx.Headers, bytes]:
         """Status, headers and body (at most :data:`INDEX_CAP` bytes) of a GET of an index or domain list."""
