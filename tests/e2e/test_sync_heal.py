@@ -64,6 +64,16 @@ def test_damaged_served_and_kept_files_are_fetched_again(tmp_path: Path, keydir:
     assert res.returncode == 0, res.stderr
     assert_serves(dest, e4, key)
 
+    # --repair also heals the kept exports' damaged copies of bytes the served export holds (e1 was pruned).
+    status = read_status(dest)
+    assert status is not None and {f"e2/{SHARED}", f"e3/{SHARED}"} <= set(status.damaged)
+    res = run_cli(*args, "--repair")
+    assert res.returncode == 0 and history(state)[0]["outcome"] == "repaired", res.stderr
+    for kept in ("e2", "e3"):
+        assert run_cli("verify", dest / kept, "--key", key).returncode == 0, kept
+    status = read_status(dest)
+    assert status is not None and not status.damaged
+
 
 def test_repair_on_an_unchanged_upstream_repairs_in_place(
     tmp_path: Path, keydir: Path, signing_key: SigningKey

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -154,7 +155,8 @@ class _Proofs:
     rehash: bool
     """Believe no record: hash every candidate now (``--repair``)."""
     proven: Record = field(default_factory=dict)
-    damaged: set[Path] = field(default_factory=set)
+    damaged: dict[Path, str] = field(default_factory=dict)
+    """Local files found not to hold the digest their export lists → that digest."""
     good: set[Path] = field(default_factory=set)
 
     def holds(self, path: Path, size: int, digest: str) -> bool:
@@ -169,10 +171,10 @@ class _Proofs:
         seen = self.proven.get(key)
         if seen is not None and seen[:2] == (st.st_size, st.st_mtime_ns):
             if seen[2] != digest:
-                self.damaged.add(path)
+                self.damaged[path] = digest
             return seen[2] == digest
         if st.st_size != size:
-            self.damaged.add(path)
+            self.damaged[path] = digest
             return False
         rec = self.known.get(key)
         if not self.rehash and rec is not None and rec[:2] == (st.st_size, st.st_mtime_ns):
@@ -183,7 +185,7 @@ class _Proofs:
             return False
         self.proven[key] = (st.st_size, st.st_mtime_ns, actual)
         if actual != digest:
-            self.damaged.add(path)
+            self.damaged[path] = digest
             return False
         self.good.add(path)
         return True
@@ -341,6 +343,8 @@ class _Run:
             if repair or resume:
                 root.repair(stage, export_id)
                 self.repaired_dir = target
+                if job.repair:
+                    self._heal_kept(new, target, candidates)
                 if repair:
                     return REPAIRED
                 root.switch(export_id)
@@ -362,6 +366,26 @@ class _Run:
                 self.rec.bytes_reused -= item.size
                 wants.append(Want(item.rel, item.size, item.digest, optional=item.optional))
         self.count(self.source.fetch(wants, stage, self.partial, self.progress))
+
+    def _heal_kept(self, new: TrustedIndex, served: Path, candidates: dict[str, list[tuple[Path, int]]]) -> None:
+        """``--repair``: every file of a kept export whose bytes the repaired export holds (verified just now) is
+        hashed; a damaged one becomes a hard link to the sound bytes — one atomic rename, so an ``@<exportId>``
+        reader sees old or sound bytes, never a mix."""
+        by_digest = {item.digest: served / item.rel for item in new.files}
+        for digest, paths in candidates.items():
+            good = by_digest.get(digest)
+            if good is None or not good.is_file():
+                continue
+            for path, size in paths:
+                if path.is_relative_to(served) or not path.is_file() or self.proofs.holds(path, size, digest):
+                    continue
+                tmp = path.with_name(f".{path.name}.heal-{os.getpid()}")
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                os.link(good, tmp)
+                os.replace(tmp, path)
+                self.proofs.damaged.pop(path, None)
+                self.proofs.good.add(path)
 
     def _remember(self, stage: Path, new: TrustedIndex) -> None:
         """Record the digest of every verified file just staged (its inode is the published file's)."""
