@@ -16,9 +16,12 @@ from typing import IO
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, mode: int = 0o644, buffering: int = 1 << 20) -> Iterator[IO[bytes]]:
+def atomic_file(path: Path, mode: int = 0o644, buffering: int = 1 << 20, sync_dir: bool = True) -> Iterator[IO[bytes]]:
     """A file object on a temporary name that replaces ``path`` (fsynced, then renamed, then the directory
-    fsynced) only when the block succeeds; on failure the temporary file is removed and ``path`` untouched."""
+    fsynced) only when the block succeeds; on failure the temporary file is removed and ``path`` untouched.
+
+    ``sync_dir=False`` leaves the directory's fsync to the caller: a writer of many files into one staging
+    tree, which is made durable as a whole before it is published."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -32,7 +35,8 @@ def atomic_file(path: Path, mode: int = 0o644, buffering: int = 1 << 20) -> Iter
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -249,7 +249,7 @@ def open_signed(path: Path, key: SigningKey, ref_base: str = "", mode: int = 0o6
 
 @contextlib.contextmanager
 def _open_atomic(path: Path, make: Callable[[IO[bytes]], _W], mode: int) -> Iterator[_W]:
-    with atomic_file(path, mode) as raw:
+    with atomic_file(path, mode, sync_dir=False) as raw:  # the export's publish makes its tree durable
         yield make(raw)
 
 
