@@ -22,7 +22,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from stella_mirror.bundle.atomic import fsync_dir
+from stella_mirror.bundle.atomic import fsync_dir, fsync_tree
 from stella_mirror.bundle.layout import LATEST, valid_export_id
 from stella_mirror.errors import ConfigError, LockedError
 
@@ -105,6 +105,7 @@ class ExportRoot:
     def commit(self, stage: Path, export_id: str, keep: int = 3) -> Path:
         """Move a complete staged export into place, switch ``latest`` to it, then prune."""
         final = self.path / check_export_id(export_id)
+        fsync_tree(stage)  # every staged byte is on disk before the tree gets its name (and `latest` names it)
         os.replace(stage, final)
         fsync_dir(self.path)
         self.switch(export_id)
@@ -120,6 +121,7 @@ class ExportRoot:
         is unchanged: its correct bytes are the ones readers expect. Returns how many files were replaced.
         """
         final = self.path / check_export_id(export_id)
+        fsync_tree(stage)
         replaced = 0
         for src in sorted(p for p in stage.rglob("*") if p.is_file()):
             dest = final / src.relative_to(stage)
@@ -129,6 +131,7 @@ class ExportRoot:
             except FileNotFoundError:
                 dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dest)
+            fsync_dir(dest.parent)
             replaced += 1
         fsync_dir(self.path)
         return replaced

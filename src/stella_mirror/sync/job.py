@@ -18,7 +18,7 @@ Under the root's lock (a second run fails at once with :class:`~stella_mirror.er
    that very file (same device, inode, size and mtime_ns) — else fetch it with the signed size as cap.
    A damaged local file is fetched again, never reused, and never blocks a run.
 6. Verify the whole staged tree (every size, digest, signature, manifest) with ``bundle.store``; record the
-   verified files' digests; fsync the tree.
+   verified files' digests (``publish`` fsyncs the tree before it gets its name).
 7. Move it into place and switch ``latest`` atomically (``publish.ExportRoot.commit``), prune to ``keep``.
 
 Any failure before 7 leaves ``latest`` and the served export as they were; the staging tree is removed
@@ -41,7 +41,6 @@ from pathlib import Path
 import orjson
 
 from stella_mirror.bundle import layout, store
-from stella_mirror.bundle.atomic import fsync_tree
 from stella_mirror.bundle.signing import TrustedKeys
 from stella_mirror.bundle.trusted import TrustedIndex, TrustedIndexSet
 from stella_mirror.errors import (
@@ -339,7 +338,6 @@ class _Run:
             if verdict.product != job.kind or verdict.export_id != export_id or verdict.sequence != new.sequence:
                 raise MalformedBundleError("mirror/", "the staged export is not the one its signed index describes")
             self._remember(stage, new)
-            fsync_tree(stage)  # staged data is on disk before `latest` names it
             if repair or resume:
                 root.repair(stage, export_id)
                 self.repaired_dir = target

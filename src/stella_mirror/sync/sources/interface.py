@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stella_mirror.bundle.atomic import atomic_file, fsync_file
+from stella_mirror.bundle.atomic import atomic_file
 from stella_mirror.errors import DigestError, MissingAtSourceError, SourceError, StalledError, TruncatedError
 from stella_mirror.sync.retry import with_retries
 
@@ -300,7 +300,6 @@ class StreamSource(Source):
             assert want.local is not None
             link_or_copy(want.local, dest)
             return -1
-        fsync_file(part)  # staged data is on disk before `latest` can name it
         os.replace(part, dest)
         return total[0]
 

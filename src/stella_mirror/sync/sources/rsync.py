@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from stella_mirror.bundle.atomic import fsync_file
 from stella_mirror.bundle.layout import SIGNATURE_SUFFIXES, canonical_relpath, index_paths, safe_segment
 from stella_mirror.errors import DigestError, MissingAtSourceError, SourceError, StalledError, UnreachableError
 from stella_mirror.sync.config import SourceOptions
@@ -172,7 +171,6 @@ class RsyncSource(Source):
                 if want.optional:
                     continue
                 raise MissingAtSourceError(f"{self.url}: {want.rel}: missing at the source")
-            fsync_file(path)
             stats.files_fetched += 1
             stats.bytes_fetched += path.stat().st_size
             progress.advance(path.stat().st_size)
