@@ -1,8 +1,12 @@
 """Benchmark of ``stella-mirror export concelier`` on a synthetic OSV corpus.
 
     python3 bench/export.py --count 100000 --count 300000 [--dir /tmp/stella-bench] [--workers 2]
+    python3 bench/export.py --corpus ../shared/corpus/osv      # each subfolder a source (pypa, golang, …)
 
-For each N it:
+Run it once with the code to measure (``PYTHONPATH=src``) and once with the code to compare with (e.g.
+``PYTHONPATH=/path/to/main/src``): the export runs as ``sys.executable -c "…main()"`` with this environment.
+
+For each N (and for the corpus) it:
 
 1. generates N OSV JSON documents deterministically (seeded): ids, aliases (a CVE and a GHSA; about
    10 % of CVEs are shared by two records, so merges happen), one or two affected packages with
@@ -16,7 +20,12 @@ For each N it:
    reader processes);
 3. measures a *floor* in this process: orjson-serialising the same N records (sorted keys) and
    SHA-256 over the resulting bytes — the least any exporter must do to write a signed bundle
-   (best of three);
+   (best of three). Since bundles carry each OSV document twice (its canonical form, about the
+   document's size, and the document itself in its provenance entry), the floor serialises each
+   document twice as well;
+   while the export runs, it samples ``/proc/<pid>/status`` of the exporter and its readers every 20 ms
+   for the peak of ``RssAnon`` (anonymous memory: what the process allocated) and of ``RssFile +
+   RssShmem`` (pages of mapped files and shared memory, which the kernel can drop and share);
 4. prints advisories/s, peak RSS, the export's CPU seconds (exporter + readers: unlike wall time,
    barely affected by other load on the machine), its per-phase timings and the export-time / floor
    ratio as a Markdown table row, with the first 16 hex digits of the bundle's SHA-256 (the same
@@ -36,6 +45,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,6 +163,22 @@ def generate(n: int, dest: Path) -> int:
 
 
 def floor_seconds(n: int, repeat: int = 3) -> float:
+    """:func:`floor_of` the generated records."""
+    return floor_of(records(n), repeat)
+
+
+def corpus_documents(root: Path) -> Iterator[dict[str, Any]]:
+    """Every OSV document below ``root`` (JSON or YAML), parsed (outside the timed part of the floor)."""
+    import yaml
+
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        if path.suffix == ".json":
+            yield orjson.loads(path.read_bytes())
+        elif path.suffix in (".yaml", ".yml"):
+            yield yaml.load(path.read_bytes(), Loader=yaml.CSafeLoader)
+
+
+def floor_of(documents: Iterator[dict[str, Any]], repeat: int = 3) -> float:
     """Time to orjson-serialise the same records (sorted keys) and SHA-256 the bytes (generation excluded).
 
     Records are generated in blocks of 4,096 outside the timed part (a clock read per record would add
@@ -161,20 +187,65 @@ def floor_seconds(n: int, repeat: int = 3) -> float:
     flatters the floor, not the exporter).
     """
     spent = 0.0
-    it = records(n)
+    it = documents
     while block := list(itertools.islice(it, 4096)):
         best = float("inf")
         for _ in range(repeat):
             h = hashlib.sha256()
             t0 = time.perf_counter()
             for rec in block:
-                h.update(orjson.dumps(rec, option=orjson.OPT_SORT_KEYS))
+                h.update(orjson.dumps([rec, rec], option=orjson.OPT_SORT_KEYS, default=str))
             best = min(best, time.perf_counter() - t0)
         spent += best
     return spent
 
 
-def run_export(src: Path, out: Path, keys: Path, workers: int | None) -> tuple[float, dict[str, Any]]:
+def _status_kib(pid: int) -> tuple[int, int]:
+    """``(RssAnon, RssFile + RssShmem)`` of a process in KiB (0, 0 once it is gone)."""
+    anon = filed = 0
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    anon = int(line.split()[1])
+                elif line.startswith(("RssFile:", "RssShmem:")):
+                    filed += int(line.split()[1])
+    except OSError:
+        pass
+    return anon, filed
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(c) for c in fh.read().split()]
+    except OSError:
+        return []
+
+
+class MemorySampler(threading.Thread):
+    """Peaks of anonymous and file-backed resident memory of a process and its children (one process at a
+    time: the largest single process, as ``ru_maxrss`` reports it)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_anon = 0
+        self.peak_file = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for pid in [self.pid, *_children(self.pid)]:
+                anon, filed = _status_kib(pid)
+                self.peak_anon = max(self.peak_anon, anon)
+                self.peak_file = max(self.peak_file, filed)
+            self.stop.wait(0.02)
+
+
+def run_export(
+    sources: list[Path], out: Path, keys: Path, workers: int | None
+) -> tuple[float, dict[str, Any], MemorySampler]:
     cmd = [
         sys.executable,
         "-c",
@@ -185,23 +256,28 @@ def run_export(src: Path, out: Path, keys: Path, workers: int | None) -> tuple[f
         str(keys / "mirror-key.pem"),
         "--out",
         str(out),
-        "--source",
-        f"osv:{src}",
         "--json",
         "--export-id",
         "bench",
         "--generated-at",
         "2026-11-29T16:30:00Z",
     ]
+    for src in sources:
+        cmd += ["--source", f"osv:{src}"]
     if workers is not None:
         cmd += ["--workers", str(workers)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = MemorySampler(proc.pid)
+    sampler.start()
+    stdout, stderr = proc.communicate()
     wall = time.perf_counter() - t0
+    sampler.stop.set()
+    sampler.join()
     if proc.returncode != 0:
-        raise SystemExit(f"export failed ({proc.returncode}):\n{proc.stderr}")
-    summary: dict[str, Any] = json.loads(proc.stdout)
-    return wall, summary
+        raise SystemExit(f"export failed ({proc.returncode}):\n{stderr}")
+    summary: dict[str, Any] = json.loads(stdout)
+    return wall, summary, sampler
 
 
 def main() -> None:
@@ -211,13 +287,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="reader processes for the export (default: its own)")
     ap.add_argument("--keep-files", action="store_true", help="keep generated corpora for another run")
     ap.add_argument(
+        "--corpus", type=Path, action="append", help="an OSV folder to export too; each subfolder is a source"
+    )
+    ap.add_argument(
         "--repeat",
         type=int,
         default=3,
         help="exports per size; the fastest counts, as the floor's best of three does (default 3)",
     )
     args = ap.parse_args()
-    counts = args.count or [100_000]
+    counts = args.count or ([] if args.corpus else [100_000])
     # what an installed package has: bytecode on disk (compileall writes it whatever PYTHONDONTWRITEBYTECODE says)
     compileall.compile_dir(Path(stella_mirror.__file__).parent, quiet=1)
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -225,6 +304,18 @@ def main() -> None:
     if not (keys / "mirror-key.pem").exists():
         generate_keypair(keys)
     rows = []
+    cases: list[tuple[str, list[Path], int, Any]] = []
+    for corpus in args.corpus or []:
+        subfolders = sorted(p for p in corpus.iterdir() if p.is_dir() and not p.name.startswith("."))
+        files = [p for p in corpus.rglob("*") if p.is_file() and not p.name.startswith(".")]
+        cases.append(
+            (
+                f"corpus {corpus.name} ({len(files)} files)",
+                subfolders or [corpus],
+                sum(p.stat().st_size for p in files),
+                corpus,
+            )
+        )
     for n in counts:
         src = args.dir / f"osv-{n}"
         if not (src / "done").exists():
@@ -233,8 +324,9 @@ def main() -> None:
             size = generate(n, src)
             (src / "done").write_text(str(size))
             print(f"generated {n} documents, {size / 2**20:.0f} MiB, in {time.perf_counter() - t0:.1f}s", flush=True)
-        size = int((src / "done").read_text())
-        out = args.dir / f"out-{n}"
+        cases.append((str(n), [src], int((src / "done").read_text()), n))
+    for label, sources, size, what in cases:
+        out = args.dir / "out"
         # Drop nothing from the page cache on purpose: both the export and the floor read warm data.
         # Each export starts from an empty root (sequence 1, no delta), like the first.
         runs = []
@@ -242,28 +334,30 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
             usage = resource.getrusage(resource.RUSAGE_CHILDREN)
             before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
-            wall, summary = run_export(src, out, keys, args.workers)
+            wall, summary, sampler = run_export(sources, out, keys, args.workers)
             usage = resource.getrusage(resource.RUSAGE_CHILDREN)
             peak_kib, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime - cpu_before
             if attempt == 0 and peak_kib <= before:
                 print("warning: peak RSS of this child did not exceed an earlier child's", file=sys.stderr)
-            runs.append((wall, cpu, summary))
-        print("  export runs (s): " + ", ".join(f"{w:.2f} ({c:.1f} CPU)" for w, c, _ in runs), flush=True)
-        wall, cpu, summary = min(runs, key=lambda r: r[0])
-        floor = floor_seconds(n)
+            runs.append((wall, cpu, summary, peak_kib, sampler.peak_anon, sampler.peak_file))
+        print("  export runs (s): " + ", ".join(f"{r[0]:.2f} ({r[1]:.1f} CPU)" for r in runs), flush=True)
+        wall, cpu, summary, peak_kib, anon_kib, file_kib = min(runs, key=lambda r: r[0])
+        floor = floor_seconds(what) if isinstance(what, int) else floor_of(corpus_documents(what))
         bundle = out / "latest" / "mirror" / "primary" / "bundle.json"
         with bundle.open("rb") as fh:
             bundle_sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
         row = {
-            "documents": n,
+            "documents": label,
             "input MiB": round(size / 2**20),
             "advisories": summary["advisories"],
             "merges": summary["mergesMade"],
-            "bundle MiB": round(bundle.stat().st_size / 2**20),
+            "bundle MiB": round(bundle.stat().st_size / 2**20, 1),
             "export s": round(wall, 1),
             "export CPU s": round(cpu, 1),
             "advisories/s": round(summary["advisories"] / wall),
             "peak RSS MiB": round(peak_kib / 1024),
+            "peak anon MiB": round(anon_kib / 1024),
+            "peak file+shm MiB": round(file_kib / 1024),
             "floor s": round(floor, 2),
             "export/floor": round(wall / floor, 1),
             "bundle sha256": bundle_sha256[:16],
@@ -272,8 +366,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         print("  phases (s): " + json.dumps(summary.get("phaseSeconds", {})), flush=True)
         shutil.rmtree(out, ignore_errors=True)
-        if not args.keep_files:
-            shutil.rmtree(src, ignore_errors=True)
+        if isinstance(what, int) and not args.keep_files:
+            shutil.rmtree(sources[0], ignore_errors=True)
     print()
     print("| " + " | ".join(rows[0]) + " |")
     print("|" + "---|" * len(rows[0]))

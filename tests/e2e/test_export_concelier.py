@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 import clitools
+from stella_mirror.concelier.model import interval_range
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -138,9 +139,7 @@ def test_corpus_counts(corpus_export: tuple[Path, Path, dict[str, Any]]) -> None
     primary = bundle(out)["advisories"]
     assert counts["primary"] == len(primary) == s["advisories"]
     assert counts["vendor"] == sum(any(p["source"] == "csaf" for p in a["provenance"]) for a in primary)
-    assert counts["community"] == sum(
-        any(x["ecosystem"] in ("PyPI", "Go") for x in a["affected"]) for a in primary
-    )
+    assert counts["community"] == sum(any(x["ecosystem"] in ("PyPI", "Go") for x in a["affected"]) for a in primary)
     for domain in ("vendor", "community"):
         assert len(bundle(out, domain)["advisories"]) == counts[domain]
 
@@ -200,8 +199,11 @@ def test_csaf_cpe_product_resolution(corpus_export: tuple[Path, Path, dict[str, 
             "ecosystem": "CPE",
             "package": "cpe:/a:csaf-tools:cvrf-csaf-converter",
             "purl": None,
-            "ranges": [{"type": "VENDOR", "introduced": None, "fixed": "1.0.0-rc2", "lastAffected": None}],
+            "ranges": [interval_range("FIXED", {"introduced": None, "fixed": "1.0.0-rc2", "lastAffected": None})],
             "versions": ["1.0.0-alpha", "1.0.0-dev1", "1.0.0-dev2", "1.0.0-dev3", "1.0.0-rc1"],
+            "severity": [],
+            "ecosystemSpecific": [],
+            "databaseSpecific": [],
         }
     ]
 
@@ -401,6 +403,48 @@ def test_samples_export_and_schemas(tmp_path: Path, keys: Path) -> None:
     validator("manifest").validate(orjson.loads((mirror / "primary" / "manifest.json").read_bytes()))
     validator("bundle").validate(bundle(tmp_path / "root"))
     cli("verify", tmp_path / "root", "--key", keys / "mirror-key.pub")
+
+
+def test_two_exports_of_the_same_input_give_the_same_bundle(tmp_path: Path, keys: Path) -> None:
+    """bundle.json carries no export id or time (schemaVersion 2): its bytes and digest depend on the input only,
+    while the index and manifest still name each export."""
+    sources = (f"osv:{SAMPLES / 'osv'}", f"csaf:{SAMPLES / 'csaf'}")
+    export(tmp_path / "a", keys, *sources, extra=("--export-id", "one", "--generated-at", "2030-01-01T00:00:00Z"))
+    export(tmp_path / "b", keys, *sources, extra=("--export-id", "two", "--generated-at", "2031-06-01T12:00:00Z"))
+    a, b = (tmp_path / x / "latest" / "mirror" / "primary" for x in ("a", "b"))
+    assert (a / "bundle.json").read_bytes() == (b / "bundle.json").read_bytes()
+    doc = orjson.loads((a / "bundle.json").read_bytes())
+    assert doc["schemaVersion"] == 2 and "exportId" not in doc and "generatedAt" not in doc
+    ma, mb = (orjson.loads((d / "manifest.json").read_bytes()) for d in (a, b))
+    assert (ma["exportId"], mb["exportId"]) == ("one", "two")
+    assert ma["bundle"]["digest"] == mb["bundle"]["digest"]
+    for root in (tmp_path / "a", tmp_path / "b"):
+        cli("verify", root, "--key", keys / "mirror-key.pub")
+
+
+def test_sources_are_named_after_their_folder_and_skipped_files_are_named(tmp_path: Path, keys: Path) -> None:
+    """Two sources holding the same document each keep their provenance entry; dot files and other files are
+    counted as skipped and named with the reason."""
+    for name in ("pypa", "mirror-of-pypa"):
+        shutil.copytree(SAMPLES / "osv", tmp_path / name)
+    (tmp_path / "pypa" / ".DS_Store").write_bytes(b"\0\0")
+    (tmp_path / "pypa" / "README.txt").write_text("not an advisory")
+    summary, _ = export(tmp_path / "root", keys, f"osv:{tmp_path / 'pypa'}", f"osv:{tmp_path / 'mirror-of-pypa'}/")
+    assert {(Path(s["path"]).name, s["reason"]) for s in summary["skipped"]} >= {
+        (".DS_Store", "dot file (hidden): not read"),
+        ("README.txt", "not an OSV .json/.yaml file"),
+    }
+    assert summary["documentsSkipped"] == len(summary["skipped"])
+    for adv in bundle(tmp_path / "root")["advisories"]:
+        by_source: dict[str, set[tuple[str, str]]] = {}
+        for p in adv["provenance"]:
+            by_source.setdefault(p["source"], set()).add((p["documentId"], p["digest"]))
+        assert set(by_source) == {"pypa", "mirror-of-pypa"}
+        assert by_source["pypa"] == by_source["mirror-of-pypa"]
+    _, proc = export(
+        tmp_path / "dup", keys, f"osv:{tmp_path / 'pypa'}", f"osv:pypa={tmp_path / 'mirror-of-pypa'}", check=False
+    )
+    assert proc.returncode == 3 and "two sources are named 'pypa'" in proc.stderr
 
 
 def _malformed(dest: Path) -> dict[str, tuple[bytes, str]]:

@@ -23,7 +23,6 @@ INTEROP = REPO / "tests" / "interop"
 pytestmark = pytest.mark.e2e
 
 
-
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("excititor")
@@ -40,7 +39,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "published Excititor export x1 sequence 1" in proc.stdout
-    assert "primary/consensus: json consensus, 9 records from acme, northwind, vexhub" in proc.stdout
+    assert "primary/consensus: json consensus, 8 records from acme, northwind, vexhub" in proc.stdout
     return base / "root", keys
 
 
@@ -173,3 +172,51 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, published: tuple[Path, Path
                tmp_path / "r")  # fmt: skip
     assert proc.returncode == 3
     assert "domains.0.exports.0.format" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_json_summary_names_skipped_files_with_their_reason(tmp_path: Path, published: tuple[Path, Path]) -> None:
+    """A JSON file that is no VEX document and a dot file are skipped, counted and named with the reason."""
+    _, keys = published
+    config = _bad_config(tmp_path)
+    (tmp_path / "vex" / "hub" / "feed.json").write_text('{"feed": {"entry": []}}')
+    (tmp_path / "vex" / "hub" / ".draft.json").write_text("{not even json")
+    proc = cli(
+        "export", "excititor", "--config", config, "--key", keys / "mirror-key.pem", "--out", tmp_path / "r", "--json"
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    reasons = {s["path"]: s["reason"] for s in summary["skipped"]}
+    assert set(reasons) == {"vex/hub/feed.json", "vex/hub/.draft.json"}
+    assert reasons["vex/hub/feed.json"].startswith("JSON but no VEX document")
+    assert reasons["vex/hub/.draft.json"].startswith("dot name")
+    assert summary["documentsSkipped"] == 2 and summary["documentsRejected"] == 1
+    (rejected,) = summary["rejected"]
+    assert (rejected["path"], rejected["pointer"]) == ("vex/hub/broken.cdx.json", "/vulnerabilities/0/analysis/state")
+    assert summary["claims"] == sum(p["claims"] for p in summary["providers"].values())
+    assert {a["exportKey"] for a in summary["artifacts"]} >= {"consensus", "claims", "openvex"}
+
+
+def test_artifacts_are_content_addressed(tmp_path: Path, published: tuple[Path, Path]) -> None:
+    """Issue 20: an unchanged input gives byte-identical artifacts in a later export with another id and
+    time; the export id and times stay in the signed index, and both exports verify."""
+    root, keys = published
+    later = tmp_path / "root"
+    shutil.copytree(root, later, symlinks=True)
+    proc = cli(
+        "export", "excititor", "--config", SAMPLES / "config.yaml", "--key", keys / "mirror-key.pem", "--out", later,
+        "--export-id", "x2", "--generated-at", "2030-01-02T06:30:00Z", "--expires-in", "30d",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    first, second = signed_files(root), signed_files(later)
+    assert [p.relative_to(root / "latest") for p in first] == [p.relative_to(later / "latest") for p in second]
+    for a, b in zip(first, second, strict=True):
+        if a.name == "index.json":
+            ia, ib = orjson.loads(a.read_bytes()), orjson.loads(b.read_bytes())
+            assert (ia["exportId"], ib["exportId"], ib["sequence"]) == ("x1", "x2", 2)
+            assert [e["digest"] for e in ia["exports"]] == [e["digest"] for e in ib["exports"]]
+        else:
+            assert a.read_bytes() == b.read_bytes(), a
+            assert b"x1" not in a.read_bytes() and b"2030-01-01" not in a.read_bytes()
+    proc = cli("verify", later, "--key", keys / "mirror-key.pub", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["exportId"] == "x2"

@@ -9,6 +9,18 @@ from __future__ import annotations
 from typing import Any, NotRequired, TypedDict
 
 SCHEMA_VERSION = 1
+"""Of the signed indexes and manifests."""
+
+CONCELIER_BUNDLE_SCHEMA = 2
+"""Of a Concelier ``bundle.json``. 2: lossless OSV records (events, repo, per-package severity, the source
+document in each provenance entry) and no ``exportId``/``generatedAt``, so the same input gives the same
+bytes in every export. Readers of bundles (verify, sync) accept 1 and 2: they check bytes, not content."""
+
+EXCITITOR_ARTIFACT_SCHEMA = 2
+"""schemaVersion of Excititor artifacts (consensus/claims JSON): 2 since they are content-addressed (no
+exportId/generatedAt; issue 20) and carry subcomponents and impact statements (issue 17). Indexes stay
+at :data:`SCHEMA_VERSION`; ``verify`` and ``sync`` check artifacts by signed digest, not by their
+schemaVersion, so exports with version-1 artifacts keep verifying and syncing."""
 
 
 class SignatureRef(TypedDict):

@@ -18,6 +18,7 @@ from stella_mirror.bundle import canonical
 from stella_mirror.bundle.digest import Writable
 from stella_mirror.bundle.files import open_atomic, open_signed, sign_file, write_atomic
 from stella_mirror.bundle.model import (
+    CONCELIER_BUNDLE_SCHEMA,
     SCHEMA_VERSION,
     ConcelierIndex,
     ConcelierIndexDomain,
@@ -108,9 +109,7 @@ def write_concelier_export(
                 {
                     "advisoryCount": count,
                     "domainId": dom.domain_id,
-                    "exportId": stamp.export_id,
-                    "generatedAt": stamp.generated_at,
-                    "schemaVersion": SCHEMA_VERSION,
+                    "schemaVersion": CONCELIER_BUNDLE_SCHEMA,
                 }
             )
         signature = out.signature

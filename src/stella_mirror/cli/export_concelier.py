@@ -89,6 +89,7 @@ def summary_dict(s: ExportSummary) -> dict[str, Any]:
         "path": str(s.path) if s.path else None,
         "documentsRead": s.documents_read,
         "documentsSkipped": s.documents_skipped,
+        "skipped": [{"path": r.path, "reason": r.reason} for r in s.skipped],
         "documentsRejected": len(s.rejected),
         "rejected": [{"path": r.path, "pointer": r.pointer, "message": r.message} for r in s.rejected],
         "records": s.records,
@@ -136,7 +137,12 @@ def export_concelier(
     out: Annotated[Path, typer.Option("--out", help="Concelier export root (holds <exportId>/ and latest).")],
     config: Annotated[Path | None, typer.Option("--config", help="YAML export configuration.")] = None,
     source: Annotated[
-        list[str] | None, typer.Option("--source", help="osv:DIR or csaf:DIR (repeatable; order = merge priority).")
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="osv:DIR or csaf:DIR, named after DIR's folder; osv:NAME=DIR names it (repeatable; order = merge "
+            "priority).",
+        ),
     ] = None,
     domain: Annotated[
         list[str] | None,

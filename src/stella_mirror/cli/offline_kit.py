@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Offline kits for air-gapped mirrors (import with `sync --source KIT.tar`).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Offline kits for air-gapped mirrors (import with `sync --source KIT.tar`).", no_args_is_help=True
+)
 
 
 @app.command("create")
@@ -19,8 +20,12 @@ def create(
     from_root: Annotated[Path, typer.Option("--from", help="Export root (its latest) or an export directory.")],
     out: Annotated[Path, typer.Option("--out", help="The kit to write (an uncompressed .tar).")],
     key: Annotated[
-        list[Path], typer.Option("--key", help="The publisher's public key (PEM or JWKS): the export is verified "
-                                 "against it first, and it is shipped in the kit. Repeat for rotation.")
+        list[Path],
+        typer.Option(
+            "--key",
+            help="The publisher's public key (PEM or JWKS): the export is verified "
+            "against it first, and it is shipped in the kit. Repeat for rotation.",
+        ),
     ],
 ) -> None:
     """Write a verified export with its public keys and a manifest into one tarball."""

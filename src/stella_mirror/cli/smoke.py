@@ -35,8 +35,15 @@ def smoke(
         results = run_smoke(client, domain, keys, excititor_domain)
     failed = next((r for r in results if r.status == "FAIL"), None)
     if as_json:
-        typer.echo(orjson.dumps({"ok": failed is None, "failed": failed.name if failed else None,
-                                 "checks": [r.as_dict() for r in results]}).decode())
+        typer.echo(
+            orjson.dumps(
+                {
+                    "ok": failed is None,
+                    "failed": failed.name if failed else None,
+                    "checks": [r.as_dict() for r in results],
+                }
+            ).decode()
+        )
     else:
         for result in results:
             typer.echo(result.line())

@@ -49,19 +49,27 @@ def status(
         typer.echo(orjson.dumps({"stale": any(r.stale for r in roots), "roots": [r.as_dict() for r in roots]}).decode())
     else:
         for r in roots:
-            sync = "never synced (filled by export)" if r.sync is None else (
-                f"last successful sync {r.sync.last_success_at.isoformat() if r.sync.last_success_at else 'never'}"
-                f", lag {age_text(r.lag_seconds)}"
+            sync = (
+                "never synced (filled by export)"
+                if r.sync is None
+                else (
+                    f"last successful sync {r.sync.last_success_at.isoformat() if r.sync.last_success_at else 'never'}"
+                    f", lag {age_text(r.lag_seconds)}"
+                )
             )
             sync += f"; export age {age_text(r.export_age_seconds)}"
-            typer.echo(f"{'STALE' if r.stale else 'ok   '} {r.product} {r.root}: export {r.export_id or '-'} "
-                       f"sequence {r.sequence if r.sequence is not None else '-'}; {sync}")
+            typer.echo(
+                f"{'STALE' if r.stale else 'ok   '} {r.product} {r.root}: export {r.export_id or '-'} "
+                f"sequence {r.sequence if r.sequence is not None else '-'}; {sync}"
+            )
             for problem in r.problems:
                 typer.echo(f"      ! {problem}")
             for d in r.domains:
-                typer.echo(f"      {d.domain_id}: age {age_text(d.age_seconds)}, expires {d.expires_at}, "
-                           f"{d.size_bytes} bytes, {d.items} items, keys {', '.join(d.key_ids) or '-'}"
-                           + "".join(f"; {p}" for p in d.problems))
+                typer.echo(
+                    f"      {d.domain_id}: age {age_text(d.age_seconds)}, expires {d.expires_at}, "
+                    f"{d.size_bytes} bytes, {d.items} items, keys {', '.join(d.key_ids) or '-'}"
+                    + "".join(f"; {p}" for p in d.problems)
+                )
     if any(r.stale for r in roots):
         raise typer.Exit(1)
 

@@ -39,8 +39,12 @@ def sync(
     config: Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP + " Its sync.jobs run.")] = None,
     job: Annotated[list[str] | None, typer.Option("--job", help="Run only this configured job (repeatable).")] = None,
     source: Annotated[
-        str | None, typer.Option("--source", help="s3://bucket/prefix, rsync://host/module/path, host:path, "
-                                 "https://mirror, file://dir, a directory or an offline kit (.tar).")
+        str | None,
+        typer.Option(
+            "--source",
+            help="s3://bucket/prefix, rsync://host/module/path, host:path, "
+            "https://mirror, file://dir, a directory or an offline kit (.tar).",
+        ),
     ] = None,
     dest: Annotated[Path | None, typer.Option("--dest", help="The export root to publish into.")] = None,
     kind: Annotated[KindOpt | None, typer.Option("--kind", help="concelier or excititor.")] = None,
@@ -57,8 +61,11 @@ def sync(
     ] = False,
     state_dir: Annotated[
         Path | None,
-        typer.Option("--state-dir", help="Run history (SQLite); default: sync.stateDir, $STATE_DIRECTORY, "
-                     "/var/lib/stella-mirror as root, else ~/.local/state/stella-mirror."),
+        typer.Option(
+            "--state-dir",
+            help="Run history (SQLite); default: sync.stateDir, $STATE_DIRECTORY, "
+            "/var/lib/stella-mirror as root, else ~/.local/state/stella-mirror.",
+        ),
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Keep polling the upstream index; sync on change.")] = False,
     poll: Annotated[float | None, typer.Option("--poll", min=0.1, help="--watch: seconds between polls [30].")] = None,
@@ -81,13 +88,17 @@ def sync(
         Path | None, typer.Option("--token-file", help="File with a bearer token.", rich_help_panel=SOURCE_PANEL)
     ] = None,
     token_url: Annotated[
-        str | None, typer.Option("--token-url", help="OAuth 2.0 token endpoint (client credentials).",
-                                 rich_help_panel=SOURCE_PANEL)
+        str | None,
+        typer.Option(
+            "--token-url", help="OAuth 2.0 token endpoint (client credentials).", rich_help_panel=SOURCE_PANEL
+        ),
     ] = None,
     client_id: Annotated[str | None, typer.Option("--client-id", rich_help_panel=SOURCE_PANEL)] = None,
     client_secret_file: Annotated[
-        Path | None, typer.Option("--client-secret-file", help="e.g. /run/secrets/concelier-authority-client.",
-                                  rich_help_panel=SOURCE_PANEL)
+        Path | None,
+        typer.Option(
+            "--client-secret-file", help="e.g. /run/secrets/concelier-authority-client.", rich_help_panel=SOURCE_PANEL
+        ),
     ] = None,
     scope: Annotated[
         str | None, typer.Option("--scope", help="e.g. concelier.mirror.read.", rich_help_panel=SOURCE_PANEL)
@@ -135,17 +146,26 @@ def sync(
         assert dest is not None and kind is not None and trust_key
         try:
             given_options = {
-                "endpoint_url": endpoint_url, "region": region, "username": username, "password_file": password_file,
-                "token_file": token_file, "token_url": token_url, "client_id": client_id,
-                "client_secret_file": client_secret_file, "scope": scope, "ca_file": ca_file,
-                "timeout_seconds": timeout, "min_bytes_per_second": min_rate,
+                "endpoint_url": endpoint_url,
+                "region": region,
+                "username": username,
+                "password_file": password_file,
+                "token_file": token_file,
+                "token_url": token_url,
+                "client_id": client_id,
+                "client_secret_file": client_secret_file,
+                "scope": scope,
+                "ca_file": ca_file,
+                "timeout_seconds": timeout,
+                "min_bytes_per_second": min_rate,
             }
             options = SourceOptions.model_validate({k: v for k, v in given_options.items() if v is not None})
         except ValidationError as exc:
             raise validation_error(exc) from None
         name = f"{kind}:{dest.name}"
-        specs = [JobSpec(Job(name, kind, dest, load_trusted_keys(trust_key), keep, allow_same, interval, repair,
-                             options.run_timeout_seconds), source, options)]
+        keys = load_trusted_keys(trust_key)
+        job_ = Job(name, kind, dest, keys, keep, allow_same, interval, repair, options.run_timeout_seconds)
+        specs = [JobSpec(job_, source, options)]
     else:
         roots = {"concelier": cfg.concelier.mirror.export_root, "excititor": cfg.excititor.export_root}
         specs = specs_from_config(cfg.sync, roots, job)

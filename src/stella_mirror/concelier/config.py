@@ -5,7 +5,7 @@ File form (relative paths resolve against the file's folder)::
     sources:
       - kind: osv            # osv | csaf
         path: corpus/osv
-        name: community-osv  # optional; defaults to the kind
+        name: community-osv  # optional; defaults to the folder's name (here "osv")
       - kind: csaf
         path: corpus/csaf
     domains:
@@ -52,17 +52,24 @@ def display_name(domain_id: str) -> str:
 
 
 def parse_source_flag(value: str, priority: int, base: Path | None = None) -> SourceSpec:
-    """``osv:DIR`` or ``csaf:DIR`` (also ``osv:NAME=DIR`` to name the source)."""
+    """``osv:DIR`` or ``csaf:DIR``, named after the folder (``osv:pypa`` for ``osv:corpus/pypa``), or
+    ``osv:NAME=DIR`` to name the source."""
     kind, sep, rest = value.partition(":")
     if not sep or kind not in KINDS or not rest:
         raise ConfigError("--source", f"{value!r} is not KIND:DIR with KIND one of {', '.join(KINDS)}")
-    name = kind
+    name = None
     if "=" in rest and not Path(rest).exists():
         name, _, rest = rest.partition("=")
     path = Path(rest)
     if base is not None and not path.is_absolute():
         path = base / path
-    return SourceSpec(name=name, kind=kind, path=path, priority=priority)
+    return SourceSpec(name=name or folder_name(path, kind), kind=kind, path=path, priority=priority)
+
+
+def folder_name(path: Path, kind: str) -> str:
+    """A source's default name: its folder's name (``corpus/pypa/`` → ``pypa``; ``.`` → the resolved folder's)."""
+    name = path.name if path.name not in ("", "..") else path.resolve().name
+    return name or kind
 
 
 def parse_domain_flag(value: str) -> DomainSpec:
@@ -107,7 +114,7 @@ def load_config(path: Path) -> ConcelierExportConfig:
         spath = Path(_get(src, "path", str, where, required=True))
         cfg.sources.append(
             SourceSpec(
-                name=_get(src, "name", str, where) or kind,
+                name=_get(src, "name", str, where) or folder_name(spath, kind),
                 kind=kind,
                 path=spath if spath.is_absolute() else base / spath,
                 priority=i,

@@ -127,6 +127,14 @@ class Rejected:
     message: str
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A file of a source folder that is not a document of the source's kind, and why."""
+
+    path: str
+    reason: str
+
+
 @dataclass
 class DomainResult:
     """What one domain published."""
@@ -141,7 +149,7 @@ class ExportSummary:
     """The outcome of an export (what the CLI prints)."""
 
     documents_read: int = 0
-    documents_skipped: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     records: int = 0
     advisories: int = 0
@@ -156,6 +164,11 @@ class ExportSummary:
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
     """Seconds spent in each phase, in order (see docs/benchmarks.md)."""
+
+    @property
+    def documents_skipped(self) -> int:
+        """Files left out without being read as documents (dot files, other extensions, non-CSAF JSON)."""
+        return len(self.skipped)
 
     @property
     def merges_made(self) -> int:
@@ -224,13 +237,14 @@ def _read_all(
     counts: dict[str, int] = {}
     req.progress.phase("reading documents", total)
     for result in pool.read(_chunks(req)):
-        req.progress.advance(result.read + result.skipped + len(result.rejected))
+        req.progress.advance(result.read + len(result.skipped) + len(result.rejected))
         summary.documents_read += result.read
-        summary.documents_skipped += result.skipped
+        summary.skipped.extend(Skipped(path, reason) for path, reason in result.skipped)
         summary.rejected.extend(Rejected(path, pointer, message) for path, pointer, message in result.rejected)
         counts[result.tag] = counts.get(result.tag, 0) + result.records
     summary.records = sum(counts.values())
     summary.rejected.sort(key=lambda r: r.path)
+    summary.skipped.sort(key=lambda r: r.path)
     req.progress.done()
     staged = StagedRecords(Path(pool.cfg.work), counts)
     clock.lap("read")
@@ -495,6 +509,12 @@ def _check_request(req: ExportRequest) -> None:
         raise ConfigError("expiresIn", "must be positive")
     if req.export_id is not None:
         check_export_id(req.export_id)
+    names = [spec.name for spec in req.sources]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(
+            "sources", f"two sources are named {twice[0]!r}: provenance could not tell them apart (give one a name=)"
+        )
 
 
 @contextlib.contextmanager

@@ -15,14 +15,23 @@ sorted by ``(source priority, documentId, digest, record key)``:
   record is withdrawn (one live source keeps the advisory live);
 - ``severity``: the highest any record states;
 - ``references``: union by (url, type), sorted; ``provenance``: every record's, sorted;
-- ``affected``: one entry per (ecosystem, package, purl), sorted; ranges unioned and sorted,
-  versions unioned in record order; a bare ``{fixed: X}`` range is dropped when another range of the
-  entry already ends at X.
+- ``related``: sorted union;
+- ``remediations``/``flags``/``threats`` (CSAF): the distinct items of every record, in record order
+  (each names its ``documentId``); absent when no record has any;
+- ``affected``: one entry per (ecosystem, package, purl), sorted; ranges (whole, as stated: type, repo,
+  events, …) unioned and sorted by their canonical JSON; versions unioned in record order; OSV
+  ``severity``/``ecosystemSpecific``/``databaseSpecific`` each the distinct values in record order; a
+  bare "fixed in X" range (CSAF) is dropped when another range of the entry has an interval ending at X.
+- ``provenance``: every record's entry, each with its own source document (OSV ``osv``): nothing of a
+  source is lost by merging.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, cast
+
+import orjson
 
 from stella_mirror.concelier.model import SEVERITY_RANK, Advisory, Affected, Range, cve_order, is_cve
 
@@ -41,8 +50,26 @@ def _time_order(stamp: str) -> str:
     return stamp if "." in stamp else stamp[:-1] + ".000000Z"
 
 
-def _range_key(r: Range) -> tuple[str, str, str, str]:
-    return (r["type"], r["introduced"] or "", r["fixed"] or "", r["lastAffected"] or "")
+def _json_key(value: object) -> bytes:
+    """Canonical bytes of a JSON value: the identity used to deduplicate and sort structured facts."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def _distinct(items: list[Any]) -> list[Any]:
+    """Items without duplicates (compared as canonical JSON), first occurrence kept."""
+    if len(items) < 2:
+        return items
+    return list({_json_key(item): item for item in reversed(items)}.values())[::-1]
+
+
+def _bare_fixed(r: Range) -> str | None:
+    """X for a range that only says "fixed in X" (CSAF fixed products), else None."""
+    ivs = r["intervals"]
+    if r["events"] is None and ivs is not None and len(ivs) == 1:
+        iv = ivs[0]
+        if iv["introduced"] is None and iv["lastAffected"] is None:
+            return iv["fixed"]
+    return None
 
 
 def merge_affected(entries: Iterable[Affected]) -> list[Affected]:
@@ -58,24 +85,36 @@ def merge_affected(entries: Iterable[Affected]) -> list[Affected]:
                 "purl": aff["purl"],
                 "ranges": list(aff["ranges"]),
                 "versions": list(aff["versions"]),
+                "severity": list(aff.get("severity", ())),
+                "ecosystemSpecific": list(aff.get("ecosystemSpecific", ())),
+                "databaseSpecific": list(aff.get("databaseSpecific", ())),
             }
         else:
             into["ranges"].extend(aff["ranges"])
             into["versions"].extend(aff["versions"])
+            into["severity"] += aff.get("severity", ())
+            into["ecosystemSpecific"] += aff.get("ecosystemSpecific", ())
+            into["databaseSpecific"] += aff.get("databaseSpecific", ())
     out = []
     for key in sorted(merged) if len(merged) > 1 else merged:
         aff = merged[key]
         if len(aff["ranges"]) > 1:  # one range is kept as it is: a bare "fixed" is dropped only beside another
-            ranges = {_range_key(r): r for r in aff["ranges"]}
+            ranges = {_json_key(r): r for r in aff["ranges"]}
             # A bare "fixed in X" (CSAF fixed products) says nothing a full range ending at X does not.
-            bounded = {r["fixed"] for r in ranges.values() if r["introduced"] is not None}
+            bounded = {
+                iv["fixed"]
+                for r in ranges.values()
+                for iv in r["intervals"] or ()
+                if iv["introduced"] is not None and iv["fixed"] is not None
+            }
             aff["ranges"] = [
-                ranges[k]
-                for k in sorted(ranges)
-                if not (ranges[k]["introduced"] is None and ranges[k]["lastAffected"] is None and k[2] in bounded)
+                ranges[k] for k in sorted(ranges) if (x := _bare_fixed(ranges[k])) is None or x not in bounded
             ]
         if len(aff["versions"]) > 1:
             aff["versions"] = list(dict.fromkeys(aff["versions"]))
+        aff["severity"] = _distinct(aff["severity"])
+        aff["ecosystemSpecific"] = _distinct(aff["ecosystemSpecific"])
+        aff["databaseSpecific"] = _distinct(aff["databaseSpecific"])
         out.append(aff)
     return out
 
@@ -88,6 +127,7 @@ def merge(key: str, records: list[Advisory]) -> Advisory:
             only = {**only, "advisoryKey": key}
             only["aliases"] = sorted({*only["aliases"], key})
         only["affected"] = merge_affected(only["affected"])
+        only["related"] = sorted(set(only.get("related", ())))
         return only
 
     def first(field: str) -> str | None:
@@ -104,7 +144,7 @@ def merge(key: str, records: list[Advisory]) -> Advisory:
     cvss = {(c["version"], c["vector"]): c for r in records for c in r["cvss"]}
     refs = {(ref["url"], ref["type"]): ref for r in records for ref in r["references"]}
     prov = {(p["source"], p["documentId"], p["digest"]): p for r in records for p in r["provenance"]}
-    return {
+    merged: Advisory = {
         "advisoryKey": key,
         "aliases": sorted({key, *(a for r in records for a in r["aliases"])}),
         "title": first("title"),
@@ -119,7 +159,16 @@ def merge(key: str, records: list[Advisory]) -> Advisory:
         "references": [refs[k] for k in sorted(refs)],
         "affected": merge_affected(a for r in records for a in r["affected"]),
         "provenance": [prov[k] for k in sorted(prov)],
+        "related": sorted({x for r in records for x in r.get("related", ())}),
     }
+    for name in CSAF_LISTS:  # CSAF (17b): every record's items, each scoped by its documentId
+        items = _distinct([x for r in records for x in cast(dict[str, Any], r).get(name, ())])
+        if items:
+            merged[name] = items  # type: ignore[literal-required]
+    return merged
+
+
+CSAF_LISTS = ("remediations", "flags", "threats")
 
 
 __all__ = ["better_cve", "is_cve", "merge", "merge_affected"]

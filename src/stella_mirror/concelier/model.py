@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import re
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
+
+from packageurl import PackageURL
 
 from stella_mirror.errors import MalformedDocumentError
 from stella_mirror.timeutil import rfc3339
@@ -28,11 +30,51 @@ class Reference(TypedDict):
     type: str
 
 
-class Range(TypedDict):
-    type: str
+class Interval(TypedDict):
+    """A derived version interval: ``introduced`` (inclusive; None = from the first version) up to ``fixed``
+    (exclusive) or ``lastAffected`` (inclusive); both None = no upper bound."""
+
     introduced: str | None
     fixed: str | None
     lastAffected: str | None
+
+
+class Range(TypedDict):
+    """A range as its source states it, plus a derived interval form (docs/concelier.md, "Ranges")."""
+
+    type: str
+    """OSV: ``SEMVER``/``ECOSYSTEM``/``GIT`` verbatim; CSAF: ``VERS`` (parsed into ``vers``) or ``TEXT``."""
+    repo: str | None
+    """OSV GIT ranges: the repository verbatim."""
+    events: list[dict[str, str]] | None
+    """OSV: the events verbatim (source keys and order); CSAF: None."""
+    vers: str | None
+    text: str | None
+    intervals: list[Interval] | None
+    """As OSV's evaluation algorithm gives them with the ecosystem's version order (univers); None when
+    that order is not known (GIT, unknown ecosystem, unparsable version)."""
+    databaseSpecific: dict[str, Any] | None
+    """OSV ``ranges[].database_specific`` verbatim."""
+
+
+def interval_range(rtype: str, interval: Interval) -> Range:
+    """A range known only by one interval (CSAF product ranges and fixed versions): no events, no text."""
+    return {
+        "type": rtype,
+        "repo": None,
+        "events": None,
+        "vers": None,
+        "text": None,
+        "intervals": [interval],
+        "databaseSpecific": None,
+    }
+
+
+class Severity(TypedDict):
+    """An OSV ``severity[]`` entry verbatim."""
+
+    type: str
+    score: str
 
 
 class Affected(TypedDict):
@@ -41,6 +83,13 @@ class Affected(TypedDict):
     purl: str | None
     ranges: list[Range]
     versions: list[str]
+    # OSV (17a): present on every published entry (the merge adds empty ones), absent from CSAF source records.
+    severity: NotRequired[list[Severity]]
+    """``affected[].severity`` of the folded OSV entries, verbatim, distinct."""
+    ecosystemSpecific: NotRequired[list[dict[str, Any]]]
+    """Each distinct ``affected[].ecosystem_specific`` of the folded OSV entries (Go: imports and symbols)."""
+    databaseSpecific: NotRequired[list[dict[str, Any]]]
+    """Each distinct ``affected[].database_specific`` of the folded OSV entries."""
 
 
 class Provenance(TypedDict):
@@ -48,6 +97,9 @@ class Provenance(TypedDict):
     documentId: str
     digest: str
     recordedAt: str | None
+    # OSV (17a)
+    osv: NotRequired[dict[str, Any]]
+    """The OSV source document itself (parsed JSON or YAML): every field of the source, scoped to this entry."""
 
 
 class Advisory(TypedDict):
@@ -65,6 +117,17 @@ class Advisory(TypedDict):
     references: list[Reference]
     affected: list[Affected]
     provenance: list[Provenance]
+    # OSV (17a)
+    related: NotRequired[list[str]]
+    """OSV ``related`` ids (sorted union); present on every published advisory."""
+    # CSAF (17b)
+    remediations: NotRequired[list[dict[str, Any]]]
+    """CSAF ``remediations[]`` verbatim (category, details, url…), each with ``documentId`` and the
+    ``products`` (package identities) it names; present only when a CSAF record has some."""
+    flags: NotRequired[list[dict[str, Any]]]
+    """CSAF ``flags[]`` verbatim, likewise."""
+    threats: NotRequired[list[dict[str, Any]]]
+    """CSAF ``threats[]`` verbatim, likewise."""
 
 
 SEVERITY_RANK = {"none": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
@@ -111,11 +174,17 @@ def severity_word(value: str) -> str | None:
 
 
 def severity_from_cvss(cvss: list[Cvss]) -> str | None:
-    """The rating of the highest v3/v4 base score, when a score is known."""
-    from stella_mirror.concelier.cvss import rating
+    """The rating of the highest v3.x/v4 base score; without one, of the highest v2 score (NVD's v2 scale).
+
+    Every vector a reader keeps is scored, so this is None only when there is no vector at all.
+    """
+    from stella_mirror.concelier.cvss import rating, rating_v2
 
     scores = [c["baseScore"] for c in cvss if c["baseScore"] is not None and not c["version"].startswith("2")]
-    return rating(max(scores)) if scores else None
+    if scores:
+        return rating(max(scores))
+    v2 = [c["baseScore"] for c in cvss if c["baseScore"] is not None]
+    return rating_v2(max(v2)) if v2 else None
 
 
 def normalise_time(value: Any, path: str, pointer: str) -> str:
@@ -238,31 +307,59 @@ _PURL_ECOSYSTEMS = {
     "rpm": "RPM",
     "github": "GitHub",
 }
-_ECOSYSTEM_PURL = {
-    "PyPI": "pypi",
-    "Go": "golang",
-    "npm": "npm",
-    "crates.io": "cargo",
-    "RubyGems": "gem",
-    "NuGet": "nuget",
-    "Packagist": "composer",
-    "Hex": "hex",
-    "Pub": "pub",
+# OSV ecosystem (before any ":" suffix such as "Debian:11") → (purl type, namespace), per the purl spec's types:
+# distributions' packages are namespaced by their vendor (pkg:deb/debian/…, pkg:rpm/almalinux/…).
+_ECOSYSTEM_PURL: dict[str, tuple[str, str | None]] = {
+    "PyPI": ("pypi", None),
+    "Go": ("golang", None),
+    "npm": ("npm", None),
+    "crates.io": ("cargo", None),
+    "RubyGems": ("gem", None),
+    "NuGet": ("nuget", None),
+    "Packagist": ("composer", None),
+    "Hex": ("hex", None),
+    "Pub": ("pub", None),
+    "Maven": ("maven", None),
+    "Hackage": ("hackage", None),
+    "CRAN": ("cran", None),
+    "Bitnami": ("bitnami", None),
+    "SwiftURL": ("swift", None),
+    "GitHub Actions": ("github", None),
+    "Debian": ("deb", "debian"),
+    "Ubuntu": ("deb", "ubuntu"),
+    "Alpine": ("apk", "alpine"),
+    "Wolfi": ("apk", "wolfi"),
+    "Chainguard": ("apk", "chainguard"),
+    "AlmaLinux": ("rpm", "almalinux"),
+    "Rocky Linux": ("rpm", "rocky-linux"),
+    "Red Hat": ("rpm", "redhat"),
+    "SUSE": ("rpm", "suse"),
+    "openSUSE": ("rpm", "opensuse"),
+    "Mageia": ("rpm", "mageia"),
 }
-
-
-_PEP503_SEPARATORS = re.compile(r"[-_.]+")
+# Types whose package names carry the purl namespace before the last "/" (Go modules, npm scopes, …).
+_SLASH_NAMESPACE = {"golang", "npm", "composer", "swift", "github"}
 
 
 @functools.lru_cache(maxsize=8192)
 def purl_for(ecosystem: str, name: str) -> str | None:
-    """A version-less purl for well-known ecosystems (PyPI names normalised per PEP 503)."""
-    ptype = _ECOSYSTEM_PURL.get(ecosystem)
-    if ptype is None:
+    """A version-less purl for an OSV package, built and normalised by ``packageurl`` (the purl spec's rules:
+    PyPI names lowercased with ``_`` → ``-``, Maven ``group:artifact`` → namespace/name, …); None when the
+    ecosystem has no purl type."""
+    known = _ECOSYSTEM_PURL.get(ecosystem.partition(":")[0])
+    if known is None or not name:
         return None
-    if ptype == "pypi":
-        name = _PEP503_SEPARATORS.sub("-", name).lower()
-    return f"pkg:{ptype}/{name}"
+    ptype, namespace = known
+    if ptype == "maven":
+        namespace, sep, name = name.rpartition(":")
+        if not sep:
+            return None  # not group:artifact
+    elif ptype in _SLASH_NAMESPACE and "/" in name:
+        namespace, _, name = name.rpartition("/")
+    try:
+        return str(PackageURL(type=ptype, namespace=namespace or None, name=name).to_string())
+    except ValueError:
+        return None
 
 
 def split_purl(purl: str) -> tuple[str, str, str, str | None] | None:

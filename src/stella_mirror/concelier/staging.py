@@ -40,13 +40,14 @@ from dataclasses import dataclass, field
 from itertools import compress
 from operator import ne
 from pathlib import Path
-from typing import IO, Any, NamedTuple, cast
+from typing import IO, Any, NamedTuple
 
 import orjson
 
 from stella_mirror.concelier.filters import DomainFilter
 from stella_mirror.concelier.model import Advisory, lowest_cve
 from stella_mirror.concelier.sources import canonical_record, load_records
+from stella_mirror.formats.reader import Read, Skipped
 
 CHUNK_DOCUMENTS = 256  # documents per task: big enough that a task's overhead is noise, small enough to balance
 _SORT = orjson.OPT_SORT_KEYS
@@ -81,7 +82,8 @@ class ChunkResult:
 
     tag: str
     read: int = 0
-    skipped: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason) of each skipped file."""
     records: int = 0
     rejected: list[tuple[str, str, str]] = field(default_factory=list)
     """(path, pointer, message) of each rejected document."""
@@ -180,16 +182,15 @@ class Stager:
         result = ChunkResult(self.tag)
         before = self.count
         for path in chunk.paths:
-            status, payload = load_records(path, chunk.kind, chunk.source, self.cfg.max_bytes)
-            if status == "ok":
+            outcome = load_records(path, chunk.kind, chunk.source, self.cfg.max_bytes)
+            if isinstance(outcome, Read):
                 result.read += 1
-                for record in cast(list[Advisory], payload):
+                for record in outcome.result.items:
                     self.add(record, chunk.priority)
-            elif status == "skipped":
-                result.skipped += 1
+            elif isinstance(outcome, Skipped):
+                result.skipped.append((path, outcome.reason))
             else:
-                pointer, message = cast(tuple[str, str], payload)
-                result.rejected.append((path, pointer, message))
+                result.rejected.append((path, outcome.pointer, outcome.message))
         result.records = self.count - before
         self.flush()
         return result

@@ -81,7 +81,7 @@ def time_key(value: str | None) -> str:
 
 @dataclass(slots=True, eq=False)
 class Claim:
-    """One VEX claim. ``context`` holds source-specific extras (parent product, platform, versions…)."""
+    """One VEX claim. ``context`` holds source-specific extras (subcomponents, platform, versions…)."""
 
     vulnerability_id: str
     product_key: str
@@ -95,6 +95,9 @@ class Claim:
     document_path: str = ""
     source_format: str = ""
     context: dict[str, Any] | None = None
+    impact_statement: str | None = None
+    """For ``not_affected``: the source's statement of why the product is not affected (OpenVEX
+    ``impact_statement``, CSAF ``threats[category=impact].details``, CycloneDX ``analysis.detail``)."""
 
     def as_record(self) -> dict[str, Any]:
         """The claim as written to the ``claims`` view (one canonical JSON object)."""
@@ -105,6 +108,7 @@ class Claim:
             "providerId": self.provider_id,
             "status": self.status,
             "justification": self.justification,
+            "impactStatement": self.impact_statement,
             "detail": self.detail,
             "documentDigest": self.document_digest,
             "issuedAt": self.issued_at,
@@ -116,8 +120,9 @@ class Claim:
 
     @property
     def counts(self) -> bool:
-        """A ``not_affected`` claim without a justification does not count in consensus."""
-        return self.status != NOT_AFFECTED or bool(self.justification)
+        """A ``not_affected`` claim counts in consensus only when justified: by a justification label or
+        by an impact statement (what OpenVEX and CSAF 2.0 accept instead of a label)."""
+        return self.status != NOT_AFFECTED or bool(self.justification) or bool(self.impact_statement)
 
 
 def purl_type(product_key: str) -> str | None:

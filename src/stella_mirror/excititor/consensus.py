@@ -5,13 +5,19 @@ Rules (``RULES`` names this version of them; it is part of the policy revision):
 1. Each provider counts once per pair: its latest claim by ``issuedAt`` (a claim without a time is
    the oldest); at equal times the less safe status wins, so the choice never depends on file order.
    Superseded claims stay in the record with ``counted: false, reason: superseded``.
-2. A ``not_affected`` claim without a justification does not count (``reason: unjustified``).
+2. A ``not_affected`` claim counts only when justified, by a justification label or an impact
+   statement (OpenVEX ``impact_statement``, CSAF ``threats[category=impact]``, CycloneDX
+   ``analysis.detail``); otherwise ``reason: unjustified``.
 3. The consensus status is the one with the greatest total provider weight; ties go to the less safe
    status (affected > under_investigation > fixed > not_affected). With nothing counted the status is
    ``under_investigation`` (``resolution: no-counted-claims``): no provider gave usable evidence.
 4. Every claim that counted with another status is listed in ``conflicts``.
 5. Aliases fold: ids that any document declares as aliases of each other form one vulnerability,
    keyed by its CVE id when there is one (else the smallest id), the others listed in ``aliases``.
+
+Pairs are (vulnerability, *product*): an OpenVEX statement about product P with subcomponents S is a
+claim about P, and the subcomponents are listed in the record (``subcomponents``, the union over the
+pair's claims) as where the vulnerability originates, never as products of their own.
 
 Weights are summed as integers (millionths) so that exact ties are exact, not float accidents.
 The policy revision is ``sha256`` over the canonical list of providers (id, kind, weight) and the rules
@@ -35,7 +41,7 @@ from stella_mirror.excititor.claims import (
 )
 from stella_mirror.excititor.config import Filters, Provider
 
-RULES = "stella-mirror/excititor-consensus/v1"
+RULES = "stella-mirror/excititor-consensus/v2"
 _UNITS = 1_000_000
 
 PairKey = tuple[str, str]
@@ -172,6 +178,20 @@ class Consensus:
                 break
         return sorted(found)
 
+    def input_digest(self, keys: Iterable[PairKey]) -> tuple[str, str | None]:
+        """(``sha256:<hex>`` over the policy revision and the digests of the documents whose claims fall
+        under ``keys``; the latest ``issuedAt`` among those claims). Both depend only on the input, so
+        an artifact built from them is the same bytes for the same input."""
+        digests: set[str] = set()
+        latest: str | None = None
+        for k in keys:
+            for c in self.groups[k]:
+                digests.add(c.document_digest)
+                if c.issued_at and (latest is None or time_key(c.issued_at) > time_key(latest)):
+                    latest = c.issued_at
+        doc = {"policyRevision": self.policy_revision, "documents": sorted(digests)}
+        return sha256_bytes(canonical.dumps(doc)), latest
+
     def records(self, keys: Iterable[PairKey]) -> Iterator[dict[str, Any]]:
         """Consensus records for ``keys``, in the given order."""
         for k in keys:
@@ -212,7 +232,11 @@ class Consensus:
         justification = next((c.justification for c in backers if c.justification), None)
         if status != NOT_AFFECTED:
             justification = None
+        impact = next((c.impact_statement for c in backers if c.impact_statement), None)
+        if status != NOT_AFFECTED:
+            impact = None
         detail = next((c.detail for c in backers if c.detail), None)
+        subcomponents = sorted({s for c in claims if c.context for s in c.context.get("subcomponents", ())})
         entries: list[dict[str, Any]] = []
         listed: set[tuple[str, str, str]] = set()
         for c in sorted(claims, key=lambda c: (c.provider_id, _preference(c)), reverse=False):
@@ -238,7 +262,9 @@ class Consensus:
             "aliases": self.folder.aliases(vkey),
             "productKey": product,
             "status": status,
+            "subcomponents": subcomponents,
             "justification": justification,
+            "impactStatement": impact,
             "detail": detail,
             "resolution": resolution,
             "weights": {s: totals[s] / _UNITS for s in STATUSES if s in totals},
@@ -261,6 +287,7 @@ class Consensus:
             "vulnerabilityId": c.vulnerability_id,
             "status": c.status,
             "justification": c.justification,
+            "impactStatement": c.impact_statement,
             "detail": c.detail,
             "documentDigest": c.document_digest,
             "issuedAt": c.issued_at,

@@ -2,11 +2,18 @@
 
 Artifact formats (DESIGN §4):
 
-* ``json`` — consensus view: one canonical object ``{domainId, exportId, exportKey, filters,
-  generatedAt, policyRevision, providers, recordCount, records[], schemaVersion}``, records sorted by
-  (vulnerabilityId, productKey) and streamed (claims view: ``{claims[], …}`` likewise);
+* ``json`` — consensus view: one canonical object ``{domainId, exportKey, filters, policyRevision,
+  providers, recordCount, records[], schemaVersion}``, records sorted by (vulnerabilityId, productKey)
+  and streamed (claims view: ``{claims[], …}`` likewise);
 * ``jsonl`` — one canonical record per line (claims, or consensus records);
-* ``openvex`` — the consensus as an OpenVEX v0.2.0 document, one statement per (vulnerability, product).
+* ``openvex`` — the consensus as an OpenVEX v0.2.0 document, one statement per (vulnerability, product);
+  a product's subcomponents stay subcomponents of that product.
+
+Artifacts are content-addressed (schemaVersion 2, :data:`EXCITITOR_ARTIFACT_SCHEMA`): they carry no
+export id and no generation time, so the same input gives byte-identical artifacts in every export
+(the export id, sequence and times live in the signed index). The OpenVEX document's ``@id`` is derived
+from the input (policy revision and the digests of the documents behind its statements) and its
+``timestamp`` is the latest claim time (the Unix epoch for a document without any).
 
 Publication follows :mod:`stella_mirror.publish`: lock the root, stage a complete export, verify the
 staged tree against the signing key, switch ``latest``, prune. With ``strict`` any rejected input
@@ -26,7 +33,7 @@ from typing import Any
 
 from stella_mirror.bundle import canonical, store
 from stella_mirror.bundle.digest import Writable
-from stella_mirror.bundle.model import SCHEMA_VERSION
+from stella_mirror.bundle.model import EXCITITOR_ARTIFACT_SCHEMA
 from stella_mirror.bundle.signing import SigningKey, TrustedKeys
 from stella_mirror.bundle.writer import ExcititorArtifact, ExportStamp, read_sequence, write_excititor_domain
 from stella_mirror.errors import ConfigError, ExportRejectedError
@@ -39,6 +46,7 @@ from stella_mirror.publish import ExportRoot, check_export_id, next_sequence
 from stella_mirror.timeutil import rfc3339, utcnow
 
 OPENVEX_CONTEXT = "https://openvex.dev/ns/v0.2.0"
+EPOCH = "1970-01-01T00:00:00Z"
 DEFAULT_ACTION = "No remediation was stated by the contributing providers; see the consensus export for their claims."
 
 
@@ -87,7 +95,7 @@ def write_consensus_json(out: Writable, consensus: Consensus, keys: list[PairKey
     writer = canonical.StreamingObjectWriter(out, "records", early)
     for record in consensus.records(keys):
         writer.write_item(record)
-    writer.finish({"schemaVersion": SCHEMA_VERSION})
+    writer.finish({"schemaVersion": EXCITITOR_ARTIFACT_SCHEMA})
     return writer.count
 
 
@@ -112,7 +120,7 @@ def write_claims_json(out: Writable, claims: list[Claim], header: dict[str, Any]
     writer = canonical.StreamingObjectWriter(out, "claims", {})
     for c in claims:
         writer.write_item(c.as_record())
-    writer.finish({**header, "recordCount": len(claims), "schemaVersion": SCHEMA_VERSION})
+    writer.finish({**header, "recordCount": len(claims), "schemaVersion": EXCITITOR_ARTIFACT_SCHEMA})
     return writer.count
 
 
@@ -129,14 +137,22 @@ def product_iri(product_key: str) -> str:
     return PRODUCT_URN + urllib.parse.quote(product_key, safe="")
 
 
+def _component(key: str) -> dict[str, Any]:
+    """An OpenVEX product or subcomponent for a product key."""
+    out: dict[str, Any] = {"@id": product_iri(key)}
+    if key.startswith("pkg:"):
+        out["identifiers"] = {"purl": key}
+    return out
+
+
 def openvex_statement(record: dict[str, Any], fallback_time: str) -> dict[str, Any]:
     """One consensus record as an OpenVEX v0.2.0 statement (valid against the OpenVEX JSON schema)."""
     vulnerability: dict[str, Any] = {"name": record["vulnerabilityId"]}
     if record["aliases"]:
         vulnerability["aliases"] = record["aliases"]
-    product: dict[str, Any] = {"@id": product_iri(record["productKey"])}
-    if record["productKey"].startswith("pkg:"):
-        product["identifiers"] = {"purl": record["productKey"]}
+    product = _component(record["productKey"])
+    if record["subcomponents"]:
+        product["subcomponents"] = [_component(s) for s in record["subcomponents"]]
     weights = ", ".join(f"{s}={w:g}" for s, w in record["weights"].items()) or "none counted"
     statement: dict[str, Any] = {
         "vulnerability": vulnerability,
@@ -146,9 +162,12 @@ def openvex_statement(record: dict[str, Any], fallback_time: str) -> dict[str, A
         "timestamp": record["lastUpdated"] or fallback_time,
     }
     if record["status"] == NOT_AFFECTED:
-        # The schema wants exactly one of justification / impact_statement; consensus not_affected
-        # always has a justification (unjustified claims do not count).
-        statement["justification"] = record["justification"]
+        # The schema wants exactly one of justification / impact_statement; a consensus not_affected
+        # has at least one (unjustified claims do not count): the label when there is one.
+        if record["justification"]:
+            statement["justification"] = record["justification"]
+        else:
+            statement["impact_statement"] = record["impactStatement"]
     elif record["status"] == AFFECTED:
         statement["action_statement"] = record["detail"] or DEFAULT_ACTION
     return statement
@@ -215,16 +234,8 @@ class _Planner:
         return out
 
 
-def _artifact(
-    planner: _Planner, domain: Domain, spec: ExportSpec, stamp: ExportStamp
-) -> tuple[ExcititorArtifact, ArtifactSummary]:
-    header = {
-        "domainId": domain.id,
-        "exportId": stamp.export_id,
-        "exportKey": spec.key,
-        "filters": spec.filters.as_dict(),
-        "generatedAt": stamp.generated_at,
-    }
+def _artifact(planner: _Planner, domain: Domain, spec: ExportSpec) -> tuple[ExcititorArtifact, ArtifactSummary]:
+    header = {"domainId": domain.id, "exportKey": spec.key, "filters": spec.filters.as_dict()}
     extra: dict[str, Any] = {}
     write: Callable[[Writable], int]
     if spec.view == "consensus":
@@ -244,10 +255,11 @@ def _artifact(
                 return write_consensus_jsonl(out, consensus, keys)
 
         else:
+            digest, latest = consensus.input_digest(keys)
             meta = {
-                "id": f"urn:stella-mirror:excititor:{domain.id}:{spec.key}:{stamp.export_id}",
+                "id": f"urn:stella-mirror:excititor:{domain.id}:{spec.key}:{digest.removeprefix('sha256:')}",
                 "author": f"stella-mirror Excititor ({domain.display_name})",
-                "timestamp": stamp.generated_at,
+                "timestamp": latest or EPOCH,
             }
 
             def write(out: Writable) -> int:
@@ -328,7 +340,7 @@ def run_export(
             for domain in config.domains:
                 artifacts = []
                 for spec in domain.exports:
-                    art, art_summary = _artifact(planner, domain, spec, stamp)
+                    art, art_summary = _artifact(planner, domain, spec)
                     artifacts.append(art)
                     summary.artifacts.append(art_summary)
                 write_excititor_domain(stage, domain.id, domain.display_name, stamp, artifacts, key)

@@ -29,8 +29,9 @@ def dns_names(cert: x509.Certificate) -> list[str]:
     return [str(name) for name in san.get_values_for_type(x509.DNSName)]
 
 
-def certificate_problems(path: Path, hosts: list[str], now: datetime, renew_within: timedelta = RENEW_WITHIN
-                         ) -> list[str]:
+def certificate_problems(
+    path: Path, hosts: list[str], now: datetime, renew_within: timedelta = RENEW_WITHIN
+) -> list[str]:
     """What is wrong with the PEM certificate at ``path`` for ``hosts``: unreadable, a host not covered by its
     subjectAltName, expired or expiring within ``renew_within``. Empty when nothing is."""
     try:

@@ -42,7 +42,7 @@ def pod_spec(doc: Mapping[str, Any]) -> dict[str, Any] | None:
     """The pod template's spec of a workload (Deployment, Job, CronJob, ...), None for other objects."""
     spec = doc.get("spec") or {}
     if doc.get("kind") == "CronJob":
-        spec = ((spec.get("jobTemplate") or {}).get("spec") or {})
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
     template = spec.get("template") or {}
     pod = template.get("spec")
     return pod if isinstance(pod, dict) else None
@@ -94,8 +94,9 @@ def _project(target: Path, files: Mapping[str, bytes], items: Sequence[Mapping[s
             dest.write_bytes(files[key])
 
 
-def materialize(container: Container, root: Path, manifests: Sequence[Manifest], secrets: SecretFiles,
-                claims: Mapping[str, Path]) -> dict[str, Path]:
+def materialize(
+    container: Container, root: Path, manifests: Sequence[Manifest], secrets: SecretFiles, claims: Mapping[str, Path]
+) -> dict[str, Path]:
     """Local directories standing for the container's volumes: ``mountPath`` → directory. emptyDir: empty;
     ConfigMap: its data; secret (also projected): ``secrets(name)``; PVC: ``claims[name]`` (else empty). A volume
     is ``root/<workload>/<volume>``, so the containers of one pod (an init container and the main one) share it."""

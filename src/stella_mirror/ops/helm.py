@@ -87,8 +87,9 @@ def values(chart: Path, value_files: Sequence[Path] = ()) -> dict[str, Any]:
     return merged
 
 
-def render_chart(chart: Path, value_files: Sequence[Path] = (), release: str = "mirror",
-                 namespace: str = "default") -> list[Manifest]:
+def render_chart(
+    chart: Path, value_files: Sequence[Path] = (), release: str = "mirror", namespace: str = "default"
+) -> list[Manifest]:
     """Every object the chart renders with these values (``helm template``); :class:`ConfigError` naming the
     template when one fails or renders invalid YAML."""
     from helm_python.errors import HelmError

@@ -103,8 +103,10 @@ class _Run:
         data = self.get(self._bundle_path()).content
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if len(data) != ref.get("sizeBytes") or digest != ref.get("digest"):
-            raise DigestError("bundle.json", f"{len(data)} bytes {digest}, the index says {ref.get('sizeBytes')} "
-                                             f"bytes {ref.get('digest')}")
+            raise DigestError(
+                "bundle.json",
+                f"{len(data)} bytes {digest}, the index says {ref.get('sizeBytes')} bytes {ref.get('digest')}",
+            )
         return f"{len(data)} bytes, {digest}"
 
     def check_bundle_signature(self) -> str:

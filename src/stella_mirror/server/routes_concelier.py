@@ -57,8 +57,13 @@ async def serve(
                 await serve_file(scope, send, rt, ctx, export, answer)
             else:
                 ctx.extra["exportId"] = export.export_id
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": filtered_headers(export.export_id, answer)})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": filtered_headers(export.export_id, answer),
+                    }
+                )
                 await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else answer})
 
         await answer_from_export(send, rt, "concelier", target.pin, answer_index)

@@ -62,8 +62,10 @@ def render_html(roots: list[dict[str, Any]]) -> bytes:
     def dash(value: Any) -> str:
         return "-" if value is None else e(str(value))
 
-    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Mirror status</title>",
-             f"<style>{_STYLE}</style></head><body><h1>Mirror status</h1>"]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Mirror status</title>",
+        f"<style>{_STYLE}</style></head><body><h1>Mirror status</h1>",
+    ]
     if not roots:
         parts.append("<p>No mirror domain is visible with these credentials on this host.</p>")
     for r in roots:
@@ -72,15 +74,21 @@ def render_html(roots: list[dict[str, Any]]) -> bytes:
             sync_text = "never synced (filled by export on this host)"
         else:
             last = sync.get("lastSuccessAt") or "never"
-            sync_text = (f"last successful sync {last}, lag {age_text(r.get('lagSeconds'))}, "
-                         f"last attempt: {sync.get('lastOutcome')}")
+            sync_text = (
+                f"last successful sync {last}, lag {age_text(r.get('lagSeconds'))}, "
+                f"last attempt: {sync.get('lastOutcome')}"
+            )
         product = str(r.get("product", ""))
-        parts.append(f"<h2>{e(product.title())}</h2><p>export <code>{dash(r.get('exportId'))}</code>, "
-                     f"sequence {dash(r.get('sequence'))}; {e(sync_text)}</p>")
+        parts.append(
+            f"<h2>{e(product.title())}</h2><p>export <code>{dash(r.get('exportId'))}</code>, "
+            f"sequence {dash(r.get('sequence'))}; {e(sync_text)}</p>"
+        )
         parts.extend(f"<p class='problem'>{e(str(p))}</p>" for p in r.get("problems") or [])
-        parts.append("<table><tr><th>state</th><th>domain</th><th>export</th><th>sequence</th><th>age</th>"
-                     "<th>expires</th><th>size</th><th>items</th><th>signing keys</th><th>requests</th>"
-                     "<th>429</th><th>problems</th></tr>")
+        parts.append(
+            "<table><tr><th>state</th><th>domain</th><th>export</th><th>sequence</th><th>age</th>"
+            "<th>expires</th><th>size</th><th>items</th><th>signing keys</th><th>requests</th>"
+            "<th>429</th><th>problems</th></tr>"
+        )
         for d in r.get("domains") or []:
             stale = bool(d.get("stale"))
             parts.append(
@@ -130,8 +138,14 @@ async def peer_roots(rt: Runtime, scope: Scope, authorization: str | None) -> li
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
             reason = f"HTTP {status}" if status else type(exc).__name__
-            out.append({"product": product, "stale": True, "domains": [],
-                        "problems": [f"{product} status unavailable from its server at {address}: {reason}"]})
+            out.append(
+                {
+                    "product": product,
+                    "stale": True,
+                    "domains": [],
+                    "problems": [f"{product} status unavailable from its server at {address}: {reason}"],
+                }
+            )
     return out
 
 
@@ -151,8 +165,10 @@ async def serve(
         for r in roots:
             for d in r.domains:
                 d.requests, d.rejected = counts.get((d.product, d.domain_id), (0, 0))
-    model = sorted([r.as_dict() for r in roots] + await peer_roots(rt, scope, authorization),
-                   key=lambda r: r["product"] != "concelier")
+    model = sorted(
+        [r.as_dict() for r in roots] + await peer_roots(rt, scope, authorization),
+        key=lambda r: r["product"] != "concelier",
+    )
     if handler == "ops.status.json":
         body, ctype = orjson.dumps({"roots": model}), b"application/json"
     else:

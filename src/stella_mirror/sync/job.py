@@ -460,9 +460,14 @@ def run_job(
         reporter.event("sync-failed", "error", job=job.name, outcome=rec.outcome, error=rec.error)
         raise error
     reporter.event(
-        rec.outcome, job=job.name, exportId=rec.export_id, sequence=rec.sequence,
-        filesFetched=rec.files_fetched, bytesFetched=rec.bytes_fetched,
-        filesReused=rec.files_reused, bytesReused=rec.bytes_reused,
+        rec.outcome,
+        job=job.name,
+        exportId=rec.export_id,
+        sequence=rec.sequence,
+        filesFetched=rec.files_fetched,
+        bytesFetched=rec.bytes_fetched,
+        filesReused=rec.files_reused,
+        bytesReused=rec.bytes_reused,
         **({"warning": rec.warning} if rec.warning else {}),
     )
     return rec

@@ -26,7 +26,12 @@ class ClientCredentials:
     """Tokens from a token endpoint, cached until shortly before they expire."""
 
     def __init__(
-        self, token_url: str, client_id: str, secret_file: Path, scope: str | None, client: httpx.Client,
+        self,
+        token_url: str,
+        client_id: str,
+        secret_file: Path,
+        scope: str | None,
+        client: httpx.Client,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.token_url = token_url

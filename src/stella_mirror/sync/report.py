@@ -53,8 +53,12 @@ class RichReporter:
 
         self.console = Console(stderr=True, highlight=False)
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            console=self.console, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=self.console,
+            transient=True,
         )
         self.tasks: dict[str, Any] = {}
         """A progress bar per job fetching (jobs run side by side)."""

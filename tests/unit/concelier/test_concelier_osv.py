@@ -13,6 +13,8 @@ from jsonedit import DELETE, edited
 from stella_mirror.concelier.sources import osv
 from stella_mirror.errors import MalformedDocumentError
 
+V3 = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
+V4 = "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N"
 SAMPLES = Path(__file__).resolve().parents[3] / "src" / "stella_mirror" / "samples" / "concelier" / "osv"
 
 BASE: dict[str, Any] = {
@@ -54,18 +56,145 @@ def test_sample_with_cvss_and_database_severity() -> None:
             "documentId": "SMPL-2099-0001",
             "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
             "recordedAt": "2099-02-03T10:00:00Z",
+            "osv": orjson.loads(data),  # the source document itself: nothing of it is lost
         }
     ]
 
 
-def test_lowest_cve_is_the_key_and_ranges_pair_events() -> None:
+def _range(rtype: str, events: list[dict[str, str]], intervals: Any, repo: str | None = None) -> dict[str, Any]:
+    return {
+        "type": rtype,
+        "repo": repo,
+        "events": events,
+        "vers": None,
+        "text": None,
+        "intervals": intervals,
+        "databaseSpecific": None,
+    }
+
+
+def _iv(introduced: str | None, fixed: str | None = None, last: str | None = None) -> dict[str, str | None]:
+    return {"introduced": introduced, "fixed": fixed, "lastAffected": last}
+
+
+def test_lowest_cve_is_the_key_and_ranges_keep_their_events() -> None:
     rec = parse(BASE)
     assert rec["advisoryKey"] == "CVE-2024-0001"
     assert rec["affected"][0]["ranges"] == [
-        {"type": "ECOSYSTEM", "introduced": "0", "fixed": "1.0", "lastAffected": None},
-        {"type": "SEMVER", "introduced": "2.0.0", "fixed": None, "lastAffected": None},
+        _range("ECOSYSTEM", [{"introduced": "0"}, {"fixed": "1.0"}], [_iv(None, "1.0")]),
+        _range("SEMVER", [{"introduced": "2.0.0"}], [_iv("2.0.0")]),
     ]
     assert rec["affected"][0]["purl"] == "pkg:pypi/demo"  # derived when the document has none
+
+
+@pytest.mark.parametrize(
+    ("rtype", "ecosystem", "events", "intervals"),
+    [
+        # Two introduced before one fixed: one interval from the earlier introduced (OSV-2022-572's shape).
+        (
+            "SEMVER",
+            "Go",
+            [{"introduced": "1.0.0"}, {"introduced": "1.2.0"}, {"fixed": "1.5.0"}],
+            [_iv("1.0.0", "1.5.0")],
+        ),
+        # introduced 0 then two fixed: affected below the lower fixed only (CVE-2021-43818's shape).
+        ("ECOSYSTEM", "PyPI", [{"introduced": "0"}, {"fixed": "4.6.5"}, {"fixed": "4.7"}], [_iv(None, "4.6.5")]),
+        # Events out of order are sorted by the ecosystem's order, not paired in list order.
+        (
+            "ECOSYSTEM",
+            "PyPI",
+            [{"introduced": "2.0"}, {"fixed": "2.1"}, {"introduced": "1.0"}, {"fixed": "1.1"}],
+            [_iv("1.0", "1.1"), _iv("2.0", "2.1")],
+        ),
+        # PEP 440: 1.0rc1 comes before 1.0, so the fixed 1.0 closes the range opened at 1.0rc1.
+        ("ECOSYSTEM", "PyPI", [{"fixed": "1.0"}, {"introduced": "1.0rc1"}], [_iv("1.0rc1", "1.0")]),
+        # SemVer, not text order: 1.10.0 > 1.9.0.
+        ("SEMVER", "npm", [{"introduced": "1.10.0"}, {"last_affected": "1.9.0"}], [_iv("1.10.0")]),
+        ("SEMVER", "npm", [{"introduced": "1.9.0"}, {"last_affected": "1.10.0"}], [_iv("1.9.0", None, "1.10.0")]),
+        # A fixed before anything was introduced changes nothing.
+        ("ECOSYSTEM", "Maven", [{"fixed": "1.0"}, {"introduced": "2.0"}], [_iv("2.0")]),
+        # No known order: the events stand alone.
+        ("ECOSYSTEM", "OSS-Fuzz", [{"introduced": "1"}, {"fixed": "2"}], None),
+        ("ECOSYSTEM", "PyPI", [{"introduced": "0"}, {"fixed": "not a version!"}], None),
+        ("SEMVER", "Go", [{"introduced": "1.0.0"}, {"limit": "2.0.0"}], None),
+    ],
+)
+def test_intervals_follow_the_osv_evaluation_algorithm(
+    rtype: str, ecosystem: str, events: list[dict[str, str]], intervals: Any
+) -> None:
+    doc = edited(BASE, ["affected", 0], {"package": {"ecosystem": ecosystem, "name": "p"}, "ranges": []})
+    doc["affected"][0]["ranges"] = [{"type": rtype, "events": events}]
+    [rng] = parse(doc)["affected"][0]["ranges"]
+    assert rng["events"] == events  # verbatim, in source order
+    assert rng["intervals"] == intervals
+
+
+def test_per_package_severity_scores_and_rates_the_advisory() -> None:
+    """Bitnami states its CVSS only per package; a v4-only or v2-only vector still gives a severity."""
+    bitnami = edited(BASE, ["affected", 0, "severity"], [{"type": "CVSS_V3", "score": V3}])
+    rec = parse(bitnami)
+    assert rec["cvss"] == [{"version": "3.1", "vector": V3, "baseScore": 9.8}]
+    assert rec["severity"] == "critical"
+    assert rec["affected"][0]["severity"] == [{"type": "CVSS_V3", "score": V3}]
+    v4 = parse(edited(BASE, ["severity"], [{"type": "CVSS_V4", "score": V4}]))
+    assert v4["cvss"] == [{"version": "4.0", "vector": V4, "baseScore": 9.3}]
+    assert v4["severity"] == "critical"
+    v2 = parse(edited(BASE, ["severity"], [{"type": "CVSS_V2", "score": "AV:N/AC:L/Au:N/C:P/I:N/A:N"}]))
+    assert v2["cvss"][0]["baseScore"] == 5.0 and v2["severity"] == "medium"
+    # A severity word the database states wins over the scores (documented precedence).
+    stated = parse(edited(bitnami, ["database_specific"], {"severity": "Medium"}))
+    assert stated["severity"] == "medium" and stated["cvss"][0]["baseScore"] == 9.8
+    # Other severity types (Ubuntu's words) stay verbatim on the package and add no CVSS.
+    ubuntu = parse(edited(BASE, ["affected", 0, "severity"], [{"type": "Ubuntu", "score": "high"}]))
+    assert ubuntu["cvss"] == [] and ubuntu["affected"][0]["severity"] == [{"type": "Ubuntu", "score": "high"}]
+
+
+def test_specific_fields_related_and_git_repos_are_kept() -> None:
+    doc = edited(BASE, ["affected", 0, "ecosystem_specific"], {"imports": [{"path": "x", "symbols": ["F"]}]})
+    doc["affected"][0]["database_specific"] = {"source": "https://example.org"}
+    doc["affected"][0]["ranges"].append(
+        {
+            "type": "GIT",
+            "repo": "https://github.com/o/r",
+            "events": [{"introduced": "0"}, {"fixed": "abc"}],
+            "database_specific": {"note": 1},
+        }
+    )
+    doc["related"] = ["GHSA-xxxx", "CGA-1"]
+    doc["credits"] = [{"name": "someone", "type": "FINDER"}]
+    rec = parse(doc)
+    aff = rec["affected"][0]
+    assert aff["ecosystemSpecific"] == [{"imports": [{"path": "x", "symbols": ["F"]}]}]
+    assert aff["databaseSpecific"] == [{"source": "https://example.org"}]
+    git = aff["ranges"][2]
+    assert (git["type"], git["repo"], git["intervals"], git["databaseSpecific"]) == (
+        "GIT",
+        "https://github.com/o/r",
+        None,
+        {"note": 1},
+    )
+    assert git["events"] == [{"introduced": "0"}, {"fixed": "abc"}]
+    assert rec["related"] == ["CGA-1", "GHSA-xxxx"]
+    assert rec["provenance"][0]["osv"] == doc  # credits and everything else, verbatim
+
+
+@pytest.mark.parametrize(
+    ("ecosystem", "name", "purl"),
+    [
+        ("PyPI", "Foo_Bar", "pkg:pypi/foo-bar"),
+        ("Maven", "org.apache.logging.log4j:log4j-core", "pkg:maven/org.apache.logging.log4j/log4j-core"),
+        ("npm", "@babel/core", "pkg:npm/%40babel/core"),
+        ("Go", "github.com/a/b", "pkg:golang/github.com/a/b"),
+        ("AlmaLinux:8", "openssl", "pkg:rpm/almalinux/openssl"),
+        ("Debian:12", "curl", "pkg:deb/debian/curl"),
+        ("Packagist", "laravel/framework", "pkg:composer/laravel/framework"),
+        ("Bitnami", "minio", "pkg:bitnami/minio"),
+        ("OSS-Fuzz", "dnsmasq", None),
+    ],
+)
+def test_purls_are_derived_per_the_purl_spec(ecosystem: str, name: str, purl: str | None) -> None:
+    doc = edited(BASE, ["affected", 0, "package"], {"ecosystem": ecosystem, "name": name})
+    assert parse(doc)["affected"][0]["purl"] == purl
 
 
 def test_yaml_unquoted_timestamps_give_the_same_record_as_quoted() -> None:
@@ -79,7 +208,7 @@ def test_yaml_unquoted_timestamps_give_the_same_record_as_quoted() -> None:
     assert a["published"] == "2014-05-14T19:55:00Z"
 
 
-def test_go_zero_time_means_unknown_and_limit_events_are_dropped() -> None:
+def test_go_zero_time_means_unknown_and_git_events_are_kept_with_their_repo() -> None:
     doc = {
         "id": "GO-1",
         "modified": "0001-01-01T00:00:00Z",
@@ -98,16 +227,17 @@ def test_go_zero_time_means_unknown_and_limit_events_are_dropped() -> None:
             "ecosystem": "GIT",
             "package": "https://example.org/r",
             "purl": None,
-            "ranges": [{"type": "GIT", "introduced": "a", "fixed": None, "lastAffected": None}],
+            "ranges": [_range("GIT", [{"introduced": "a"}, {"limit": "b"}], None, "https://example.org/r")],
             "versions": [],
+            "severity": [],
+            "ecosystemSpecific": [],
+            "databaseSpecific": [],
         }
     ]
 
 
 def _with(path: list[Any], value: Any) -> dict[str, Any]:
     return edited(BASE, path, value)
-
-
 
 
 @pytest.mark.parametrize(
@@ -127,7 +257,15 @@ def _with(path: list[Any], value: Any) -> dict[str, Any]:
         ),
         (["modified"], "yesterday", "/modified", "not an RFC 3339 timestamp"),
         (["modified"], DELETE, "/modified", "required field is missing"),
-        (["severity"], [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N"}], "/severity/0/score", "missing base metric"),
+        (
+            ["severity"],
+            [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N"}],
+            "/severity/0/score",
+            "invalid CVSS v3.1 vector",
+        ),
+        (["severity"], [{"type": "CVSS_V4", "score": V3}], "/severity/0/score", "not a CVSS_V4 vector"),
+        (["affected", 0, "severity"], {"type": "CVSS_V3"}, "/affected/0/severity", "expected an array, got object"),
+        (["affected", 0, "ecosystem_specific"], [1], "/affected/0/ecosystem_specific", "expected an object"),
     ],
 )
 def test_malformed_fields_name_file_and_pointer(path: list[Any], value: Any, pointer: str, reason: str) -> None:
@@ -175,5 +313,5 @@ def test_pypa_yaml_matches_the_source_text(corpus: Path) -> None:
     assert rec["modified"] == "2021-07-05T00:01:22.415943Z"
     aff = rec["affected"][0]
     assert (aff["ecosystem"], aff["package"], aff["purl"]) == ("PyPI", "lxml", "pkg:pypi/lxml")
-    assert aff["ranges"] == [{"type": "ECOSYSTEM", "introduced": "0", "fixed": "3.3.5", "lastAffected": None}]
+    assert aff["ranges"] == [_range("ECOSYSTEM", [{"introduced": "0"}, {"fixed": "3.3.5"}], [_iv(None, "3.3.5")])]
     assert aff["versions"][:3] == ["0.9", "0.9.1", "0.9.2"]  # quoted "0.9" and unquoted 0.9.1 both strings

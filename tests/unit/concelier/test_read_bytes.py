@@ -8,6 +8,7 @@ import pytest
 
 from stella_mirror.concelier.sources import load_records, read_bytes
 from stella_mirror.errors import MalformedDocumentError
+from stella_mirror.formats.reader import Rejected
 
 
 @pytest.mark.parametrize("size", [0, 1, 2663, 65535, 65536, 65537, 300_000])
@@ -27,8 +28,8 @@ def test_over_the_limit_names_the_size(tmp_path: Path, size: int) -> None:
         read_bytes(str(path), 100)
     assert err.value.path == str(path) and err.value.pointer == ""
     assert err.value.reason == f"document is {size} bytes, over the 100-byte limit"
-    status, payload = load_records(str(path), "osv", "src", 100)
-    assert status == "rejected" and payload == ("", f"{path}: document is {size} bytes, over the 100-byte limit")
+    outcome = load_records(str(path), "osv", "src", 100)
+    assert outcome == Rejected(str(path), "", f"{path}: document is {size} bytes, over the 100-byte limit")
 
 
 def test_unreadable_path(tmp_path: Path) -> None:

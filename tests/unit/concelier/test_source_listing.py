@@ -13,7 +13,8 @@ from stella_mirror.concelier.sources import SourceSpec, iter_file_lists
 
 
 def test_files_then_subfolders_sorted_by_code_point(tmp_path: Path) -> None:
-    """Dot-names, symbolic links and other kinds of files are skipped; a name that is not UTF-8 is kept."""
+    """Dot folders, symbolic links and other kinds of files are skipped; dot files are listed (the reader skips
+    and names them); a name that is not UTF-8 is kept."""
     root = tmp_path / "src"
     for folder in ["b", "a", "a/z", "a/é", "a/ä/deep", "Z", ".hidden"]:
         (root / folder).mkdir(parents=True)
@@ -42,7 +43,7 @@ def test_files_then_subfolders_sorted_by_code_point(tmp_path: Path) -> None:
         fh.write(b"{}")
     listing = [[p.removeprefix(str(root)) for p in files] for files in iter_file_lists(SourceSpec("osv", "osv", root))]
     assert listing == [
-        ["/e.json", "/z.json", "/ß", "/é.json", "/€.json", "/😀.json"],
+        ["/.dot.json", "/e.json", "/z.json", "/ß", "/é.json", "/€.json", "/😀.json"],
         ["/Z/y"],
         ["/a/x.json"],
         ["/a/ä/deep/0.json"],
@@ -63,7 +64,18 @@ def test_the_file_count_is_the_listing(tmp_path: Path) -> None:
     (root / ".dot.json").write_text("{}")
     (root / "link.json").symlink_to(root / "f0.json")
     os.mkfifo(root / "pipe")
-    assert export._count_files(SourceSpec("osv", "osv", root)) == 2 + 3 + 4
+    assert export._count_files(SourceSpec("osv", "osv", root)) == 2 + 3 + 4 + 1  # .dot.json counts, .hidden/ not
+
+
+def test_dot_files_are_skipped_and_named(tmp_path: Path) -> None:
+    from stella_mirror.concelier.sources import load_records
+    from stella_mirror.formats.reader import Skipped
+
+    (tmp_path / ".x.json").write_text('{"id": "X", "modified": "2024-01-01T00:00:00Z"}')
+    (tmp_path / "notes.txt").write_text("hello")
+    dot, notes = str(tmp_path / ".x.json"), str(tmp_path / "notes.txt")
+    assert load_records(dot, "osv", "osv", 1 << 20) == Skipped(dot, "dot file (hidden): not read")
+    assert load_records(notes, "osv", "osv", 1 << 20) == Skipped(notes, "not an OSV .json/.yaml file")
 
 
 def test_a_missing_source_folder_is_a_configuration_error(tmp_path: Path) -> None:

@@ -89,16 +89,22 @@ def test_yaml_errors_name_the_file(tmp_path: Path) -> None:
 
 def test_globs_are_relative_to_the_config_folder(tmp_path: Path) -> None:
     cfg_dir = tmp_path / "conf"
-    for rel in ("vex/vendor-a/2024/a.json", "vex/vendor-a/b.json", "vex/vendor-a/notes.txt", "vex/hub/x/y.json"):
+    rels = ("vex/vendor-a/2024/a.json", "vex/vendor-a/b.json", "vex/vendor-a/notes.txt", "vex/hub/x/y.json")
+    for rel in (*rels, "vex/vendor-a/.b.json.swp.json", "vex/hub/.git/z.json"):
         (cfg_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         (cfg_dir / rel).write_text("{}")
     (cfg_dir / "c.yaml").write_text(yaml.safe_dump(GOOD))
     cfg = load_config(cfg_dir / "c.yaml")
     assert cfg.base_dir == cfg_dir.resolve()
-    vendor = [p.relative_to(cfg_dir).as_posix() for p in provider_files(cfg.providers[0], cfg.base_dir)]
-    assert vendor == ["vex/vendor-a/2024/a.json", "vex/vendor-a/b.json"]
-    hub = [p.relative_to(cfg_dir).as_posix() for p in provider_files(cfg.providers[1], cfg.base_dir)]
-    assert hub == ["vex/hub/x/y.json"]
+    vendor = [(p.relative_to(cfg_dir).as_posix(), h) for p, h in provider_files(cfg.providers[0], cfg.base_dir)]
+    # Dot names are matched too, marked hidden: the loader counts and names them, never reads them.
+    assert vendor == [
+        ("vex/vendor-a/.b.json.swp.json", True),
+        ("vex/vendor-a/2024/a.json", False),
+        ("vex/vendor-a/b.json", False),
+    ]
+    hub = [(p.relative_to(cfg_dir).as_posix(), h) for p, h in provider_files(cfg.providers[1], cfg.base_dir)]
+    assert hub == [("vex/hub/.git/z.json", True), ("vex/hub/x/y.json", False)]
 
 
 def test_filters() -> None:

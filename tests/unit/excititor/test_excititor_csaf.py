@@ -16,6 +16,8 @@ import pytest
 from vexhelpers import read_doc, read_file
 
 from stella_mirror.errors import MalformedDocumentError
+from stella_mirror.excititor.config import Provider
+from stella_mirror.excititor.consensus import Consensus
 from stella_mirror.excititor.sources import detect, parse_json
 
 CSAF_VEX_DOCS, CSAF_VEX_CLAIMS = 19, 115
@@ -34,7 +36,7 @@ def _family(corpus: Path) -> tuple[collections.Counter[str], collections.Counter
             continue
         family = "csaf_vex" if doc["document"]["category"] == "csaf_vex" else "other"
         docs[family] += 1
-        claims[family] += len(read_file(path).claims)
+        claims[family] += len(read_file(path).items)
     return docs, claims, not_csaf
 
 
@@ -52,7 +54,7 @@ def _one(claims: list, vuln: str, product: str):  # type: ignore[no-untyped-def]
 
 
 def test_flag_label_is_the_justification(corpus: Path) -> None:
-    claims = read_file(corpus / "csaf/oasis-tcs/csaf_2.0/examples/csaf/csaf_vex/sec-vex-2022-0001.json").claims
+    claims = read_file(corpus / "csaf/oasis-tcs/csaf_2.0/examples/csaf/csaf_vex/sec-vex-2022-0001.json").items
     c = _one(claims, "CVE-2021-44228", "csaf:SEC-VEX-2022-0001:CSAFPID-0001")
     assert (c.status, c.justification) == ("not_affected", "component_not_present")
     assert c.detail == "Secvisogram is written in JavaScript. No Java is included."
@@ -60,15 +62,21 @@ def test_flag_label_is_the_justification(corpus: Path) -> None:
 
 
 def test_purl_product_and_impact_without_flag(corpus: Path) -> None:
-    (c,) = read_file(corpus / "csaf/vexctl/csaf.json").claims
+    """vexctl/csaf.json CVE-2009-4487: known_not_affected justified by a threats[category=impact]
+    statement (what CSAF 2.0 requires when there is no flag) counts, and consensus says not_affected."""
+    (c,) = read_file(corpus / "csaf/vexctl/csaf.json").items
     assert (c.vulnerability_id, c.product_key, c.status) == ("CVE-2009-4487", "pkg:maven/@1.3.4", "not_affected")
-    assert c.justification is None  # impact statement only: kept as detail, does not count in consensus
-    assert c.detail == "Class with vulnerable code was removed before shipping."
+    statement = "Class with vulnerable code was removed before shipping."
+    assert (c.justification, c.impact_statement, c.detail) == (None, statement, statement)
+    assert c.counts
     assert c.issued_at == "2022-03-03T11:00:00Z"
+    record = Consensus([c], [Provider("p", "vendor", 1.0, ("x",))]).record(("CVE-2009-4487", "pkg:maven/@1.3.4"))
+    assert (record["status"], record["resolution"], record["impactStatement"]) == ("not_affected", "single", statement)
+    assert [e["reason"] for e in record["claims"]] == [None]
 
 
 def test_mixed_statuses_and_remediation_detail(corpus: Path) -> None:
-    claims = read_file(corpus / "csaf/oasis-tcs/csaf_2.0/examples/csaf/csaf_vex/2022-evd-uc-03-ms-001.json").claims
+    claims = read_file(corpus / "csaf/oasis-tcs/csaf_2.0/examples/csaf/csaf_vex/2022-evd-uc-03-ms-001.json").items
     statuses = collections.Counter(c.status for c in claims)
     assert statuses == {"under_investigation": 5, "not_affected": 6, "affected": 5, "fixed": 3}
     c = _one(claims, "CVE-2020-11898", "csaf:2022-EVD-UC-03-MS-001:CSAFPID-0001")
@@ -77,7 +85,7 @@ def test_mixed_statuses_and_remediation_detail(corpus: Path) -> None:
 
 
 def test_first_fixed_and_fixed_count_once_and_cpe_products(corpus: Path) -> None:
-    claims = read_file(corpus / "csaf/oasis-tcs/csaf_2.0/examples/csaf/bsi-2022-0001.json").claims
+    claims = read_file(corpus / "csaf/oasis-tcs/csaf_2.0/examples/csaf/bsi-2022-0001.json").items
     assert len(claims) == 6
     c = _one(claims, "CVE-2022-27193", "cpe:/a:csaf-tools:cvrf-csaf-converter:1.0.0-rc2")
     assert c.status == "fixed"
@@ -85,14 +93,14 @@ def test_first_fixed_and_fixed_count_once_and_cpe_products(corpus: Path) -> None
 
 
 def test_relationship_products_without_identifiers_are_qualified(corpus: Path) -> None:
-    claims = read_file(corpus / "csaf/oasis-tcs/csaf_2.0/examples/csaf/rhsa-2021_5186.json").claims
+    claims = read_file(corpus / "csaf/oasis-tcs/csaf_2.0/examples/csaf/rhsa-2021_5186.json").items
     assert collections.Counter(c.status for c in claims) == {"fixed": 2, "not_affected": 4}
     assert all(c.product_key.startswith("csaf:RHSA-2021:5186:8Base-RHOSE-4.6:openshift4/") for c in claims)
 
 
 def test_csaf21_product_paths_and_missing_cve(corpus: Path) -> None:
     path = corpus / "csaf/oasis-tcs/csaf_2.1/examples/csaf/appendix/oasis_csaf_tc-csaf_2_1-2024-d-14.json"
-    claims = read_file(path).claims
+    claims = read_file(path).items
     tracking = parse_json(path.read_bytes(), "")["document"]["tracking"]["id"]
     assert {c.vulnerability_id for c in claims} == {f"csaf:{tracking}:vulnerabilities/0"}
     assert {c.status for c in claims} == {"under_investigation"}
@@ -165,17 +173,19 @@ def test_relationship_group_flags_and_statuses() -> None:
         "flags": [{"label": "vulnerable_code_not_present", "group_ids": ["G"]}],
         "threats": [{"category": "impact", "details": "not compiled in", "product_ids": ["OS:LIB"]}],
     }
-    claims = read_doc(_csaf([vuln], TREE)).claims
+    claims = read_doc(_csaf([vuln], TREE)).items
     by_key = {c.product_key: c for c in claims}
     assert set(by_key) == {"pkg:deb/v/lib@1", "csaf:T-1:BARE", "cpe:/o:v:os:9"}
     lib = by_key["pkg:deb/v/lib@1"]
-    assert (lib.status, lib.justification, lib.detail) == (
+    assert (lib.status, lib.justification, lib.detail, lib.impact_statement) == (
         "not_affected",
         "vulnerable_code_not_present",
+        "not compiled in",
         "not compiled in",
     )
     assert lib.context == {"csafProductId": "OS:LIB", "platform": "cpe:/o:v:os:9"}
     assert by_key["csaf:T-1:BARE"].justification == "vulnerable_code_not_present"
+    assert by_key["csaf:T-1:BARE"].impact_statement is None  # the impact threat names OS:LIB only
     assert by_key["cpe:/o:v:os:9"].status == "affected"
     assert lib.aliases == ("GHSA-aaaa-bbbb-cccc",)  # the Bugzilla URL is not folded on
     assert lib.issued_at == "2024-03-01T11:00:00Z"

@@ -9,6 +9,7 @@ from vexhelpers import read_doc, read_file
 
 from stella_mirror.bundle.digest import sha256_bytes
 from stella_mirror.errors import MalformedDocumentError
+from stella_mirror.excititor.claims import Claim
 from stella_mirror.excititor.sources import ReadContext, parse_json
 from stella_mirror.excititor.sources.cyclonedx import BomIndex, parse_bom_link
 
@@ -46,14 +47,14 @@ def test_every_corpus_cyclonedx_document_reads(corpus: Path) -> None:
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.json"))
     assert files == sorted(EXPECTED_CDX)
     boms = _boms(root)
-    counts = {rel: len(read_file(root / rel, boms=boms).claims) for rel in files}
+    counts = {rel: len(read_file(root / rel, boms=boms).items) for rel in files}
     assert counts == EXPECTED_CDX
     assert sum(counts.values()) == 94
 
 
 def test_state_and_justification_mapping(corpus: Path) -> None:
     root = corpus / "cyclonedx-vex/bom-examples/VEX/Use-Cases"
-    (c1,) = read_file(root / "Case-1/vex.json").claims
+    (c1,) = read_file(root / "Case-1/vex.json").items
     assert (c1.vulnerability_id, c1.status, c1.justification) == (
         "CVE-2020-25649",
         "not_affected",
@@ -65,15 +66,15 @@ def test_state_and_justification_mapping(corpus: Path) -> None:
     # "acme-product" is the document's own metadata component, which has no purl: qualified by the document.
     digest = sha256_bytes((root / "Case-1/vex.json").read_bytes())
     assert c1.product_key == f"cdx:{digest}#acme-product"
-    assert [c.status for c in read_file(root / "Case-2/vex.json").claims] == ["affected"]
-    assert [c.status for c in read_file(root / "Case-3/vex.json").claims] == ["under_investigation"]
-    twelve = {c.vulnerability_id: c for c in read_file(root / "Case-12/vex.json").claims}
+    assert [c.status for c in read_file(root / "Case-2/vex.json").items] == ["affected"]
+    assert [c.status for c in read_file(root / "Case-3/vex.json").items] == ["under_investigation"]
+    twelve = {c.vulnerability_id: c for c in read_file(root / "Case-12/vex.json").items}
     assert twelve["CVE-2020-14195"].justification == "inline_mitigations_already_exist"
     assert twelve["CVE-2020-35491"].justification is None
 
 
 def test_versions_are_kept_in_context(corpus: Path) -> None:
-    claims = read_file(corpus / "cyclonedx-vex/bom-examples/VEX/Use-Cases/Case-5/vex.json").claims
+    claims = read_file(corpus / "cyclonedx-vex/bom-examples/VEX/Use-Cases/Case-5/vex.json").items
     assert [c.status for c in claims] == ["affected", "not_affected"]
     assert claims[0].context == {"versions": [{"range": "vers:semver/<7.0.0|>=1.5.0", "status": "affected"}]}
 
@@ -81,7 +82,7 @@ def test_versions_are_kept_in_context(corpus: Path) -> None:
 def test_bom_link_into_supplied_boms(corpus: Path) -> None:
     root = corpus / "cyclonedx-vex/bom-examples/VEX/Use-Cases/Case-6"
     boms = _boms(root)
-    claims = read_file(root / "vex.json", boms=boms).claims
+    claims = read_file(root / "vex.json", boms=boms).items
     # The BOMs' components have no purl, so the (resolved) BOM-Link is the product key.
     assert sorted(c.product_key for c in claims) == [
         "urn:cdx:240b5b0b-917d-4f48-816c-97e1944d8079/1#acme-product-3",
@@ -93,7 +94,7 @@ def test_bom_link_into_supplied_boms(corpus: Path) -> None:
 def test_bom_link_to_an_absent_bom_falls_back_to_a_purl_fragment(corpus: Path) -> None:
     root = corpus / "cyclonedx-vex/bom-examples/VEX"
     # vex.json links into BOM serial 3e671687-…, while the bom.json beside it has serial 5f0f0da9-…
-    (c,) = read_file(root / "vex.json", boms=_boms(root)).claims
+    (c,) = read_file(root / "vex.json", boms=_boms(root)).items
     assert c.product_key == "pkg:maven/com.fasterxml.jackson.core/jackson-databind@2.10.0?type=jar"
     assert c.context is not None and c.context["bomLinkResolved"] is False
     assert c.aliases == ("SNYK-JAVA-COMFASTERXMLJACKSONCORE-1048302",)
@@ -134,7 +135,7 @@ def test_bom_link_resolves_to_component_purl() -> None:
             }
         ],
     }
-    claims = read_doc(vex, name="hub/v.json", boms=boms).claims
+    claims = read_doc(vex, name="hub/v.json", boms=boms).items
     assert [c.product_key for c in claims][:2] == ["pkg:npm/inner@2", "cpe:2.3:a:x:l:1:*:*:*:*:*:*:*"]
     assert claims[2].product_key.startswith("cdx:sha256:") and claims[2].product_key.endswith("#nowhere")
     assert {c.status for c in claims} == {"fixed"}
@@ -167,3 +168,30 @@ def test_malformed_cyclonedx_names_pointer(vuln: dict[str, object], pointer: str
     with pytest.raises(MalformedDocumentError) as info:
         read_doc(doc, name="hub/bad.cdx.json")
     assert (info.value.path, info.value.pointer) == ("hub/bad.cdx.json", pointer)
+
+
+def test_not_affected_is_justified_by_justification_or_detail() -> None:
+    """CycloneDX analysis.justification / analysis.detail play the roles of CSAF flags / impact statements."""
+
+    def one(analysis: dict[str, object]) -> Claim:
+        vuln = {"id": "CVE-2024-8", "analysis": analysis, "affects": [{"ref": "pkg:pypi/a@1"}]}
+        (c,) = read_doc({"bomFormat": "CycloneDX", "specVersion": "1.5", "vulnerabilities": [vuln]}).items
+        return c
+
+    labelled = one({"state": "not_affected", "justification": "code_not_reachable"})
+    assert (labelled.justification, labelled.impact_statement, labelled.counts) == (
+        "vulnerable_code_not_in_execute_path",
+        None,
+        True,
+    )
+    stated = one({"state": "not_affected", "detail": " The parser is not built in this image. "})
+    assert (stated.justification, stated.impact_statement, stated.counts) == (
+        None,
+        "The parser is not built in this image.",
+        True,
+    )
+    assert stated.detail == "The parser is not built in this image."
+    bare = one({"state": "not_affected", "response": ["will_not_fix"]})
+    assert (bare.impact_statement, bare.counts) == (None, False)
+    exploitable = one({"state": "exploitable", "detail": "reachable"})
+    assert (exploitable.impact_statement, exploitable.detail) == (None, "reachable")

@@ -19,6 +19,7 @@ from stella_mirror.bundle.signing import SigningKey, TrustedKeys
 from stella_mirror.errors import ExportRejectedError
 from stella_mirror.excititor.config import load_config, parse_config
 from stella_mirror.excititor.export import ExportSummary, export_samples, product_iri, run_export, samples_config
+from stella_mirror.excititor.providers import NOT_VEX
 from stella_mirror.excititor.sources import openvex
 from stella_mirror.excititor.sources.base import ReadContext
 from stella_mirror.publish import ExportRoot
@@ -120,9 +121,13 @@ def test_openvex_round_trip_gives_the_same_statuses(sample_export: ExportSummary
     }
     _, vex_bytes = _artifact(sample_export.export_dir, "primary", "openvex")
     result = openvex.read(orjson.loads(vex_bytes), ReadContext("openvex.json", "mirror", "sha256:" + "0" * 64))
-    got = {(c.vulnerability_id, c.product_key): (c.status, c.justification) for c in result.claims}
+    got = {(c.vulnerability_id, c.product_key): (c.status, c.justification) for c in result.items}
     assert got == expected
-    assert len(expected) == 9
+    assert len(expected) == 8
+    # acme-render is a subcomponent of acme-webapp in ACME's statement: it stays one in the OpenVEX output
+    subs = {(c.vulnerability_id, c.product_key): (c.context or {}).get("subcomponents") for c in result.items}
+    assert subs[("CVE-2024-990001", "pkg:pypi/acme-webapp@2.4.1")] == ["pkg:pypi/acme-render@0.9.3"]
+    assert not any(key[1].startswith("pkg:pypi/acme-render") for key in got)
 
 
 @pytest.mark.parametrize(
@@ -145,7 +150,7 @@ def test_scheme_less_product_keys_become_iris_and_read_back(key: str, iri: str) 
         "statements": [{"vulnerability": {"name": "CVE-2024-1"}, "products": [{"@id": iri}], "status": "affected"}],
     }
     result = openvex.read(doc, ReadContext("x.json", "p", "sha256:" + "0" * 64))
-    assert [c.product_key for c in result.claims] == [key]
+    assert [c.product_key for c in result.items] == [key]
 
 
 def test_filters_shape_the_domains(sample_export: ExportSummary) -> None:
@@ -217,14 +222,14 @@ def test_sequence_grows_and_old_exports_are_pruned(tmp_path: Path, signing_key: 
 
 def test_export_samples_for_the_demo(tmp_path: Path, signing_key: SigningKey) -> None:
     summary = export_samples(tmp_path / "excititor", signing_key, generated_at=NOW)
-    assert summary.claims == 15 and not summary.report.rejected
+    assert summary.claims == 14 and not summary.report.rejected
     counts = {(a.domain_id, a.export_key): a.record_count for a in summary.artifacts}
     assert counts == {
-        ("primary", "consensus"): 9,
-        ("primary", "claims"): 15,
-        ("primary", "openvex"): 9,
+        ("primary", "consensus"): 8,
+        ("primary", "claims"): 14,
+        ("primary", "openvex"): 8,
         ("community", "consensus"): 7,
-        ("community", "openvex"): 6,
+        ("community", "openvex"): 5,
     }
     store.verify_path(tmp_path / "excititor", TrustedKeys([signing_key.public]), NOW)
 
@@ -268,8 +273,9 @@ def test_corpus_export(corpus: Path, tmp_path: Path, signing_key: SigningKey) ->
     assert len(report.duplicates) == sum(n - 1 for n in digests.values())
     assert len(report.skipped) == len(not_vex) and len(not_vex) >= 9
     assert report.documents + len(report.skipped) + len(report.duplicates) == len(files)
-    assert all("/" in p and not p.startswith("/") for p in report.skipped)
-    assert all(p.startswith(("csaf/", "openvex/")) for p in report.skipped)
+    assert all("/" in s.path and not s.path.startswith("/") for s in report.skipped)
+    assert all(s.path.startswith(("csaf/", "openvex/")) for s in report.skipped)
+    assert {s.reason for s in report.skipped} == {NOT_VEX}
     per_provider = {p: s.claims for p, s in report.providers.items()}
     assert set(per_provider) == {"openvex", "csaf", "cdx"} and all(per_provider.values())
     assert sum(per_provider.values()) == summary.claims
@@ -308,3 +314,29 @@ def test_bad_arguments_touch_nothing(tmp_path: Path, signing_key: SigningKey, kw
         run_export(load_config(samples_config()), signing_key, tmp_path / "root", **kwargs)
     assert info.value.key_path == key
     assert not (tmp_path / "root").exists()
+
+
+def test_schema_version_1_artifacts_still_verify(tmp_path: Path, signing_key: SigningKey) -> None:
+    """Exports written before artifacts became content-addressed (schemaVersion 1, with exportId and
+    generatedAt inside) keep verifying: verify checks artifacts by signed size and digest, whatever
+    their schemaVersion; the current writer emits EXCITITOR_ARTIFACT_SCHEMA without those fields."""
+    from stella_mirror.bundle.model import EXCITITOR_ARTIFACT_SCHEMA
+    from stella_mirror.bundle.writer import ExcititorArtifact, ExportStamp, write_excititor_domain
+
+    old = {"domainId": "d", "exportId": "old", "generatedAt": "2024-06-01T12:00:00Z", "schemaVersion": 1}
+
+    def write(out: Any) -> int:
+        out.write(canonical.dumps({**old, "exportKey": "c", "recordCount": 0, "records": []}))
+        return 0
+
+    stage = tmp_path / "old"
+    stamp = ExportStamp("old", 1, "2024-06-01T12:00:00Z", "2024-06-08T12:00:00Z")
+    art = ExcititorArtifact("c", "json", "consensus", "consensus.json", write, [])
+    write_excititor_domain(stage, "d", "D", stamp, [art], signing_key)
+    verdict = store.verify_export_dir(stage, TrustedKeys([signing_key.public]), NOW)
+    assert (verdict.export_id, verdict.domains) == ("old", ["d"])
+    assert EXCITITOR_ARTIFACT_SCHEMA == 2
+    current = export_samples(tmp_path / "new", signing_key, generated_at=NOW)
+    _, data = _artifact(current.export_dir, "primary", "consensus")
+    doc = orjson.loads(data)
+    assert doc["schemaVersion"] == EXCITITOR_ARTIFACT_SCHEMA and "exportId" not in doc and "generatedAt" not in doc

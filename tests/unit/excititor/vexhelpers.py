@@ -9,20 +9,22 @@ import orjson
 
 from stella_mirror.bundle.digest import sha256_bytes
 from stella_mirror.excititor.claims import Claim
-from stella_mirror.excititor.sources import ReadContext, ReadResult, read_bytes
+from stella_mirror.excititor.sources import ReadResult, VexContext, read_bytes
 from stella_mirror.excititor.sources.cyclonedx import BomIndex
 
 
-def read_file(path: Path, provider: str = "p", shown: str | None = None, boms: BomIndex | None = None) -> ReadResult:
+def read_file(
+    path: Path, provider: str = "p", shown: str | None = None, boms: BomIndex | None = None
+) -> ReadResult[Claim]:
     """Read one VEX file the way the loader does."""
     data = path.read_bytes()
-    return read_bytes(data, ReadContext(shown or path.name, provider, sha256_bytes(data)), boms)
+    return read_bytes(data, VexContext(shown or path.name, provider, sha256_bytes(data), boms))
 
 
-def read_doc(doc: Any, provider: str = "p", name: str = "doc.json", boms: BomIndex | None = None) -> ReadResult:
+def read_doc(doc: Any, provider: str = "p", name: str = "doc.json", boms: BomIndex | None = None) -> ReadResult[Claim]:
     """Read an in-memory document."""
     data = orjson.dumps(doc)
-    return read_bytes(data, ReadContext(name, provider, sha256_bytes(data)), boms)
+    return read_bytes(data, VexContext(name, provider, sha256_bytes(data), boms))
 
 
 def write_json(path: Path, doc: Any) -> Path:
@@ -40,6 +42,7 @@ def claim(
     issued: str | None = "2024-01-01T00:00:00Z",
     aliases: tuple[str, ...] = (),
     digest: str | None = None,
+    impact: str | None = None,
 ) -> Claim:
     """A claim as a reader would produce it (digest defaults to one per provider/status/time)."""
     return Claim(
@@ -52,4 +55,5 @@ def claim(
         document_digest=digest or sha256_bytes(f"{provider}{status}{issued}{vuln}".encode()),
         issued_at=issued,
         aliases=aliases,
+        impact_statement=impact,
     )

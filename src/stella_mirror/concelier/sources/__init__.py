@@ -1,7 +1,8 @@
 """Advisory sources: find the documents of a source directory and read one document into records.
 
 :func:`load_records` is what a reader process runs per document (:mod:`stella_mirror.concelier.staging`);
-:func:`read_document` wraps it for callers that want the canonical bytes directly. Every document is
+:func:`read_document` wraps it for callers that want the canonical bytes directly. :data:`READERS` is
+the table of readers by source kind, each a :class:`~stella_mirror.formats.reader.DocumentReader`. Every document is
 identified by its path and the SHA-256 digest of its bytes (the provenance digest).
 """
 
@@ -9,17 +10,27 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any
 
 import orjson
 
 from stella_mirror.concelier import merge
-from stella_mirror.concelier.model import Advisory
+from stella_mirror.concelier.model import Advisory, Doc
 from stella_mirror.concelier.sources import csaf, osv
+from stella_mirror.concelier.sources.safeload import load_json
 from stella_mirror.errors import ConfigError, MalformedDocumentError
+from stella_mirror.formats.reader import (
+    DocumentReader,
+    Outcome,
+    Read,
+    ReadContext,
+    ReadResult,
+    Rejected,
+    Skipped,
+)
 
 KINDS = ("osv", "csaf")
 DEFAULT_MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
@@ -45,8 +56,10 @@ class SourceSpec:
 
 def iter_file_lists(spec: SourceSpec) -> Iterator[list[str]]:
     """Every regular file below the source folder, in a stable order (names sorted by code point; a
-    folder's files before its subfolders'; dot-names skipped; symbolic links not followed), a folder at
-    a time."""
+    folder's files before its subfolders'; symbolic links not followed), a folder at a time.
+
+    Dot files are listed (the reader skips them, so they are counted and named like any skipped file);
+    dot folders (``.git``, ``.github``) are not entered."""
     if not spec.path.is_dir():
         raise ConfigError("sources", f"source {spec.name}: {spec.path} is not a directory")
     stack = [str(spec.path)]
@@ -56,10 +69,9 @@ def iter_file_lists(spec: SourceSpec) -> Iterator[list[str]]:
         with os.scandir(stack.pop()) as it:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
-            if entry.name.startswith("."):
-                continue
             if entry.is_dir(follow_symlinks=False):
-                dirs.append(entry.path)
+                if not entry.name.startswith("."):
+                    dirs.append(entry.path)
             elif entry.is_file(follow_symlinks=False):
                 files.append(entry.path)
         if files:
@@ -78,10 +90,9 @@ class ReadTask:
     max_bytes: int
 
 
-# (status, path, payload): status "ok" → list of (source priority, own key, aliases, record bytes);
-# "skipped" → reason; "rejected" → (pointer, message).
 RecordRow = tuple[int, str, list[str], bytes]
-DocResult = tuple[str, str, object]
+"""A record as :func:`read_document` hands it on: (source priority, own key, aliases, canonical bytes)."""
+DocResult = Read[RecordRow] | Skipped | Rejected
 
 
 def order_key(priority: int, record: Advisory) -> tuple[int, str, str, str]:
@@ -131,37 +142,62 @@ def _read_sized(path: str, fd: int, max_bytes: int) -> bytes:
     return data
 
 
-def load_records(path: str, kind: str, source: str, max_bytes: int) -> tuple[str, object]:
-    """Read one file into source records.
-
-    ``("ok", [Advisory, …])``, ``("skipped", reason)`` or ``("rejected", (pointer, message))``; the
-    records are exactly as the source reader maps them (not yet in canonical single-record form).
-    """
+def load_records(path: str, kind: str, source: str, max_bytes: int) -> Outcome[Advisory]:
+    """Read one file into source records: :class:`Read` (the records exactly as the source reader maps
+    them, not yet in canonical single-record form), :class:`Skipped` (with the reason) or
+    :class:`Rejected` (pointer and message)."""
+    if os.path.basename(path).startswith("."):
+        return Skipped(path, "dot file (hidden): not read")
     if kind == "csaf" and not path.endswith(".json"):
-        return ("skipped", "not a .json file (signature, hash, feed index or listing)")
+        return Skipped(path, "not a .json file (signature, hash, feed index or listing)")
     if kind == "osv" and not path.endswith(OSV_SUFFIXES):
-        return ("skipped", "not an OSV .json/.yaml file")
+        return Skipped(path, "not an OSV .json/.yaml file")
     try:
         data = read_bytes(path, max_bytes)
     except MalformedDocumentError as exc:
-        return ("rejected", (exc.pointer, str(exc)))
+        return Rejected.of(exc)
     return parse_records(path, kind, source, data, "sha256:" + hashlib.sha256(data).hexdigest())
 
 
-def parse_records(path: str, kind: str, source: str, data: bytes, digest: str) -> tuple[str, object]:
+class OsvReader:
+    """OSV as a :class:`~stella_mirror.formats.reader.DocumentReader` over :func:`.osv.to_record`.
+
+    A source's kind says its documents are OSV, so every parsed object is read, and one that is not
+    valid OSV is rejected with the pointer of the bad field (not skipped as "another format").
+    """
+
+    format = "osv"
+
+    def detect(self, doc: Any) -> bool:
+        """True for a parsed JSON/YAML object."""
+        return isinstance(doc, dict)
+
+    def read(self, doc: Any, ctx: ReadContext) -> ReadResult[Advisory]:
+        """The one source record of an OSV document."""
+        return ReadResult(self.format, [osv.to_record(Doc(ctx.path), doc, ctx.source, ctx.digest)])
+
+
+READERS: dict[str, DocumentReader[Advisory]] = {"osv": OsvReader(), "csaf": csaf.CsafAdvisoryReader()}
+"""Concelier's readers, by source kind (the one reader table; Excititor's is ``excititor.sources.READERS``)."""
+_PARSERS: dict[str, Callable[[str, bytes], Any]] = {"osv": osv.load, "csaf": load_json}
+"""How each kind's bytes are parsed (OSV may be YAML)."""
+
+
+def parse_records(path: str, kind: str, source: str, data: bytes, digest: str) -> Outcome[Advisory]:
     """:func:`load_records` for a file already read (``digest``: of ``data``)."""
+    reader = READERS[kind]
     try:
-        if kind == "osv":
-            records: list[Advisory] | None = osv.parse(path, data, source, digest)
-        else:
-            records = csaf.parse(path, data, source, digest)
-        if records is None:
-            return ("skipped", "JSON but not a CSAF document (no document.csaf_version)")
+        doc = _PARSERS[kind](path, data)
+        if not reader.detect(doc):
+            return Skipped(path, f"JSON but not a {kind.upper()} document" + _NOT_CSAF.get(kind, ""))
+        return Read(path, reader.read(doc, ReadContext(path, source, digest)))
     except MalformedDocumentError as exc:
-        return ("rejected", (exc.pointer, str(exc)))
+        return Rejected.of(exc)
     except RecursionError:
-        return ("rejected", ("", f"{path}: document nests too deeply"))
-    return ("ok", records)
+        return Rejected(path, "", f"{path}: document nests too deeply")
+
+
+_NOT_CSAF = {"csaf": " (no document.csaf_version)"}
 
 
 def canonical_record(record: Advisory) -> Advisory:
@@ -170,14 +206,14 @@ def canonical_record(record: Advisory) -> Advisory:
 
 
 def read_document(task: ReadTask) -> DocResult:
-    """Read one file: ``("ok", path, rows)``, ``("skipped", path, reason)`` or ``("rejected", path, (ptr, msg))``."""
-    status, payload = load_records(task.path, task.kind, task.source, task.max_bytes)
-    if status != "ok":
-        return (status, task.path, payload)
+    """Read one file: :class:`Read` with its records in published form as rows, else the outcome."""
+    outcome = load_records(task.path, task.kind, task.source, task.max_bytes)
+    if not isinstance(outcome, Read):
+        return outcome
     rows: list[RecordRow] = []
-    for rec in cast(list[Advisory], payload):
+    for rec in outcome.result.items:
         final = canonical_record(rec)
         rows.append(
             (task.priority, final["advisoryKey"], final["aliases"], orjson.dumps(final, option=orjson.OPT_SORT_KEYS))
         )
-    return ("ok", task.path, rows)
+    return Read(task.path, ReadResult(outcome.result.format, rows, outcome.result.warnings))

@@ -10,17 +10,24 @@ Mapping choices (documented in docs/concelier.md):
   (vulnerability first, then document); ``description`` = the first ``description`` note likewise.
 - ``published`` = vulnerability ``release_date``, else ``tracking.initial_release_date``; ``modified`` =
   ``tracking.current_release_date`` (also the provenance ``recordedAt``).
-- Products are resolved through ``product_tree``: branches (recursively, remembering the vendor,
-  product name and version branches above each product), ``full_product_names`` and
-  ``relationships`` (a relationship's product stands for its ``product_reference`` component unless it
-  carries its own identification helper). A product with a purl becomes
-  ``{ecosystem from the purl type, package, purl without version}``; one with a CPE becomes
-  ``{ecosystem "CPE", package = the CPE up to the product part}``; any other becomes
-  ``{ecosystem = vendor name, package = product name}``.
+- Products are resolved through the shared :mod:`stella_mirror.formats.csaf_product_tree` (branches with
+  the vendor, product name and version branches above each product, ``full_product_names``,
+  relationships and 2.1 product paths — a product without purl/CPE stands for the component it names —
+  and 2.1 ``purls``). A product with a purl becomes ``{ecosystem from the purl type, package, purl
+  without version}``; one with a CPE becomes ``{ecosystem "CPE", package = the CPE up to the product
+  part}``; any other becomes ``{ecosystem = vendor name, package = product name}``.
 - ``known_affected``/``first_affected``/``last_affected`` products contribute their version to
-  ``versions[]`` or their ``product_version_range`` (``vers:`` or ``<x``/``<=x``/``>=x``) to ``ranges[]``;
-  ``fixed``/``first_fixed`` products contribute a range ``{fixed: version}``. ``known_not_affected`` and
-  ``under_investigation`` are VEX statements (Excititor's job) and add nothing here.
+  ``versions[]``, or their version range to ``ranges[]`` (:mod:`.csaf_ranges`): a ``VERS`` range
+  (``vers``, derived ``intervals``, exact ``=`` versions also in ``versions[]``) when the
+  ``product_version_range`` — or a ``product_version`` name that is really a range expression, such as
+  ``All versions < V4.33`` — reads unambiguously, else a ``TEXT`` range. Both keep the source's words
+  verbatim in ``text``; nothing is guessed. ``fixed``/``first_fixed`` products contribute a ``FIXED``
+  range: the version the document names as fixed (interval ``{fixed: version}``).
+  ``known_not_affected`` and ``under_investigation`` are VEX statements (Excititor's job) and add
+  nothing to ``affected``.
+- ``remediations[]``, ``flags[]`` and ``threats[]`` are kept in the record verbatim (source key names),
+  each with ``documentId`` (the tracking id) and ``products`` (the package identities its product and
+  group ids resolve to).
 - ``scores[].cvss_v3``/``cvss_v2`` (2.1: ``metrics[].content``) → ``cvss[]``; a missing v3 base score is
   computed from the vector. ``cwe.id`` → ``cwes``; references: ``self`` → ADVISORY, ``external`` → WEB,
   remediation URLs → FIX.
@@ -28,8 +35,9 @@ Mapping choices (documented in docs/concelier.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from stella_mirror.concelier import cvss as cvsslib
 from stella_mirror.concelier.model import (
@@ -39,109 +47,27 @@ from stella_mirror.concelier.model import (
     Doc,
     Range,
     Reference,
+    interval_range,
     normalise_time,
     severity_from_cvss,
     severity_word,
     split_purl,
     unique,
 )
+from stella_mirror.concelier.sources import csaf_ranges
 from stella_mirror.concelier.sources.safeload import load_json
+from stella_mirror.formats.csaf_product_tree import Product, ProductTree
+from stella_mirror.formats.reader import ReadContext, ReadResult, expect_list, expect_object
 
+FORMAT = "csaf"
 AFFECTED_STATUSES = ("known_affected", "first_affected", "last_affected")
 FIXED_STATUSES = ("fixed", "first_fixed")
-_MAX_RELATIONSHIP_HOPS = 8
+PackageKey = tuple[str, str, str | None]
 
 
 def is_csaf(doc: Any) -> bool:
     """True for a parsed JSON object that is a CSAF document (has ``document.csaf_version``)."""
     return isinstance(doc, dict) and isinstance(doc.get("document"), dict) and "csaf_version" in doc["document"]
-
-
-@dataclass
-class Product:
-    """What a product id resolves to."""
-
-    name: str
-    purl: str | None = None
-    cpe: str | None = None
-    vendor: str | None = None
-    product_name: str | None = None
-    version: str | None = None
-    version_range: str | None = None
-
-
-def _helper(d: Doc, product: dict[str, Any], ptr: str) -> tuple[str | None, str | None]:
-    helper = d.opt_obj(product, "product_identification_helper", ptr)
-    hptr = f"{ptr}/product_identification_helper"
-    return d.opt_str(helper, "purl", hptr), d.opt_str(helper, "cpe", hptr)
-
-
-def resolve_products(d: Doc, tree: dict[str, Any]) -> dict[str, Product]:
-    """Map every product id in a ``product_tree`` to its identity."""
-    products: dict[str, Product] = {}
-
-    # Branches nest arbitrarily deep; walk them with an explicit stack, not recursion.
-    stack: list[tuple[list[Any], str, dict[str, str]]] = [
-        (d.opt_arr(tree, "branches", "/product_tree"), "/product_tree/branches", {})
-    ]
-    while stack:
-        branches, ptr, context = stack.pop()
-        for i, raw in enumerate(branches):
-            bptr = f"{ptr}/{i}"
-            branch = d.obj(raw, bptr)
-            ctx = dict(context)
-            category = d.opt_str(branch, "category", bptr) or ""
-            name = d.opt_str(branch, "name", bptr) or ""
-            ctx[category] = name
-            if "product" in branch:
-                prod = d.obj(branch["product"], f"{bptr}/product")
-                pid = d.req_str(prod, "product_id", f"{bptr}/product")
-                purl, cpe = _helper(d, prod, f"{bptr}/product")
-                products[pid] = Product(
-                    name=d.opt_str(prod, "name", f"{bptr}/product") or name,
-                    purl=purl,
-                    cpe=cpe,
-                    vendor=ctx.get("vendor"),
-                    product_name=ctx.get("product_name") or ctx.get("product_family"),
-                    version=ctx.get("product_version"),
-                    version_range=ctx.get("product_version_range"),
-                )
-            if "branches" in branch:
-                stack.append((d.arr(branch["branches"], f"{bptr}/branches"), f"{bptr}/branches", ctx))
-
-    for i, raw in enumerate(d.opt_arr(tree, "full_product_names", "/product_tree")):
-        fptr = f"/product_tree/full_product_names/{i}"
-        fpn = d.obj(raw, fptr)
-        pid = d.req_str(fpn, "product_id", fptr)
-        purl, cpe = _helper(d, fpn, fptr)
-        products[pid] = Product(name=d.opt_str(fpn, "name", fptr) or pid, purl=purl, cpe=cpe)
-
-    pending: list[tuple[str, str, Product | None]] = []
-    for i, raw in enumerate(d.opt_arr(tree, "relationships", "/product_tree")):
-        rptr = f"/product_tree/relationships/{i}"
-        rel = d.obj(raw, rptr)
-        fpn = d.opt_obj(rel, "full_product_name", rptr)
-        pid = d.req_str(fpn, "product_id", f"{rptr}/full_product_name")
-        ref = d.req_str(rel, "product_reference", rptr)
-        purl, cpe = _helper(d, fpn, f"{rptr}/full_product_name")
-        named = Product(name=d.opt_str(fpn, "name", f"{rptr}/full_product_name") or pid, purl=purl, cpe=cpe)
-        pending.append((pid, ref, named if (purl or cpe) else None))
-    # A relationship may refer to another relationship's product: resolve in a few rounds.
-    for _ in range(_MAX_RELATIONSHIP_HOPS):
-        left: list[tuple[str, str, Product | None]] = []
-        for pid, ref, own in pending:
-            if own is not None:
-                products[pid] = own
-            elif ref in products:
-                products[pid] = products[ref]
-            else:
-                left.append((pid, ref, own))
-        if not left or len(left) == len(pending):
-            for pid, _ref, _own in left:
-                products.setdefault(pid, Product(name=pid))
-            break
-        pending = left
-    return products
 
 
 def _cpe_package(cpe: str) -> tuple[str, str | None]:
@@ -155,86 +81,95 @@ def _cpe_package(cpe: str) -> tuple[str, str | None]:
     return base, (version if version not in (None, "", "*", "-") else None)
 
 
-def parse_vers(text: str, rtype: str) -> tuple[list[Range], list[str]]:
-    """Ranges and exact versions from ``vers:<scheme>/<c1>|<c2>`` or a bare ``<x``/``<=x``/``>=x``."""
-    body = text.strip()
-    if body.startswith("vers:"):
-        body = body.split("/", 1)[1] if "/" in body else ""
-    ranges: list[Range] = []
-    versions: list[str] = []
-    current: Range | None = None
-    for raw in body.split("|"):
-        c = raw.strip()
-        if not c:
-            continue
-        if c == "*":
-            ranges.append({"type": rtype, "introduced": "0", "fixed": None, "lastAffected": None})
-            continue
-        for op in (">=", "<=", "!=", ">", "<", "="):
-            if c.startswith(op):
-                value = c[len(op) :].strip()
-                break
-        else:
-            op, value = "=", c
-        if op in (">=", ">"):
-            if current is not None:
-                ranges.append(current)
-            current = {"type": rtype, "introduced": value, "fixed": None, "lastAffected": None}
-        elif op in ("<", "<="):
-            rng = current or {"type": rtype, "introduced": "0", "fixed": None, "lastAffected": None}
-            rng["fixed" if op == "<" else "lastAffected"] = value
-            ranges.append(rng)
-            current = None
-        elif op == "=":
-            versions.append(value)
-    if current is not None:
-        ranges.append(current)
-    return ranges, versions
+def _range(rtype: str, text: str | None, vers: str | None, intervals: list[Any] | None) -> Range:
+    return {
+        "type": rtype,
+        "repo": None,
+        "events": None,
+        "vers": vers,
+        "text": text,
+        "intervals": intervals,
+        "databaseSpecific": None,
+    }
 
 
-def _product_entry(prod: Product, pid: str, publisher: str) -> tuple[tuple[str, str, str | None], str | None, str]:
-    """``((ecosystem, package, purl), version, range type)`` for a resolved product."""
+def version_range(text: str, purl_type: str | None) -> tuple[Range, list[str]]:
+    """A CSAF version range as a canonical range (``VERS`` when it reads unambiguously, else ``TEXT``)
+    and the exact versions it names."""
+    parsed = csaf_ranges.parse(text, purl_type)
+    if parsed is None:
+        return _range("TEXT", text, None, None), []
+    return _range("VERS", text, parsed.vers, parsed.intervals), parsed.versions
+
+
+def fixed_range(version: str) -> Range:
+    """The range of a product version a document lists as ``fixed``."""
+    return interval_range("FIXED", {"introduced": None, "fixed": version, "lastAffected": None})
+
+
+def _product_entry(prod: Product, publisher: str) -> tuple[PackageKey, str | None, str | None]:
+    """``((ecosystem, package, purl), version, purl type)`` for a resolved product."""
     if prod.purl:
         parsed = split_purl(prod.purl)
         if parsed:
             eco, pkg, base, version = parsed
-            return (eco, pkg, base), version or prod.version, "ECOSYSTEM"
+            return (eco, pkg, base), version or prod.version, base[4:].split("/", 1)[0]
     if prod.cpe:
         base, version = _cpe_package(prod.cpe)
-        return ("CPE", base, None), version or prod.version, "VENDOR"
-    package = prod.product_name or prod.name or pid
-    return (prod.vendor or publisher, package, None), prod.version, "VENDOR"
+        return ("CPE", base, None), version or prod.version, None
+    package = prod.product_name or prod.name or prod.product_id
+    return (prod.vendor or publisher, package, None), prod.version, None
 
 
-def _affected(d: Doc, status: dict[str, Any], ptr: str, products: dict[str, Product], publisher: str) -> list[Affected]:
-    entries: dict[tuple[str, str, str | None], Affected] = {}
-
-    def entry(key: tuple[str, str, str | None]) -> Affected:
-        if key not in entries:
-            entries[key] = {"ecosystem": key[0], "package": key[1], "purl": key[2], "ranges": [], "versions": []}
-        return entries[key]
-
+def _affected(d: Doc, status: dict[str, Any], ptr: str, tree: ProductTree, publisher: str) -> list[Affected]:
+    entries: dict[PackageKey, Affected] = {}
     for group in (*AFFECTED_STATUSES, *FIXED_STATUSES):
-        for k, raw_pid in enumerate(d.opt_arr(status, group, ptr)):
-            pid = d.string(raw_pid, f"{ptr}/{group}/{k}")
-            prod = products.get(pid) or Product(name=pid)
-            key, version, rtype = _product_entry(prod, pid, publisher)
-            aff = entry(key)
+        for pid in tree.ids(status.get(group), f"{ptr}/{group}"):
+            prod = tree.identity(pid)
+            key, version, purl_type = _product_entry(prod, publisher)
+            aff = entries.get(key)
+            if aff is None:
+                aff = entries[key] = {
+                    "ecosystem": key[0],
+                    "package": key[1],
+                    "purl": key[2],
+                    "ranges": [],
+                    "versions": [],
+                }
             if group in FIXED_STATUSES:
                 if version:
-                    aff["ranges"].append({"type": rtype, "introduced": None, "fixed": version, "lastAffected": None})
-            elif prod.version_range:
-                ranges, versions = parse_vers(prod.version_range, rtype)
-                aff["ranges"].extend(ranges)
-                aff["versions"].extend(versions)
+                    aff["ranges"].append(fixed_range(version))
+                continue
+            text = prod.version_range or (version if version and csaf_ranges.looks_like_range(version) else None)
+            if text is not None:
+                rng, exact = version_range(text, purl_type)
+                aff["ranges"].append(rng)
+                aff["versions"].extend(exact)
             elif version:
                 aff["versions"].append(version)
     out = []
     for aff in entries.values():
-        uniq = {(r["type"], r["introduced"], r["fixed"], r["lastAffected"]): r for r in aff["ranges"]}
-        aff["ranges"] = [uniq[k] for k in sorted(uniq, key=lambda t: tuple(x or "" for x in t))]
+        uniq = {orjson.dumps(r, option=orjson.OPT_SORT_KEYS): r for r in aff["ranges"]}
+        aff["ranges"] = [uniq[k] for k in sorted(uniq)]
         aff["versions"] = unique(aff["versions"])
         out.append(aff)
+    return out
+
+
+def _kept(
+    ctx: ReadContext, tree: ProductTree, vuln: dict[str, Any], name: str, vptr: str, tracking_id: str, publisher: str
+) -> list[dict[str, Any]]:
+    """``remediations``/``flags``/``threats`` of a vulnerability, verbatim, each with its document id and
+    the package identities its product and group ids resolve to."""
+    out: list[dict[str, Any]] = []
+    for k, raw in enumerate(expect_list(ctx, vuln.get(name), f"{vptr}/{name}")):
+        where = f"{vptr}/{name}/{k}"
+        item = expect_object(ctx, raw, where)
+        products: dict[PackageKey, None] = {}
+        for pid in tree.expand(item, where):
+            products[_product_entry(tree.identity(pid), publisher)[0]] = None
+        listed = [{"ecosystem": e, "package": p, "purl": u} for e, p, u in products]
+        out.append({**item, "documentId": tracking_id, "products": listed})
     return out
 
 
@@ -284,6 +219,22 @@ def _references(d: Doc, refs: list[Any], ptr: str) -> list[Reference]:
     return out
 
 
+class CsafAdvisoryReader:
+    """Concelier's CSAF reader: one source record per vulnerability of a CSAF document."""
+
+    format = FORMAT
+
+    def detect(self, doc: Any) -> bool:
+        """True for a CSAF document (``document.csaf_version``)."""
+        return is_csaf(doc)
+
+    def read(self, doc: Any, ctx: ReadContext) -> ReadResult[Advisory]:
+        """The source records of one parsed CSAF document."""
+        if not is_csaf(doc):
+            raise ctx.error("/document/csaf_version", "is required (this is not a CSAF document)")
+        return ReadResult(FORMAT, to_records(Doc(ctx.path), doc, ctx.source, ctx.digest))
+
+
 def parse(path: str, data: bytes, source: str, digest: str) -> list[Advisory] | None:
     """Read one CSAF JSON file; None when it is JSON but not a CSAF document (a feed, metadata…)."""
     raw = load_json(path, data)
@@ -312,7 +263,8 @@ def to_records(d: Doc, raw: dict[str, Any], source: str, digest: str) -> list[Ad
     publisher = d.opt_str(d.opt_obj(document, "publisher", "/document"), "name", "/document/publisher") or "CSAF"
     doc_notes = d.opt_arr(document, "notes", "/document")
     doc_refs = _references(d, d.opt_arr(document, "references", "/document"), "/document/references")
-    products = resolve_products(d, d.opt_obj(raw, "product_tree", ""))
+    ctx = ReadContext(d.path, source, digest)
+    tree = ProductTree.load(ctx, raw.get("product_tree"))
     vulns = d.opt_arr(raw, "vulnerabilities", "")
 
     records: list[Advisory] = []
@@ -358,27 +310,29 @@ def to_records(d: Doc, raw: dict[str, Any], source: str, digest: str) -> list[Ad
                 severity = severity_word(threat["details"]) or severity
             elif not isinstance(threat, dict):
                 raise d.fail(f"{vptr}/threats/{k}", "expected an object")
-        affected = _affected(d, d.opt_obj(vuln, "product_status", vptr), f"{vptr}/product_status", products, publisher)
-        records.append(
-            {
-                "advisoryKey": key,
-                "aliases": sorted(aliases),
-                "title": d.opt_str(vuln, "title", vptr) or doc_title or None,
-                "summary": _note(d, notes, f"{vptr}/notes", "summary")
-                or _note(d, doc_notes, "/document/notes", "summary"),
-                "description": _note(d, notes, f"{vptr}/notes", "description")
-                or _note(d, doc_notes, "/document/notes", "description"),
-                "published": published,
-                "modified": modified,
-                "withdrawn": None,
-                "severity": severity or severity_from_cvss(cvss),
-                "cvss": sorted(cvss, key=lambda c: (c["version"], c["vector"])),
-                "cwes": sorted(set(cwes)),
-                "references": sorted(
-                    {(r["url"], r["type"]): r for r in refs}.values(), key=lambda r: (r["url"], r["type"])
-                ),
-                "affected": sorted(affected, key=lambda a: (a["ecosystem"], a["package"], a["purl"] or "")),
-                "provenance": [{"source": source, "documentId": tracking_id, "digest": digest, "recordedAt": modified}],
-            }
-        )
+        affected = _affected(d, d.opt_obj(vuln, "product_status", vptr), f"{vptr}/product_status", tree, publisher)
+        record: Advisory = {
+            "advisoryKey": key,
+            "aliases": sorted(aliases),
+            "title": d.opt_str(vuln, "title", vptr) or doc_title or None,
+            "summary": _note(d, notes, f"{vptr}/notes", "summary") or _note(d, doc_notes, "/document/notes", "summary"),
+            "description": _note(d, notes, f"{vptr}/notes", "description")
+            or _note(d, doc_notes, "/document/notes", "description"),
+            "published": published,
+            "modified": modified,
+            "withdrawn": None,
+            "severity": severity or severity_from_cvss(cvss),
+            "cvss": sorted(cvss, key=lambda c: (c["version"], c["vector"])),
+            "cwes": sorted(set(cwes)),
+            "references": sorted(
+                {(r["url"], r["type"]): r for r in refs}.values(), key=lambda r: (r["url"], r["type"])
+            ),
+            "affected": sorted(affected, key=lambda a: (a["ecosystem"], a["package"], a["purl"] or "")),
+            "provenance": [{"source": source, "documentId": tracking_id, "digest": digest, "recordedAt": modified}],
+        }
+        for name in ("remediations", "flags", "threats"):
+            kept = _kept(ctx, tree, vuln, name, vptr, tracking_id, publisher)
+            if kept:
+                record[name] = kept
+        records.append(record)
     return records

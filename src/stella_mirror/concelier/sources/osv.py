@@ -2,26 +2,31 @@
 
 Mapping (documented in docs/concelier.md):
 
-- ``advisoryKey``: the lowest CVE among ``id`` + ``aliases``, else ``id``; ``aliases`` = id + aliases.
+- ``provenance[0].osv`` is the source document itself: every field survives, scoped to its provenance
+  entry, and the document can be rebuilt from the bundle alone.
+- ``advisoryKey``: the lowest CVE among ``id`` + ``aliases``, else ``id``; ``aliases`` = id + aliases;
+  ``related`` = ``related``.
 - ``title`` and ``summary`` = ``summary``; ``description`` = ``details``.
-- ``severity[]`` → ``cvss[]`` (CVSS_V3 scores computed from the vector; CVSS_V2/CVSS_V4 keep the vector
-  and a null score); other severity types (e.g. ``Ubuntu``) are ignored.
+- ``cvss[]`` = every CVSS entry of ``severity[]`` and ``affected[].severity[]`` (v2, v3.x and v4 scored
+  with the ``cvss`` package); other severity types (e.g. ``Ubuntu``) stay in ``affected[].severity``.
 - ``severity`` = ``database_specific.severity`` (``MODERATE`` → ``medium``), else the rating of the
-  highest CVSS score.
-- ``affected[].ranges[].events`` → ``ranges[{type, introduced, fixed, lastAffected}]``: each
-  ``introduced`` opens a range closed by the next ``fixed``/``last_affected``; ``limit`` events bound
-  the search in a git history and have no place in the canonical range, so they are dropped.
-- Go's zero time ``0001-01-01T00:00:00Z`` (vulndb's "not tracked") becomes null.
-- ``related``, ``credits`` and ``*_specific`` are validated for type only where we read them.
+  highest v3.x/v4 score, else of the highest v2 score.
+- ``affected[].ranges[]``: ``type``, ``repo``, ``events`` and ``database_specific`` verbatim, plus the
+  ``intervals`` OSV's evaluation algorithm gives with the ecosystem's version order
+  (:mod:`stella_mirror.concelier.versions`), or None where that order is unknown (GIT …).
+- ``affected[].severity``/``ecosystem_specific``/``database_specific`` verbatim.
+- Go's zero time ``0001-01-01T00:00:00Z`` (vulndb's "not tracked") becomes null in the canonical fields.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from typing_extensions import TypeIs
 
 from stella_mirror.concelier import cvss as cvsslib
+from stella_mirror.concelier import versions
 from stella_mirror.concelier.model import (
     Advisory,
     Affected,
@@ -29,6 +34,7 @@ from stella_mirror.concelier.model import (
     Doc,
     Range,
     Reference,
+    Severity,
     lowest_cve,
     normalise_time,
     purl_for,
@@ -37,15 +43,24 @@ from stella_mirror.concelier.model import (
     split_purl,
 )
 from stella_mirror.concelier.sources.safeload import load_json, load_yaml
+from stella_mirror.errors import MalformedDocumentError
 
 RANGE_TYPES = ("ECOSYSTEM", "SEMVER", "GIT")
+CVSS_TYPES = ("CVSS_V2", "CVSS_V3", "CVSS_V4")
 _EVENTS = ("introduced", "fixed", "last_affected", "limit")  # a tuple: order matters for messages
 
 
 def load(path: str, data: bytes) -> Any:
     """Parse an OSV file by extension: ``.yaml``/``.yml`` as YAML, anything else as JSON."""
     if path.endswith((".yaml", ".yml")):
-        return load_yaml(path, data)
+        doc = load_yaml(path, data)
+        # The document itself goes into the bundle (provenance ``osv``): it must have a JSON form.
+        try:
+            orjson.dumps(doc)
+        except TypeError:
+            reason = "YAML value without a JSON form (binary, set or non-string key)"
+            raise MalformedDocumentError(path, "", reason) from None
+        return doc
     return load_json(path, data)
 
 
@@ -64,91 +79,100 @@ def _nonblank(value: Any) -> TypeIs[str]:
     return type(value) is str and bool(value) and not value.isspace()
 
 
-def _cvss(d: Doc, entries: list[Any]) -> list[Cvss]:
-    out: list[Cvss] = []
+def _severities(d: Doc, entries: list[Any], ptr: str) -> list[Severity]:
+    """An OSV ``severity`` array verbatim (``{type, score}`` strings; ``ptr`` is the array's pointer)."""
+    out: list[Severity] = []
     for i, raw in enumerate(entries):
-        if type(raw) is dict and _nonblank(kind := raw.get("type")) and _nonblank(vector := raw.get("score")):
-            vector = vector.strip()
+        if type(raw) is dict and _nonblank(kind := raw.get("type")) and _nonblank(score := raw.get("score")):
+            pass
         else:
-            ptr = f"/severity/{i}"
-            entry = d.obj(raw, ptr)
-            kind = d.req_str(entry, "type", ptr)
-            vector = d.req_str(entry, "score", ptr).strip()
-        if kind == "CVSS_V3":
-            version = cvsslib.v3_version(vector)
-            if version is None:
-                raise d.fail(f"/severity/{i}/score", f"not a CVSS v3 vector: {vector!r}")
-            try:
-                score: float | None = cvsslib.v3_base_score(vector)
-            except cvsslib.CvssError as exc:
-                raise d.fail(f"/severity/{i}/score", str(exc)) from None
-            out.append({"version": version, "vector": vector, "baseScore": score})
-        elif kind == "CVSS_V2":
-            out.append({"version": "2.0", "vector": vector, "baseScore": None})
-        elif kind == "CVSS_V4":
-            out.append({"version": "4.0", "vector": vector, "baseScore": None})
+            entry = d.obj(raw, f"{ptr}/{i}")
+            kind = d.req_str(entry, "type", f"{ptr}/{i}")
+            score = d.req_str(entry, "score", f"{ptr}/{i}")
+        out.append({"type": kind, "score": score})
     return out
 
 
-def _ranges(d: Doc, raw_ranges: list[Any], i: int) -> list[Range]:
-    """The ranges of ``/affected/{i}``."""
+def _cvss(d: Doc, entries: list[Severity], ptr: str) -> list[Cvss]:
+    """The CVSS vectors among OSV severity entries, scored; an invalid vector is a malformed document."""
+    out: list[Cvss] = []
+    for i, entry in enumerate(entries):
+        kind = entry["type"]
+        if kind not in CVSS_TYPES:
+            continue
+        vector = entry["score"].strip()
+        version = cvsslib.version_of(kind, vector)
+        if version is None:
+            raise d.fail(f"{ptr}/{i}/score", f"not a {kind} vector: {vector!r}")
+        try:
+            score = cvsslib.base_score(version, vector)
+        except cvsslib.CvssError as exc:
+            raise d.fail(f"{ptr}/{i}/score", str(exc)) from None
+        out.append({"version": version, "vector": vector, "baseScore": score})
+    return out
+
+
+def _opt_object(d: Doc, parent: dict[str, Any], key: str, ptr: str) -> dict[str, Any] | None:
+    """An optional JSON object field, verbatim."""
+    value = parent.get(key)
+    if value is None or type(value) is dict:
+        return value
+    return d.obj(value, f"{ptr}/{key}")
+
+
+def _ranges(d: Doc, raw_ranges: list[Any], i: int, ecosystem: str) -> list[Range]:
+    """The ranges of ``/affected/{i}``: events verbatim, intervals derived per OSV's evaluation algorithm."""
     out: list[Range] = []
     for j, raw in enumerate(raw_ranges):
+        rptr = f"/affected/{i}/ranges/{j}"
         if type(raw) is dict and (rtype := raw.get("type")) in RANGE_TYPES and type(rtype) is str:
-            events = raw.get("events")
+            rng = raw
         else:
-            rptr = f"/affected/{i}/ranges/{j}"
             rng = d.obj(raw, rptr)
             rtype = d.req_str(rng, "type", rptr)
             if rtype not in RANGE_TYPES:
                 raise d.fail(f"{rptr}/type", f"unknown range type {rtype!r} (expected one of {', '.join(RANGE_TYPES)})")
-            events = rng.get("events")
+        events = rng.get("events")
         if type(events) is not list:
-            events = d.arr(events, f"/affected/{i}/ranges/{j}/events")
-        current: Range | None = None
+            events = d.arr(events, f"{rptr}/events")
         for k, raw_ev in enumerate(events):
             if type(raw_ev) is dict and len(raw_ev) == 1:
                 ((kind, value),) = raw_ev.items()
-            else:
-                kind = value = None
-            if kind not in _EVENTS or type(value) is not str:
-                eptr = f"/affected/{i}/ranges/{j}/events/{k}"
-                ev = d.obj(raw_ev, eptr)
-                kinds = [e for e in _EVENTS if e in ev]
-                if len(kinds) != 1:
-                    raise d.fail(eptr, "an event must have exactly one of introduced, fixed, last_affected, limit")
-                kind = kinds[0]
-                value = d.string(ev[kind], f"{eptr}/{kind}")
-            if kind == "introduced":
-                if current is not None:
-                    out.append(current)
-                current = {"type": rtype, "introduced": value, "fixed": None, "lastAffected": None}
-            elif kind == "fixed" or kind == "last_affected":
-                if current is None:
-                    current = {"type": rtype, "introduced": None, "fixed": None, "lastAffected": None}
-                current["fixed" if kind == "fixed" else "lastAffected"] = value
-                out.append(current)
-                current = None
-        if current is not None:
-            out.append(current)
+                if kind in _EVENTS and type(value) is str:
+                    continue
+            eptr = f"{rptr}/events/{k}"
+            ev = d.obj(raw_ev, eptr)
+            kinds = [e for e in _EVENTS if e in ev]
+            if len(kinds) != 1 or len(ev) != 1:
+                raise d.fail(eptr, "an event must have exactly one of introduced, fixed, last_affected, limit")
+            d.string(ev[kinds[0]], f"{eptr}/{kinds[0]}")
+        repo = rng.get("repo")
+        if repo is not None and type(repo) is not str:
+            repo = d.opt_str(rng, "repo", rptr)
+        out.append(
+            {
+                "type": rtype,
+                "repo": repo,
+                "events": events,
+                "vers": None,
+                "text": None,
+                "intervals": versions.intervals(rtype, ecosystem, events),
+                "databaseSpecific": _opt_object(d, rng, "database_specific", rptr),
+            }
+        )
     return out
 
 
-def _affected(d: Doc, entries: list[Any]) -> list[Affected]:
+def _affected(d: Doc, entries: list[Any]) -> tuple[list[Affected], list[Cvss]]:
+    """The affected entries, and the CVSS vectors of their ``severity`` arrays."""
     out: list[Affected] = []
+    cvss: list[Cvss] = []
     for i, raw in enumerate(entries):
         entry = raw if type(raw) is dict else d.obj(raw, f"/affected/{i}")
         pkg = entry.get("package")
         if pkg is not None and type(pkg) is not dict:
             pkg = d.opt_obj(entry, "package", f"/affected/{i}")
-        raw_ranges = entry.get("ranges")
-        if raw_ranges is None:
-            ranges: list[Range] = []
-        else:
-            if type(raw_ranges) is not list:
-                raw_ranges = d.arr(raw_ranges, f"/affected/{i}/ranges")
-            ranges = _ranges(d, raw_ranges, i)
-        versions = d.strings(entry, "versions", f"/affected/{i}")
+        versions_ = d.strings(entry, "versions", f"/affected/{i}")
         if pkg:
             ecosystem = pkg.get("ecosystem")
             name = pkg.get("name")
@@ -170,16 +194,31 @@ def _affected(d: Doc, entries: list[Any]) -> list[Affected]:
             if not repos:
                 raise d.fail(f"/affected/{i}/package", "required field is missing (and no range names a repo)")
             ecosystem, name, purl = "GIT", d.string(repos[0], f"/affected/{i}/ranges/0/repo"), None
+        raw_ranges = entry.get("ranges")
+        if raw_ranges is None:
+            ranges: list[Range] = []
+        else:
+            if type(raw_ranges) is not list:
+                raw_ranges = d.arr(raw_ranges, f"/affected/{i}/ranges")
+            ranges = _ranges(d, raw_ranges, i, ecosystem)
+        severity = _severities(d, d.opt_arr(entry, "severity", f"/affected/{i}"), f"/affected/{i}/severity")
+        if severity:
+            cvss += _cvss(d, severity, f"/affected/{i}/severity")
+        eco_specific = _opt_object(d, entry, "ecosystem_specific", f"/affected/{i}")
+        db_specific = _opt_object(d, entry, "database_specific", f"/affected/{i}")
         out.append(
             {
                 "ecosystem": ecosystem,
                 "package": name,
                 "purl": purl,
                 "ranges": ranges,
-                "versions": list(dict.fromkeys(versions)),
+                "versions": list(dict.fromkeys(versions_)),
+                "severity": severity,
+                "ecosystemSpecific": [eco_specific] if eco_specific is not None else [],
+                "databaseSpecific": [db_specific] if db_specific is not None else [],
             }
         )
-    return out
+    return out, cvss
 
 
 def _references(d: Doc, entries: list[Any]) -> list[Reference]:
@@ -207,10 +246,6 @@ def _time(d: Doc, doc: dict[str, Any], key: str) -> str | None:
     return None if stamp == ZERO_TIME else stamp
 
 
-def _cvss_order(c: Cvss) -> tuple[str, str]:
-    return (c["version"], c["vector"])
-
-
 def _reference_order(r: Reference) -> tuple[str, str]:
     return (r["url"], r["type"])
 
@@ -223,8 +258,7 @@ def to_record(d: Doc, raw: Any, source: str, digest: str) -> Advisory:
         osv_id = d.req_str(doc, "id", "")
     osv_id = osv_id.strip()
     aliases = [a.strip() for a in d.strings(doc, "aliases", "")]
-    if "related" in doc:
-        d.strings(doc, "related", "")
+    related = [r.strip() for r in d.strings(doc, "related", "")]
     if "modified" not in doc:
         raise d.fail("/modified", "required field is missing")
     modified = _time(d, doc, "modified")
@@ -236,13 +270,17 @@ def to_record(d: Doc, raw: Any, source: str, digest: str) -> Advisory:
     details = doc.get("details")
     if details is not None and not isinstance(details, str):
         d.opt_str(doc, "details", "")
-    severities = doc.get("severity")
-    cvss = _cvss(d, severities if type(severities) is list else d.opt_arr(doc, "severity", ""))
-    dbs = doc.get("database_specific")
-    if dbs is None:
-        dbs = {}
-    elif type(dbs) is not dict:
-        dbs = d.opt_obj(doc, "database_specific", "")
+    if "credits" in doc:
+        d.opt_arr(doc, "credits", "")
+    severities = _severities(d, d.opt_arr(doc, "severity", ""), "/severity")
+    cvss = _cvss(d, severities, "/severity") if severities else []
+    dbs = _opt_object(d, doc, "database_specific", "") or {}
+    refs = doc.get("references")
+    references = _references(d, refs if type(refs) is list else d.opt_arr(doc, "references", ""))
+    entries = doc.get("affected")
+    affected, affected_cvss = _affected(d, entries if type(entries) is list else d.opt_arr(doc, "affected", ""))
+    cvss = list({(c["version"], c["vector"]): c for c in [*cvss, *affected_cvss]}.values())
+    cvss.sort(key=lambda c: (c["version"], c["vector"]))
     severity = None
     if isinstance(dbs.get("severity"), str):
         severity = severity_word(dbs["severity"])
@@ -250,11 +288,6 @@ def to_record(d: Doc, raw: Any, source: str, digest: str) -> Advisory:
     cwes = [c for c in dbs.get("cwe_ids") or [] if isinstance(c, str)] if isinstance(dbs.get("cwe_ids"), list) else []
     ids = {osv_id, *aliases}
     ids.discard("")
-    refs = doc.get("references")
-    references = _references(d, refs if type(refs) is list else d.opt_arr(doc, "references", ""))
-    affected = doc.get("affected")
-    if len(cvss) > 1:
-        cvss.sort(key=_cvss_order)
     if len(references) > 1:
         references.sort(key=_reference_order)
     all_ids = sorted(ids)
@@ -271,6 +304,7 @@ def to_record(d: Doc, raw: Any, source: str, digest: str) -> Advisory:
         "cvss": cvss,
         "cwes": sorted(set(cwes)),
         "references": references,
-        "affected": _affected(d, affected if type(affected) is list else d.opt_arr(doc, "affected", "")),
-        "provenance": [{"source": source, "documentId": osv_id, "digest": digest, "recordedAt": modified}],
+        "affected": affected,
+        "provenance": [{"source": source, "documentId": osv_id, "digest": digest, "recordedAt": modified, "osv": doc}],
+        "related": sorted(set(related) - {""}),
     }

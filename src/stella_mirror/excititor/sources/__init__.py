@@ -1,45 +1,46 @@
 """VEX document readers: OpenVEX, CSAF (VEX and advisories), CycloneDX VEX.
 
-:func:`detect` tells the formats apart by content (files carry no reliable extension), and
-:func:`read_parsed` hands a parsed document to its reader.
+:data:`READERS` is the one table of Excititor's readers (format → reader, in detection order); each is a
+:class:`~stella_mirror.formats.reader.DocumentReader` of claims. :func:`detect` tells the formats apart by
+content (files carry no reliable extension) and :func:`read_parsed` hands a parsed document to its reader.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from stella_mirror.excititor.claims import Claim
 from stella_mirror.excititor.sources import csaf_vex, cyclonedx, openvex
-from stella_mirror.excititor.sources.base import ReadContext, ReadResult, parse_json
+from stella_mirror.excititor.sources.base import ReadContext, ReadResult, VexContext, VexReader, parse_json
+from stella_mirror.formats import reader as formats
 
-__all__ = ["ReadContext", "ReadResult", "detect", "parse_json", "read_bytes", "read_parsed"]
+__all__ = ["READERS", "ReadContext", "ReadResult", "VexContext", "detect", "parse_json", "read_bytes", "read_parsed"]
+
+READERS: Mapping[str, VexReader] = {
+    openvex.FORMAT: openvex.OpenVexReader(),
+    csaf_vex.FORMAT: csaf_vex.CsafVexReader(),
+    cyclonedx.FORMAT: cyclonedx.CycloneDxReader(),
+}
 
 
 def detect(doc: Any) -> str | None:
     """``openvex``, ``csaf``, ``cyclonedx`` or None for a parsed JSON document."""
-    if openvex.is_openvex(doc):
-        return openvex.FORMAT
-    if csaf_vex.is_csaf(doc):
-        return csaf_vex.FORMAT
-    if cyclonedx.is_cyclonedx(doc):
-        return cyclonedx.FORMAT
-    return None
+    found = formats.detect(READERS, doc)
+    return found.format if found is not None else None
 
 
-def read_parsed(doc: Any, ctx: ReadContext, boms: cyclonedx.BomIndex | None = None) -> ReadResult:
+def read_parsed(doc: Any, ctx: ReadContext) -> ReadResult[Claim]:
     """Read a parsed document of any supported format; malformed or unknown → MalformedDocumentError."""
-    fmt = detect(doc)
-    if fmt == openvex.FORMAT:
-        return openvex.read(doc, ctx)
-    if fmt == csaf_vex.FORMAT:
-        return csaf_vex.read(doc, ctx)
-    if fmt == cyclonedx.FORMAT:
-        return cyclonedx.read(doc, ctx, boms)
-    raise ctx.error(
-        "",
-        "not a VEX document: expected an OpenVEX @context, a CSAF document.csaf_version or bomFormat CycloneDX",
-    )
+    found = formats.detect(READERS, doc)
+    if found is None:
+        raise ctx.error(
+            "",
+            "not a VEX document: expected an OpenVEX @context, a CSAF document.csaf_version or bomFormat CycloneDX",
+        )
+    return found.read(doc, ctx)
 
 
-def read_bytes(data: bytes, ctx: ReadContext, boms: cyclonedx.BomIndex | None = None) -> ReadResult:
+def read_bytes(data: bytes, ctx: ReadContext) -> ReadResult[Claim]:
     """Parse and read one document."""
-    return read_parsed(parse_json(data, ctx.path), ctx, boms)
+    return read_parsed(parse_json(data, ctx.path), ctx)

@@ -1,81 +1,61 @@
-"""What the three VEX readers share: the read context, the result, JSON pointers and field checks.
+"""What the three VEX readers share: the shared reader shape (:mod:`stella_mirror.formats.reader`), the
+Excititor read context (which also carries the BOMs supplied with the documents) and text helpers.
 
-Readers are pure: bytes in, claims out. Anything wrong with a document becomes a
+Readers are pure: a parsed document in, claims out. Anything wrong with a document becomes a
 :class:`~stella_mirror.errors.MalformedDocumentError` naming the file and the RFC 6901 pointer of the
-offending field, never a ``KeyError`` or ``TypeError`` escaping to the user.
+offending field.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-import orjson
-
-from stella_mirror.errors import MalformedDocumentError
 from stella_mirror.excititor.claims import Claim
+from stella_mirror.formats.reader import (
+    DocumentReader,
+    ReadContext,
+    ReadResult,
+    expect_list,
+    expect_object,
+    expect_str,
+    parse_json,
+    pointer,
+    require_str,
+)
 
+if TYPE_CHECKING:
+    from stella_mirror.excititor.sources.cyclonedx import BomIndex
 
-def pointer(*parts: str | int) -> str:
-    """An RFC 6901 JSON pointer from path segments (``~`` and ``/`` escaped)."""
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+VexReader = DocumentReader[Claim]
+"""A VEX reader: documents in, :class:`~stella_mirror.excititor.claims.Claim` items out."""
+
+__all__ = [
+    "ReadContext",
+    "ReadResult",
+    "VexContext",
+    "VexReader",
+    "expect_list",
+    "expect_object",
+    "expect_str",
+    "join_text",
+    "parse_json",
+    "pointer",
+    "require_str",
+]
 
 
 @dataclass
-class ReadContext:
-    """Who is reading what: the provider the document belongs to and how to name the file."""
+class VexContext(ReadContext):
+    """The read context of a VEX document: ``source`` is the provider id; ``boms`` the CycloneDX BOMs
+    supplied with the documents (BOM-Link resolution), when any."""
 
-    path: str
-    """The document's path as shown in messages and claim provenance (relative to the config)."""
-    provider_id: str
-    digest: str
-    """``sha256:<hex>`` of the document's bytes."""
+    boms: BomIndex | None = field(default=None)
 
-    def error(self, where: str, reason: str) -> MalformedDocumentError:
-        """A malformed-document error naming this file and the JSON pointer ``where``."""
-        return MalformedDocumentError(self.path, where, reason)
-
-
-@dataclass
-class ReadResult:
-    """The claims of one document, plus notes about statements that carried no usable claim."""
-
-    format: str
-    claims: list[Claim] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
-def parse_json(data: bytes, path: str) -> Any:
-    """Parse JSON bytes or raise a malformed-document error naming the file."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedDocumentError(path, "", f"not valid JSON: {exc}") from exc
-
-
-def expect_object(ctx: ReadContext, value: Any, where: str, what: str = "an object") -> dict[str, Any]:
-    """``value`` must be a JSON object."""
-    if not isinstance(value, dict):
-        raise ctx.error(where, f"must be {what}")
-    return value
-
-
-def expect_list(ctx: ReadContext, value: Any, where: str, required: bool = False) -> list[Any]:
-    """``value`` must be a JSON array (an absent optional array reads as empty)."""
-    if value is None and not required:
-        return []
-    if not isinstance(value, list):
-        raise ctx.error(where, "must be an array" if value is not None else "is required (an array)")
-    return value
-
-
-def expect_str(ctx: ReadContext, value: Any, where: str, required: bool = False) -> str | None:
-    """``value`` must be a string (non-empty when required); None when optional and absent."""
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise ctx.error(where, "must be a non-empty string" if required else "must be a string")
-    return value
+    @property
+    def provider_id(self) -> str:
+        """The provider the document belongs to."""
+        return self.source
 
 
 def join_text(parts: list[str]) -> str | None:

@@ -9,19 +9,21 @@ Status mapping: ``known_affected``/``first_affected``/``last_affected`` → affe
 under_investigation (``recommended`` is advice, not a status, and is ignored).
 
 Justification comes from ``flags[].label`` for the products the flag names (``product_ids`` and
-``group_ids`` expanded through ``product_tree.product_groups``); detail from ``threats[]`` of category
-``impact`` (not_affected) or ``remediations[]`` (other statuses).
+``group_ids`` expanded through ``product_tree.product_groups``). CSAF 2.0 requires every
+``known_not_affected`` product to have a flag *or* a ``threats[]`` entry of category ``impact``; the
+impact statement therefore justifies the claim as well (``impactStatement``, and the ``detail``). Other
+statuses take their detail from ``remediations[]`` (``category: details``).
 
-Products: ``product_tree.branches`` (recursive), ``full_product_names``, ``relationships`` (2.0) and
-``product_paths`` (2.1). Key: the product's own purl, else its CPE; a relationship product without
-identifiers takes its component's (``product_reference``) purl or CPE, with the platform
+Products come from the shared :mod:`stella_mirror.formats.csaf_product_tree` (branches, full product
+names, relationships, 2.1 product paths and ``purls``). Key: the product's own purl, else its CPE; a
+relationship product without identifiers takes its component's (``product_reference``) purl or CPE,
+with the platform
 (``relates_to_product_reference``) kept in ``context.platform``; a product with neither keeps its CSAF
 product id qualified by the document: ``csaf:<tracking id>:<product_id>``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -43,6 +45,7 @@ from stella_mirror.excititor.sources.base import (
     join_text,
     pointer,
 )
+from stella_mirror.formats.csaf_product_tree import ProductTree
 
 FORMAT = "csaf"
 
@@ -62,130 +65,40 @@ def is_csaf(doc: Any) -> bool:
     return isinstance(doc, dict) and isinstance(doc.get("document"), dict) and "csaf_version" in doc["document"]
 
 
-@dataclass
-class _Product:
-    purl: str | None = None
-    cpe: str | None = None
-    component: str | None = None
-    platform: str | None = None
+def _qualified(tracking_id: str, pid: str) -> str:
+    return f"csaf:{quote(tracking_id, safe='-._~:@')}:{quote(pid, safe='-._~:@/+')}"
 
 
-def _helper(ctx: ReadContext, prod: dict[str, Any], where: str) -> tuple[str | None, str | None]:
-    helper = prod.get("product_identification_helper")
-    if helper is None:
-        return None, None
-    helper = expect_object(ctx, helper, where + "/product_identification_helper")
-    hwhere = where + "/product_identification_helper"
-    purl = expect_str(ctx, helper.get("purl"), hwhere + "/purl")
-    purls = expect_list(ctx, helper.get("purls"), hwhere + "/purls")  # CSAF 2.1
-    if not purl and purls:
-        purl = expect_str(ctx, purls[0], hwhere + "/purls/0", required=True)
-    cpe = expect_str(ctx, helper.get("cpe"), hwhere + "/cpe")
-    return (purl.strip() if purl else None), (cpe.strip() if cpe else None)
+def product_key(tree: ProductTree, tracking_id: str, pid: str) -> tuple[str, dict[str, Any] | None]:
+    """The product key of a product id and the context worth keeping beside it."""
+    prod = tree.get(pid)
+    if prod.identified:
+        return prod.purl or prod.cpe or "", None
+    component = tree.identity(pid)
+    if component is not prod and component.identified:
+        context: dict[str, Any] = {"csafProductId": pid}
+        if prod.platform:
+            platform = tree.get(prod.platform)
+            context["platform"] = (platform.purl or platform.cpe) if platform.identified else prod.platform
+        return component.purl or component.cpe or "", context
+    return _qualified(tracking_id, pid), None
 
 
-class _ProductTree:
-    """Product ids of one document mapped to their identifiers, and product groups to product ids."""
+class CsafVexReader:
+    """The CSAF reader of Excititor (VEX documents and security advisories alike)."""
 
-    def __init__(self, ctx: ReadContext, tracking_id: str) -> None:
-        self.ctx = ctx
-        self.tracking_id = tracking_id
-        self.products: dict[str, _Product] = {}
-        self.groups: dict[str, list[str]] = {}
+    format = FORMAT
 
-    def add_full_product(self, value: Any, where: str) -> str:
-        prod = expect_object(self.ctx, value, where)
-        pid = expect_str(self.ctx, prod.get("product_id"), where + "/product_id", required=True)
-        assert pid is not None
-        purl, cpe = _helper(self.ctx, prod, where)
-        entry = self.products.setdefault(pid, _Product())
-        entry.purl = entry.purl or purl
-        entry.cpe = entry.cpe or cpe
-        return pid
+    def detect(self, doc: Any) -> bool:
+        """True for a CSAF document (``document.csaf_version``)."""
+        return is_csaf(doc)
 
-    def walk_branches(self, value: Any, where: str) -> None:
-        # Iterative, so a deeply nested (or hostile) tree cannot exhaust the Python stack.
-        stack: list[tuple[Any, str]] = [(value, where)]
-        while stack:
-            branches, bwhere = stack.pop()
-            for i, raw in enumerate(expect_list(self.ctx, branches, bwhere)):
-                w = f"{bwhere}/{i}"
-                branch = expect_object(self.ctx, raw, w)
-                if branch.get("product") is not None:
-                    self.add_full_product(branch["product"], w + "/product")
-                if branch.get("branches") is not None:
-                    stack.append((branch["branches"], w + "/branches"))
-
-    def load(self, tree: Any) -> None:
-        if tree is None:
-            return
-        t = expect_object(self.ctx, tree, "/product_tree")
-        self.walk_branches(t.get("branches"), "/product_tree/branches")
-        for i, fpn in enumerate(expect_list(self.ctx, t.get("full_product_names"), "/product_tree/full_product_names")):
-            self.add_full_product(fpn, f"/product_tree/full_product_names/{i}")
-        for i, raw in enumerate(expect_list(self.ctx, t.get("relationships"), "/product_tree/relationships")):
-            w = f"/product_tree/relationships/{i}"
-            rel = expect_object(self.ctx, raw, w)
-            pid = self.add_full_product(rel.get("full_product_name"), w + "/full_product_name")
-            entry = self.products[pid]
-            entry.component = expect_str(self.ctx, rel.get("product_reference"), w + "/product_reference")
-            entry.platform = expect_str(
-                self.ctx, rel.get("relates_to_product_reference"), w + "/relates_to_product_reference"
-            )
-        for i, raw in enumerate(expect_list(self.ctx, t.get("product_paths"), "/product_tree/product_paths")):
-            w = f"/product_tree/product_paths/{i}"
-            path = expect_object(self.ctx, raw, w)
-            pid = self.add_full_product(path.get("full_product_name"), w + "/full_product_name")
-            self.products[pid].component = expect_str(
-                self.ctx, path.get("beginning_product_reference"), w + "/beginning_product_reference"
-            )
-        for i, raw in enumerate(expect_list(self.ctx, t.get("product_groups"), "/product_tree/product_groups")):
-            w = f"/product_tree/product_groups/{i}"
-            group = expect_object(self.ctx, raw, w)
-            gid = expect_str(self.ctx, group.get("group_id"), w + "/group_id", required=True)
-            assert gid is not None
-            ids = expect_list(self.ctx, group.get("product_ids"), w + "/product_ids", required=True)
-            self.groups[gid] = [self._id(x, f"{w}/product_ids/{k}") for k, x in enumerate(ids)]
-
-    def _id(self, value: Any, where: str) -> str:
-        text = expect_str(self.ctx, value, where, required=True)
-        assert text is not None
-        return text
-
-    def ids(self, value: Any, where: str) -> list[str]:
-        """A list of product ids (``product_ids``) checked for type."""
-        return [self._id(x, f"{where}/{k}") for k, x in enumerate(expect_list(self.ctx, value, where))]
-
-    def expand(self, holder: dict[str, Any], where: str) -> set[str]:
-        """``product_ids`` plus the members of ``group_ids`` of a flag, threat or remediation."""
-        out = set(self.ids(holder.get("product_ids"), where + "/product_ids"))
-        for gid in self.ids(holder.get("group_ids"), where + "/group_ids"):
-            out.update(self.groups.get(gid, ()))
-        return out
-
-    def qualified(self, pid: str) -> str:
-        return f"csaf:{quote(self.tracking_id, safe='-._~:@')}:{quote(pid, safe='-._~:@/+')}"
-
-    def key(self, pid: str) -> tuple[str, dict[str, Any] | None]:
-        """The product key of a product id and the context worth keeping beside it."""
-        prod = self.products.get(pid)
-        if prod is None:
-            return self.qualified(pid), None
-        if prod.purl or prod.cpe:
-            return prod.purl or prod.cpe or "", None
-        component = self.products.get(prod.component) if prod.component else None
-        if component is not None and (component.purl or component.cpe):
-            context: dict[str, Any] = {"csafProductId": pid}
-            if prod.platform:
-                platform = self.products.get(prod.platform)
-                context["platform"] = (
-                    (platform.purl or platform.cpe) if platform and (platform.purl or platform.cpe) else prod.platform
-                )
-            return component.purl or component.cpe or "", context
-        return self.qualified(pid), None
+    def read(self, doc: Any, ctx: ReadContext) -> ReadResult[Claim]:
+        """Turn one parsed CSAF document into claims."""
+        return read(doc, ctx)
 
 
-def read(doc: Any, ctx: ReadContext) -> ReadResult:
+def read(doc: Any, ctx: ReadContext) -> ReadResult[Claim]:
     """Turn one parsed CSAF document into claims."""
     root = expect_object(ctx, doc, "", "a JSON object (a CSAF document)")
     document = expect_object(ctx, root.get("document"), "/document", "an object (this is not a CSAF document)")
@@ -197,9 +110,9 @@ def read(doc: Any, ctx: ReadContext) -> ReadResult:
     issued = normalise_time(tracking.get("current_release_date")) or normalise_time(
         tracking.get("initial_release_date")
     )
-    tree = _ProductTree(ctx, tracking_id.strip())
-    tree.load(root.get("product_tree"))
-    result = ReadResult(FORMAT)
+    tracking_id = tracking_id.strip()
+    tree = ProductTree.load(ctx, root.get("product_tree"))
+    result: ReadResult[Claim] = ReadResult(FORMAT)
     for i, raw in enumerate(expect_list(ctx, root.get("vulnerabilities"), "/vulnerabilities")):
         where = pointer("vulnerabilities", i)
         vuln = expect_object(ctx, raw, where)
@@ -207,7 +120,7 @@ def read(doc: Any, ctx: ReadContext) -> ReadResult:
         if statuses is None:
             continue
         statuses = expect_object(ctx, statuses, where + "/product_status")
-        vid, aliases = _vulnerability_id(ctx, vuln, where, tree.tracking_id, i)
+        vid, aliases = _vulnerability_id(ctx, vuln, where, tracking_id, i)
         justification_of: dict[str, str] = {}
         for k, raw_flag in enumerate(expect_list(ctx, vuln.get("flags"), where + "/flags")):
             fw = f"{where}/flags/{k}"
@@ -241,21 +154,22 @@ def read(doc: Any, ctx: ReadContext) -> ReadResult:
             if status is None:
                 continue
             for pid in pids:
-                key, context = tree.key(pid)
+                key, context = product_key(tree, tracking_id, pid)
                 if (key, status) in seen:  # e.g. the same product under both fixed and first_fixed
                     continue
                 seen.add((key, status))
+                impact = None
                 if status == NOT_AFFECTED:
                     justification = justification_of.get(pid)
-                    detail = join_text(impact_of.get(pid, []))
+                    impact = detail = join_text(impact_of.get(pid, []))
                 else:
                     justification = None
                     detail = join_text(remedy_of.get(pid, []))
-                result.claims.append(
+                result.items.append(
                     Claim(
                         vulnerability_id=vid,
                         product_key=key,
-                        provider_id=ctx.provider_id,
+                        provider_id=ctx.source,
                         status=status,
                         justification=justification,
                         detail=detail,
@@ -265,6 +179,7 @@ def read(doc: Any, ctx: ReadContext) -> ReadResult:
                         document_path=ctx.path,
                         source_format=FORMAT,
                         context=context,
+                        impact_statement=impact,
                     )
                 )
     return result

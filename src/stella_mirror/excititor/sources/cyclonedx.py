@@ -4,9 +4,10 @@ State mapping: ``not_affected``/``false_positive`` → not_affected, ``exploitab
 ``resolved``/``resolved_with_pedigree`` → fixed, ``in_triage`` → under_investigation. A vulnerability
 without ``analysis.state`` is a scan finding, not a VEX statement, and yields no claim.
 
-CycloneDX justifications are mapped to the OpenVEX vocabulary (the original kept in
-``context.cyclonedxJustification``): ``code_not_present`` → vulnerable_code_not_present,
-``code_not_reachable`` → vulnerable_code_not_in_execute_path, ``requires_dependency`` →
+A ``not_affected`` analysis is justified by its ``justification`` or, as with CSAF impact statements,
+by its ``detail`` (kept as ``impactStatement``). CycloneDX justifications are mapped to the OpenVEX
+vocabulary (the original kept in ``context.cyclonedxJustification``): ``code_not_present`` →
+vulnerable_code_not_present, ``code_not_reachable`` → vulnerable_code_not_in_execute_path, ``requires_dependency`` →
 component_not_present, ``requires_configuration``/``requires_environment`` →
 vulnerable_code_cannot_be_controlled_by_adversary, ``protected_*`` → inline_mitigations_already_exist.
 
@@ -39,6 +40,7 @@ from stella_mirror.excititor.claims import (
 from stella_mirror.excititor.sources.base import (
     ReadContext,
     ReadResult,
+    VexContext,
     expect_list,
     expect_object,
     expect_str,
@@ -167,13 +169,27 @@ def _resolve(
     return f"{doc_qualifier}#{quote(ref, safe='-._~:@/+')}", None
 
 
-def read(doc: Any, ctx: ReadContext, boms: BomIndex | None = None) -> ReadResult:
+class CycloneDxReader:
+    """The CycloneDX VEX reader; BOM-Links resolve against ``ctx.boms`` when ``ctx`` is a :class:`VexContext`."""
+
+    format = FORMAT
+
+    def detect(self, doc: Any) -> bool:
+        """True when ``doc`` declares ``bomFormat: CycloneDX``."""
+        return is_cyclonedx(doc)
+
+    def read(self, doc: Any, ctx: ReadContext) -> ReadResult[Claim]:
+        """Turn one parsed CycloneDX document into claims."""
+        return read(doc, ctx, ctx.boms if isinstance(ctx, VexContext) else None)
+
+
+def read(doc: Any, ctx: ReadContext, boms: BomIndex | None = None) -> ReadResult[Claim]:
     """Turn one parsed CycloneDX document into claims (a BOM without vulnerabilities yields none)."""
     root = expect_object(ctx, doc, "", "a JSON object (a CycloneDX document)")
     if not is_cyclonedx(root):
         raise ctx.error("/bomFormat", "must be 'CycloneDX'")
     boms = boms or BomIndex()
-    result = ReadResult(FORMAT)
+    result: ReadResult[Claim] = ReadResult(FORMAT)
     local = component_keys(ctx, root)
     serial = root.get("serialNumber")
     if isinstance(serial, str) and serial.startswith("urn:uuid:"):
@@ -215,9 +231,10 @@ def read(doc: Any, ctx: ReadContext, boms: BomIndex | None = None) -> ReadResult
             expect_str(ctx, r, f"{where}/analysis/response/{k}", required=True) or ""
             for k, r in enumerate(expect_list(ctx, analysis.get("response"), where + "/analysis/response"))
         ]
+        analysis_detail = (expect_str(ctx, analysis.get("detail"), where + "/analysis/detail") or "").strip()
         detail = join_text(
             [
-                expect_str(ctx, analysis.get("detail"), where + "/analysis/detail") or "",
+                analysis_detail,
                 f"response: {', '.join(responses)}" if responses else "",
             ]
         )
@@ -244,11 +261,11 @@ def read(doc: Any, ctx: ReadContext, boms: BomIndex | None = None) -> ReadResult
                     context["versions"] = versions
                 if raw_just:
                     context["cyclonedxJustification"] = raw_just
-            result.claims.append(
+            result.items.append(
                 Claim(
                     vulnerability_id=vid,
                     product_key=key,
-                    provider_id=ctx.provider_id,
+                    provider_id=ctx.source,
                     status=status,
                     justification=justification if status == NOT_AFFECTED else None,
                     detail=detail,
@@ -258,6 +275,7 @@ def read(doc: Any, ctx: ReadContext, boms: BomIndex | None = None) -> ReadResult
                     document_path=ctx.path,
                     source_format=FORMAT,
                     context=context,
+                    impact_statement=(analysis_detail or None) if status == NOT_AFFECTED else None,
                 )
             )
     return result

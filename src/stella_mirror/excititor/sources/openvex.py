@@ -7,9 +7,16 @@ Differences handled:
   v0.2.0 and plain strings (with statement-level ``subcomponents`` strings) in v0.0.1;
 * times: a statement's ``last_updated``/``timestamp`` overrides the document's.
 
-Subcomponents: a statement about product P with subcomponent S yields a claim for P and one for S; the
-claim for S has ``productKey`` = S (its purl) and ``context.parentProduct`` = P, because consumers
-match VEX against the component they found (S) and the parent says in which product the statement holds.
+Subcomponents: per the OpenVEX specification a statement is about its *product*; ``subcomponents``
+name the components of that product where the vulnerability originates, so that scanners can match
+their findings. A statement about product P with subcomponents S1, S2 therefore yields exactly one claim
+per product: ``productKey`` = P, with ``context.subcomponents`` = [S1, S2] (keys as for products,
+deduplicated, in document order) — "not affected *within P*". There is never a claim whose product is a
+subcomponent: "S is not affected inside P" says nothing about S elsewhere.
+
+Justification: ``not_affected`` needs a ``justification`` or an ``impact_statement`` (OpenVEX spec);
+either one makes the claim count. The impact statement is kept in ``impactStatement`` as well as in the
+joined ``detail``.
 
 A statement without products (allowed by v0.0.1 examples) carries no claim: it is skipped with a
 warning rather than rejecting the document.
@@ -85,12 +92,26 @@ def _product_key(ctx: ReadContext, value: Any, where: str) -> str:
     raise ctx.error(where, "product has no @id and no identifiers (purl, cpe23, cpe22)")
 
 
-def read(doc: Any, ctx: ReadContext) -> ReadResult:
+class OpenVexReader:
+    """The OpenVEX reader (v0.2.0 and v0.0.x)."""
+
+    format = FORMAT
+
+    def detect(self, doc: Any) -> bool:
+        """True when ``doc`` declares an OpenVEX ``@context``."""
+        return is_openvex(doc)
+
+    def read(self, doc: Any, ctx: ReadContext) -> ReadResult[Claim]:
+        """Turn one parsed OpenVEX document into claims."""
+        return read(doc, ctx)
+
+
+def read(doc: Any, ctx: ReadContext) -> ReadResult[Claim]:
     """Turn one parsed OpenVEX document into claims."""
     root = expect_object(ctx, doc, "", "a JSON object (an OpenVEX document)")
     if not is_openvex(root):
         raise ctx.error("/@context", f"must be an OpenVEX context ({CONTEXT_PREFIX}…)")
-    result = ReadResult(FORMAT)
+    result: ReadResult[Claim] = ReadResult(FORMAT)
     doc_time = normalise_time(root.get("last_updated")) or normalise_time(root.get("timestamp"))
     statements = expect_list(ctx, root.get("statements"), "/statements", required=True)
     for i, raw in enumerate(statements):
@@ -103,6 +124,7 @@ def read(doc: Any, ctx: ReadContext) -> ReadResult:
         justification = expect_str(ctx, st.get("justification"), where + "/justification") or None
         if justification is not None and justification not in JUSTIFICATIONS:
             raise ctx.error(where + "/justification", f"{justification!r} is not an OpenVEX justification")
+        impact = (expect_str(ctx, st.get("impact_statement"), where + "/impact_statement") or "").strip() or None
         detail = join_text(
             [
                 expect_str(ctx, st.get(name), f"{where}/{name}") or ""
@@ -115,30 +137,31 @@ def read(doc: Any, ctx: ReadContext) -> ReadResult:
         if not products:
             result.warnings.append(f"{ctx.path}#{where}: statement names no products; no claim")
             continue
-
-        base = {
-            "vulnerability_id": vid,
-            "provider_id": ctx.provider_id,
-            "status": status,
-            "justification": justification,
-            "detail": detail,
-            "document_digest": ctx.digest,
-            "issued_at": issued,
-            "aliases": aliases,
-            "document_path": ctx.path,
-            "source_format": FORMAT,
-        }
+        shared_keys = [_product_key(ctx, s, f"{where}/subcomponents/{k}") for k, s in enumerate(shared_subs)]
         for j, prod in enumerate(products):
             pwhere = f"{where}/products/{j}"
             key = _product_key(ctx, prod, pwhere)
-            result.claims.append(Claim(product_key=key, **base))
             own_subs = prod.get("subcomponents") if isinstance(prod, dict) else None
             subs = [
-                (f"{pwhere}/subcomponents/{k}", s)
+                _product_key(ctx, s, f"{pwhere}/subcomponents/{k}")
                 for k, s in enumerate(expect_list(ctx, own_subs, pwhere + "/subcomponents"))
             ]
-            subs += [(f"{where}/subcomponents/{k}", s) for k, s in enumerate(shared_subs)]
-            for swhere, sub in subs:
-                sub_key = _product_key(ctx, sub, swhere)
-                result.claims.append(Claim(product_key=sub_key, context={"parentProduct": key}, **base))
+            subs = list(dict.fromkeys([*subs, *shared_keys]))
+            result.items.append(
+                Claim(
+                    vulnerability_id=vid,
+                    product_key=key,
+                    provider_id=ctx.source,
+                    status=status,
+                    justification=justification,
+                    detail=detail,
+                    document_digest=ctx.digest,
+                    issued_at=issued,
+                    aliases=aliases,
+                    document_path=ctx.path,
+                    source_format=FORMAT,
+                    context={"subcomponents": subs} if subs else None,
+                    impact_statement=impact if status == "not_affected" else None,
+                )
+            )
     return result

@@ -224,6 +224,7 @@ class StreamSource(Source):
 
     def read(self, rel: str, max_size: int) -> bytes | None:
         """A small file in memory (None when absent), at most ``max_size`` bytes."""
+
         def once() -> bytes | None:
             try:
                 body = self.open(Want(rel, max_size), 0)

@@ -79,8 +79,15 @@ class RsyncSource(Source):
         def once() -> subprocess.CompletedProcess[str]:
             pace = self.pace("rsync")
             try:
-                proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False,
-                                      env={**os.environ, "LC_ALL": "C"}, timeout=pace.seconds_for(size))
+                proc = subprocess.run(
+                    cmd,
+                    input=stdin,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    env={**os.environ, "LC_ALL": "C"},
+                    timeout=pace.seconds_for(size),
+                )
             except FileNotFoundError:
                 raise SourceError("the rsync program is not installed") from None
             except subprocess.TimeoutExpired:
@@ -93,7 +100,6 @@ class RsyncSource(Source):
             return proc
 
         return with_retries(once)
-
 
     # --- the interface --------------------------------------------------------------------------------
 
@@ -113,7 +119,7 @@ class RsyncSource(Source):
             self.export = target
         prefix = f"{self.export}/" if self.export else ""
         self.sizes = {
-            name[len(prefix):]: (size, mtime)
+            name[len(prefix) :]: (size, mtime)
             for name, (typ, size, mtime) in entries.items()
             if typ == "-" and name.startswith(prefix)
         }
@@ -182,8 +188,14 @@ class RsyncSource(Source):
         prefix = "/".join(p for p in (self.inside, self.export) if p)
         names = "".join(f"{prefix}/./{rel}\n" if prefix else f"./{rel}\n" for rel in rels)
         self._rsync(
-            ["-t", "--files-from=-", f"--max-size={max_size}", "--partial-dir=.rsync-partial", self.transfer_root,
-             f"{dest}/"],
+            [
+                "-t",
+                "--files-from=-",
+                f"--max-size={max_size}",
+                "--partial-dir=.rsync-partial",
+                self.transfer_root,
+                f"{dest}/",
+            ],
             stdin=names,
             size=size,
         )

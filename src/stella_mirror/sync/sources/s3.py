@@ -41,8 +41,9 @@ def _client(region: str | None, endpoint_url: str | None, timeout: float, creds:
     from botocore.session import get_session
 
     config = Config(retries={"total_max_attempts": 1}, connect_timeout=timeout, read_timeout=timeout)
-    return get_session().create_client("s3", region_name=region, endpoint_url=endpoint_url, config=config,
-                                       **dict(creds))
+    return get_session().create_client(
+        "s3", region_name=region, endpoint_url=endpoint_url, config=config, **dict(creds)
+    )
 
 
 class S3Source(StreamSource):
