@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -26,8 +27,11 @@ class RsyncDaemon:
 
 
 @contextmanager
-def rsync_daemon(workdir: Path, module_path: Path, user: str | None = None,
-                 password: str | None = None) -> Iterator[RsyncDaemon]:
+def rsync_daemon(
+    workdir: Path, module_path: Path, user: str | None = None, password: str | None = None, writable: bool = False
+) -> Iterator[RsyncDaemon]:
+    """``writable``: a module a publisher writes (``read only = no``, symlinks kept as they are, files owned by
+    the user running the tests)."""
     assert shutil.which("rsync"), "rsync is part of the test toolchain (.ci/run installs it)"
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -37,11 +41,14 @@ def rsync_daemon(workdir: Path, module_path: Path, user: str | None = None,
         secrets.write_text(f"{user}:{password}\n")
         secrets.chmod(0o600)
         auth = f"auth users = {user}\nsecrets file = {secrets}\n"
+    access = "read only = yes\n"
+    if writable:
+        access = f"read only = no\nmunge symlinks = no\nuid = {os.getuid()}\ngid = {os.getgid()}\n"
     conf = workdir / "rsyncd.conf"
     log = workdir / "rsyncd.log"
     conf.write_text(
         f"pid file = {workdir / 'rsyncd.pid'}\nport = {port}\naddress = 127.0.0.1\nuse chroot = no\n"
-        f"log file = {log}\n[mirror]\npath = {module_path}\nread only = yes\n{auth}"
+        f"log file = {log}\n[mirror]\npath = {module_path}\n{access}{auth}"
     )
     proc = subprocess.Popen(["rsync", "--daemon", "--no-detach", f"--config={conf}"], stderr=subprocess.PIPE)
     try:

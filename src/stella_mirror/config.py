@@ -291,6 +291,20 @@ class CacheConfig(_Model):
     """Manifests, bundles, signatures, artifacts (also ``immutable``: they never change under their URL)."""
 
 
+class LimitsConfig(_Model):
+    """``mirror.limits``: what one client may cost the server (docs/auth-and-quotas.md, "Limits")."""
+
+    max_header_bytes: int = Field(default=65536, ge=8192, le=1048576)
+    """Request line plus header block; larger ones are answered ``431``. Also each connection's write buffer."""
+    max_connections: int = Field(default=1024, ge=16, le=1_000_000)
+    """Requests in flight per worker (more wait for a slot); with the workers and a headroom it sets the number
+    of file descriptors ``serve`` makes sure it may open (RLIMIT_NOFILE, systemd ``LimitNOFILE``)."""
+    status_requests_per_minute: int = Field(default=30, ge=1, le=100000)
+    """``/status`` and ``/status.json`` per client address and worker; more are answered ``429``."""
+    metrics_token_file: Path | None = None
+    """When set, ``/metrics`` asks for ``Authorization: Bearer <the file's content>``."""
+
+
 class MirrorServer(_Model):
     """``mirror``: the process-wide settings."""
 
@@ -304,10 +318,12 @@ class MirrorServer(_Model):
     pid_file: Path | None = None
     sendfile: bool = False
     """Send large file bodies with ``os.sendfile`` (plain HTTP only); see docs/benchmarks.md for why off."""
-    keep_alive_seconds: float = Field(default=30.0, gt=0, le=3600)
-    """How long an idle keep-alive connection stays open (above a load balancer's idle timeout, if any)."""
+    keep_alive_seconds: float = Field(default=30.0, gt=0, le=60)
+    """How long a connection may wait for a request's first byte and headers — a new connection, and an idle
+    keep-alive one between requests (keep it above a load balancer's idle timeout, if any)."""
     quotas: QuotaConfig = QuotaConfig()
     cache: CacheConfig = CacheConfig()
+    limits: LimitsConfig = LimitsConfig()
     tls: TlsFiles = TlsFiles()
     gateway: GatewayConfig = GatewayConfig()
     domains: tuple[SiteDomain, ...] = ()

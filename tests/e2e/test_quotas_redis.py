@@ -4,30 +4,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from gateway_app import ServerProcess, serve
+from mirrorsite import COMMUNITY, build_site, in_process, production_app
 from redisproc import RedisProcess, redis_server
+from serverproc import ServerProc, start_server
 from stella_mirror.server.quotas import RedisQuotaBackend
 
 __all__ = ["redis_server"]  # the fixture, imported for pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(shutil.which("htpasswd") is None, reason="htpasswd (apache2-utils) not installed"),
+]
 
-PATH = "/concelier/primary/index/index.json"
+PATH = COMMUNITY  # an open domain: anonymous requests are counted per address
 
 
-def gateway_config(redis: RedisProcess, fail_mode: str = "open", limit: int = 5) -> dict[str, Any]:
-    return {
-        "domains": [{"product": "concelier", "domain_id": "primary", "max_index_requests_per_hour": limit}],
-        "quota": {"redis_url": redis.url, "fail_mode": fail_mode},
-    }
+def site_env(tmp: Path, redis: RedisProcess, fail_mode: str = "open", limit: int = 5) -> dict[str, str]:
+    return build_site(
+        tmp / "site",
+        extra={
+            "CONCELIER__MIRROR__DOMAINS__1__MAXINDEXREQUESTSPERHOUR": str(limit),
+            "MIRROR__QUOTAS__BACKEND": "redis",
+            "MIRROR__QUOTAS__REDISURL": redis.url,
+            "MIRROR__QUOTAS__FAILMODE": fail_mode,
+        },
+    ).env
+
+
+def serve(env: dict[str, str], tmp: Path, name: str = "srv") -> ServerProc:
+    return start_server(tmp / name, env=env, ready_path="/readyz", access_log=False)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -68,8 +82,9 @@ def test_concurrent_hits_are_counted_exactly_once_each(redis_server: RedisProces
     latency: 2000 hits queued on one event loop take longer than the production 0.25 s on a slow CI machine."""
 
     async def run() -> None:
-        backend = RedisQuotaBackend(redis_server.url, "closed", key_prefix="t3:", timeout_seconds=10,
-                                    max_connections=16)
+        backend = RedisQuotaBackend(
+            redis_server.url, "closed", key_prefix="t3:", timeout_seconds=10, max_connections=16
+        )
         try:
             decisions = await asyncio.gather(*(backend.hit("burst", 1500, 60) for _ in range(2000)))
         finally:
@@ -132,9 +147,9 @@ def test_redis_url_password_is_never_logged(caplog: pytest.LogCaptureFixture) ->
 
 
 def test_n_plus_first_request_is_429_through_redis(redis_server: RedisProcess, tmp_path: Path) -> None:
-    server = serve(gateway_config(redis_server, limit=3), tmp_path)
+    server = serve(site_env(tmp_path, redis_server, limit=3), tmp_path)
     try:
-        with httpx.Client(base_url=server.url, timeout=10) as c:
+        with httpx.Client(base_url=server.base, timeout=10) as c:
             responses = [c.get(PATH) for _ in range(4)]
     finally:
         server.stop()
@@ -147,17 +162,17 @@ def test_n_plus_first_request_is_429_through_redis(redis_server: RedisProcess, t
 
 
 def test_two_server_processes_share_one_budget(redis_server: RedisProcess, tmp_path: Path) -> None:
-    config = gateway_config(redis_server, limit=6)
-    servers: list[ServerProcess] = []
+    env = site_env(tmp_path, redis_server, limit=6)
+    servers: list[ServerProc] = []
     try:
-        servers = [serve(config, tmp_path, "a"), serve(config, tmp_path, "b")]
+        servers = [serve(env, tmp_path, "a"), serve(env, tmp_path, "b")]
         with httpx.Client(timeout=10) as c:
             statuses, pids = [], set()
             for i in range(8):  # alternate between the two processes
-                r = c.get(servers[i % 2].url + PATH)
+                r = c.get(servers[i % 2].url(PATH))
                 statuses.append(r.status_code)
                 if r.status_code == 200:
-                    pids.add(r.json()["pid"])
+                    pids.add(r.headers["x-request-id"].rsplit("-", 1)[0])  # random + pid of the worker
     finally:
         for s in servers:
             s.stop()
@@ -169,9 +184,9 @@ def test_two_server_processes_share_one_budget(redis_server: RedisProcess, tmp_p
 def test_redis_outage_and_recovery_through_a_server(
     redis_server: RedisProcess, tmp_path: Path, fail_mode: str, outage_status: int
 ) -> None:
-    server = serve(gateway_config(redis_server, fail_mode, limit=3), tmp_path)
+    server = serve(site_env(tmp_path, redis_server, fail_mode, limit=3), tmp_path)
     try:
-        with httpx.Client(base_url=server.url, timeout=10) as c:
+        with httpx.Client(base_url=server.base, timeout=10) as c:
             assert [c.get(PATH).status_code for _ in range(4)] == [200, 200, 200, 429]
             redis_server.stop()
             during = [c.get(PATH) for _ in range(10)]
@@ -189,6 +204,23 @@ def test_redis_outage_and_recovery_through_a_server(
             assert after[-1].headers["RateLimit-Remaining"] == "0"
     finally:
         server.stop()
-    log = server.log.read_text()
+    log = server.stderr()
     assert "Traceback" not in log
     assert log.count("unavailable") == 1, log  # one warning for the whole outage
+
+
+def test_n_plus_first_request_is_429_through_redis_in_process(redis_server: RedisProcess, tmp_path: Path) -> None:
+    """The same answers from the production app called in process (no sockets between client and app)."""
+    app = production_app(site_env(tmp_path, redis_server, limit=2))
+
+    async def run() -> list[httpx.Response]:
+        try:
+            async with in_process(app) as c:
+                return [await c.get(PATH) for _ in range(3)]
+        finally:
+            await app.shutdown()
+
+    responses = asyncio.run(run())
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    assert [r.headers["RateLimit-Remaining"] for r in responses] == ["1", "0", "0"]
+    assert responses[-1].json()["type"].endswith("/quota-exceeded")

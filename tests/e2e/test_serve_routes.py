@@ -20,6 +20,7 @@ import httpx
 import pytest
 import zstandard
 
+from mirrorsite import SyncASGITransport, production_app
 from serverproc import ServerProc, start_server
 from stella_mirror.bundle.keyfiles import generate_keypair
 from stella_mirror.server.files import precompress
@@ -34,6 +35,8 @@ ALL_DOMAINS_HOST = "hosted.mirror.test"
 
 def host_for(url: str) -> dict[str, str]:
     return {"Host": ALL_DOMAINS_HOST} if url.startswith("/concelier/exports/index.json") else {}
+
+
 INDEX = "public, max-age=60"
 
 
@@ -44,6 +47,7 @@ class Mirror:
     xroot: Path
     cexport: Path
     xexport: Path
+    env: dict[str, str]
 
     def cfile(self, rel: str) -> bytes:
         return (self.cexport / rel).read_bytes()
@@ -68,11 +72,12 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mirror]:
     key = generate_keypair(tmp / "keys")
     big = [advisory(f"CVE-2024-{i:05d}") for i in range(3000)]  # ~1.5 MB: the large-file path
     cexport = publish_concelier(tmp / "concelier", key, {"primary": big, "community": big[:3], "hosted": big[:2]}, "e1")
-    xexport = publish_excititor(tmp / "excititor", key,
-                                {"community": {"consensus": [{"v": i} for i in range(50)], "claims": [{"c": 1}]}}, "x1")
+    xexport = publish_excititor(
+        tmp / "excititor", key, {"community": {"consensus": [{"v": i} for i in range(50)], "claims": [{"c": 1}]}}, "x1"
+    )
     for rel in ("mirror/primary/bundle.json", "mirror/community/bundle.json", "mirror/index.json"):
         precompress(cexport / rel)
-    sp = start_server(tmp / "srv", env={
+    env = {
         "CONCELIER__MIRROR__EXPORTROOT": str(tmp / "concelier"),
         "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
         "CONCELIER__MIRROR__DOMAINS__1__ID": "community",
@@ -80,16 +85,33 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mirror]:
         "CONCELIER__MIRROR__DOMAINS__2__HOSTNAMES__0": "hosted.mirror.test",
         "EXCITITOR__ARTIFACTS__FILESYSTEM__ROOT": str(tmp / "excititor"),
         "EXCITITOR__MIRROR__DOMAINS__0__ID": "community",
-    }, ready_path="/readyz")
+    }
+    sp = start_server(tmp / "srv", env=env, ready_path="/readyz")
     try:
-        yield Mirror(sp, tmp / "concelier", tmp / "excititor", cexport, xexport)
+        yield Mirror(sp, tmp / "concelier", tmp / "excititor", cexport, xexport, {**env, "MIRROR__ACCESSLOG": "off"})
     finally:
         sp.stop()
 
 
-@pytest.fixture
-def client(mirror: Mirror) -> Iterator[httpx.Client]:
+@pytest.fixture(params=["serve", "in-process"])
+def client(request: pytest.FixtureRequest, mirror: Mirror) -> Iterator[httpx.Client]:
+    """The serve process over a socket, and the same application (the production app factory on the same
+    configuration) called in process: every request-path rule answers the same both ways."""
     # No automatic decompression: the tests look at the bytes on the wire.
+    if request.param == "serve":
+        with httpx.Client(base_url=mirror.sp.base, timeout=10, headers={"Accept-Encoding": "identity"}) as c:
+            yield c
+        return
+    app = production_app(mirror.env)
+    with httpx.Client(
+        transport=SyncASGITransport(app), base_url="http://127.0.0.1", headers={"Accept-Encoding": "identity"}
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def wire(mirror: Mirror) -> Iterator[httpx.Client]:
+    """The serve process only (for what only it has: its access log, its worker's metrics)."""
     with httpx.Client(base_url=mirror.sp.base, timeout=10, headers={"Accept-Encoding": "identity"}) as c:
         yield c
 
@@ -100,22 +122,39 @@ CONCELIER_FILES = [
     ("/concelier/exports/index.json.sig", "mirror/index.json.sig", INDEX, "text/plain; charset=us-ascii"),
     ("/concelier/exports/mirror/primary/manifest.json", "mirror/primary/manifest.json", PAYLOAD, "application/json"),
     ("/concelier/exports/mirror/primary/bundle.json", "mirror/primary/bundle.json", PAYLOAD, "application/json"),
-    ("/concelier/exports/mirror/primary/bundle.json.jws", "mirror/primary/bundle.json.jws", PAYLOAD,
-     "application/jose"),
-    ("/concelier/exports/mirror/primary/bundle.json.sig", "mirror/primary/bundle.json.sig", PAYLOAD,
-     "text/plain; charset=us-ascii"),
+    (
+        "/concelier/exports/mirror/primary/bundle.json.jws",
+        "mirror/primary/bundle.json.jws",
+        PAYLOAD,
+        "application/jose",
+    ),
+    (
+        "/concelier/exports/mirror/primary/bundle.json.sig",
+        "mirror/primary/bundle.json.sig",
+        PAYLOAD,
+        "text/plain; charset=us-ascii",
+    ),
     ("/concelier/exports/mirror/community/bundle.json", "mirror/community/bundle.json", PAYLOAD, "application/json"),
     ("/concelier/exports/mirror/community/index.json", "mirror/community/index.json", INDEX, "application/json"),
-    ("/concelier/exports/mirror/community/index.json.jws", "mirror/community/index.json.jws", INDEX,
-     "application/jose"),
-    ("/concelier/exports/mirror/community/index.json.sig", "mirror/community/index.json.sig", INDEX,
-     "text/plain; charset=us-ascii"),
+    (
+        "/concelier/exports/mirror/community/index.json.jws",
+        "mirror/community/index.json.jws",
+        INDEX,
+        "application/jose",
+    ),
+    (
+        "/concelier/exports/mirror/community/index.json.sig",
+        "mirror/community/index.json.sig",
+        INDEX,
+        "text/plain; charset=us-ascii",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("url", "rel", "cache", "ctype"), CONCELIER_FILES)
-def test_concelier_files_with_httpx(mirror: Mirror, client: httpx.Client, url: str, rel: str, cache: str,
-                                    ctype: str) -> None:
+def test_concelier_files_with_httpx(
+    mirror: Mirror, client: httpx.Client, url: str, rel: str, cache: str, ctype: str
+) -> None:
     r = client.get(url, headers=host_for(url))
     assert r.status_code == 200
     assert r.content == mirror.cfile(rel)
@@ -157,15 +196,15 @@ def test_etags_are_the_signed_digests(mirror: Mirror, client: httpx.Client) -> N
 def test_concelier_files_with_curl(mirror: Mirror, tmp_path: Path, url: str) -> None:
     body, headers = tmp_path / "body", tmp_path / "headers"
     host = [f"-HHost: {ALL_DOMAINS_HOST}"] if host_for(url) else []
-    subprocess.run(["curl", "-sS", "--fail", *host, "-D", str(headers), "-o", str(body), mirror.sp.url(url)],
-                   check=True)
+    subprocess.run(
+        ["curl", "-sS", "--fail", *host, "-D", str(headers), "-o", str(body), mirror.sp.url(url)], check=True
+    )
     rel = dict((u, r) for u, r, *_ in CONCELIER_FILES)[url]
     assert body.read_bytes() == mirror.cfile(rel)
     text = headers.read_text().lower()
     assert text.startswith("http/1.1 200")
     assert f'etag: "{sha(body.read_bytes())}"' in text
-    head = subprocess.run(["curl", "-sS", *host, "-I", mirror.sp.url(url)], check=True, capture_output=True,
-                          text=True)
+    head = subprocess.run(["curl", "-sS", *host, "-I", mirror.sp.url(url)], check=True, capture_output=True, text=True)
     assert head.stdout.lower().startswith("http/1.1 200")
     assert f"content-length: {len(body.read_bytes())}" in head.stdout.lower()
 
@@ -203,8 +242,12 @@ def test_excititor_routes(mirror: Mirror, client: httpx.Client) -> None:
 
 
 def test_conditional_requests(client: httpx.Client) -> None:
-    for url in ("/concelier/exports/index.json", "/concelier/exports/mirror/primary/bundle.json",
-                "/excititor/mirror/domains", "/excititor/mirror/community/exports/consensus"):
+    for url in (
+        "/concelier/exports/index.json",
+        "/concelier/exports/mirror/primary/bundle.json",
+        "/excititor/mirror/domains",
+        "/excititor/mirror/community/exports/consensus",
+    ):
         first = client.get(url, headers=host_for(url))
         etag, lm = first.headers["etag"], first.headers.get("last-modified")
         for inm in (etag, f"W/{etag}", f'"nope", {etag}', "*"):
@@ -226,8 +269,12 @@ def test_ranges(mirror: Mirror, client: httpx.Client, url: str) -> None:
     client.headers.update(host_for(url))
     full = client.get(url).content
     size = len(full)
-    cases = [("bytes=0-99", 0, 99), ("bytes=100-", 100, size - 1), ("bytes=-50", size - 50, size - 1),
-             (f"bytes={size - 10}-{size + 1000}", size - 10, size - 1)]
+    cases = [
+        ("bytes=0-99", 0, 99),
+        ("bytes=100-", 100, size - 1),
+        ("bytes=-50", size - 50, size - 1),
+        (f"bytes={size - 10}-{size + 1000}", size - 10, size - 1),
+    ]
     for header, start, end in cases:
         r = client.get(url, headers={"Range": header})
         assert r.status_code == 206, header
@@ -251,8 +298,11 @@ def test_ranges(mirror: Mirror, client: httpx.Client, url: str) -> None:
 
 
 def test_head_matches_get_without_body(client: httpx.Client) -> None:
-    for url in ("/concelier/exports/mirror/primary/bundle.json", "/excititor/mirror/community/index",
-                "/excititor/mirror/domains"):
+    for url in (
+        "/concelier/exports/mirror/primary/bundle.json",
+        "/excititor/mirror/community/index",
+        "/excititor/mirror/domains",
+    ):
         g, h = client.get(url), client.head(url)
         assert h.status_code == 200 and h.content == b""
         for name in ("etag", "content-length", "content-type", "cache-control"):
@@ -281,8 +331,12 @@ def test_compressed_variants(mirror: Mirror, client: httpx.Client, tmp_path: Pat
     # 304 for the compressed representation's own ETag.
     assert client.get(url, headers={"Accept-Encoding": "zstd", "If-None-Match": z.headers["etag"]}).status_code == 304
     # No variant on disk (hosted domain bundle not precompressed): identity even when zstd is asked for.
-    assert "content-encoding" not in client.get("/concelier/exports/mirror/community/manifest.json",
-                                                headers={"Accept-Encoding": "zstd"}).headers
+    assert (
+        "content-encoding"
+        not in client.get(
+            "/concelier/exports/mirror/community/manifest.json", headers={"Accept-Encoding": "zstd"}
+        ).headers
+    )
     # httpx decoding and curl --compressed both yield the signed bytes.
     with httpx.Client(base_url=mirror.sp.base) as auto:
         assert "sha256:" + sha(auto.get(url, headers={"Accept-Encoding": "gzip"}).content) == signed["primary"]
@@ -299,8 +353,11 @@ def test_pinned_exports(mirror: Mirror, client: httpx.Client) -> None:
     assert r.status_code == 200 and r.headers["x-mirror-export-id"] == "e1"
     assert r.content == mirror.cfile("mirror/primary/manifest.json")
     assert client.get("/excititor/mirror/@x1/community/exports/consensus/download").status_code == 200
-    for url in ("/concelier/exports/@e0/index.json", "/concelier/exports/@latest/index.json",
-                "/excititor/mirror/@zz/community/index"):
+    for url in (
+        "/concelier/exports/@e0/index.json",
+        "/concelier/exports/@latest/index.json",
+        "/excititor/mirror/@zz/community/index",
+    ):
         r = client.get(url)
         assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
 
@@ -333,9 +390,11 @@ def test_export_root_is_never_written(mirror: Mirror) -> None:
     assert sorted(str(p) for p in mirror.croot.rglob("*")) == before
 
 
-def test_access_log_lines(mirror: Mirror, client: httpx.Client) -> None:
-    client.get("/concelier/exports/mirror/primary/bundle.json", headers={"X-Request-ID": "trace-123",
-                                                                          "User-Agent": "scanner/1.0"})
+def test_access_log_lines(mirror: Mirror, wire: httpx.Client) -> None:
+    wire.get(
+        "/concelier/exports/mirror/primary/bundle.json",
+        headers={"X-Request-ID": "trace-123", "User-Agent": "scanner/1.0"},
+    )
     import time
 
     deadline = time.monotonic() + 5
@@ -354,11 +413,12 @@ def test_access_log_lines(mirror: Mirror, client: httpx.Client) -> None:
     assert isinstance(line["durationMs"], float) and line["time"].endswith("Z")
 
 
-def test_metrics_endpoint(mirror: Mirror, client: httpx.Client) -> None:
-    client.get("/concelier/exports/index.json")
-    text = client.get("/metrics").text
-    assert 'stella_mirror_requests_total{domain="_all",product="concelier",route="concelier.index",status="200"}' \
-        in text
+def test_metrics_endpoint(mirror: Mirror, wire: httpx.Client) -> None:
+    wire.get("/concelier/exports/index.json")
+    text = wire.get("/metrics").text
+    assert (
+        'stella_mirror_requests_total{domain="_all",product="concelier",route="concelier.index",status="200"}' in text
+    )
     assert "stella_mirror_request_duration_seconds_bucket" in text
     assert 'stella_mirror_export_sequence{domain="primary",product="concelier"} 1.0' in text
     assert 'stella_mirror_export_age_seconds{domain="community",product="excititor"}' in text
@@ -373,12 +433,15 @@ def test_curl_available() -> None:
 def test_sendfile_mode_serves_the_same_bytes(mirror: Mirror, tmp_path: Path) -> None:
     """``mirror.sendfile: true``: large bodies go out with os.sendfile (ASGI zero-copy send); same bytes,
     same ranges, and a client that hangs up mid-body does not hurt the server."""
-    sp = start_server(tmp_path / "srv", env={
-        "CONCELIER__MIRROR__EXPORTROOT": str(mirror.croot),
-        "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
-        "EXCITITOR__MIRROR__ENABLED": "false",
-        "MIRROR__SENDFILE": "true",
-    })
+    sp = start_server(
+        tmp_path / "srv",
+        env={
+            "CONCELIER__MIRROR__EXPORTROOT": str(mirror.croot),
+            "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
+            "EXCITITOR__MIRROR__ENABLED": "false",
+            "MIRROR__SENDFILE": "true",
+        },
+    )
     try:
         url = "/concelier/exports/mirror/primary/bundle.json"
         full = mirror.cfile("mirror/primary/bundle.json")
@@ -403,13 +466,17 @@ def test_max_ages_are_configurable(tmp_path: Path) -> None:
     """Runbook §5 gives recommended TTLs (the defaults above); an operator may tune them: mirror.cache."""
     key = generate_keypair(tmp_path / "keys")
     publish_concelier(tmp_path / "concelier", key, {"primary": [advisory("CVE-2024-1")]}, "e1")
-    sp = start_server(tmp_path / "srv", env={
-        "CONCELIER__MIRROR__EXPORTROOT": str(tmp_path / "concelier"),
-        "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
-        "EXCITITOR__MIRROR__ENABLED": "false",
-        "MIRROR__CACHE__INDEXMAXAGESECONDS": "5",
-        "MIRROR__CACHE__PAYLOADMAXAGESECONDS": "3600",
-    }, ready_path="/readyz")
+    sp = start_server(
+        tmp_path / "srv",
+        env={
+            "CONCELIER__MIRROR__EXPORTROOT": str(tmp_path / "concelier"),
+            "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
+            "EXCITITOR__MIRROR__ENABLED": "false",
+            "MIRROR__CACHE__INDEXMAXAGESECONDS": "5",
+            "MIRROR__CACHE__PAYLOADMAXAGESECONDS": "3600",
+        },
+        ready_path="/readyz",
+    )
     try:
         index = httpx.get(sp.url("/concelier/exports/index.json"))
         bundle = httpx.get(sp.url("/concelier/exports/mirror/primary/bundle.json"))

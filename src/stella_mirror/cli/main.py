@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from stella_mirror.cli import export, gateway, keys, offline_kit, server_commands, smoke, status, sync, verify
+from stella_mirror.cli import export, gateway, keys, offline_kit, publish, server_commands, smoke, status, sync, verify
 from stella_mirror.cli.console import err_console, escape
 from stella_mirror.errors import StellaMirrorError
 
@@ -28,6 +28,7 @@ app.add_typer(export.app, name="export")
 app.command("verify")(verify.verify)
 app.add_typer(sync.app, name="sync")
 app.add_typer(offline_kit.app, name="offline-kit")
+app.command("publish")(publish.publish)
 server_commands.register(app)
 app.add_typer(gateway.app, name="gateway")
 app.command("smoke")(smoke.smoke)

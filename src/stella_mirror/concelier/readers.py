@@ -26,8 +26,10 @@ from typing import Any, cast
 from stella_mirror.concelier.fold import DomainRun, Group, fold_window
 from stella_mirror.concelier.staging import Chunk, ChunkResult, Layout, StageConfig, StagedEntries, Stager, alias_pairs
 
-SLOT_BYTES = 6 << 20
-"""A shared-memory slot: a folded window's runs (about 2.6 MiB of bundle at 1,024 groups) fit with room to spare."""
+SLOT_BYTES = 12 << 20
+"""A shared-memory slot: a folded window's runs fit with room to spare (about 4.9 MiB of bundle per domain at 1,024
+generated OSV documents, each with its source document since issue 17; 2.6 MiB before). Only the pages a window
+writes are ever touched."""
 
 Folded = tuple[list[DomainRun | None], list[int] | None, str | None]
 """A folded window as a reader returns it: its runs; when their bytes were taken out of them (a reader
@@ -135,7 +137,7 @@ class ReaderPool:
     Folded windows come back through ``slots`` slots of anonymous shared memory that the readers inherit
     (``fork`` only), one per window in flight; a window without a slot, or too large for one, through a
     spill file. Replies on the pipes stay small, so neither side can block the other on a full pipe.
-    Measured in plain Python, taking a window's ~2.6 MiB out of a slot costs the exporter one copy;
+    Measured in plain Python, taking a window's bytes out of a slot costs the exporter one copy;
     receiving it through the pipe cost more and kept the reader waiting until it was read (100k
     documents, paired runs: merge + write 0.77–0.85 s with slots, 0.85–1.06 s through the pipe).
     """

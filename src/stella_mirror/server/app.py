@@ -1,9 +1,8 @@
 """The mirror server's ASGI application: ``create_app(config)``.
 
-Raw ASGI all the way down (this is the benchmark path — no router objects, no per-request Request
-instances). HTTP requests go to :class:`~stella_mirror.server.gateway.Gateway`, which runs access log, domain
-routing, authentication, quotas, ``Cache-Control`` and the routes as plain calls in one ASGI layer (see
-there); this module owns the lifespan, the background tasks and reloads.
+Raw ASGI all the way down (no router objects, no per-request Request instances). HTTP requests go to
+:class:`~stella_mirror.server.gateway.Gateway`, the one request path (see there); this module owns the
+lifespan, the background tasks and reloads.
 
 Configuration-derived state lives in one immutable :class:`~stella_mirror.server.state.ServerState`;
 :meth:`MirrorApp.reload` (SIGHUP) builds a new one — re-reading the configuration, htpasswd files, JWKS and,
@@ -15,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable
@@ -37,6 +37,7 @@ from stella_mirror.server.quotas.memory import MemoryQuotaBackend
 from stella_mirror.server.quotas.redis_backend import RedisQuotaBackend
 from stella_mirror.server.routes_common import JsonCache, Runtime
 from stella_mirror.server.state import NOT_CONFIGURED, ServerState, Service, StateHolder, build_sites
+from stella_mirror.server.visibility import restricted_products
 
 log = logging.getLogger("stella_mirror.server")
 
@@ -68,6 +69,19 @@ def _quota_backend(config: MirrorConfig, previous: ServerState | None) -> QuotaB
     return MemoryQuotaBackend()
 
 
+def _metrics_token(config: MirrorConfig) -> bytes | None:
+    path = config.mirror.limits.metrics_token_file
+    if path is None:
+        return None
+    try:
+        token = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError("mirror.limits.metricsTokenFile", f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(token) < 16 or not token.isascii() or any(c <= 32 for c in token):
+        raise ConfigError("mirror.limits.metricsTokenFile", f"{path} must hold one token of at least 16 characters")
+    return token
+
+
 def build_state(
     config: MirrorConfig, service: Service | None = None, previous: ServerState | None = None
 ) -> ServerState:
@@ -78,14 +92,16 @@ def build_state(
     )
     authenticator = _authenticator(config, state.all_policies())
     backend = _quota_backend(config, previous)
-    return ServerState(
+    complete = ServerState(
         config=config,
         sites=sites,
         authenticator=authenticator,
         quota_backend=backend,
         generation=state.generation,
         problems=problems,
+        metrics_token=_metrics_token(config),
     )
+    return dataclasses.replace(complete, restricted=restricted_products(complete))
 
 
 def report_problems(state: ServerState) -> None:
@@ -120,11 +136,9 @@ class MirrorApp:
         self.holder = StateHolder(state)
         self.metrics = Metrics(metrics_dir) if config.mirror.metrics else None
         self.sink = self._sink(config.mirror.access_log)
-        self.runtime = Runtime(lambda: self.holder.current, FileCache(), JsonCache(), config.mirror.sendfile)
+        self.runtime = Runtime(lambda: self.holder.current, FileCache(), JsonCache())
         self._tasks: list[asyncio.Task[None]] = []
         self.pipeline = self._build_pipeline(config)
-        self.answer_now = self.pipeline.answer_now
-        """The immediate path our uvicorn protocol tries first (see :meth:`Gateway.answer_now`)."""
 
     @staticmethod
     def _sink(target: str) -> AccessLogSink | None:
@@ -267,6 +281,10 @@ class MirrorApp:
         ):
             if getattr(config.mirror, key) != getattr(previous.config.mirror, key):
                 log.warning("mirror.%s changed; it takes effect on restart, not on reload", name)
+        old_limits, new_limits = previous.config.mirror.limits, config.mirror.limits
+        for key, name in (("max_header_bytes", "maxHeaderBytes"), ("max_connections", "maxConnections")):
+            if getattr(new_limits, key) != getattr(old_limits, key):
+                log.warning("mirror.limits.%s changed; it takes effect on restart, not on reload", name)
         report_problems(state)
         log.info("configuration reloaded (generation %d)", state.generation)
         if self.metrics is not None:

@@ -54,10 +54,13 @@ class ExportHandle:
     read through its own descriptor — which keeps its inode even if the export is pruned).
     """
 
-    __slots__ = ("_memo", "_stats", "_subdirs", "dir_fd", "export_id", "ino", "ttl")
+    __slots__ = ("_memo", "_stats", "_subdirs", "dir_fd", "export_id", "ino", "path", "ttl")
 
-    def __init__(self, export_id: str, dir_fd: int, ino: int, ttl: float = 0.0) -> None:
+    def __init__(self, export_id: str, dir_fd: int, ino: int, ttl: float = 0.0, path: str = "") -> None:
         self.export_id = export_id
+        self.path = path
+        """The export directory's path (exports are immutable once published: servers that send whole files
+        themselves open them by name under it)."""
         self.dir_fd = dir_fd
         self.ino = ino
         self.ttl = ttl
@@ -209,7 +212,7 @@ class ExportResolver:
         if handle is not None:
             del self._handles[export_id]
             handle.close()
-        handle = ExportHandle(export_id, dir_fd, os.fstat(dir_fd).st_ino, self.ttl)
+        handle = ExportHandle(export_id, dir_fd, os.fstat(dir_fd).st_ino, self.ttl, path)
         self._handles[export_id] = handle
         while len(self._handles) > _MAX_HANDLES:
             _, old = self._handles.popitem(last=False)

@@ -12,9 +12,12 @@
   ignored likewise. ``If-Range`` with a different validator also yields the whole representation.
 * **Encodings**: ``<file>.zst`` and ``<file>.gz`` written beside a payload (see :func:`precompress`) are
   chosen by ``Accept-Encoding`` with q-values; responses carry ``Vary: Accept-Encoding``.
-* **Bodies**: small files (≤ 256 KiB) are served from an in-memory cache keyed by the file version; larger
-  ones are read with ``pread`` in 1 MiB chunks from the descriptor opened for this request (or sent with
-  ``os.sendfile`` through :mod:`stella_mirror.server.cycle` when enabled and the connection is plain TCP).
+* **Bodies**: small files (≤ 256 KiB) are served from an in-memory cache keyed by the file version. A larger
+  whole file goes out with the ASGI ``http.response.pathsend`` extension when the server offers it (granian):
+  the server reads the file as the client takes it, one bounded buffer per connection. Otherwise — and for
+  ``206`` parts, which ``pathsend`` cannot express — it is read with ``pread`` in 64 KiB chunks from the
+  descriptor opened for this request; each chunk waits for the server's flow control (uvicorn: the socket's
+  write buffer) for at most :data:`SEND_TIMEOUT` seconds.
 """
 
 from __future__ import annotations
@@ -33,13 +36,16 @@ from pathlib import Path
 import zstandard
 from starlette.types import Scope, Send
 
-from stella_mirror.server.cycle import EXTENSION as ZEROCOPY_EXTENSION
-from stella_mirror.server.cycle import MESSAGE as ZEROCOPY_MESSAGE
-from stella_mirror.server.cycle import PREFORMATTED
 from stella_mirror.server.exports import ExportNotFound, open_file
 
 SMALL_FILE_LIMIT = 256 * 1024
 CHUNK = 1024 * 1024
+"""Read size for hashing."""
+SEND_CHUNK = 64 * 1024
+"""Body chunk size when the server has no ``pathsend``: what one stalled connection holds besides its buffers."""
+SEND_TIMEOUT = 60.0
+"""Seconds one body chunk may wait for a client that does not read before the response is given up."""
+PATHSEND = "http.response.pathsend"
 _SMALL_CACHE_BYTES = 64 * 1024 * 1024
 _DIGEST_CACHE_ENTRIES = 4096
 
@@ -268,6 +274,8 @@ class Representation:
     version: Version
     mtime: float
     encoding: str | None
+    name: str = ""
+    """The file's name in its directory (``bundle.json.zst`` for a zstd representation)."""
     fd: int | None = None
     body: bytes | None = None
     hexdigest: str | None = None
@@ -286,12 +294,12 @@ def _open_version(dir_fd: int, name: str, encoding: str | None, cache: FileCache
     st = os.fstat(fd)
     version = Version(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     if st.st_size > SMALL_FILE_LIMIT:
-        return Representation(version, st.st_mtime, encoding, fd=fd)
+        return Representation(version, st.st_mtime, encoding, name, fd=fd)
     try:
         body, hexdigest = cache.small(fd, version)
     finally:
         os.close(fd)
-    return Representation(version, st.st_mtime, encoding, body=body, hexdigest=hexdigest)
+    return Representation(version, st.st_mtime, encoding, name, body=body, hexdigest=hexdigest)
 
 
 def open_representation(
@@ -322,7 +330,7 @@ def open_representation(
             version = Version(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
             hit = cache.cached_small(version)
             if hit is not None:
-                return Representation(version, st.st_mtime, encoding, body=hit[0], hexdigest=hit[1])
+                return Representation(version, st.st_mtime, encoding, fname, body=hit[0], hexdigest=hit[1])
         try:
             return _open_version(dir_fd, fname, encoding, cache)
         except ExportNotFound:
@@ -375,7 +383,7 @@ def full_response_headers(
 
 async def send_full(scope: Scope, send: Send, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> None:
     """Answer ``200`` with ``body`` and headers from :func:`full_response_headers` (HEAD: no body)."""
-    await send({"type": "http.response.start", "status": 200, "headers": headers, PREFORMATTED: headers})
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
@@ -387,9 +395,10 @@ async def send_representation(
     content_type: bytes,
     extra_headers: list[tuple[bytes, bytes]],
     negotiate: bool,
-    use_sendfile: bool,
+    path: str | None = None,
 ) -> None:
-    """Answer a GET/HEAD for an opened representation (closes nothing: the caller owns ``rep.fd``)."""
+    """Answer a GET/HEAD for an opened representation (closes nothing: the caller owns ``rep.fd``). ``path`` names
+    the same file in an immutable export directory, for servers that send whole files themselves (``pathsend``)."""
     size = rep.version.size
     body = rep.body
     hexdigest = rep.hexdigest
@@ -442,19 +451,19 @@ async def send_representation(
         await send({"type": "http.response.body", "body": chunk})
         return
     assert rep.fd is not None
-    extensions = scope.get("extensions") or {}
-    if use_sendfile and ZEROCOPY_EXTENSION in extensions:
-        await send({"type": ZEROCOPY_MESSAGE, "file": rep.fd, "offset": start, "count": length, "more_body": False})
+    if status == 200 and path is not None and PATHSEND in (scope.get("extensions") or {}):
+        await send({"type": PATHSEND, "path": path})
         return
     offset = start
     remaining = length
     while remaining > 0:
-        block = os.pread(rep.fd, min(CHUNK, remaining), offset)
+        block = os.pread(rep.fd, min(SEND_CHUNK, remaining), offset)
         if not block:
             raise TruncatedFile("file shrank while serving")
         offset += len(block)
         remaining -= len(block)
-        await send({"type": "http.response.body", "body": block, "more_body": remaining > 0})
+        async with asyncio.timeout(SEND_TIMEOUT):
+            await send({"type": "http.response.body", "body": block, "more_body": remaining > 0})
 
 
 async def send_bytes(

@@ -94,18 +94,18 @@ class Metrics:
         hist[-1] += seconds
 
     def auth_failure(self, ctx: RequestContext, reason: str) -> None:
-        """``AuthMiddleware`` ``on_failure`` hook."""
+        """``AuthGate`` ``on_failure`` hook."""
         k = _key(ctx.product or "-", ctx.domain.domain_id if ctx.domain else "-", reason)
         self.auth_failures[k] = self.auth_failures.get(k, 0) + 1
 
     def quota_rejected(self, ctx: RequestContext) -> None:
-        """``QuotaMiddleware`` ``on_reject`` hook."""
+        """``QuotaGate`` ``on_reject`` hook."""
         budget = "download" if ctx.route_kind == "download" else "index"
         k = _key(ctx.product or "-", ctx.domain.domain_id if ctx.domain else "-", budget)
         self.quota_rejections[k] = self.quota_rejections.get(k, 0) + 1
 
     def quota_degraded(self, ctx: RequestContext) -> None:
-        """``QuotaMiddleware`` ``on_unavailable`` hook."""
+        """``QuotaGate`` ``on_unavailable`` hook."""
         k = _key(ctx.product or "-", ctx.domain.domain_id if ctx.domain else "-")
         self.quota_unavailable[k] = self.quota_unavailable.get(k, 0) + 1
 

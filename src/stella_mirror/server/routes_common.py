@@ -54,7 +54,6 @@ class Runtime:
     state: Callable[[], ServerState]
     files: FileCache
     json: JsonCache
-    use_sendfile: bool = False
 
 
 async def export_unavailable(send: Send, reason: str) -> None:
@@ -119,7 +118,7 @@ async def serve_file(
     Raises :class:`ExportNotFound` before anything is sent when the file is not there (the caller answers
     404, or retries once with freshly opened directories).
 
-    The hot path — a small file, a request without preconditions or ``Range`` — reuses the representation
+    The common case — a small file, a request without preconditions or ``Range`` — reuses the representation
     chosen and the response headers built for the same file and ``Accept-Encoding`` within the export's TTL
     (the same time its ``lstat`` results are reused for): one dictionary lookup instead of negotiating,
     looking up validators and building a header list for every request.
@@ -158,7 +157,7 @@ async def serve_file(
             content_type_for(parts[-1]),
             [(b"x-mirror-export-id", export.export_id.encode())],
             negotiate,
-            rt.use_sendfile,
+            "/".join((export.path, *parts[:-1], rep.name)) if export.path and rep.fd is not None else None,
         )
     finally:
         if rep.fd is not None:
@@ -169,41 +168,6 @@ def _memo_key(parts: tuple[str, ...], extra: dict[str, Any], negotiate: bool) ->
     """What a memoised answer of :func:`serve_file` is kept under: the file and the ``Accept-Encoding`` that
     chose its representation (only for negotiable payloads)."""
     return (parts, extra.get("accept") if negotiate else None)
-
-
-def resolve_now(rt: Runtime, product: Product, pin: str | None) -> ExportHandle | None:
-    """The export a request addresses, when the resolver knows it without waiting; None otherwise."""
-    resolver = rt.state().site(product).resolver
-    if resolver is None:
-        return None
-    try:
-        return resolver.resolve(pin)
-    except (ExportNotFound, RootUnavailable):
-        return None
-
-
-def recall_full(
-    ctx: RequestContext, export: ExportHandle, parts: tuple[str, ...]
-) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]] | None:
-    """Body and ``200`` headers :func:`serve_file` memoised for this request's file, when it would answer
-    with exactly those (a small file served within the export's TTL, no preconditions, no ``Range``); None
-    otherwise. Never waits, never answers: the gateway's immediate path uses it and falls back to the ordinary
-    one on None. Sets ``exportId``/``encoding`` in ``ctx.extra`` like :func:`serve_file` on a hit."""
-    extra = ctx.extra
-    if "conditional" in extra or "range" in extra:
-        return None
-    memo = export.recall(_memo_key(parts, extra, parts[-1].endswith(NEGOTIABLE)))
-    if memo is None:
-        return None
-    rep: Representation
-    head: tuple[tuple[bytes, bytes], ...] | None
-    rep, head = memo  # type: ignore[misc]
-    if head is None or rep.body is None or rep.fd is not None:
-        return None
-    extra["exportId"] = export.export_id
-    if rep.encoding:
-        extra["encoding"] = rep.encoding
-    return rep.body, head
 
 
 def _open(

@@ -16,9 +16,8 @@ signed form when one exists for exactly those domains:
   index with the other domains left out — unsigned, so ``index.json.jws``/``.sig`` answer 404; the bundles
   and their signatures stay verifiable.
 
-Such answers depend on the caller, so they carry ``Vary: Authorization``. Which answer a set of readable domains
-gets is decided once per export (:func:`index_answer`, remembered for the export's TTL), so the gateway's
-immediate path answers index requests as it answers small files.
+Such answers depend on the caller, so they carry ``Vary: Authorization`` (added by the gateway). Which answer a
+set of readable domains gets is decided once per export (:func:`index_answer`, remembered for the export's TTL).
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ from stella_mirror.server.routes_common import Runtime, answer_from_export, not_
 from stella_mirror.server.visibility import readable, restricted
 
 INDEX = "index.json"
-VARY_AUTHORIZATION = (b"vary", b"Authorization")
 
 IndexAnswer = tuple[str, ...] | bytes | None
 """A file to serve (its parts), the bytes of a filtered unsigned index, or None (404: no signed form)."""
@@ -79,18 +77,12 @@ def _memo_key(allowed: frozenset[str], suffix: str) -> tuple[str, frozenset[str]
     return ("concelier-index", allowed, suffix)
 
 
-def recall_index_answer(export: ExportHandle, allowed: frozenset[str], suffix: str) -> tuple[IndexAnswer] | None:
-    """:func:`index_answer` as remembered for this export (wrapped, so a remembered 404 is not a miss)."""
-    hit = export.recall(_memo_key(allowed, suffix))
-    return hit if isinstance(hit, tuple) else None
-
-
 def index_answer(rt: Runtime, export: ExportHandle, allowed: frozenset[str], suffix: str) -> IndexAnswer:
     """What a caller who may read the domains ``allowed`` gets for ``index.json`` + ``suffix`` ("", ".jws",
     ".sig") of ``export`` (see the module docstring); remembered for the export's TTL."""
-    remembered = recall_index_answer(export, allowed, suffix)
-    if remembered is not None:
-        return remembered[0]
+    remembered = export.recall(_memo_key(allowed, suffix))
+    if isinstance(remembered, tuple):  # wrapped, so a remembered 404 (None) is not a miss
+        return remembered[0]  # type: ignore[no-any-return]
     doc, _ = read_json(export, ("mirror", INDEX), rt)
     entries: list[dict[str, Any]] = [d for d in doc.get("domains", []) if isinstance(d, dict)]
     shown = [d for d in entries if d.get("domainId") in allowed]

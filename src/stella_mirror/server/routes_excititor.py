@@ -1,6 +1,6 @@
 """Excititor routes: the domain list, each domain's signed index, export metadata and artifacts (S4).
 
-    GET /excititor/mirror/domains                                      configured domains + index summaries
+    GET /excititor/mirror/domains                  the domains the caller may read on this host + index summaries
     GET /excititor/mirror[/@<id>]/<domain>/index (+ index.jws, index.sig)   the domain's index.json bytes
         alias /excititor/mirror/domains/<domain>/index
     GET /excititor/mirror[/@<id>]/<domain>/exports/<exportKey>              the index entry (JSON)
@@ -19,11 +19,12 @@ from typing import Any
 import orjson
 from starlette.types import Scope, Send
 
-from stella_mirror.server.context import RequestContext
+from stella_mirror.server.context import DomainPolicy, RequestContext
 from stella_mirror.server.exports import ExportHandle, ExportNotFound, safe_segment
 from stella_mirror.server.files import send_bytes
 from stella_mirror.server.middleware.domain import Target, request_host
 from stella_mirror.server.routes_common import Runtime, answer_from_export, export_unavailable, read_json, serve_file
+from stella_mirror.server.visibility import readable, restricted, served_on
 
 JSON = b"application/json"
 
@@ -53,14 +54,24 @@ def _summary(doc: Any) -> dict[str, Any] | None:
     }
 
 
-async def serve(scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, target: Target) -> None:
+async def serve(
+    scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, target: Target, authorization: str | None = None
+) -> None:
     """Answer every ``excititor.*`` target."""
+    shown: list[DomainPolicy] = []
+    if target.handler == "excititor.domains":
+        # Decided before the export is resolved: its handle is only valid until the next await.
+        state = rt.state()
+        shown = served_on(state, "excititor", request_host(ctx))
+        if restricted(state, "excititor"):
+            allowed = await readable(state, "excititor", request_host(ctx), authorization)
+            shown = [p for p in shown if p.domain_id in allowed]
 
     async def answer(export: ExportHandle) -> None:
         if target.handler == "excititor.index":
             await serve_file(scope, send, rt, ctx, export, target.parts)
         elif target.handler == "excititor.domains":
-            await _domains(scope, send, rt, ctx, export)
+            await _domains(scope, send, rt, ctx, export, shown)
         else:
             await _export(scope, send, rt, ctx, target, export)
 
@@ -101,14 +112,12 @@ async def _export(
     await serve_file(scope, send, rt, ctx, export, parts)
 
 
-async def _domains(scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, export: ExportHandle) -> None:
+async def _domains(
+    scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, export: ExportHandle, shown: list[DomainPolicy]
+) -> None:
     export_id = export.export_id
-    site = rt.state().site("excititor")
-    host = request_host(ctx)
     items = []
-    for policy in site.domains.values():
-        if policy.hostnames and host not in policy.hostnames:
-            continue
+    for policy in shown:
         try:
             doc, _ = read_json(export, ("mirror", policy.domain_id, "index.json"), rt)
             summary = _summary(doc)

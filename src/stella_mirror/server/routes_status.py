@@ -1,7 +1,9 @@
 """``GET /status`` (HTML, no JavaScript) and ``GET /status.json`` (B9): per domain the served export, its age,
 sequence, expiresAt, sizes, signing key ids, the last sync and its lag, and request / 429 counts — only for
-the domains the caller may read on this host (:mod:`stella_mirror.server.visibility`). The model is
-:mod:`stella_mirror.ops.status`, the same one ``stella-mirror status`` prints. Never cached.
+the domains the caller may read on this host (:mod:`stella_mirror.server.visibility`). Where the exports live
+on disk (``root``, and paths in problem texts) only for a caller who may read every domain. The model is
+:mod:`stella_mirror.ops.status`, the same one ``stella-mirror status`` prints. Never cached; the gateway limits
+how often one client may ask (``mirror.limits.statusRequestsPerMinute``).
 
 Both product lines, wherever an operator reaches the page: a server running one product (the compose and Helm
 profiles run one per product, and the gateway sends ``/status`` to the Concelier one) adds the other product's
@@ -17,6 +19,7 @@ import orjson
 from starlette.types import Scope, Send
 
 from stella_mirror.ops.status import RootStatus, age_text, root_status
+from stella_mirror.server.authn.authenticator import CheckBudget
 from stella_mirror.server.context import RequestContext
 from stella_mirror.server.metrics import Metrics, request_counts
 from stella_mirror.server.middleware.domain import request_host
@@ -37,21 +40,38 @@ tr.fresh .badge{color:#1b5e20}
 """
 
 
-async def statuses(rt: Runtime, ctx: RequestContext, authorization: str | None) -> list[RootStatus]:
-    """What this caller may see: per served product, its root with the readable domains."""
+async def statuses(rt: Runtime, ctx: RequestContext, authorization: str | None) -> tuple[list[RootStatus], bool]:
+    """What this caller may see: per served product, its root with the readable domains; and whether that is
+    every domain (then the roots' paths may be shown)."""
     state = rt.state()
     now = utcnow()
     out = []
+    everything = True
+    budget = CheckBudget(1)  # one bcrypt check for the whole page, both products
     for product, site in state.sites.items():
         if not site.served:
             continue
-        allowed = await readable(state, product, request_host(ctx), authorization)
+        allowed = await readable(state, product, request_host(ctx), authorization, budget)
         visible = [d for d in site.domains if d in allowed]
+        everything = everything and len(visible) == len(site.domains)
         if not visible:
             continue
         mirror = state.config.concelier.mirror if product == "concelier" else state.config.excititor.mirror
         out.append(root_status(product, site.root, now, mirror.active_export_id, visible))
-    return out
+    return out, everything
+
+
+def without_paths(root: dict[str, Any]) -> dict[str, Any]:
+    """A root's status without where it lives on disk (for callers who may not read every domain)."""
+    path = root.get("root")
+
+    def scrub(texts: Any) -> Any:
+        if not path or not isinstance(texts, list):
+            return texts
+        return [str(t).replace(path, "<export root>") for t in texts]
+
+    domains = [{**d, "problems": scrub(d.get("problems"))} for d in root.get("domains") or []]
+    return {**root, "root": None, "problems": scrub(root.get("problems")), "domains": domains}
 
 
 def render_html(roots: list[dict[str, Any]]) -> bytes:
@@ -159,16 +179,16 @@ async def serve(
     metrics: Metrics | None,
 ) -> None:
     """Answer ``ops.status`` (HTML) and ``ops.status.json``."""
-    roots = await statuses(rt, ctx, authorization)
+    roots, everything = await statuses(rt, ctx, authorization)
     if metrics is not None:
         counts = request_counts(metrics)
         for r in roots:
             for d in r.domains:
                 d.requests, d.rejected = counts.get((d.product, d.domain_id), (0, 0))
-    model = sorted(
-        [r.as_dict() for r in roots] + await peer_roots(rt, scope, authorization),
-        key=lambda r: r["product"] != "concelier",
-    )
+    model = [r.as_dict() for r in roots] + await peer_roots(rt, scope, authorization)
+    if not everything:
+        model = [without_paths(r) for r in model]
+    model.sort(key=lambda r: r["product"] != "concelier")
     if handler == "ops.status.json":
         body, ctype = orjson.dumps({"roots": model}), b"application/json"
     else:

@@ -1,17 +1,31 @@
-"""Running the server: uvicorn (uvloop + httptools), TLS with per-domain certificates by SNI, SIGHUP reload,
-and a small pre-fork supervisor for ``--workers N``.
+"""Running the server through public interfaces: granian for plain HTTP, uvicorn when ``serve`` terminates
+TLS.
 
-Why our own supervisor rather than ``uvicorn --workers``: uvicorn's reacts to SIGHUP by *restarting* its
-workers, which closes keep-alive connections mid-flight. Here the parent binds the socket, forks N workers
-that share it, and *forwards* SIGHUP to them; each worker reloads in place (new state swapped atomically,
-certificates loaded into the live TLS contexts), so no connection is dropped. SIGTERM/SIGINT are forwarded
-for a graceful shutdown; a worker that dies unexpectedly is replaced.
+**Plain HTTP — granian** (its multi-process server; chosen by measurement, docs/benchmarks.md: about twice uvicorn's
+requests per second on the same ASGI app). Its HTTP/1 implementation (hyper) gives the request limits a public
+server must have: request line + header block bounded by ``mirror.limits.maxHeaderBytes`` and at most 100 headers
+(both ``431``); a connection must send a whole request head within ``mirror.keepAliveSeconds`` — the first request
+of a new connection and every next one on a kept-alive connection alike (slow or idle sockets are closed, they never
+hold a worker); at most ``mirror.limits.maxConnections`` requests in flight per worker. Large bodies go out with the
+ASGI ``http.response.pathsend`` extension: granian reads the file as the client takes it, so a slow reader costs one
+bounded buffer (the write buffer is ``maxHeaderBytes`` too), never the file.
 
-TLS: :class:`TlsManager` builds the listening ``SSLContext`` with the default certificate
-(``mirror.tls``) and an ``sni_callback`` that switches the handshake to the context of the domain whose
-host name the client asked for (``<product>.mirror.domains.N.tls``). On reload the default context's chain
-is replaced in place (``load_cert_chain``) and the per-host map is replaced by a freshly built one; new
-handshakes use the new certificates, established connections are untouched.
+granian's supervisor forks the workers (``--workers N``); a SIGHUP to it is answered here (an ``on_startup``
+hook installs the handler): the new configuration is checked the way a worker will load it, the answer is
+written for ``stella-mirror reload``, and the signal is passed on to every worker, which reloads *in place*
+(:meth:`MirrorApp.reload`: new state swapped atomically) — no worker restarts, so no connection is dropped.
+
+**TLS — uvicorn.** ``serve`` presents each domain's own certificate by SNI and replaces certificates on reload
+in the live ``SSLContext``; granian takes one certificate file. With ``mirror.tls`` set, the workers are uvicorn
+servers (its public ``Config``/``Server``, h11 protocol: header block bounded by ``maxHeaderBytes``, answered
+``400``; idle keep-alive closed after ``keepAliveSeconds``; ``maxConnections`` answered ``503``) under the small
+pre-fork supervisor below, which forwards SIGHUP the same way. Behind the gateway (``terminateTls``, the compose
+and Helm profiles) ``serve`` speaks plain HTTP, on granian.
+
+:class:`TlsManager` builds the listening ``SSLContext`` with the default certificate (``mirror.tls``) and an
+``sni_callback`` that switches the handshake to the context of the domain whose host name the client asked for
+(``<product>.mirror.domains.N.tls``); on reload the default chain is replaced in place and the per-host map by a
+freshly built one — new handshakes use the new certificates, established connections are untouched.
 """
 
 from __future__ import annotations
@@ -19,7 +33,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import multiprocessing
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -32,11 +48,13 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings
+from granian.server.mp import MPServer as Granian
 
 from stella_mirror.config import MirrorConfig, TlsFiles
 from stella_mirror.errors import ConfigError, StellaMirrorError
 from stella_mirror.server.app import MirrorApp, create_app
-from stella_mirror.server.protocol import MirrorHttpToolsProtocol, ZeroCopyHttpToolsProtocol
 from stella_mirror.server.reload_report import write_report
 from stella_mirror.server.state import Service
 
@@ -205,30 +223,146 @@ def check_reload(opts: ServeOptions) -> tuple[bool, str | None]:
     return True, None
 
 
-def _uvicorn_config(app: MirrorApp, tls: TlsManager | None) -> uvicorn.Config:
-    use_zero_copy = app.runtime.use_sendfile and tls is None
+FD_HEADROOM = 128
+"""Descriptors a worker needs beside its connections: export directories and open files, logs, Redis, listener."""
+
+
+def ensure_descriptors(config: MirrorConfig) -> int:
+    """Make sure every worker may open a descriptor per connection and the headroom: the soft RLIMIT_NOFILE is
+    raised as far as needed (never past the hard limit, which systemd sets with ``LimitNOFILE``); a hard limit
+    too low for ``mirror.limits.maxConnections`` refuses to start, naming the key. Returns the soft limit."""
+    limits = config.mirror.limits
+    need = limits.max_connections + FD_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise ConfigError(
+            "mirror.limits.maxConnections",
+            f"{limits.max_connections} connections need {need} file descriptors per worker, but the hard limit is "
+            f"{hard} (raise LimitNOFILE / ulimit -n, or lower maxConnections)",
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    return need
+
+
+# --- plain HTTP: granian ------------------------------------------------------------------------------
+
+_SERVING: tuple[ServeOptions, Path | None] | None = None
+"""What granian's workers build their application from: set by :func:`run` before granian forks them."""
+
+_GRANIAN_LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"generic": {"()": "logging.Formatter", "fmt": LOG_FORMAT}},
+    "handlers": {"console": {"formatter": "generic", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+    "loggers": {"_granian": {"handlers": ["console"], "level": "WARNING", "propagate": False}},
+}
+"""granian's own messages in our format on stderr (its default config writes to stdout)."""
+
+
+def worker_app() -> MirrorApp:
+    """granian's factory target: the application of one worker (answering SIGHUP by reloading in place)."""
+    assert _SERVING is not None, "worker_app() runs in the workers serve() forks"
+    opts, metrics_dir = _SERVING
+    app, _ = build_worker_app(opts, metrics_dir)
+    return app
+
+
+def _granian(config: MirrorConfig, host: str, port: int, workers: int) -> Granian:
+    limits = config.mirror.limits
+    return Granian(
+        f"{__name__}:worker_app",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,  # an Upgrade request reaches the application, which refuses it (400)
+        backlog=2048,
+        backpressure=limits.max_connections,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(config.mirror.keep_alive_seconds * 1000),
+            keep_alive=True,
+            max_buffer_size=limits.max_header_bytes,
+        ),
+        log_dictconfig=_GRANIAN_LOGGING,
+        respawn_failed_workers=True,
+        respawn_interval=1.0,
+        workers_kill_timeout=30,
+        factory=True,
+    )
+
+
+def _forward_reloads(opts: ServeOptions, pid_file: Path | None) -> Callable[[], None]:
+    """granian ``on_startup`` hook: SIGHUP is checked and answered here, then passed on to every worker."""
+    main = os.getpid()
+
+    def forward(_sig: int, _frame: Any) -> None:
+        if os.getpid() != main:
+            return  # a just-forked worker, before its event loop installed the application's handler
+        if pid_file is not None:
+            write_report(pid_file, *check_reload(opts))
+        for child in multiprocessing.active_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid or 0, signal.SIGHUP)
+
+    def install() -> None:
+        signal.signal(signal.SIGHUP, forward)
+
+    return install
+
+
+def _serve_granian(
+    opts: ServeOptions, config: MirrorConfig, host: str, port: int, workers: int, pid_file: Path | None
+) -> int:
+    global _SERVING
+    bind(host, port).close()  # an address in use fails here, naming the key, before granian forks anything
+    metrics_dir = Path(tempfile.mkdtemp(prefix="stella-mirror-metrics-")) if workers > 1 else None
+    _SERVING = (opts, metrics_dir)
+    # The workers inherit _SERVING (and the configuration loader, a closure) by fork.
+    multiprocessing.set_start_method("fork", force=True)
+    server = _granian(config, host, port, workers)
+    server.on_startup(_forward_reloads(opts, pid_file))
+    try:
+        server.serve()
+    finally:
+        if metrics_dir is not None:
+            _remove_dir(metrics_dir)
+    return 0
+
+
+# --- TLS: uvicorn -------------------------------------------------------------------------------------
+
+
+def _uvicorn_config(app: MirrorApp, tls: TlsManager) -> uvicorn.Config:
+    mirror = app.state.config.mirror
     return uvicorn.Config(
         app,
-        http=ZeroCopyHttpToolsProtocol if use_zero_copy else MirrorHttpToolsProtocol,
+        http="h11",
+        ws="none",
         loop="uvloop",
         lifespan="on",
         access_log=False,
         log_config=None,
         server_header=False,
         proxy_headers=False,
-        timeout_keep_alive=app.state.config.mirror.keep_alive_seconds,  # type: ignore[arg-type]
+        timeout_keep_alive=int(mirror.keep_alive_seconds),
         timeout_graceful_shutdown=30,
-        ssl_context_factory=tls.factory if tls is not None else None,
+        limit_concurrency=mirror.limits.max_connections,
+        h11_max_incomplete_event_size=mirror.limits.max_header_bytes,
+        ssl_context_factory=tls.factory,
     )
 
 
 def serve_worker(
     sock: socket.socket, opts: ServeOptions, metrics_dir: Path | None, reload_answer: Path | None = None
 ) -> None:
-    """Run one worker on an already-bound socket until SIGTERM/SIGINT."""
+    """Run one TLS worker on an already-bound socket until SIGTERM/SIGINT."""
     app, tls = build_worker_app(opts, metrics_dir, reload_answer)
-    server = uvicorn.Server(_uvicorn_config(app, tls))
-    server.run(sockets=[sock])
+    assert tls is not None
+    uvicorn.Server(_uvicorn_config(app, tls)).run(sockets=[sock])
 
 
 def _announce(host: str, port: int, config: MirrorConfig, workers: int) -> None:
@@ -237,23 +371,34 @@ def _announce(host: str, port: int, config: MirrorConfig, workers: int) -> None:
 
 
 def run(opts: ServeOptions) -> int:
-    """``stella-mirror serve``: bind, then serve with one or more workers; returns the exit code."""
+    """``stella-mirror serve``: check, bind, then serve with one or more workers; returns the exit code."""
     setup_logging()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until a reload handler is installed
     # Build once in the parent to fail fast (bad htpasswd, certificates) before forking or binding.
     config = preflight(opts)
     host, port, workers = _apply(config, opts)
-    sock = bind(host, port)
+    ensure_descriptors(config)
     pid_file = opts.pid_file or config.mirror.pid_file
-    if pid_file is not None:
-        pid_file.write_text(f"{os.getpid()}\n", encoding="ascii")
-    _announce(host, sock.getsockname()[1], config, workers)
     if workers > 1 and config.mirror.quotas.backend == "memory":
         log.warning(
             "quotas use the memory backend with %d workers: each worker counts on its own "
             "(use mirror.quotas.backend=redis for exact budgets)",
             workers,
         )
+    if not config.tls_enabled():
+        if pid_file is not None:
+            pid_file.write_text(f"{os.getpid()}\n", encoding="ascii")
+        _announce(host, port, config, workers)
+        try:
+            return _serve_granian(opts, config, host, port, workers, pid_file)
+        finally:
+            if pid_file is not None:
+                with contextlib.suppress(OSError):
+                    pid_file.unlink()
+    sock = bind(host, port)
+    if pid_file is not None:
+        pid_file.write_text(f"{os.getpid()}\n", encoding="ascii")
+    _announce(host, sock.getsockname()[1], config, workers)
     try:
         if workers == 1:
             serve_worker(sock, opts, None, pid_file)
@@ -264,6 +409,14 @@ def run(opts: ServeOptions) -> int:
         if pid_file is not None:
             with contextlib.suppress(OSError):
                 pid_file.unlink()
+
+
+def _remove_dir(path: Path) -> None:
+    for child in path.glob("*"):
+        with contextlib.suppress(OSError):
+            child.unlink()
+    with contextlib.suppress(OSError):
+        path.rmdir()
 
 
 def _supervise(sock: socket.socket, opts: ServeOptions, workers: int, pid_file: Path | None) -> int:
@@ -320,11 +473,7 @@ def _supervise(sock: socket.socket, opts: ServeOptions, workers: int, pid_file: 
                 time.sleep(0.2)
                 spawn(slot)
     finally:
-        for path in metrics_dir.glob("*"):
-            with contextlib.suppress(OSError):
-                path.unlink()
-        with contextlib.suppress(OSError):
-            metrics_dir.rmdir()
+        _remove_dir(metrics_dir)
     return 0
 
 

@@ -110,6 +110,12 @@ class ServerState:
     generation: int = 0
     problems: list[str] = field(default_factory=list)
     """Configuration problems found while building (also logged), e.g. a missing export root."""
+    metrics_token: bytes | None = None
+    """What ``/metrics`` asks for as a bearer token (``mirror.limits.metricsTokenFile``), None: open."""
+    restricted: frozenset[Product] = frozenset()
+    """Products whose callers may see different domains (:func:`stella_mirror.server.visibility.restricted`)."""
+    visibility: dict[tuple[str, str, bytes | None], tuple[float, frozenset[str]]] = field(default_factory=dict)
+    """Readable domains recently decided for a caller (:mod:`stella_mirror.server.visibility`), this generation's."""
 
     def site(self, product: Product) -> ProductSite:
         return self.sites[product]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from stella_mirror.errors import ConfigError
 from stella_mirror.server.authn import Authenticator, AuthFailure, AuthSettings
 from stella_mirror.server.authn.bearer import BearerVerifier, JwksStore
-from stella_mirror.server.context import DomainPolicy
+from stella_mirror.server.context import DomainPolicy, Principal
 from tokens import TokenIssuer, b64url
 
 CONCELIER = DomainPolicy("concelier", "primary", require_authentication=True)
@@ -28,17 +29,25 @@ def issuer() -> TokenIssuer:
     return TokenIssuer()
 
 
+def check(auth: Authenticator, domain: DomainPolicy, header: str | None) -> Principal:
+    """The one entry point, from synchronous test code."""
+    return asyncio.run(auth.authenticate(domain, header))
+
+
 def make_auth(tmp_path: Path, *issuers: TokenIssuer, **settings: Any) -> Authenticator:
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [i.jwk() for i in issuers]}))
-    defaults: dict[str, Any] = {"issuer": issuers[0].issuer, "audiences": ("other-api", issuers[0].audience),
-                                "jwks_file": jwks}
+    defaults: dict[str, Any] = {
+        "issuer": issuers[0].issuer,
+        "audiences": ("other-api", issuers[0].audience),
+        "jwks_file": jwks,
+    }
     return Authenticator(AuthSettings(**{**defaults, **settings}))
 
 
 def outcome(auth: Authenticator, token: str, domain: DomainPolicy = CONCELIER) -> str:
     try:
-        principal = auth.authenticate(domain, f"Bearer {token}")
+        principal = check(auth, domain, f"Bearer {token}")
     except AuthFailure as exc:
         return f"{exc.status}:{exc.reason}"
     return f"ok:{principal.name}"
@@ -56,7 +65,7 @@ def test_minted_tokens_verify_with_an_independent_library(issuer: TokenIssuer) -
 def test_valid_token_for_each_algorithm(tmp_path: Path, alg: str) -> None:
     minter = TokenIssuer(alg=alg)
     auth = make_auth(tmp_path, minter)
-    principal = auth.authenticate(CONCELIER, f"Bearer {minter.mint()}")
+    principal = check(auth, CONCELIER, f"Bearer {minter.mint()}")
     assert (principal.name, principal.method) == ("downstream-1", "bearer")
     assert "concelier.mirror.read" in principal.scopes
 
@@ -134,10 +143,10 @@ def test_challenges(tmp_path: Path, issuer: TokenIssuer) -> None:
         'Basic realm="primary", charset="UTF-8", Bearer realm="primary", scope="concelier.mirror.read"'
     )
     with pytest.raises(AuthFailure) as info:
-        auth.authenticate(CONCELIER, f"Bearer {issuer.mint(scope='nope')}")
+        check(auth, CONCELIER, f"Bearer {issuer.mint(scope='nope')}")
     assert info.value.challenge == 'Bearer realm="primary", scope="concelier.mirror.read", error="insufficient_scope"'
     with pytest.raises(AuthFailure) as info:
-        auth.authenticate(CONCELIER, f"Bearer {issuer.mint(exp=1)}")
+        check(auth, CONCELIER, f"Bearer {issuer.mint(exp=1)}")
     assert info.value.challenge == 'Bearer realm="primary", scope="concelier.mirror.read", error="invalid_token"'
     token = issuer.mint(exp=1)
     assert token not in f"{info.value} {info.value.detail}"
@@ -271,10 +280,10 @@ def anyio_backend() -> str:
 async def test_async_path_fetches_the_url_off_loop(jwks_server: JwksServer, issuer: TokenIssuer) -> None:
     jwks_server.document = issuer.jwks()
     auth = Authenticator(AuthSettings(issuer=issuer.issuer, audiences=(issuer.audience,), jwks_url=jwks_server.url))
-    principal = await auth.authenticate_async(CONCELIER, f"Bearer {issuer.mint()}")
+    principal = await auth.authenticate(CONCELIER, f"Bearer {issuer.mint()}")
     assert principal.name == "downstream-1" and jwks_server.requests == 1
     with pytest.raises(AuthFailure) as info:
-        await auth.authenticate_async(CONCELIER, f"Bearer {issuer.mint(aud='x')}")
+        await auth.authenticate(CONCELIER, f"Bearer {issuer.mint(aud='x')}")
     assert info.value.reason == "bad-audience"
 
 
@@ -316,11 +325,11 @@ def test_a_verified_token_is_checked_once_until_the_keys_change(tmp_path: Path) 
     assert auth.bearer is not None
     token = f"Bearer {minter.mint()}"
     for _ in range(100):
-        assert auth.authenticate(CONCELIER, token).method == "bearer"
+        assert check(auth, CONCELIER, token).method == "bearer"
     assert auth.bearer.full_checks == 1
     other = f"Bearer {minter.mint(sub='someone-else')}"
-    auth.authenticate(CONCELIER, other)
+    check(auth, CONCELIER, other)
     assert auth.bearer.full_checks == 2
     auth.reload()  # re-reads the JWKS file: the key set object changes, cached verdicts are dropped
-    auth.authenticate(CONCELIER, token)
+    check(auth, CONCELIER, token)
     assert auth.bearer.full_checks == 3

@@ -1,7 +1,7 @@
 """Authentication for the mirror server: Basic against per-domain htpasswd files, Bearer JWTs from the Authority.
 
-:class:`Authenticator` is the one entry point; :class:`~stella_mirror.server.middleware.auth.AuthMiddleware`
-applies it to requests.
+:meth:`Authenticator.authenticate` is the one entry point; :class:`~stella_mirror.server.middleware.auth.AuthGate`
+applies it to requests, :mod:`stella_mirror.server.visibility` to the domain lists.
 """
 
 from stella_mirror.server.authn.authenticator import ANONYMOUS, Authenticator, AuthSettings

@@ -11,8 +11,11 @@ Rules, in order:
   domain's scopes (``403 insufficient-scope`` when the token is valid but lacks it);
 * any other scheme: ``401 malformed``.
 
-bcrypt is slow on purpose, so :meth:`Authenticator.authenticate_async` runs it in a worker thread; successful
-checks are cached (see :mod:`stella_mirror.server.authn.basic`).
+:meth:`Authenticator.authenticate` is the one entry point. bcrypt is slow on purpose, so it runs in a worker
+thread, and its verdicts are remembered for a while (see :mod:`stella_mirror.server.authn.basic`); a request
+whose credential was checked a moment ago costs a hash and a dictionary lookup. A wrong Basic credential is
+``bad-credentials`` whether the user exists or not — in the answer and in the metrics, so neither tells a
+client which user names exist.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import anyio.to_thread
 
 from stella_mirror.errors import ConfigError
 from stella_mirror.server.authn.basic import (
+    FAILED,
+    FAILURE_TTL,
     REJECTED_DETAIL,
     BasicCredentials,
-    SuccessCache,
+    VerdictCache,
     check_password,
     parse_basic,
 )
@@ -37,7 +42,7 @@ from stella_mirror.server.authn.failure import AuthFailure, Reason
 from stella_mirror.server.authn.htpasswd import HtpasswdTable, load_htpasswd
 from stella_mirror.server.context import DomainPolicy, Principal
 
-__all__ = ["ANONYMOUS", "AuthFailure", "AuthSettings", "Authenticator", "Reason"]
+__all__ = ["ANONYMOUS", "AuthFailure", "AuthSettings", "Authenticator", "CheckBudget", "Reason"]
 
 ANONYMOUS = Principal(name="anonymous", method="anonymous")
 
@@ -59,7 +64,7 @@ class AuthSettings:
     leeway_seconds: int = 30
     """Clock skew tolerated on ``exp``, ``nbf`` and ``iat``."""
     basic_cache_ttl_seconds: float = 60.0
-    """How long a successful bcrypt check is remembered (0 disables the cache)."""
+    """How long a successful bcrypt check is remembered; a failed one for at most basic.FAILURE_TTL (0: neither)."""
     require_authentication: bool = False
     """Global switch; a domain's own ``require_authentication`` also applies (either true: required)."""
     jwks_min_refresh_seconds: float = 60.0
@@ -112,7 +117,8 @@ class Authenticator:
                 settings.jwks_file, settings.jwks_url, min_refresh_seconds=settings.jwks_min_refresh_seconds
             )
             self._bearer = BearerVerifier(store, settings.issuer, settings.audiences, settings.leeway_seconds)
-        self._cache = SuccessCache(settings.basic_cache_ttl_seconds)
+        ttl = settings.basic_cache_ttl_seconds
+        self._cache = VerdictCache(ttl, failure_ttl_seconds=min(FAILURE_TTL, ttl))
         self._lock = threading.Lock()
         self._tables: dict[Path, HtpasswdTable] = {}
         for domain in domains:
@@ -158,26 +164,18 @@ class Authenticator:
             parts.append(bearer)
         return ", ".join(parts)
 
-    def authenticate(self, domain: DomainPolicy, authorization: str | None) -> Principal:
-        """Return the principal (anonymous when allowed) or raise :class:`AuthFailure`. Blocking (bcrypt,
-        JWKS fetch): on the event loop use :meth:`authenticate_async`."""
+    async def authenticate(
+        self, domain: DomainPolicy, authorization: str | None, budget: CheckBudget | None = None
+    ) -> Principal:
+        """The principal (anonymous where allowed), or :class:`AuthFailure`. bcrypt checks and JWKS fetches run
+        in a worker thread. ``budget`` bounds the bcrypt checks a caller that asks for several domains may make
+        (visibility): past it, a credential not decided by a remembered verdict is refused."""
         attempt = self._begin(domain, authorization)
         if isinstance(attempt, Principal):
             return attempt
         if isinstance(attempt, _BasicAttempt):
-            return self._finish_basic(domain, attempt)
-        assert self._bearer is not None
-        try:
-            return self._bearer.verify(attempt.token, domain.scopes(), header=attempt.header)
-        except AuthFailure as exc:
-            raise exc.with_challenge(self.challenge(domain, exc, bearer_error=True)) from None
-
-    async def authenticate_async(self, domain: DomainPolicy, authorization: str | None) -> Principal:
-        """:meth:`authenticate` without blocking the event loop: bcrypt and JWKS fetches run in a worker thread."""
-        attempt = self._begin(domain, authorization)
-        if isinstance(attempt, Principal):
-            return attempt
-        if isinstance(attempt, _BasicAttempt):
+            if budget is not None and not budget.spend():
+                raise self._fail(domain, 401, "bad-credentials", REJECTED_DETAIL)
             return await anyio.to_thread.run_sync(self._finish_basic, domain, attempt)
         bearer = self._bearer
         assert bearer is not None
@@ -189,35 +187,21 @@ class Authenticator:
         except AuthFailure as exc:
             raise exc.with_challenge(self.challenge(domain, exc, bearer_error=True)) from None
 
-    def authenticate_now(self, domain: DomainPolicy, authorization: str | None) -> Principal | None:
-        """The principal when it is known without waiting or failing — anonymous where allowed, a Basic
-        credential in the success cache, a bearer token whose key is at hand — else None (nothing recorded:
-        the caller goes on with :meth:`authenticate_async`, which also produces the failure)."""
-        outcome = self.settle_now(domain, authorization)
-        return outcome if isinstance(outcome, Principal) else None
-
-    def settle_now(self, domain: DomainPolicy, authorization: str | None) -> Principal | AuthFailure | None:
-        """The outcome when it is known without waiting: the principal, the failure (no credentials where they
-        are required, a malformed header, a scheme the domain does not take, a bearer token refused by a key
-        at hand), or None when a bcrypt check, a key fetch or an unreadable file decides."""
+    def listed_first(self, domains: list[DomainPolicy], authorization: str | None) -> list[DomainPolicy]:
+        """``domains`` with those whose htpasswd file lists the Basic user first (the check a valid credential
+        needs comes before any other, so a bounded :class:`CheckBudget` decides what it opens)."""
         try:
-            attempt = self._begin(domain, authorization)
-        except AuthFailure as failure:
-            return failure
-        except ConfigError:
-            return None
-        if isinstance(attempt, Principal):
-            return attempt
-        bearer = self._bearer
-        if isinstance(attempt, _BearerAttempt) and bearer is not None:
-            header = attempt.header
-            if bearer.store.wants_fetch(header.kid, header.alg):
-                return None
-            try:
-                return bearer.verify_with_current_keys(attempt.token, domain.scopes(), header)
-            except AuthFailure as failure:
-                return failure
-        return None
+            creds = parse_basic(authorization.strip().partition(" ")[2]) if authorization else None
+        except AuthFailure:
+            creds = None
+        if creds is None:
+            return domains
+
+        def unlisted(policy: DomainPolicy) -> bool:
+            table = self._tables.get(policy.htpasswd) if policy.htpasswd is not None else None
+            return table is None or creds.user not in table.users
+
+        return sorted(domains, key=unlisted)
 
     def reload(self) -> None:
         """Re-read every htpasswd file and the JWKS file, and drop the Basic cache.
@@ -266,9 +250,11 @@ class Authenticator:
             known = self._tables.get(domain.htpasswd) if domain.htpasswd is not None else None
             if known is not None:
                 # Steady traffic: these exact credentials were checked a moment ago (no decoding needed).
-                principal = self._cache.hit(self._realm_key(domain), encoded, known.users)
-                if principal is not None:
-                    return principal
+                verdict = self._cache.hit(str(known.path), encoded, known.users)
+                if verdict is FAILED:
+                    raise self._fail(domain, 401, "bad-credentials", REJECTED_DETAIL)
+                if verdict is not None:
+                    return verdict
             try:
                 creds = parse_basic(encoded)
             except AuthFailure as exc:
@@ -286,27 +272,32 @@ class Authenticator:
             return _BearerAttempt(value.strip(), header)
         raise self._fail(domain, 401, "malformed", "unsupported authentication scheme")
 
-    @staticmethod
-    def _realm_key(domain: DomainPolicy) -> str:
-        return f"{domain.product}/{domain.domain_id}"
-
     def _finish_basic(self, domain: DomainPolicy, attempt: _BasicAttempt) -> Principal:
-        """The slow part of Basic: one bcrypt check (a dummy one for unknown users)."""
+        """The slow part of Basic: one bcrypt check (a dummy one for unknown users), remembered either way."""
         creds, table = attempt.creds, attempt.table
+        stored = table.users.get(creds.user)
         if check_password(table, creds):
             principal = Principal(name=creds.user, method="basic")
-            self._cache.remember(self._realm_key(domain), attempt.encoded, principal, table.users[creds.user])
+            self._cache.remember(str(table.path), attempt.encoded, creds.user, principal, stored)
             return principal
-        reason: Reason
-        if creds.user in table.users:
-            reason = "bad-credentials"
-        elif self._known_elsewhere(creds.user, table):
-            reason = "wrong-domain"  # for metrics only: the client sees the same 401 either way
-        else:
-            reason = "unknown-user"
-        raise self._fail(domain, 401, reason, REJECTED_DETAIL)
+        self._cache.remember(str(table.path), attempt.encoded, creds.user, FAILED, stored)
+        raise self._fail(domain, 401, "bad-credentials", REJECTED_DETAIL)
 
-    def _known_elsewhere(self, user: str, table: HtpasswdTable) -> bool:
-        with self._lock:
-            others = [t for t in self._tables.values() if t is not table]
-        return any(user in other.users for other in others)
+
+class CheckBudget:
+    """How many bcrypt checks one request may still cause (``/status`` and the indexes ask for every domain)."""
+
+    __slots__ = ("left", "refused")
+
+    def __init__(self, checks: int = 1) -> None:
+        self.left = checks
+        self.refused = 0
+        """Checks asked for past the budget (their domains were left undecided)."""
+
+    def spend(self) -> bool:
+        """Take one check; False when none is left."""
+        if self.left <= 0:
+            self.refused += 1
+            return False
+        self.left -= 1
+        return True

@@ -1,11 +1,13 @@
-"""HTTP Basic credentials checked against an htpasswd table, with a cache of recent successes.
+"""HTTP Basic credentials checked against an htpasswd table, with a short memory of recent verdicts.
 
 bcrypt is deliberately slow (milliseconds at ``htpasswd -B``'s default cost 5, ~250 ms at cost 12), and a
-mirror client sends the same credentials with every request, so a successful check is remembered for a
-short time. The cache never holds a password: an entry is keyed by a MAC (keyed BLAKE2b, random process key)
-of the domain and the credential as sent, so a hit is one hash and one dictionary lookup (a wrong password
-simply finds no entry), and entries mean nothing outside this process. An entry also records the htpasswd
-hash the password was checked against, so it is useless as soon as the user's line changes.
+mirror client sends the same credentials with every request, so a successful check is remembered for
+``authority.basicCacheTtlSeconds``; a failed one for :data:`FAILURE_TTL` seconds, so a client repeating a wrong
+password (or a flood of one) costs one bcrypt per file and window, not one per request. The cache never holds a
+password: an entry is keyed by a MAC (keyed BLAKE2b, random process key) of the htpasswd file and the credential
+as sent, so a hit is one hash and one dictionary lookup, and entries mean nothing outside this process. An
+entry also records the htpasswd hash the password was checked against (none for an unknown user), so it is
+useless as soon as the user's line changes.
 """
 
 from __future__ import annotations
@@ -67,55 +69,64 @@ def parse_basic(encoded: str) -> BasicCredentials:
     return BasicCredentials(user=user, password=password)
 
 
-class SuccessCache:
-    """Recently verified credentials, keyed so that no secret is stored. Thread-safe and bounded.
+FAILURE_TTL = 10.0
+"""Seconds a failed check is remembered."""
 
-    An entry is keyed by a keyed BLAKE2b (a MAC; the key is random per process) of the realm and the exact
-    ``Basic`` value the client sent, so a hit needs neither base64 decoding nor parsing: one hash and one
-    dictionary lookup. It holds the principal and the htpasswd hash the password was checked against; it
-    only counts while that user's line still carries the same hash.
+FAILED = Principal(name="", method="anonymous")
+"""What :meth:`VerdictCache.hit` returns for a remembered failure."""
+
+
+class VerdictCache:
+    """Recent bcrypt verdicts, keyed so that no secret is stored. Thread-safe and bounded.
+
+    An entry is keyed by a keyed BLAKE2b of the htpasswd file and the exact ``Basic`` value the client sent, so a
+    hit needs neither base64 decoding nor parsing. It holds the verdict (the principal, or :data:`FAILED`) and the
+    hash the password was checked against; it only counts while that user's line still carries the same hash.
     """
 
     def __init__(
         self,
         ttl_seconds: float,
+        failure_ttl_seconds: float = FAILURE_TTL,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl = ttl_seconds
+        self._failure_ttl = failure_ttl_seconds
         self._max = max_entries
         self._clock = clock
         self._key = secrets.token_bytes(32)
-        self._entries: OrderedDict[bytes, tuple[float, Principal, bytes]] = OrderedDict()
-        """proof → (expiry, principal, stored hash)."""
+        self._entries: OrderedDict[bytes, tuple[float, str, Principal, bytes | None]] = OrderedDict()
+        """proof → (expiry, user, verdict, stored hash or None for a user not in the file)."""
         self._lock = threading.Lock()
 
     def _proof(self, realm: str, encoded: str) -> bytes:
         return hashlib.blake2b(f"{realm}\0{encoded}".encode(), key=self._key, digest_size=32).digest()
 
     def hit(self, realm: str, encoded: str, users: Mapping[str, bytes]) -> Principal | None:
-        """The principal of the ``Basic`` value ``encoded``, when it was verified for ``realm`` within the TTL
-        and its user's hash in ``users`` (the current htpasswd table) is still the one it was checked against."""
-        if self._ttl <= 0:
-            return None
+        """The verdict on the ``Basic`` value ``encoded`` for ``realm`` (the htpasswd file) when one is remembered
+        and the user's hash in ``users`` (the current table) is still the one it was checked against: the
+        principal, or :data:`FAILED`. None when a bcrypt check has to decide."""
         # No lock on this path: a dict lookup is atomic under the GIL and entries are immutable tuples.
-        entry = self._entries.get(self._proof(realm, encoded))
+        proof = self._proof(realm, encoded)
+        entry = self._entries.get(proof)
         if entry is None:
             return None
-        expiry, principal, stored = entry
-        if expiry <= self._clock() or users.get(principal.name) != stored:
+        expiry, user, verdict, stored = entry
+        if expiry <= self._clock() or users.get(user) != stored:
             with self._lock:
-                self._entries.pop(self._proof(realm, encoded), None)
+                self._entries.pop(proof, None)
             return None
-        return principal
+        return verdict
 
-    def remember(self, realm: str, encoded: str, principal: Principal, stored_hash: bytes) -> None:
-        """Record a successful bcrypt check of the ``Basic`` value ``encoded`` against ``stored_hash``."""
-        if self._ttl <= 0:
+    def remember(self, realm: str, encoded: str, user: str, verdict: Principal, stored_hash: bytes | None) -> None:
+        """Record the verdict of a bcrypt check of ``encoded`` against ``stored_hash`` (None: unknown user)."""
+        ttl = self._failure_ttl if verdict is FAILED else self._ttl
+        if ttl <= 0:
             return
         proof = self._proof(realm, encoded)
         with self._lock:
-            self._entries[proof] = (self._clock() + self._ttl, principal, stored_hash)
+            self._entries[proof] = (self._clock() + ttl, user, verdict, stored_hash)
             self._entries.move_to_end(proof)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)

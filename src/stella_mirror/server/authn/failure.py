@@ -8,8 +8,6 @@ Reason = Literal[
     "missing",
     "malformed",
     "bad-credentials",
-    "unknown-user",
-    "wrong-domain",
     "expired",
     "not-yet-valid",
     "bad-issuer",

@@ -12,6 +12,11 @@ log line::
      "userAgent":"curl/8.5.0","host":"mirror-primary.example","exportId":"20250101T000000Z",
      "encoding":"zstd","range":"bytes=0-99","conditional":true}
 
+``bytes`` is what the server took of the body: for a client that left (or stalled past the send timeout) before
+the announced ``Content-Length`` went out, it is less, and the line carries ``"aborted": true``. That needs a
+server whose ``send`` waits for the client (uvicorn, the TLS server): granian takes a body whole — a file with
+``pathsend``, a Range part at once — and does not report how much of it arrived, so there it counts as sent.
+
 The principal is a user name or token subject — never a password, token or hash; the ``Authorization``
 header is only handed on to authentication, never logged. Lines are buffered and flushed every half second
 (and at shutdown), so logging costs one ``orjson.dumps`` per request, not a system call.
@@ -156,11 +161,15 @@ class AccessLog:
                 extra["range"] = value[:64].decode("latin-1")
             elif name in _CONDITIONAL:
                 extra["conditional"] = True
+            elif name == b"upgrade":
+                extra["upgrade"] = True
         ctx.request_id = request_id or f"{self._id_prefix}{next(self._ids):x}"
         scope[CONTEXT_KEY] = ctx
         return ctx, authorization
 
-    def finish(self, scope: Scope, ctx: RequestContext, status: int, nbytes: int, elapsed: float) -> None:
+    def finish(
+        self, scope: Scope, ctx: RequestContext, status: int, nbytes: int, elapsed: float, aborted: bool = False
+    ) -> None:
         """Count the finished request and write its log line (buffered)."""
         if self.metrics is not None:
             self.metrics.observe(ctx, status, nbytes, elapsed)
@@ -192,6 +201,8 @@ class AccessLog:
             value = extra.get(key)
             if value is not None:
                 record[key] = value
+        if aborted:
+            record["aborted"] = True
         quota = extra.get("quota")
         if quota is not None:
             record["quotaRemaining"] = getattr(quota, "remaining", None)

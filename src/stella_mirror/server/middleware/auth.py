@@ -1,9 +1,7 @@
-"""Authentication middleware: sets ``ctx.principal`` or answers 401/403 with a problem document.
+"""Authentication step of the request path: sets ``ctx.principal`` or answers 401/403 with a problem document.
 
-Runs after routing (which puts a :class:`~stella_mirror.server.context.RequestContext` in the scope; see
-:mod:`stella_mirror.server.gateway`) and before quotas, so rejected credentials never consume a client's
-quota. Ops routes (context without a domain: ``/healthz``, ``/metrics``...) and non-HTTP scopes pass through
-untouched.
+The gateway (:mod:`stella_mirror.server.gateway`) runs it after routing and before quotas, so rejected
+credentials never consume a client's quota; ops routes (``/healthz``, ``/metrics``...) do not come here.
 """
 
 from __future__ import annotations
@@ -12,12 +10,12 @@ import logging
 import time
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Send
 
 from stella_mirror.errors import ConfigError
 from stella_mirror.server.authn.authenticator import Authenticator
 from stella_mirror.server.authn.failure import AuthFailure
-from stella_mirror.server.context import CONTEXT_KEY, RequestContext
+from stella_mirror.server.context import RequestContext
 from stella_mirror.server.problems import send_problem
 
 log = logging.getLogger(__name__)
@@ -25,19 +23,6 @@ log = logging.getLogger(__name__)
 _TITLES = {401: "Authentication required", 403: "Insufficient scope"}
 _SLUGS = {401: "unauthorized", 403: "insufficient-scope"}
 _CONFIG_LOG_INTERVAL = 30.0
-
-
-def _authorization(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            return bytes(value).decode("latin-1")
-    return None
-
-
-def _context(scope: Scope) -> RequestContext | None:
-    # get_context() is typed for dict; an ASGI scope is a MutableMapping, so read the key directly.
-    ctx = scope.get(CONTEXT_KEY) if scope["type"] == "http" else None
-    return ctx if isinstance(ctx, RequestContext) else None
 
 
 class AuthGate:
@@ -57,24 +42,12 @@ class AuthGate:
         self.on_failure = on_failure
         self._config_logged_at = float("-inf")
 
-    def admit_now(self, ctx: RequestContext, authorization: str | None) -> bool:
-        """Set ``ctx.principal`` and return True when the request is authenticated without waiting (see
-        :meth:`Authenticator.authenticate_now`); False otherwise, with nothing recorded — the request then
-        goes through :meth:`admit`."""
-        domain = ctx.domain
-        assert domain is not None
-        principal = self.authenticator().authenticate_now(domain, authorization)
-        if principal is None:
-            return False
-        ctx.principal = principal
-        return True
-
     async def admit(self, ctx: RequestContext, authorization: str | None, send: Send) -> bool:
         """Authenticate a request to ``ctx.domain`` (which must be set); False when answered here."""
         domain = ctx.domain
         assert domain is not None
         try:
-            ctx.principal = await self.authenticator().authenticate_async(domain, authorization)
+            ctx.principal = await self.authenticator().authenticate(domain, authorization)
         except AuthFailure as failure:
             if self.on_failure is not None:
                 self.on_failure(ctx, failure.reason)
@@ -104,21 +77,3 @@ class AuthGate:
             )
             return False
         return True
-
-
-class AuthMiddleware(AuthGate):
-    """:class:`AuthGate` as a raw ASGI middleware (for stacks other than the server's fused gateway)."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        authenticator: Callable[[], Authenticator],
-        on_failure: Callable[[RequestContext, str], None] | None = None,
-    ) -> None:
-        super().__init__(authenticator, on_failure)
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx = _context(scope)
-        if ctx is None or ctx.domain is None or await self.admit(ctx, _authorization(scope), send):
-            await self.app(scope, receive, send)

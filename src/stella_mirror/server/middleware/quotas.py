@@ -1,4 +1,4 @@
-"""Quota middleware: counts each domain request against the domain's hourly budget.
+"""Quota step of the request path: counts each domain request against the domain's hourly budget.
 
 Budgets (``DomainPolicy``): ``max_index_requests_per_hour`` covers ``index`` *and* ``metadata`` routes —
 indexes, manifests and signatures are the small files a client polls — and
@@ -21,9 +21,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Send
 
-from stella_mirror.server.context import CONTEXT_KEY, RequestContext
+from stella_mirror.server.context import RequestContext
 from stella_mirror.server.middleware.domain import Refusal
 from stella_mirror.server.problems import send_problem
 from stella_mirror.server.quotas.backend import QuotaBackend, QuotaDecision
@@ -31,7 +31,6 @@ from stella_mirror.server.quotas.backend import QuotaBackend, QuotaDecision
 log = logging.getLogger(__name__)
 
 _BUDGETS = {"index": "index", "metadata": "index", "download": "download"}
-_HEADER_NAMES = {b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset", b"ratelimit-policy"}
 _ERROR_LOG_INTERVAL = 30.0
 
 
@@ -73,12 +72,6 @@ def ratelimit_raw(decision: QuotaDecision, window_seconds: int) -> list[tuple[by
         (b"ratelimit-reset", b"%d" % decision.reset_seconds),
         constant[1],
     ]
-
-
-def _context(scope: Scope) -> RequestContext | None:
-    # get_context() is typed for dict; an ASGI scope is a MutableMapping, so read the key directly.
-    ctx = scope.get(CONTEXT_KEY) if scope["type"] == "http" else None
-    return ctx if isinstance(ctx, RequestContext) else None
 
 
 class QuotaGate:
@@ -130,23 +123,6 @@ class QuotaGate:
         await send_problem(send, *verdict)
         return None
 
-    def admit_now(self, ctx: RequestContext) -> list[tuple[bytes, bytes]] | Refusal | None:
-        """:meth:`admit` for a backend that counts without waiting (the memory backend's ``hit_now``): the
-        headers to add, or the refusal to answer with (the request *was* counted). None, with nothing
-        counted, when the backend has to wait (Redis): the request then goes through :meth:`admit`."""
-        applies = self.limit_for(ctx)
-        if applies is None:
-            return []
-        hit_now: Callable[[str, int, int], QuotaDecision] | None = getattr(self.backend(), "hit_now", None)
-        if hit_now is None:
-            return None
-        budget, limit = applies
-        try:
-            decision = hit_now(quota_key(ctx, budget), limit, self.window)
-        except Exception as exc:
-            decision = self._failed(exc, limit)
-        return self._verdict(ctx, budget, limit, decision)
-
     def _verdict(
         self, ctx: RequestContext, budget: str, limit: int, decision: QuotaDecision
     ) -> list[tuple[bytes, bytes]] | Refusal:
@@ -190,39 +166,3 @@ class QuotaGate:
             self._error_logged_at = now
             log.warning("quota backend failed (%s: %s); letting requests through", type(exc).__name__, exc)
         return QuotaDecision(allowed=True, limit=limit, remaining=limit, reset_seconds=1, degraded=True)
-
-
-class QuotaMiddleware(QuotaGate):
-    """:class:`QuotaGate` as a raw ASGI middleware (for stacks other than the server's fused gateway):
-    requests with a domain context are counted; ``RateLimit-*`` headers set downstream are replaced."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        backend: Callable[[], QuotaBackend],
-        window_seconds: int = 3600,
-        on_reject: Callable[[RequestContext], None] | None = None,
-        on_unavailable: Callable[[RequestContext], None] | None = None,
-    ) -> None:
-        super().__init__(backend, window_seconds, on_reject, on_unavailable)
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx = _context(scope)
-        if ctx is None:
-            await self.app(scope, receive, send)
-            return
-        raw = await self.admit(ctx, send)
-        if raw is None:
-            return
-        if not raw:
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                kept = [(k, v) for k, v in message.get("headers", ()) if bytes(k).lower() not in _HEADER_NAMES]
-                message = {**message, "headers": kept + raw}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

@@ -1,6 +1,6 @@
 """Per-domain request quotas: a backend interface, an in-process backend and a Redis backend.
 
-:class:`~stella_mirror.server.middleware.quotas.QuotaMiddleware` applies them to requests.
+:class:`~stella_mirror.server.middleware.quotas.QuotaGate` applies them to requests.
 """
 
 from stella_mirror.server.quotas.backend import QuotaBackend, QuotaDecision

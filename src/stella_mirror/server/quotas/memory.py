@@ -38,10 +38,6 @@ class MemoryQuotaBackend:
 
     async def hit(self, key: str, limit: int, window_seconds: int) -> QuotaDecision:
         """Count one request for ``key`` and decide."""
-        return self.hit_now(key, limit, window_seconds)
-
-    def hit_now(self, key: str, limit: int, window_seconds: int) -> QuotaDecision:
-        """:meth:`hit` without a coroutine: the gateway's immediate path counts with it (it never waits)."""
         now = self._clock()
         if now >= self._next_expiry:
             self._evict_expired(now)

@@ -1,8 +1,6 @@
-"""Immediate answers on the wire: the protocol writes memoised small files from the parser callback.
-
-Raw sockets against a real `stella-mirror serve`, for what an HTTP client library would hide: pipelined
-requests answered in order (also when the client stops reading and the transport pushes back), a request
-body after an immediately answered GET, HTTP/1.0 and ``Connection: close``, long keep-alive runs, query
+"""HTTP/1.1 on the wire: raw sockets against a real `stella-mirror serve`, for what an HTTP client library would
+hide: pipelined requests answered in order (also when the client stops reading and the transport pushes back),
+a request body after a GET, HTTP/1.0 and ``Connection: close``, long keep-alive runs, query
 strings — each response complete and byte-exact, each request logged once.
 """
 
@@ -39,7 +37,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    tmp = tmp_path_factory.mktemp("immediate")
+    tmp = tmp_path_factory.mktemp("wire")
     key = generate_keypair(tmp / "keys")
     export = publish_concelier(tmp / "concelier", key, {"primary": [advisory(f"CVE-2024-{i:04d}") for i in range(5)]},
                                "e1")
@@ -249,7 +247,7 @@ def _tree_rss_kib(pid: int) -> int:
     return total
 
 
-@pytest.mark.parametrize("extra", ["", 'If-None-Match: "not-this-one"\r\n'], ids=["immediate", "ordinary"])
+@pytest.mark.parametrize("extra", ["", 'If-None-Match: "not-this-one"\r\n'], ids=["plain", "conditional"])
 def test_a_client_that_never_reads_cannot_make_the_server_buffer_without_bound(site: Site, extra: str) -> None:
     """Pipelined requests whose responses would be ~300 MB: once the client's socket is full the server must
     stop answering (and reading) instead of piling up responses — or parsed requests — in memory. Plain GETs
