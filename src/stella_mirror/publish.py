@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from stella_mirror.bundle.atomic import fsync_dir, fsync_tree
-from stella_mirror.bundle.layout import LATEST, valid_export_id
+from stella_mirror.bundle.layout import LATEST as LATEST  # re-exported: owned by bundle.layout
+from stella_mirror.bundle.layout import valid_export_id
 from stella_mirror.errors import ConfigError, LockedError
 
 
