@@ -28,15 +28,12 @@ def sync_args(source: str, dest: Path, kind: str, key: Path, state: Path, *extra
 
 
 def files(export_dir: Path) -> dict[str, bytes]:
-    """Every regular file of an export directory by relative path (dot-names excluded).
-
-    Precompressed ``.zst`` variants are left out: the signed index lists them, but the sync fetches them only
-    once it is wired to ``transfer/`` after the issue-16 merge (docs/sync.md); ``verify`` checks them when present.
-    """
+    """Every regular file of an export directory by relative path (dot-names excluded), precompressed ``.zst``
+    variants included: the signed index lists them and the sync carries them."""
     out = {}
     for p in sorted(export_dir.rglob("*")):
         rel = p.relative_to(export_dir).as_posix()
-        if p.is_file() and not rel.endswith(".zst") and not any(part.startswith(".") for part in rel.split("/")):
+        if p.is_file() and not any(part.startswith(".") for part in rel.split("/")):
             out[rel] = p.read_bytes()
     return out
 

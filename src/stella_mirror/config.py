@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from stella_mirror.bundle.layout import LATEST, valid_export_id
 from stella_mirror.errors import ConfigError
 from stella_mirror.redaction import redact_data
 from stella_mirror.sync.config import SyncConfig
@@ -47,10 +48,9 @@ IGNORE_ENV = "STELLA_MIRROR_IGNORE_ENV"
 
 DEFAULT_CLIENT_SECRET_FILE = Path("/run/secrets/concelier-authority-client")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_EXPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 _UPSTREAM = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):[0-9]{1,5}$")
-RESERVED_DOMAIN_IDS = frozenset({"domains", "latest"})
+RESERVED_DOMAIN_IDS = frozenset({"domains", LATEST})
 """``/excititor/mirror/domains`` is the domain list, ``latest`` is the export pointer."""
 
 _SECRET_ENV_KEYS = {
@@ -157,7 +157,7 @@ class ProductMirror(_Model):
 
     enabled: bool = True
     export_root: Path | None = None
-    active_export_id: str = "latest"
+    active_export_id: str = LATEST
     require_authentication: bool = False
     max_index_requests_per_hour: int = Field(default=0, ge=0)
     htpasswd: Path | None = None
@@ -168,7 +168,7 @@ class ProductMirror(_Model):
     @field_validator("active_export_id")
     @classmethod
     def _active(cls, value: str) -> str:
-        if value != "latest" and not _EXPORT_ID.match(value):
+        if value != LATEST and not valid_export_id(value):
             raise ValueError(f"{value!r} is neither 'latest' nor a valid export id")
         return value
 

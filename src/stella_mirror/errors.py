@@ -77,6 +77,10 @@ class RollbackError(BundleError):
     kind = "rollback"
 
 
+class EqualSequenceError(RollbackError):
+    """The signed index's ``sequence`` equals the served one (accepted only with ``--allow-same``)."""
+
+
 class MalformedBundleError(BundleError):
     """Signed metadata or a bundle is not what schemaVersion 1 describes."""
 
@@ -109,6 +113,18 @@ class HTTPStatusError(SourceError):
         self.url = url
         self.status = status
         super().__init__(f"{url}: HTTP {status}")
+
+
+class MissingAtSourceError(SourceError):
+    """A file the signed index lists is not at the source (absent, HTTP 404/410, not in the kit)."""
+
+    kind = "missing"
+
+
+class StalledError(SourceError):
+    """A transfer fell below the minimum throughput, or the run passed its deadline."""
+
+    kind = "stalled"
 
 
 class TruncatedError(SourceError):
@@ -146,6 +162,14 @@ class LockedError(StellaMirrorError):
 
     exit_code = 6
     kind = "locked"
+
+
+class ExportConflictError(StellaMirrorError):
+    """A verified export's id names something in the export root that is not that export (an operator's
+    directory, a file, another export of the same name): nothing is moved, the operator decides."""
+
+    exit_code = 7
+    kind = "conflict"
 
 
 class LocalIOError(StellaMirrorError):

@@ -17,22 +17,20 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from stella_mirror.bundle.files import fsync_dir
+from stella_mirror.bundle.atomic import fsync_dir, fsync_tree
+from stella_mirror.bundle.layout import LATEST as LATEST  # re-exported: owned by bundle.layout
+from stella_mirror.bundle.layout import valid_export_id
 from stella_mirror.errors import ConfigError, LockedError
-
-LATEST = "latest"
-_EXPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def check_export_id(export_id: str) -> str:
     """Export ids become directory names: allow only a safe, bounded alphabet."""
-    if not _EXPORT_ID.match(export_id) or export_id == LATEST:
+    if not valid_export_id(export_id):
         raise ConfigError("exportId", f"{export_id!r} is not a valid export id ([A-Za-z0-9._-], not 'latest')")
     return export_id
 
@@ -108,6 +106,7 @@ class ExportRoot:
     def commit(self, stage: Path, export_id: str, keep: int = 3) -> Path:
         """Move a complete staged export into place, switch ``latest`` to it, then prune."""
         final = self.path / check_export_id(export_id)
+        fsync_tree(stage)  # every staged byte is on disk before the tree gets its name (and `latest` names it)
         os.replace(stage, final)
         fsync_dir(self.path)
         self.switch(export_id)
@@ -123,6 +122,7 @@ class ExportRoot:
         is unchanged: its correct bytes are the ones readers expect. Returns how many files were replaced.
         """
         final = self.path / check_export_id(export_id)
+        fsync_tree(stage)
         replaced = 0
         for src in sorted(p for p in stage.rglob("*") if p.is_file()):
             dest = final / src.relative_to(stage)
@@ -132,6 +132,7 @@ class ExportRoot:
             except FileNotFoundError:
                 dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dest)
+            fsync_dir(dest.parent)
             replaced += 1
         fsync_dir(self.path)
         return replaced

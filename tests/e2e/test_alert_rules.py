@@ -37,14 +37,15 @@ def test_every_alert_has_a_unit_test_and_known_metrics() -> None:
     tests = (RULES.parent / "mirror-alerts.test.yaml").read_text()
     alerts = re.findall(r"- alert: (\w+)", rules)
     assert {"MirrorSyncLagHigh", "MirrorExportUnavailable", "MirrorCertificateExpiringSoon",
-            "MirrorCertificateExpired"} <= set(alerts)
+            "MirrorCertificateExpired", "MirrorExportOld", "MirrorDomainRemovedUpstream"} <= set(alerts)
     for alert in alerts:
         assert f"alertname: {alert}" in tests, alert
     # The server's metrics (server/metrics.py), the sync's (issue 10's contract) and the TLS gauge of issue 19
     # (stella_mirror_tls_days_left{domain}: comes with the server side of issue 19).
     known = {"stella_mirror_requests_total", "stella_mirror_quota_rejections_total", "stella_mirror_export_up",
              "stella_mirror_index_expires_timestamp_seconds", "stella_mirror_sync_lag_seconds",
-             "stella_mirror_sync_last_run_ok", "stella_mirror_tls_days_left"}
+             "stella_mirror_sync_last_run_ok", "stella_mirror_tls_days_left", "stella_mirror_export_age_seconds",
+             "stella_mirror_sync_domain_removed_upstream"}
     assert set(re.findall(r"stella_mirror_\w+", rules)) <= known
 
 

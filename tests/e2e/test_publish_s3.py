@@ -19,9 +19,9 @@ from publishtools import exports, sha
 from s3count import CountedS3, counted
 from s3proc import S3Endpoint
 from stella_mirror.bundle.keyfiles import load_trusted_keys
+from stella_mirror.bundle.layout import listed_files
 from stella_mirror.bundle.signing import SigningKey, verify_detached_jws
 from stella_mirror.errors import SignatureError
-from stella_mirror.sync.plan import listed_files
 from synctools import assert_serves, files, run_cli, sync_args
 from treebuilder import advisory, publish_concelier, publish_excititor
 

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import os
 import queue
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
 
+from stella_mirror.bundle.atomic import atomic_file
+from stella_mirror.bundle.atomic import fsync_dir as fsync_dir  # re-exported: owned by bundle.atomic
 from stella_mirror.bundle.digest import HashingWriter, sha256_bytes
 from stella_mirror.bundle.model import FileRef, SignatureRef
 from stella_mirror.bundle.signing import SigningKey, _signing_input_prefix, b64url
@@ -248,20 +249,8 @@ def open_signed(path: Path, key: SigningKey, ref_base: str = "", mode: int = 0o6
 
 @contextlib.contextmanager
 def _open_atomic(path: Path, make: Callable[[IO[bytes]], _W], mode: int) -> Iterator[_W]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as raw:
-            writer = make(raw)
-            yield writer
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, mode, sync_dir=False) as raw:  # the export's publish makes its tree durable
+        yield make(raw)
 
 
 def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
@@ -287,12 +276,3 @@ def _write_signatures(key: SigningKey, path: Path, ref_base: str, jws: bytes, si
     write_atomic(jws_path, jws)
     write_atomic(path.with_name(path.name + ".sig"), sig)
     return SignatureRef(path=ref_base + jws_path.name, algorithm=key.alg, keyId=key.kid)
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so renames inside it are durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

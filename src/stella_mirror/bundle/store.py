@@ -14,11 +14,10 @@ from pathlib import Path
 
 from typing_extensions import Buffer
 
-from stella_mirror.bundle import verify
+from stella_mirror.bundle import layout, verify
+from stella_mirror.bundle.layout import LATEST
 from stella_mirror.bundle.signing import TrustedKeys
 from stella_mirror.errors import MalformedBundleError
-
-LATEST = "latest"
 
 
 class DirectoryReader(contextlib.AbstractContextManager["DirectoryReader"]):
@@ -90,3 +89,35 @@ def verify_export_dir(
 def verify_path(path: Path, keys: TrustedKeys, now: datetime, min_sequence: int | None = None) -> verify.Verdict:
     """Verify an export root (its active export) or an export directory."""
     return verify_export_dir(resolve_export_dir(path), keys, now, min_sequence)
+
+
+def damaged_files(export_dir: Path) -> list[str]:
+    """Every file the export's indexes list whose size or SHA-256 differs from its listed ones (or that is
+    missing) — what ``verify`` names after a digest failure, so one run shows all the damage, not the first.
+    The indexes are read as they are: run after their signatures verified, or treat the answer as a hint."""
+    import hashlib
+
+    import orjson
+
+    docs = {}
+    for rel in layout.index_paths(detect_product(export_dir)[0], layout.local_index_names(export_dir)):
+        with contextlib.suppress(OSError, orjson.JSONDecodeError):
+            doc = orjson.loads((export_dir / rel).read_bytes())
+            if isinstance(doc, dict):
+                docs[rel] = doc
+    out = []
+    for item in layout.listed_files(docs):
+        path = export_dir / item.rel
+        try:
+            if path.is_symlink() or path.stat().st_size != item.size:
+                raise OSError
+            h = hashlib.sha256()
+            with path.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+            if "sha256:" + h.hexdigest() != item.digest:
+                raise OSError
+        except OSError:
+            if not (item.optional and not path.exists()):
+                out.append(item.rel)
+    return out

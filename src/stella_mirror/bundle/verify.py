@@ -21,7 +21,9 @@ from typing import Any, NamedTuple
 import orjson
 from typing_extensions import Buffer
 
-from stella_mirror.bundle import canonical, chunks
+from stella_mirror.bundle import chunks, layout
+from stella_mirror.bundle.layout import CONCELIER_INDEX as CONCELIER_INDEX  # owned by bundle.layout
+from stella_mirror.bundle.layout import safe_relpath as safe_relpath
 from stella_mirror.bundle.model import SCHEMA_VERSION
 from stella_mirror.bundle.signing import TrustedKeys, verify_blob_sig, verify_detached_jws
 from stella_mirror.errors import (
@@ -33,9 +35,6 @@ from stella_mirror.errors import (
 
 Reader = Callable[[str], Buffer]
 """Returns the bytes of a file relative to the export directory; raises FileNotFoundError if absent."""
-
-CONCELIER_INDEX = "mirror/index.json"
-
 
 @dataclass
 class Verdict:
@@ -77,16 +76,6 @@ def parse_time(value: Any, path: str, field_name: str) -> datetime:
     if parsed.tzinfo is None:
         raise MalformedBundleError(path, f"{field_name} has no time zone")
     return parsed.astimezone(UTC)
-
-
-def safe_relpath(value: Any, path: str, field_name: str) -> str:
-    """A path from signed metadata must stay inside the export: relative, no ``..``, no NUL."""
-    if not isinstance(value, str) or not value:
-        raise MalformedBundleError(path, f"{field_name} must be a non-empty string")
-    parts = value.split("/")
-    if value.startswith("/") or "\\" in value or "\x00" in value or any(p in ("", ".", "..") for p in parts):
-        raise MalformedBundleError(path, f"{field_name} {value!r} leaves the export directory")
-    return value
 
 
 def _read(reader: Reader, rel: str) -> Buffer:
@@ -168,21 +157,18 @@ class _Checker:
         verdict.files_checked, verdict.bytes_checked = probe.files_checked, probe.bytes_checked
         return obj, verdict
 
-    def file(self, ref: Any, where: str, verdict: Verdict, prefix: str = "") -> Checked:
-        """Check one file reference {path,sizeBytes,digest}; return its path, bytes and SHA-256."""
-        if not isinstance(ref, dict):
-            raise MalformedBundleError(where, "file reference must be an object")
-        rel = prefix + safe_relpath(ref.get("path"), where, "path")
-        size = _require(ref, "sizeBytes", int, where)
-        digest = _require(ref, "digest", str, where)
+    def file(self, item: layout.Listed, verdict: Verdict) -> Checked:
+        """Check one listed file (:mod:`~stella_mirror.bundle.layout`'s walker parsed its reference): its size
+        and digest; return its path, bytes and SHA-256."""
+        rel = item.rel
         data = _read(self.reader, rel)
         actual_size = len(memoryview(data))
-        if actual_size != size:
-            raise DigestError(rel, f"size {actual_size} differs from the signed size {size}")
+        if actual_size != item.size:
+            raise DigestError(rel, f"size {actual_size} differs from the signed size {item.size}")
         sha256 = hashlib.sha256(data).digest()
         actual = "sha256:" + sha256.hex()
-        if actual != digest:
-            raise DigestError(rel, f"digest {actual} differs from the signed digest {digest}")
+        if actual != item.digest:
+            raise DigestError(rel, f"digest {actual} differs from the signed digest {item.digest}")
         verdict.files_checked += 1
         verdict.bytes_checked += actual_size
         return Checked(rel, data, sha256)
@@ -207,21 +193,13 @@ class _Checker:
     ) -> None:
         """A payload's listed precompressed variants (each checked by size and digest when present: a tree
         synced before they were listed lacks them) and its chunk table (checked for shape and total size)."""
-        variants = ref.get("encodings", [])
-        if not isinstance(variants, list):
-            raise MalformedBundleError(where, "encodings must be a list")
-        for i, variant in enumerate(variants):
-            vwhere = f"{where}/encodings/{i}"
-            if not isinstance(variant, dict) or variant.get("encoding") != "zstd":
-                raise MalformedBundleError(vwhere, "encoding must be 'zstd'")
-            rel = prefix + safe_relpath(variant.get("path"), vwhere, "path")
-            if rel != checked.rel + ".zst":
-                raise MalformedBundleError(vwhere, f"path must name {checked.rel}.zst")
+        payload = layout.Listed(checked.rel, len(memoryview(checked.data)), "sha256:" + checked.sha256.hex(), True)
+        for variant in layout.encodings(ref, payload, where, prefix):
             try:
-                self.reader(rel)
+                self.reader(variant.rel)
             except FileNotFoundError:
                 continue
-            self.file(variant, vwhere, verdict, prefix)
+            self.file(variant, verdict)
         if table is not None:
             chunks.decode(table, len(memoryview(checked.data)), where + "/chunks")
 
@@ -243,41 +221,35 @@ def verify_concelier(reader: Reader, keys: TrustedKeys, now: datetime, min_seque
     seen: set[str] = set()
     for i, dom in enumerate(domains):
         where = f"{CONCELIER_INDEX}#/domains/{i}"
-        if not isinstance(dom, dict):
-            raise MalformedBundleError(where, "domain entry must be an object")
-        domain_id = _require(dom, "domainId", str, where)
+        manifest_item, bundle_item, own_index = layout.concelier_domain(index, dom, where)
+        domain_id = dom["domainId"]
         if domain_id in seen:
             raise MalformedBundleError(where, f"domain {domain_id!r} is listed twice")
         seen.add(domain_id)
-        manifest_rel, manifest_bytes, _ = ck.file(dom.get("manifest"), where + "/manifest", verdict)
-        bundle_ref = dom.get("bundle")
-        bundle = ck.file(bundle_ref, where + "/bundle", verdict)
+        manifest_rel, manifest_bytes, _ = ck.file(manifest_item, verdict)
+        bundle = ck.file(bundle_item, verdict)
         expected_dir = f"mirror/{domain_id}/"
         if not manifest_rel.startswith(expected_dir) or not bundle.rel.startswith(expected_dir):
             raise MalformedBundleError(where, f"files of domain {domain_id!r} must live under {expected_dir}")
-        assert isinstance(bundle_ref, dict)
-        ck.detached(bundle, bundle_ref.get("signature"), where + "/bundle", verdict, "")
+        ck.detached(bundle, dom["bundle"].get("signature"), where + "/bundle", verdict, "")
         manifest = _json_object(manifest_bytes, manifest_rel)
-        ck.transfer_aids(bundle, bundle_ref, manifest.get("bundleChunks"), where + "/bundle", verdict, "")
+        ck.transfer_aids(bundle, dom["bundle"], manifest.get("bundleChunks"), where + "/bundle", verdict, "")
         _cross_check_manifest(manifest, manifest_rel, dom, export_id, sequence)
-        _check_domain_index(ck, index, dom, domain_id, verdict)
+        _check_domain_index(ck, own_index, verdict)
         verdict.domains.append(domain_id)
     return verdict
 
 
-def _check_domain_index(
-    ck: _Checker, index: dict[str, Any], dom: dict[str, Any], domain_id: str, verdict: Verdict
-) -> None:
+def _check_domain_index(ck: _Checker, own: layout.Listed, verdict: Verdict) -> None:
     """A domain's own signed index (``mirror/<domain>/index.json``, written since the server shows callers only
     the domains they may read) must be signed and be the index with only that domain; older exports have none."""
-    rel = f"mirror/{domain_id}/index.json"
     try:
-        data = ck.reader(rel)
+        data = ck.reader(own.rel)
     except FileNotFoundError:
         return
-    ck.signed_json(rel, verdict)
-    if bytes(data) != canonical.domain_index(index, dom):
-        raise MalformedBundleError(rel, "differs from the signed index restricted to this domain")
+    ck.signed_json(own.rel, verdict)
+    if len(memoryview(data)) != own.size or "sha256:" + hashlib.sha256(data).hexdigest() != own.digest:
+        raise MalformedBundleError(own.rel, "differs from the signed index restricted to this domain")
 
 
 def _cross_check_manifest(
@@ -318,7 +290,7 @@ def verify_excititor_domain(
         if "/" in export_key or export_key in keys_seen:
             raise MalformedBundleError(where, f"exportKey {export_key!r} is invalid or listed twice")
         keys_seen.add(export_key)
-        artifact = ck.file(entry, where, verdict, prefix)
+        artifact = ck.file(layout.file_ref(entry, where, prefix, signed=True), verdict)
         if not artifact.rel.startswith(f"{prefix}exports/{export_key}/"):
             raise MalformedBundleError(where, f"artifact must live under {prefix}exports/{export_key}/")
         ck.detached(artifact, entry.get("signature"), where, verdict, prefix)

@@ -18,6 +18,9 @@ def status(
         typer.Option("--dest", help="An export root (repeatable).", show_default="the configured roots"),
     ] = None,
     max_lag: Annotated[str, typer.Option("--max-lag", help="Stale past this sync lag (runbook §7).")] = "15m",
+    max_age: Annotated[
+        str | None, typer.Option("--max-age", help="Stale past this export age (since the origin generated it).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
     config: Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)] = None,
 ) -> None:
@@ -26,11 +29,12 @@ def status(
     from stella_mirror.timeutil import parse_duration, utcnow
 
     lag = parse_duration(max_lag, "--max-lag")
+    age = parse_duration(max_age, "--max-age") if max_age is not None else None
     now = utcnow()
     roots: list[RootStatus] = []
     if dest:
         for root in dest:
-            roots.append(root_status(_product(root), root, now, max_lag=lag))
+            roots.append(root_status(_product(root), root, now, max_lag=lag, max_age=age))
     else:
         from stella_mirror.config import load_config
 
@@ -41,7 +45,7 @@ def status(
         ):
             if mirror.enabled:
                 ids = [d.id for d in mirror.domains] or None
-                roots.append(root_status(product, configured, now, mirror.active_export_id, ids, lag))
+                roots.append(root_status(product, configured, now, mirror.active_export_id, ids, lag, age))
     if as_json:
         typer.echo(orjson.dumps({"stale": any(r.stale for r in roots), "roots": [r.as_dict() for r in roots]}).decode())
     else:
@@ -54,6 +58,7 @@ def status(
                     f", lag {age_text(r.lag_seconds)}"
                 )
             )
+            sync += f"; export age {age_text(r.export_age_seconds)}"
             typer.echo(
                 f"{'STALE' if r.stale else 'ok   '} {r.product} {r.root}: export {r.export_id or '-'} "
                 f"sequence {r.sequence if r.sequence is not None else '-'}; {sync}"

@@ -55,6 +55,10 @@ def sync(
     allow_same: Annotated[
         bool, typer.Option("--allow-same", help="Accept the served sequence again: re-fetch, re-verify, repair.")
     ] = False,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Re-hash the served export (believing no recorded digest) and repair "
+                           "damaged files from the source, in place (implies --allow-same --full).")
+    ] = False,
     state_dir: Annotated[
         Path | None,
         typer.Option(
@@ -100,6 +104,14 @@ def sync(
     scope: Annotated[
         str | None, typer.Option("--scope", help="e.g. concelier.mirror.read.", rich_help_panel=SOURCE_PANEL)
     ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Seconds a read may wait; the grace of every transfer's "
+                                   "deadline [60].", rich_help_panel=SOURCE_PANEL)
+    ] = None,
+    min_rate: Annotated[
+        int | None, typer.Option("--min-rate", help="Bytes/s a transfer must keep after its grace [65536].",
+                                 rich_help_panel=SOURCE_PANEL)
+    ] = None,
     ca_file: Annotated[
         Path | None, typer.Option("--ca-file", help="CA bundle for the upstream's TLS.", rich_help_panel=SOURCE_PANEL)
     ] = None,
@@ -122,6 +134,7 @@ def sync(
     from stella_mirror.sync.report import make_reporter
     from stella_mirror.sync.watch import watch as watch_loop
 
+    repair = repair or (allow_same and full)  # the same thing: re-hash the served export and repair it
     cfg = load_config(config_path(config))
     interval = interval if interval is not None else cfg.sync.interval_seconds
     if source is not None:
@@ -133,34 +146,38 @@ def sync(
             raise ConfigError("", f"--source needs {', '.join(missing)}")
         assert dest is not None and kind is not None and trust_key
         try:
-            options = SourceOptions(
-                endpoint_url=endpoint_url,
-                region=region,
-                username=username,
-                password_file=password_file,
-                token_file=token_file,
-                token_url=token_url,
-                client_id=client_id,
-                client_secret_file=client_secret_file,
-                scope=scope,
-                ca_file=ca_file,
-            )
+            given_options = {
+                "endpoint_url": endpoint_url,
+                "region": region,
+                "username": username,
+                "password_file": password_file,
+                "token_file": token_file,
+                "token_url": token_url,
+                "client_id": client_id,
+                "client_secret_file": client_secret_file,
+                "scope": scope,
+                "ca_file": ca_file,
+                "timeout_seconds": timeout,
+                "min_bytes_per_second": min_rate,
+            }
+            options = SourceOptions.model_validate({k: v for k, v in given_options.items() if v is not None})
         except ValidationError as exc:
             raise validation_error(exc) from None
         name = f"{kind}:{dest.name}"
-        specs = [
-            JobSpec(Job(name, kind, dest, load_trusted_keys(trust_key), keep, allow_same, interval), source, options)
-        ]
+        keys = load_trusted_keys(trust_key)
+        job_ = Job(name, kind, dest, keys, keep, allow_same, interval, repair, options.run_timeout_seconds)
+        specs = [JobSpec(job_, source, options)]
     else:
-        specs = specs_from_config(cfg, job)
-        if interval != cfg.sync.interval_seconds:
+        roots = {"concelier": cfg.concelier.mirror.export_root, "excititor": cfg.excititor.export_root}
+        specs = specs_from_config(cfg.sync, roots, job)
+        if interval != cfg.sync.interval_seconds or repair:
             from dataclasses import replace
 
-            specs = [replace(s, job=replace(s.job, interval=interval)) for s in specs]
+            specs = [replace(s, job=replace(s.job, interval=interval, repair=repair)) for s in specs]
     state = _state(state_dir, cfg.sync.state_dir)
     reporter = make_reporter(log)
     if not watch:
-        error = run_once(specs, state, reporter, full=full)
+        error = run_once(specs, state, reporter, full=full or repair)
         # The run is over and the process about to exit: leave every object to the exit itself, so the
         # interpreter's last collection does not walk them all (a fifth of a no-op run from a timer).
         gc.freeze()
@@ -204,3 +221,5 @@ def history(
         )
         if r.error:
             typer.echo(f"    error: {r.error}")
+        if r.warning:
+            typer.echo(f"    warning: {r.warning}")

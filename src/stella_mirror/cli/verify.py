@@ -12,7 +12,7 @@ from stella_mirror.bundle import keyfiles, store
 from stella_mirror.bundle.signing import TrustedKeys
 from stella_mirror.bundle.verify import Verdict
 from stella_mirror.cli.remote_options import CaCert, PasswordFile, ResolveOpt, TokenFile, User, remote
-from stella_mirror.errors import BundleError
+from stella_mirror.errors import BundleError, DigestError
 from stella_mirror.timeutil import utcnow
 
 if TYPE_CHECKING:  # httpx is imported only by the commands that go over the network
@@ -60,8 +60,12 @@ def verify(
         else:
             verdict = store.verify_path(Path(path), keys, utcnow(), min_sequence)
     except BundleError as exc:
+        damaged = _damaged(Path(path)) if isinstance(exc, DigestError) and "://" not in path else []
         if as_json:
-            typer.echo(orjson.dumps({"ok": False, "error": exc.kind, "path": exc.path, "reason": exc.reason}))
+            typer.echo(orjson.dumps({"ok": False, "error": exc.kind, "path": exc.path, "reason": exc.reason,
+                                     "damaged": damaged}))
+        for rel in damaged:
+            typer.echo(f"damaged: {rel}", err=True)
         raise
     if as_json:
         typer.echo(orjson.dumps(verdict.as_dict()).decode())
@@ -72,6 +76,14 @@ def verify(
         f"{verdict.files_checked} files, {verdict.bytes_checked} bytes, "
         f"keys {', '.join(sorted(verdict.key_ids))}; expires {verdict.expires_at}"
     )
+
+
+def _damaged(path: Path) -> list[str]:
+    """Every damaged file of the export (after a digest failure, which names only the first)."""
+    try:
+        return store.damaged_files(store.resolve_export_dir(path))
+    except (BundleError, OSError):
+        return []
 
 
 def _verify_url(source: Remote, keys: TrustedKeys, min_sequence: int | None) -> Verdict:

@@ -106,10 +106,10 @@ def split_exports_url(url: str) -> tuple[str, str]:
 
 def fetch_concelier(client: httpx.Client, into: Path) -> Path:
     """Download the index the mirror gives this caller, its signatures, and every file it lists (what
-    :func:`stella_mirror.sync.plan.listed_files` names: manifests, bundles and their signatures, each domain's
+    :func:`stella_mirror.bundle.layout.listed_files` names: manifests, bundles and their signatures, each domain's
     own index when the mirror has one) pinned to the index's export, into ``into`` laid out as an export directory
     for the verifier. No download reads past its signed size (signatures and the index past their caps)."""
-    from stella_mirror.sync.plan import listed_files
+    from stella_mirror.bundle.layout import listed_files, route
     from stella_mirror.sync.sources.interface import INDEX_CAP, SIGNATURE_CAP
 
     _download(client, f"{CONCELIER_EXPORTS}/index.json", into / "mirror" / "index.json", INDEX_CAP)
@@ -125,7 +125,7 @@ def fetch_concelier(client: httpx.Client, into: Path) -> Path:
         if item.signed:
             names += [(item.rel + suffix, SIGNATURE_CAP) for suffix in (".jws", ".sig")]
         for name, cap in names:
-            path = f"{CONCELIER_EXPORTS}/@{export_id}/{name}"
+            path = route("concelier", name, export_id).url
             try:
                 _download(client, path, into / name, cap)
             except HTTPStatusError as exc:

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from stella_mirror.bundle.layout import LATEST
 from stella_mirror.bundle.signing import b64url_decode
 from stella_mirror.sync.status import SyncStatus, read_status
 from stella_mirror.timeutil import parse_rfc3339, rfc3339
@@ -79,6 +80,9 @@ class RootStatus:
     sequence: int | None = None
     sync: SyncStatus | None = None
     lag_seconds: float | None = None
+    export_age_seconds: float | None = None
+    """now − the served export's signed ``generatedAt`` (set by the origin and unchanged through every mirror of
+    a chain): unlike the lag, it grows when an upstream mirror stops."""
     stale: bool = False
     problems: list[str] = field(default_factory=list)
     domains: list[DomainStatus] = field(default_factory=list)
@@ -99,6 +103,9 @@ class RootStatus:
                 "source": sync.source,
             },
             "lagSeconds": self.lag_seconds,
+            "exportAgeSeconds": self.export_age_seconds,
+            "damaged": list(sync.damaged) if sync else [],
+            "removedUpstream": list(sync.removed_upstream) if sync else [],
             "stale": self.stale,
             "problems": self.problems,
             "domains": [d.as_dict() for d in self.domains],
@@ -211,11 +218,14 @@ def root_status(
     product: str,
     root: Path | None,
     now: datetime,
-    active: str = "latest",
+    active: str = LATEST,
     domains: list[str] | None = None,
     max_lag: timedelta = DEFAULT_MAX_LAG,
+    max_age: timedelta | None = None,
 ) -> RootStatus:
-    """The status of one export root; ``domains`` limits which are reported (None: all it serves)."""
+    """The status of one export root; ``domains`` limits which are reported (None: all it serves). A root is
+    stale past ``max_lag`` since its last successful sync, past ``max_age`` since its export was generated at
+    the origin (when given), with an expired index, or when nothing usable is served."""
     status = RootStatus(product, root)
     if root is None:
         status.problems.append("Mirror export root is not configured")
@@ -232,6 +242,11 @@ def root_status(
             )
         if not status.sync.ok:
             status.problems.append(f"last sync attempt failed: {status.sync.last_outcome}")
+        if status.sync.damaged:
+            status.problems.append(f"{len(status.sync.damaged)} damaged file(s) found by the last sync, e.g. "
+                                   f"{status.sync.damaged[0]} (stella-mirror sync --repair)")
+        for domain_id in status.sync.removed_upstream:
+            status.problems.append(f"domain {domain_id} removed upstream (no longer in the synced export)")
     export = root / active
     try:
         export = export.resolve(strict=True)
@@ -244,6 +259,14 @@ def root_status(
         return status
     if status.domains:
         status.export_id, status.sequence = status.domains[0].export_id, status.domains[0].sequence
+    ages = [d.age_seconds for d in status.domains if d.age_seconds is not None]
+    status.export_age_seconds = max(ages) if ages else None
+    if max_age is not None and status.export_age_seconds is not None and \
+            status.export_age_seconds > max_age.total_seconds():
+        status.stale = True
+        status.problems.append(f"the served export was generated {age_text(status.export_age_seconds)} ago "
+                               f"at the origin (more than {age_text(max_age.total_seconds())})")
+    status.stale = status.stale or any(d.stale for d in status.domains)  # an expired index makes the root stale
     for dom in status.domains:
         dom.stale = dom.stale or status.stale
     return status

@@ -294,10 +294,19 @@ class MirrorCollector(Collector):
                 ("lag_seconds", "Seconds since a sync last confirmed the export root current"),
             )
         }
+        removed = GaugeMetricFamily("stella_mirror_sync_domain_removed_upstream",
+                                    "1 for a domain the last published sync found removed upstream",
+                                    labels=["product", "domain"])
+        damaged = GaugeMetricFamily("stella_mirror_sync_damaged_files",
+                                    "Local files the last sync found damaged and could not repair (sync --repair)",
+                                    labels=["product"])
         for product, root in self.freshness.roots():
             status = read_status(root) if root is not None else None
             if status is None:
                 continue
+            for domain in status.removed_upstream:
+                removed.add_metric([product, domain], 1.0)
+            damaged.add_metric([product], float(len(status.damaged)))
             fams["last_attempt_timestamp_seconds"].add_metric([product], status.last_attempt_at.timestamp())
             fams["last_run_ok"].add_metric([product], 1.0 if status.ok else 0.0)
             if status.last_success_at is not None:
@@ -305,6 +314,7 @@ class MirrorCollector(Collector):
                 lag = status.lag_seconds(datetime.fromtimestamp(now, UTC))
                 fams["lag_seconds"].add_metric([product], lag if lag is not None else 0.0)
         yield from fams.values()
+        yield from (removed, damaged)
 
 
 def request_counts(metrics: Metrics) -> dict[tuple[str, str], tuple[int, int]]:

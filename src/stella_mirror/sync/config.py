@@ -56,6 +56,14 @@ class SourceOptions(_Model):
     ca_file: Path | None = None
     """HTTPS upstream: CA bundle for a private certificate authority."""
     timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """Per request (each read may wait this long), and the grace period of every transfer's deadline."""
+    min_bytes_per_second: int = Field(default=64 << 10, ge=1)
+    """After its grace period a transfer must keep this throughput: a file of a signed size must arrive
+    within ``timeoutSeconds + size / minBytesPerSecond``, or the job fails as a stalled source."""
+    run_timeout_seconds: float = Field(default=3600.0, gt=0, le=604800)
+    """A whole run (one job) must finish within this; past it the job fails and releases its lock."""
+    redirects: Literal["same-origin", "refuse"] = "same-origin"
+    """HTTPS upstream: follow redirects within the upstream's origin only, or none at all."""
 
     @model_validator(mode="after")
     def _pairs(self) -> SourceOptions:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from stella_mirror.bundle.keyfiles import load_trusted_keys
-from stella_mirror.config import MirrorConfig
 from stella_mirror.errors import ConfigError, StellaMirrorError
-from stella_mirror.sync.config import SourceOptions, SyncJobConfig
+from stella_mirror.sync.config import SourceOptions, SyncConfig, SyncJobConfig
 from stella_mirror.sync.job import Job, run_job
 from stella_mirror.sync.report import Reporter
 from stella_mirror.sync.sources import open_source
@@ -29,18 +29,23 @@ class JobSpec:
         return open_source(self.source_url, self.options)
 
 
-def _dest(cfg: MirrorConfig, job: SyncJobConfig, index: int) -> Path:
+def _dest(roots: Mapping[str, Path | None], job: SyncJobConfig, index: int) -> Path:
     if job.dest is not None:
         return job.dest
-    root = cfg.concelier.mirror.export_root if job.kind == "concelier" else cfg.excititor.export_root
+    root = roots.get(job.kind)
     if root is None:
         raise ConfigError(f"sync.jobs.{index}.dest", f"required: no {job.kind} export root is configured either")
     return root
 
 
-def specs_from_config(cfg: MirrorConfig, names: list[str] | None = None) -> list[JobSpec]:
-    """The configured jobs (all, or those named), with their keys loaded (errors name the key path)."""
-    jobs = cfg.sync.jobs
+def specs_from_config(
+    cfg: SyncConfig, roots: Mapping[str, Path | None], names: list[str] | None = None
+) -> list[JobSpec]:
+    """The configured jobs (all, or those named), with their keys loaded (errors name the key path).
+
+    ``roots`` are the products' export roots of the same configuration file (a job's default ``dest``): passed
+    in, so the sync depends on its own section only (``stella_mirror.config`` imports it, not the reverse)."""
+    jobs = cfg.jobs
     if names:
         unknown = sorted(set(names) - {j.name for j in jobs})
         if unknown:
@@ -56,7 +61,8 @@ def specs_from_config(cfg: MirrorConfig, names: list[str] | None = None) -> list
         except ConfigError as exc:
             raise ConfigError(f"sync.jobs.{i}.trustKeys", exc.reason) from None
         options = SourceOptions.model_validate(job.model_dump(include=set(SourceOptions.model_fields)))
-        spec = Job(job.name, job.kind, _dest(cfg, job, i), keys, job.keep, job.allow_same, cfg.sync.interval_seconds)
+        spec = Job(job.name, job.kind, _dest(roots, job, i), keys, job.keep, job.allow_same, cfg.interval_seconds,
+                   run_timeout=job.run_timeout_seconds)
         specs.append(JobSpec(spec, job.source, options))
     return specs
 

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from stella_mirror.bundle import store
+from stella_mirror.bundle.atomic import atomic_file
 from stella_mirror.bundle.signing import TrustedKeys, jwks, key_id, public_pem
 from stella_mirror.errors import LocalIOError
 from stella_mirror.timeutil import rfc3339, utcnow
@@ -60,10 +59,8 @@ def create_kit(root: Path, out: Path, keys: TrustedKeys) -> dict[str, Any]:
         "keyIds": sorted(key_id(k) for k in pubs),
         "files": sorted(files, key=lambda f: str(f["path"])),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     try:
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with atomic_file(out) as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
             _add_bytes(tar, MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
             for name, data in extra.items():
                 _add_bytes(tar, name, data)
@@ -73,14 +70,8 @@ def create_kit(root: Path, out: Path, keys: TrustedKeys) -> dict[str, Any]:
                 info.uname = info.gname = ""
                 with path.open("rb") as fh:
                     tar.addfile(info, fh)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, out)
     except OSError as exc:
         raise LocalIOError(f"{out}: {exc.strerror or exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return manifest
 
 

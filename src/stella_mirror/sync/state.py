@@ -42,7 +42,16 @@ CREATE TABLE IF NOT EXISTS probes (
     token TEXT NOT NULL, export_id TEXT, full_check_at REAL NOT NULL,
     PRIMARY KEY (dest, source, kind)
 );
+CREATE TABLE IF NOT EXISTS verified (
+    dest TEXT NOT NULL, dev INTEGER NOT NULL, ino INTEGER NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, digest TEXT NOT NULL,
+    PRIMARY KEY (dest, dev, ino)
+);
 """
+_COLUMNS = {"warning": "TEXT"}
+"""Columns added to ``runs`` since its first version (added to an older database when it is opened)."""
+INTERRUPTED = "interrupted"
+"""The outcome of a run that never finished (``kill -9``, power loss), recorded by the next run."""
 
 
 def default_state_dir() -> Path:
@@ -74,6 +83,8 @@ class RunRecord:
     files_reused: int = 0
     bytes_reused: int = 0
     error: str | None = None
+    warning: str | None = None
+    """What the run noticed beside its outcome (a domain removed upstream, damaged local files)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {_camel(k): v for k, v in asdict(self).items()}
@@ -100,6 +111,10 @@ class SyncState:
             directory.mkdir(parents=True, exist_ok=True)
             with self._db() as db:
                 db.executescript(_SCHEMA)
+                have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+                for name, typ in _COLUMNS.items():
+                    if name not in have:
+                        db.execute(f"ALTER TABLE runs ADD COLUMN {name} {typ}")
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError("sync.stateDir", f"cannot use state directory {directory}: {exc}") from exc
 
@@ -108,15 +123,53 @@ class SyncState:
         with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
             yield db
 
-    def record(self, run: RunRecord) -> None:
+    def record(self, run: RunRecord, row_id: int | None = None) -> int:
+        """Add ``run`` to the history (or, given the id :meth:`begin` returned, complete its row)."""
         row = asdict(run)
-        cols = ", ".join(row)
         with self._db() as db:
-            db.execute(f"INSERT INTO runs ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))  # noqa: S608
+            if row_id is not None:
+                sets = ", ".join(f"{c} = ?" for c in row)
+                db.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*row.values(), row_id])  # noqa: S608
+            else:
+                cols = ", ".join(row)
+                cur = db.execute(f"INSERT INTO runs ({cols}) VALUES ({', '.join('?' * len(row))})",  # noqa: S608
+                                 list(row.values()))
+                row_id = int(cur.lastrowid or 0)
             db.execute(
                 "DELETE FROM runs WHERE dest = ? AND id <= (SELECT max(id) FROM runs WHERE dest = ?) - ?",
                 (run.dest, run.dest, KEEP_RUNS),
             )
+        return row_id
+
+    def begin(self, run: RunRecord) -> int:
+        """Record a run that has just taken its root's lock: any earlier run into the same root still marked
+        ``running`` was killed (the lock is ours now), and becomes ``interrupted``. Returns the new row's id."""
+        row = asdict(run)
+        with self._db() as db:
+            db.execute("UPDATE runs SET outcome = ?, error = ? WHERE dest = ? AND outcome = 'running'",
+                       (INTERRUPTED, "the run was interrupted before it finished (killed, or the host stopped)",
+                        run.dest))
+            cur = db.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",  # noqa: S608
+                             list(row.values()))
+            return int(cur.lastrowid or 0)
+
+    def forget(self, row_id: int) -> None:
+        """Drop a row :meth:`begin` added (a ``--watch`` poll that found nothing new)."""
+        with self._db() as db:
+            db.execute("DELETE FROM runs WHERE id = ?", (row_id,))
+
+    def digests(self, dest: str) -> dict[tuple[int, int], tuple[int, int, str]]:
+        """What this sync last verified in ``dest``: ``(st_dev, st_ino) → (size, mtime_ns, sha256 digest)``."""
+        with self._db() as db:
+            rows = db.execute("SELECT dev, ino, size, mtime_ns, digest FROM verified WHERE dest = ?", (dest,))
+            return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
+
+    def save_digests(self, dest: str, rows: dict[tuple[int, int], tuple[int, int, str]]) -> None:
+        """Replace what is known verified in ``dest`` (the files of the export just published or repaired)."""
+        with self._db() as db:
+            db.execute("DELETE FROM verified WHERE dest = ?", (dest,))
+            db.executemany("INSERT INTO verified VALUES (?, ?, ?, ?, ?, ?)",
+                           [(dest, d, i, size, mtime, digest) for (d, i), (size, mtime, digest) in rows.items()])
 
     def history(self, limit: int = 50, dest: str | None = None, job: str | None = None) -> list[RunRecord]:
         """The most recent runs, newest first."""

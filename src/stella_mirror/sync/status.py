@@ -13,9 +13,6 @@ same host has no sync, and that is not an error.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from stella_mirror.bundle.atomic import write_bytes_atomic
 from stella_mirror.errors import ConfigError
 from stella_mirror.timeutil import parse_rfc3339, rfc3339
 
@@ -46,6 +44,15 @@ class SyncStatus:
     sequence: int | None
     error: str | None = None
     """The last attempt's error message (never a secret), None on success."""
+    generated_at: datetime | None = None
+    """The served export's signed ``generatedAt``: set by the origin's export and carried unchanged through
+    every mirror in a chain, so ``now - generated_at`` is the export's age wherever it is read."""
+    expires_at: datetime | None = None
+    """The served export's signed ``expiresAt``."""
+    damaged: tuple[str, ...] = ()
+    """Files of the root (relative paths) a run found damaged and could not repair (``sync --repair``)."""
+    removed_upstream: tuple[str, ...] = ()
+    """Domains the root served before the last publish that the upstream no longer has."""
 
     @property
     def ok(self) -> bool:
@@ -57,6 +64,12 @@ class SyncStatus:
             return None
         return max(0.0, (now - self.last_success_at).total_seconds())
 
+    def export_age_seconds(self, now: datetime) -> float | None:
+        """Seconds since the origin generated the served export (None when unknown)."""
+        if self.generated_at is None:
+            return None
+        return max(0.0, (now - self.generated_at).total_seconds())
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "schemaVersion": 1,
@@ -67,6 +80,10 @@ class SyncStatus:
             "exportId": self.export_id,
             "sequence": self.sequence,
             "error": self.error,
+            "generatedAt": rfc3339(self.generated_at) if self.generated_at else None,
+            "expiresAt": rfc3339(self.expires_at) if self.expires_at else None,
+            "damaged": list(self.damaged),
+            "removedUpstream": list(self.removed_upstream),
         }
 
     @classmethod
@@ -86,6 +103,10 @@ class SyncStatus:
             export_id=str(obj["exportId"]) if obj.get("exportId") is not None else None,
             sequence=sequence,
             error=str(obj["error"]) if obj.get("error") is not None else None,
+            generated_at=parse_rfc3339(str(obj["generatedAt"])) if obj.get("generatedAt") else None,
+            expires_at=parse_rfc3339(str(obj["expiresAt"])) if obj.get("expiresAt") else None,
+            damaged=tuple(str(p) for p in obj.get("damaged") or ()),
+            removed_upstream=tuple(str(d) for d in obj.get("removedUpstream") or ()),
         )
 
 
@@ -99,13 +120,4 @@ def read_status(root: Path) -> SyncStatus | None:
 
 def write_status(root: Path, status: SyncStatus) -> None:
     """Replace ``root``'s status file atomically (readers see the old file or the new one)."""
-    tmp = root / f".sync-status-{secrets.token_hex(4)}.tmp"
-    try:
-        with tmp.open("wb") as fh:
-            fh.write(orjson.dumps(status.as_dict(), option=orjson.OPT_SORT_KEYS))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, root / STATUS_FILE)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    write_bytes_atomic(root / STATUS_FILE, orjson.dumps(status.as_dict(), option=orjson.OPT_SORT_KEYS))

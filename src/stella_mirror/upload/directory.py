@@ -16,10 +16,10 @@ import shutil
 from pathlib import Path
 
 from stella_mirror.bundle import store
+from stella_mirror.bundle.layout import listed_files
 from stella_mirror.bundle.signing import TrustedKeys
 from stella_mirror.errors import MalformedBundleError
 from stella_mirror.publish import ExportRoot
-from stella_mirror.sync.plan import listed_files
 from stella_mirror.sync.report import Reporter
 from stella_mirror.sync.sources.file import FileSource
 from stella_mirror.sync.sources.interface import Source, link_or_copy

@@ -23,10 +23,9 @@ from typing import Any
 
 import orjson
 
+from stella_mirror.bundle.layout import Listed, index_paths, listed_files, local_index_names
 from stella_mirror.bundle.verify import Verdict
 from stella_mirror.errors import MalformedBundleError
-from stella_mirror.sync.plan import Listed, listed_files
-from stella_mirror.sync.sources.listing import index_paths, local_index_names
 
 PAYLOAD, MANIFEST, DOMAIN_INDEX, INDEX = range(4)
 PHASES = ("payloads", "manifests", "domain indexes", "index")
@@ -92,7 +91,9 @@ def read_indexes(export_dir: Path, kind: str) -> tuple[list[str], dict[str, dict
 
 
 def _phase(listed: Listed, kind: str) -> int:
-    if listed.optional:  # only Concelier's per-domain index is listed as optional (sync.plan)
+    if listed.variant_of is not None:  # a precompressed payload goes with the payloads
+        return PAYLOAD
+    if listed.optional:  # otherwise only Concelier's per-domain index is listed as optional (bundle.layout)
         return DOMAIN_INDEX
     return MANIFEST if kind == "concelier" and not listed.signed else PAYLOAD
 

@@ -10,15 +10,14 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from stella_mirror.bundle.layout import Listed, export_identity, index_paths, listed_files
 from stella_mirror.errors import DigestError, HTTPStatusError, MalformedBundleError, SourceError, UnreachableError
 from stella_mirror.sync import retry
 from stella_mirror.sync.config import SourceOptions, SyncJobConfig
 from stella_mirror.sync.oauth import ClientCredentials
-from stella_mirror.sync.plan import Listed, export_identity, listed_files
 from stella_mirror.sync.sources import open_source, redact_url
 from stella_mirror.sync.sources.file import FileSource
 from stella_mirror.sync.sources.interface import Progress, Want, partial_name
-from stella_mirror.sync.sources.listing import index_paths
 from stella_mirror.sync.state import ProbeState, RunRecord, SyncState
 from tokens import TokenIssuer
 from tokenserver import token_endpoint
@@ -180,4 +179,50 @@ def test_an_interrupted_download_resumes_where_it_stopped(tmp_path: Path) -> Non
     moved: list[int] = []
     stats = source.fetch([want], stage, partial, Progress(advance=moved.append))
     assert (stage / "f").read_bytes() == data
-    assert sum(moved) == 5000 - 1234 and stats.bytes_fetched == 5000
+    assert sum(moved) == 5000 - 1234 and stats.bytes_fetched == 5000 - 1234  # what crossed the network
+
+
+def test_one_route_table_for_every_file_of_an_export() -> None:
+    from stella_mirror.bundle.layout import route
+
+    assert route("concelier", "mirror/index.json.jws").url == "/concelier/exports/index.json.jws"
+    assert route("concelier", "mirror/index.json").cache == "index"
+    pinned = route("concelier", "mirror/index.json", "e1")
+    assert pinned.url == "/concelier/exports/@e1/index.json" and pinned.cache == "payload"
+    bundle = route("concelier", "mirror/p/bundle.json.sig", "e1")
+    assert (bundle.url, bundle.kind, bundle.cache) == ("/concelier/exports/@e1/mirror/p/bundle.json.sig",
+                                                       "signature", "payload")
+    assert route("concelier", "mirror/p/index.json").kind == "domain-index"
+    assert route("excititor", "mirror/d/index.jws".replace("index.jws", "index.json.jws")).url == \
+        "/excititor/mirror/d/index.jws"
+    art = route("excititor", "mirror/d/exports/k/k.json", "e2")
+    assert (art.url, art.kind) == ("/excititor/mirror/@e2/d/exports/k/download", "artifact")
+    for bad in ("mirror//index.json", "x/index.json", "mirror/d/other.json", "mirror/.d/index.json"):
+        with pytest.raises(MalformedBundleError):
+            route("excititor", bad)
+    with pytest.raises(MalformedBundleError):
+        route("concelier", "mirror/index.json", "latest")
+
+
+def test_a_transfer_must_keep_the_minimum_throughput_after_its_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as time_module
+
+    from stella_mirror.errors import StalledError
+    from stella_mirror.sync.sources.interface import Pace
+
+    clock = [100.0]
+    monkeypatch.setattr(time_module, "monotonic", lambda: clock[0])
+    pace = Pace("up: f", timeout=5, rate=1000, start=clock[0])
+    clock[0] += 4.9
+    pace.check(1)  # within the grace
+    clock[0] += 1.0
+    pace.check(1000)  # 5.9 s: 5 s + 1000 B / 1000 B/s = 6 s allowed
+    clock[0] += 0.2
+    with pytest.raises(StalledError, match="below the minimum of 1000 bytes/s"):
+        pace.check(1000)  # 6.1 s for 1000 bytes: a drip
+    assert pace.seconds_for(10_000) == 15
+    run = Pace("up: f", timeout=5, rate=1000, run_deadline=clock[0] + 2, start=clock[0])
+    assert run.seconds_for(10_000) == 2  # bounded by the run's deadline
+    clock[0] += 3
+    with pytest.raises(StalledError, match="passed its deadline"):
+        run.check(10**9)

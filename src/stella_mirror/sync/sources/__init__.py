@@ -53,7 +53,7 @@ def open_source(url: str, options: SourceOptions) -> Source:
     if path.is_file():
         from stella_mirror.sync.sources.kit import KitSource
 
-        return KitSource(path, safe)
+        return KitSource(path, safe, options)
     from stella_mirror.sync.sources.file import FileSource
 
-    return FileSource(path, safe)
+    return FileSource(path, safe, options)

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from stella_mirror.bundle.layout import LATEST, index_paths, local_index_names
 from stella_mirror.errors import SourceError, UnreachableError
+from stella_mirror.sync.config import SourceOptions
 from stella_mirror.sync.sources.interface import CHUNK, Body, StreamSource, Want
-from stella_mirror.sync.sources.listing import index_paths, local_index_names
 
 
 def read_chunks(fh: IO[bytes], limit: int) -> Iterator[bytes]:
@@ -26,15 +27,17 @@ def read_chunks(fh: IO[bytes], limit: int) -> Iterator[bytes]:
 
 
 class FileSource(StreamSource):
-    def __init__(self, path: Path, url: str) -> None:
+    def __init__(self, path: Path, url: str, options: SourceOptions | None = None) -> None:
         self.url = url
         self.root = path
+        if options is not None:
+            self.timeout, self.min_rate = options.timeout_seconds, options.min_bytes_per_second
         self._dir: Path | None = None
 
     def export_dir(self) -> Path:
         """The export directory: the path itself, or what its ``latest`` names (resolved once)."""
         if self._dir is None:
-            latest = self.root / "latest"
+            latest = self.root / LATEST
             if latest.is_symlink():
                 self._dir = self.root / os.readlink(latest).rstrip("/").split("/")[-1]
             elif self.root.is_dir():

@@ -1,11 +1,7 @@
 """``https://mirror``: an upstream stella-mirror (or any server with the same routes), through httpx (B4).
 
-Index → manifests → bundles and signatures, over the mirror's own routes::
-
-    mirror/index.json[.jws|.sig]                → /concelier/exports/@<id>/index.json[.jws|.sig]
-    mirror/<domain>/<file>                      → /concelier/exports/@<id>/mirror/<domain>/<file>
-    mirror/<domain>/index.json[.jws|.sig]       → /excititor/mirror/@<id>/<domain>/index[.jws|.sig]
-    mirror/<domain>/exports/<key>/<file>[.jws…] → /excititor/mirror/@<id>/<domain>/exports/<key>/download[.jws…]
+Index → manifests → bundles and signatures, over the mirror's own routes (the route table of
+:func:`stella_mirror.bundle.layout.route`).
 
 The export id is learnt once a run — from ``X-Mirror-Export-Id`` of the Concelier index, or the Excititor
 domain list — and every later request pins it (``@<id>``), so a publish upstream during the sync cannot
@@ -24,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,22 +28,36 @@ import httpx
 import orjson
 
 from stella_mirror import __name__ as _package
-from stella_mirror.errors import HTTPStatusError, MalformedBundleError, SourceError, TruncatedError, UnreachableError
+from stella_mirror.bundle import layout
+from stella_mirror.bundle.layout import safe_segment
+from stella_mirror.bundle.trusted import TrustedIndexSet
+from stella_mirror.errors import (
+    HTTPStatusError,
+    MalformedBundleError,
+    MissingAtSourceError,
+    SourceError,
+    TruncatedError,
+    UnreachableError,
+)
 from stella_mirror.secretfile import read_secret
-from stella_mirror.server.exports import safe_segment
 from stella_mirror.sync.config import SourceOptions
 from stella_mirror.sync.oauth import BearerAuth, ClientCredentials
 from stella_mirror.sync.retry import with_retries
-from stella_mirror.sync.sources.interface import CHUNK, INDEX_CAP, Body, StreamSource, Want
+from stella_mirror.sync.sources.interface import INDEX_CAP, Body, StreamSource, Want
 
-_SUFFIXES = (".jws", ".sig")
+MAX_REDIRECTS = 5
 
 
-def _split_suffix(name: str) -> tuple[str, str]:
-    for suffix in _SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)], suffix
-    return name, ""
+def _connect_error(where: str, exc: httpx.ConnectError) -> SourceError:
+    """A connection failure; a TLS one names the certificate problem (it will not pass on a retry)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return SourceError(f"{where}: TLS certificate not trusted: {cause.verify_message} (caFile gives the CA)")
+    if isinstance(cause, ssl.SSLError) or "SSL" in str(exc) or "certificate" in str(exc):
+        return SourceError(f"{where}: TLS handshake failed: {getattr(cause, 'reason', None) or exc}")
+    return UnreachableError(f"{where}: ConnectError: {exc}")
 
 
 class HTTPSource(StreamSource):
@@ -57,8 +68,11 @@ class HTTPSource(StreamSource):
             timeout=options.timeout_seconds,
             verify=str(options.ca_file) if options.ca_file else True,
             headers={"Accept-Encoding": "identity", "User-Agent": f"{_package}-sync/1"},
-            follow_redirects=True,
+            follow_redirects=False,  # redirects are followed by _get, within the upstream's origin only
         )
+        self.redirects = options.redirects
+        self.timeout = options.timeout_seconds
+        self.min_rate = options.min_bytes_per_second
         self.tokens: ClientCredentials | None = None
         if options.token_url is not None:
             assert options.client_id is not None and options.client_secret_file is not None
@@ -78,29 +92,30 @@ class HTTPSource(StreamSource):
 
     # --- paths and requests ---------------------------------------------------------------------------
 
-    def _export(self) -> str:
-        return f"@{self.pin}/" if self.pin else ""
-
     def route(self, rel: str) -> str:
         """The URL path of a file of the export (``rel`` comes from a signed index, already checked)."""
-        parts = rel.split("/")
-        if self.kind == "concelier":
-            if rel.startswith("mirror/index.json"):
-                return f"/concelier/exports/{self._export()}{parts[-1]}"
-            return f"/concelier/exports/{self._export()}{rel}"
-        name, suffix = _split_suffix(parts[-1])
-        if len(parts) == 3 and name == "index.json":
-            return f"/excititor/mirror/{self._export()}{parts[1]}/index{suffix}"
-        if len(parts) >= 5 and parts[2] == "exports":
-            return f"/excititor/mirror/{self._export()}{parts[1]}/exports/{parts[3]}/download{suffix}"
-        raise MalformedBundleError(rel, "no upstream route serves this path")
+        return layout.route(self.kind, rel, self.pin).url
 
     def _get(self, path: str, headers: dict[str, str] | None = None, stream: bool = False) -> httpx.Response:
-        try:
-            request = self.client.build_request("GET", self.base + path, headers=headers)
-            response = self.client.send(request, stream=stream)
-        except httpx.TransportError as exc:
-            raise UnreachableError(f"{self.url}{path}: {type(exc).__name__}") from None
+        request = self.client.build_request("GET", self.base + path, headers=headers)
+        origin = request.url.copy_with(path="/", query=None, fragment=None)
+        for _hop in range(MAX_REDIRECTS + 1):
+            try:
+                response = self.client.send(request, stream=stream)
+            except httpx.ConnectError as exc:
+                raise _connect_error(f"{self.url}{path}", exc) from None
+            except httpx.TransportError as exc:
+                raise UnreachableError(f"{self.url}{path}: {type(exc).__name__}") from None
+            if not response.is_redirect or response.next_request is None:
+                break
+            response.close()
+            target = response.next_request.url
+            if self.redirects == "refuse" or target.copy_with(path="/", query=None, fragment=None) != origin:
+                raise SourceError(f"{self.url}{path}: HTTP {response.status_code} redirect refused "
+                                  f"({'redirects are off' if self.redirects == 'refuse' else 'to another origin'})")
+            request = response.next_request
+        else:
+            raise SourceError(f"{self.url}{path}: more than {MAX_REDIRECTS} redirects")
         status = response.status_code
         if status in (200, 206, 304, 416):
             return response
@@ -135,19 +150,33 @@ class HTTPSource(StreamSource):
             domains = [str(d["domainId"]) for d in doc["domains"] if d.get("summary") is not None]
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise SourceError(f"{self.url}/excititor/mirror/domains: not a domain list") from None
-        return self.read_indexes([f"mirror/{d}/index.json" for d in domains if safe_segment(d)])
+        bad = [d for d in domains if not safe_segment(d)]
+        if bad:
+            raise SourceError(f"{self.url}/excititor/mirror/domains: domain {bad[0]!r} is not a safe path segment")
+        return self.read_indexes([f"mirror/{d}/index.json" for d in domains])
+
+    def confirm(self, trust: TrustedIndexSet) -> None:
+        """From now on every request is pinned to the export whose signed index verified (the pin learnt from a
+        response header was a hint: had it named another export, the index's signature would not have matched)."""
+        if trust.accepted is not None:
+            self.pin = trust.accepted.export_id
 
     def _small(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, httpx.Headers, bytes]:
         """Status, headers and body (at most :data:`INDEX_CAP` bytes) of a GET of an index or domain list."""
 
         def once() -> tuple[int, httpx.Headers, bytes]:
-            resp = self._get(path, headers, stream=True)
+            try:
+                resp = self._get(path, headers, stream=True)
+            except FileNotFoundError:
+                raise MissingAtSourceError(f"{self.url}{path}: missing at the source (HTTP 404)") from None
             data = bytearray()
+            pace = self.pace(path)
             try:
                 for chunk in self._chunks(resp, path):
                     data += chunk
                     if len(data) > INDEX_CAP:
                         raise MalformedBundleError(path, f"larger than the {INDEX_CAP} bytes an index may weigh")
+                    pace.check(len(data))
             finally:
                 resp.close()
             return resp.status_code, resp.headers, bytes(data)
@@ -178,7 +207,7 @@ class HTTPSource(StreamSource):
 
     def _chunks(self, resp: httpx.Response, rel: str) -> Iterator[bytes]:
         try:
-            yield from resp.iter_bytes(CHUNK)
+            yield from resp.iter_bytes()  # as the bytes arrive: a deadline is checked between chunks
         except httpx.TransportError as exc:
             raise TruncatedError(f"{self.url}: {rel}: the transfer broke off ({type(exc).__name__})") from None
 

@@ -24,20 +24,28 @@ import contextlib
 import hashlib
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from stella_mirror.errors import DigestError, SourceError, TruncatedError
+from stella_mirror.bundle.atomic import atomic_file
+from stella_mirror.errors import DigestError, MissingAtSourceError, SourceError, StalledError, TruncatedError
 from stella_mirror.sync.retry import with_retries
+
+if TYPE_CHECKING:
+    from stella_mirror.bundle.trusted import TrustedIndexSet
 
 INDEX_CAP = 64 << 20
 """The most a signed index may weigh: nothing signed gives its size, so this bounds the read."""
 SIGNATURE_CAP = 64 << 10
 """The most a detached ``.jws`` or ``.sig`` may weigh (they are a few hundred bytes)."""
 CHUNK = 1 << 20
+MIN_RATE = 64 << 10
+"""Default minimum throughput (bytes/s) a transfer must keep after its grace period (``timeoutSeconds``)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,36 @@ class Want:
     show are identical (an S3 ETag, an HTTP ``If-None-Match`` answered 304, rsync's own check)."""
     optional: bool = False
     """Absent at the source is fine (the index's ``.sig``)."""
+
+
+@dataclass
+class Pace:
+    """The deadline of one transfer: after a grace of ``timeout`` seconds, at least ``rate`` bytes a second —
+    so a file of a signed size must arrive within ``timeout + size / rate`` — and never past the run's
+    deadline. A source that drips bytes (each read returning just in time for its socket timeout) fails here,
+    as a :class:`StalledError` (not retried: a stalled source stalls again)."""
+
+    what: str
+    timeout: float
+    rate: int
+    run_deadline: float | None = None
+    start: float = field(default_factory=time.monotonic)
+
+    def check(self, received: int) -> None:
+        now = time.monotonic()
+        elapsed = now - self.start
+        if elapsed > self.timeout + received / self.rate:
+            raise StalledError(f"{self.what}: {received} bytes in {elapsed:.1f} s, below the minimum of "
+                               f"{self.rate} bytes/s after {self.timeout:g} s")
+        if self.run_deadline is not None and now > self.run_deadline:
+            raise StalledError(f"{self.what}: the run passed its deadline")
+
+    def seconds_for(self, size: int) -> float:
+        """How long a transfer of ``size`` bytes may take in all (bounded by the run's deadline)."""
+        allowed = self.timeout + size / self.rate
+        if self.run_deadline is not None:
+            allowed = min(allowed, max(0.0, self.run_deadline - time.monotonic()))
+        return allowed
 
 
 @dataclass
@@ -77,6 +115,26 @@ class Source(ABC):
 
     url: str
     """The source URL with credentials and query removed: safe to log and record."""
+    timeout: float = 60.0
+    """Seconds a single read may wait (and the grace period of every transfer's :class:`Pace`)."""
+    min_rate: int = MIN_RATE
+    run_deadline: float | None = None
+    """``time.monotonic()`` past which the current run fails (set by :meth:`begin`)."""
+
+    def begin(self, run_seconds: float | None) -> None:
+        """A run starts: it must end within ``run_seconds`` (None: no run deadline)."""
+        self.run_deadline = None if run_seconds is None else time.monotonic() + run_seconds
+
+    def pace(self, what: str) -> Pace:
+        return Pace(f"{self.url}: {what}", self.timeout, self.min_rate, self.run_deadline)
+
+    def small_files(self, rels: Sequence[str], max_size: int) -> dict[str, bytes]:
+        """Small files (an index's signatures) in memory, never written anywhere: those the source has,
+        each at most ``max_size`` bytes. Read before an index is trusted, so nothing lands in the export root."""
+        raise NotImplementedError
+
+    def confirm(self, trust: TrustedIndexSet) -> None:  # noqa: B027 - only kits carry claims of their own
+        """Check what the source itself claims (a kit's manifest) against the accepted index."""
 
     @abstractmethod
     def index_files(self, kind: str) -> dict[str, bytes]:
@@ -131,11 +189,9 @@ def link_or_copy(src: Path, dest: Path) -> None:
     try:
         os.link(src, dest)
     except OSError:
-        tmp = dest.with_name(f".{dest.name}.copy")
-        with src.open("rb") as fin, tmp.open("wb") as fout:
+        with src.open("rb") as fin, atomic_file(dest) as fout:
             while chunk := fin.read(CHUNK):
                 fout.write(chunk)
-        os.replace(tmp, dest)
 
 
 def partial_name(want: Want) -> str:
@@ -162,6 +218,10 @@ class StreamSource(Source):
         found = {rel: self.read(rel, INDEX_CAP) for rel in rels}
         return {rel: data for rel, data in found.items() if data is not None}
 
+    def small_files(self, rels: Sequence[str], max_size: int) -> dict[str, bytes]:
+        found = {rel: self.read(rel, max_size) for rel in rels}
+        return {rel: data for rel, data in found.items() if data is not None}
+
     def read(self, rel: str, max_size: int) -> bytes | None:
         """A small file in memory (None when absent), at most ``max_size`` bytes."""
 
@@ -172,11 +232,13 @@ class StreamSource(Source):
                 return None
             assert body is not None
             data = bytearray()
+            pace = self.pace(rel)
             try:
                 for chunk in body.chunks:
                     data += chunk
                     if len(data) > max_size:
                         raise DigestError(rel, f"larger than the {max_size} bytes allowed")
+                    pace.check(len(data))
             finally:
                 body.close()
             if body.remaining is not None and len(data) < min(body.remaining, max_size):
@@ -194,14 +256,14 @@ class StreamSource(Source):
         lock = threading.Lock()
 
         def one(want: Want) -> None:
-            fetched = self._fetch_one(want, stage, partial, progress)
+            received = self._fetch_one(want, stage, partial, progress)
             with lock:
-                if fetched is True:
+                if received == -1:  # the local candidate was the same: linked
                     stats.files_reused += 1
                     stats.bytes_reused += (stage / want.rel).stat().st_size
-                elif fetched is False:
+                elif received is not None:
                     stats.files_fetched += 1
-                    stats.bytes_fetched += (stage / want.rel).stat().st_size
+                    stats.bytes_fetched += received  # what crossed the network (not a resumed part)
 
         if self.parallel <= 1 or len(wants) <= 1:
             for want in wants:
@@ -218,9 +280,9 @@ class StreamSource(Source):
                 raise
         return stats
 
-    def _fetch_one(self, want: Want, stage: Path, partial: Path, progress: Progress) -> bool | None:
-        """Fetch one file into the stage: True when the local candidate was linked instead, False when
-        downloaded, None when it is optional and absent."""
+    def _fetch_one(self, want: Want, stage: Path, partial: Path, progress: Progress) -> int | None:
+        """Fetch one file into the stage: the bytes received over the network, -1 when the local candidate
+        was linked instead, None when it is optional and absent."""
         dest = stage / want.rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = partial / partial_name(want)
@@ -228,25 +290,28 @@ class StreamSource(Source):
         def retried(exc: SourceError, attempt: int) -> None:
             progress.retry(want.rel, exc, attempt)
 
+        total = [0]
         try:
-            same = with_retries(lambda: self._transfer(want, part, progress), on_retry=retried)
+            same = with_retries(lambda: self._transfer(want, part, progress, total), on_retry=retried)
         except FileNotFoundError:
             if want.optional:
                 return None
-            raise
+            raise MissingAtSourceError(f"{self.url}: {want.rel}: missing at the source") from None
         if same:
             assert want.local is not None
             link_or_copy(want.local, dest)
-        else:
-            os.replace(part, dest)
-        return same
+            return -1
+        os.replace(part, dest)
+        return total[0]
 
-    def _transfer(self, want: Want, part: Path, progress: Progress) -> bool:
-        """Download (or resume) ``want`` into ``part``; True when the local candidate is identical instead."""
+    def _transfer(self, want: Want, part: Path, progress: Progress, total: list[int]) -> bool:
+        """Download (or resume) ``want`` into ``part``, adding the bytes received to ``total[0]``; True when
+        the local candidate is identical instead."""
         have = part.stat().st_size if part.exists() else 0
         if have > want.max_size:
             part.unlink()
             have = 0
+        pace = self.pace(want.rel)
         body = self.open(want, have)
         if body is None:
             with contextlib.suppress(FileNotFoundError):
@@ -265,7 +330,9 @@ class StreamSource(Source):
                         raise DigestError(want.rel, f"larger than the signed size {want.max_size}")
                     out.write(chunk)
                     received += len(chunk)
+                    total[0] += len(chunk)
                     progress.advance(len(chunk))
+                    pace.check(received)
         finally:
             body.close()
         if body.remaining is not None and received < min(body.remaining, want.max_size + 1 - have):

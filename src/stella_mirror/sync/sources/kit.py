@@ -16,29 +16,49 @@ from typing import IO, Any
 
 import orjson
 
-from stella_mirror.errors import DigestError, MalformedBundleError, SourceError, UnreachableError
+from stella_mirror.bundle.layout import index_paths
+from stella_mirror.bundle.trusted import TrustedIndexSet
+from stella_mirror.errors import DigestError, MalformedBundleError, SourceError, TruncatedError, UnreachableError
+from stella_mirror.sync.config import SourceOptions
 from stella_mirror.sync.kit import EXPORT, MANIFEST
 from stella_mirror.sync.sources.file import read_chunks
 from stella_mirror.sync.sources.interface import INDEX_CAP, Body, StreamSource, Want
-from stella_mirror.sync.sources.listing import index_paths
 
 
 class KitSource(StreamSource):
     parallel = 1  # members are read through one shared file object
 
-    def __init__(self, path: Path, url: str) -> None:
+    def __init__(self, path: Path, url: str, options: SourceOptions | None = None) -> None:
         self.url = url
         self.path = path
+        if options is not None:
+            self.timeout, self.min_rate = options.timeout_seconds, options.min_bytes_per_second
         self._tar: tarfile.TarFile | None = None
         self._members: dict[str, tarfile.TarInfo] = {}
+        self._manifest: dict[str, Any] = {}
 
     def _open(self, kind: str) -> tarfile.TarFile:
         if self._tar is None:
             try:
+                size = self.path.stat().st_size
                 tar = tarfile.open(self.path, mode="r:")  # noqa: SIM115 - open for the run; close() closes it
-                members = {m.name: m for m in tar.getmembers() if m.isfile()}
+                infos = tar.getmembers()
+            except tarfile.ReadError as exc:
+                if "unexpected end" in str(exc):
+                    raise TruncatedError(f"{self.url}: the kit is truncated ({exc})") from None
+                raise MalformedBundleError(self.url, f"not a readable offline kit (tar): {exc}") from None
             except (OSError, tarfile.TarError) as exc:
                 raise MalformedBundleError(self.url, f"not a readable offline kit (tar): {exc}") from None
+            members = {}
+            for m in infos:
+                if m.issparse():  # its declared size is not data in the archive: refused before any hashing
+                    tar.close()
+                    raise MalformedBundleError(m.name, "a sparse member: an offline kit holds plain files only")
+                if m.isfile() and m.offset_data + m.size > size:
+                    tar.close()
+                    raise TruncatedError(f"{self.url}: {m.name} ends past the end of the kit (a truncated kit)")
+                if m.isfile():
+                    members[m.name] = m
             self._tar, self._members = tar, members
             self._check(kind)
         return self._tar
@@ -59,8 +79,10 @@ class KitSource(StreamSource):
             files = [(str(f["path"]), int(f["sizeBytes"]), str(f["digest"])) for f in manifest["files"]]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise MalformedBundleError(MANIFEST, "not a kit manifest") from None
+        self._manifest = manifest if isinstance(manifest, dict) else {}
         if manifest.get("kind") != kind:
-            raise MalformedBundleError(MANIFEST, f"the kit holds a {manifest.get('kind')} export, not {kind}")
+            claimed = manifest.get("kind")
+            raise MalformedBundleError(MANIFEST, f"claims a {claimed} export, not {kind} (an unsigned claim)")
         for name, size, digest in files:
             info = self._members.get(name)
             if info is None or info.size != size:
@@ -70,6 +92,10 @@ class KitSource(StreamSource):
                 h.update(chunk)
             if "sha256:" + h.hexdigest() != digest:
                 raise DigestError(name, "differs from the digest in the kit's manifest")
+
+    def confirm(self, trust: TrustedIndexSet) -> None:
+        """The kit's manifest describes the export whose signed index was accepted (not another one's)."""
+        trust.check_kit_manifest(self._manifest)
 
     def probe(self, kind: str, previous: str | None) -> str:
         try:

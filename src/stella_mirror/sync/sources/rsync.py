@@ -24,12 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from stella_mirror.errors import DigestError, SourceError, UnreachableError
-from stella_mirror.server.exports import safe_segment
+from stella_mirror.bundle.layout import SIGNATURE_SUFFIXES, canonical_relpath, index_paths, safe_segment
+from stella_mirror.errors import DigestError, MissingAtSourceError, SourceError, StalledError, UnreachableError
 from stella_mirror.sync.config import SourceOptions
 from stella_mirror.sync.retry import with_retries
-from stella_mirror.sync.sources.interface import INDEX_CAP, FetchStats, Progress, Source, Want
-from stella_mirror.sync.sources.listing import index_paths
+from stella_mirror.sync.sources.interface import INDEX_CAP, SIGNATURE_CAP, FetchStats, Progress, Source, Want
 
 TRANSIENT = {10, 12, 30, 35}
 """rsync exit codes worth another try: socket I/O, protocol stream, timeouts."""
@@ -59,10 +58,16 @@ class RsyncSource(Source):
         """The pinned export directory under the base ("" when the base is one)."""
         self.sizes: dict[str, tuple[int, str]] = {}
         """The pinned export's files: relative path → (size, mtime as listed)."""
+        self.timeout = options.timeout_seconds
+        self.min_rate = options.min_bytes_per_second
+        self._small: dict[str, bytes] = {}
+        """The index signatures, brought with the indexes in one transfer."""
 
     # --- running rsync ---------------------------------------------------------------------------------
 
-    def _rsync(self, args: Sequence[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def _rsync(self, args: Sequence[str], stdin: str | None = None, size: int = 0) -> subprocess.CompletedProcess[str]:
+        """One rsync run, retried while it fails transiently; it must finish within the time ``size`` bytes
+        may take at the minimum throughput (:class:`~stella_mirror.sync.sources.interface.Pace`)."""
         timeout = int(self.options.timeout_seconds)
         cmd = ["rsync", "--no-motd", f"--timeout={timeout}"]
         if self.daemon:
@@ -72,12 +77,22 @@ class RsyncSource(Source):
         cmd += args
 
         def once() -> subprocess.CompletedProcess[str]:
+            pace = self.pace("rsync")
             try:
                 proc = subprocess.run(
-                    cmd, input=stdin, capture_output=True, text=True, check=False, env={**os.environ, "LC_ALL": "C"}
+                    cmd,
+                    input=stdin,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    env={**os.environ, "LC_ALL": "C"},
+                    timeout=pace.seconds_for(size),
                 )
             except FileNotFoundError:
                 raise SourceError("the rsync program is not installed") from None
+            except subprocess.TimeoutExpired:
+                raise StalledError(f"{self.url}: rsync did not finish within {pace.seconds_for(size):.0f} s "
+                                   f"({size} bytes at the minimum of {pace.rate} bytes/s)") from None
             if proc.returncode in TRANSIENT:
                 raise UnreachableError(f"{self.url}: rsync exit {proc.returncode}: {_message(proc.stderr)}")
             if proc.returncode not in (0, *MISSING):
@@ -108,16 +123,37 @@ class RsyncSource(Source):
             for name, (typ, size, mtime) in entries.items()
             if typ == "-" and name.startswith(prefix)
         }
+        bad = sorted(name for name in self.sizes if not canonical_relpath(name))
+        if bad:
+            raise SourceError(f"{self.url}: the listing holds {bad[0]!r}, not a canonical path")
         rels = index_paths(kind, self.sizes)
+        self._small = {}
         return "|".join([self.export, *(f"{r}:{self.sizes[r][0]}:{self.sizes[r][1]}" for r in rels)])
 
     def index_files(self, kind: str) -> dict[str, bytes]:
         rels = index_paths(kind, self.sizes)
         if not rels:
             return {}
+        sigs = [rel + s for rel in rels for s in SIGNATURE_SUFFIXES if rel + s in self.sizes]
+        self._small = self._read_small(sigs, SIGNATURE_CAP)  # the same connection as the indexes: one fewer
+        return self._read_small(rels, INDEX_CAP)
+
+    def small_files(self, rels: Sequence[str], max_size: int) -> dict[str, bytes]:
+        missing = [rel for rel in rels if rel not in self._small]
+        found = {rel: self._small[rel] for rel in rels if rel in self._small}
+        return found | (self._read_small(missing, max_size) if missing else {})
+
+    def _read_small(self, rels: Sequence[str], max_size: int) -> dict[str, bytes]:
+        """Small files into memory through a temporary directory outside the export root."""
+        present = [rel for rel in rels if rel in self.sizes]
+        for rel in present:
+            if self.sizes[rel][0] > max_size:
+                raise DigestError(rel, f"listed at {self.sizes[rel][0]} bytes, above the {max_size} allowed")
+        if not present:
+            return {}
         with tempfile.TemporaryDirectory(prefix="stella-mirror-rsync-") as tmp:
-            self._transfer(rels, Path(tmp), INDEX_CAP)
-            return {rel: (Path(tmp) / rel).read_bytes() for rel in rels if (Path(tmp) / rel).is_file()}
+            self._transfer(present, Path(tmp), max_size, sum(self.sizes[r][0] for r in present))
+            return {rel: (Path(tmp) / rel).read_bytes() for rel in present if (Path(tmp) / rel).is_file()}
 
     def fetch(self, wants: Sequence[Want], stage: Path, partial: Path, progress: Progress) -> FetchStats:
         stats = FetchStats()
@@ -127,25 +163,26 @@ class RsyncSource(Source):
             if listed is None:
                 if want.optional:
                     continue
-                raise FileNotFoundError(want.rel)
+                raise MissingAtSourceError(f"{self.url}: {want.rel}: missing at the source")
             if listed[0] > want.max_size:
                 raise DigestError(want.rel, f"listed at {listed[0]} bytes, above the {want.max_size} allowed")
             todo.append(want)
         if not todo:
             return stats
-        self._transfer([w.rel for w in todo], stage, max(w.max_size for w in todo))
+        self._transfer([w.rel for w in todo], stage, max(w.max_size for w in todo),
+                       sum(self.sizes[w.rel][0] for w in todo))
         for want in todo:
             path = stage / want.rel
             if not path.is_file():
                 if want.optional:
                     continue
-                raise FileNotFoundError(want.rel)
+                raise MissingAtSourceError(f"{self.url}: {want.rel}: missing at the source")
             stats.files_fetched += 1
             stats.bytes_fetched += path.stat().st_size
             progress.advance(path.stat().st_size)
         return stats
 
-    def _transfer(self, rels: list[str], dest: Path, max_size: int) -> None:
+    def _transfer(self, rels: Sequence[str], dest: Path, max_size: int, size: int) -> None:
         """One rsync run bringing ``rels`` (relative to the pinned export) into ``dest``."""
         dest.mkdir(parents=True, exist_ok=True)
         prefix = "/".join(p for p in (self.inside, self.export) if p)
@@ -160,6 +197,7 @@ class RsyncSource(Source):
                 f"{dest}/",
             ],
             stdin=names,
+            size=size,
         )
 
 

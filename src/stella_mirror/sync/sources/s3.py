@@ -25,11 +25,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from stella_mirror.bundle.layout import CONCELIER_INDEX, canonical_relpath, index_paths
 from stella_mirror.errors import ConfigError, HTTPStatusError, SourceError, TruncatedError, UnreachableError
 from stella_mirror.secretfile import read_secret
 from stella_mirror.sync.config import SourceOptions
 from stella_mirror.sync.sources.interface import CHUNK, Body, StreamSource, Want
-from stella_mirror.sync.sources.listing import CONCELIER_INDEX, index_paths
 
 
 @functools.cache
@@ -57,6 +57,8 @@ class S3Source(StreamSource):
                 ("aws_access_key_id", read_secret(options.access_key_id_file, "accessKeyIdFile")),
                 ("aws_secret_access_key", read_secret(options.secret_access_key_file, "secretAccessKeyFile")),
             )
+        self.timeout = options.timeout_seconds
+        self.min_rate = options.min_bytes_per_second
         self.client: Any = _client(options.region, options.endpoint_url, options.timeout_seconds, creds)
         self._listing: dict[str, tuple[int, str]] | None = None
 
@@ -93,7 +95,10 @@ class S3Source(StreamSource):
                 extra = {"ContinuationToken": token} if token else {}
                 page = self._call("LIST", self.client.list_objects_v2, Prefix=self.prefix, **extra)
                 for obj in page.get("Contents", []):
-                    listing[obj["Key"][len(self.prefix) :]] = (int(obj["Size"]), str(obj["ETag"]).strip('"'))
+                    rel = obj["Key"][len(self.prefix) :]
+                    if not canonical_relpath(rel):  # mirror//index.json, ./x: never normalised into a path
+                        raise SourceError(f"{self.url}: object key {obj['Key']!r} is not a canonical path")
+                    listing[rel] = (int(obj["Size"]), str(obj["ETag"]).strip('"'))
                 token = page.get("NextContinuationToken")
                 if not page.get("IsTruncated") or not token:
                     break
