@@ -109,6 +109,7 @@ concelier:
   audiences: [stella-mirror]
   jwksFile: {jwks}
 mirror:
+  trustedProxies: [127.0.0.1/32]
   domains:
 {"".join(site(d) for d in HOSTS)}  cache: {{indexMaxAgeSeconds: {INDEX_MAX_AGE}}}
   gateway:
@@ -186,7 +187,7 @@ def test_basic_auth_per_domain(stack: Stack) -> None:
     manifest = "/concelier/exports/mirror/{}/manifest.json"
     r = stack.get("primary", manifest.format("primary"))
     assert r.status_code == 401 and 'Basic realm="primary"' in r.headers["www-authenticate"]
-    assert "x-request-id" not in r.headers  # refused by nginx itself, before the origin
+    assert r.headers["content-type"] == "text/html"  # refused by nginx itself, before the origin
     assert stack.get("primary", manifest.format("primary"), auth=("alice", "wrong")).status_code == 401
     assert stack.get("primary", manifest.format("primary"), auth=("alice", "alice-pw")).status_code == 200
     # Community is open (no credentials needed), but primary's user is refused there: checked by the origin
@@ -218,20 +219,100 @@ def test_community_index_does_not_mention_primary(stack: Stack) -> None:
         own.with_name("index.json.jws").read_bytes()
 
 
-def test_cache_miss_then_hit_and_limit_req(stack: Stack) -> None:
+RATELIMIT = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy")
+
+
+def _from(address: str) -> httpx.HTTPTransport:
+    """A transport whose connections leave from ``address`` (like ``curl --interface``)."""
+    return httpx.HTTPTransport(local_address=address, verify=False)
+
+
+def _origin_clients(stack: Stack, last_id: str) -> dict[str, str]:
+    """Request id → client address in the origin's access log, once it has the line of ``last_id``
+    (the log is flushed every half second)."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [json.loads(line) for line in stack.origin.access_lines()]
+        clients = {e["requestId"]: e["client"] for e in lines}
+        if last_id in clients or time.monotonic() > deadline:
+            return clients
+        time.sleep(0.2)
+
+
+def test_two_clients_their_own_quota_and_query_strings_do_not_bust(stack: Stack) -> None:
     path = "/concelier/exports/mirror/community/bundle.json"
-    statuses = []
-    with stack.client("community") as c:
-        for _ in range(4):
-            r = c.get(path)
-            statuses.append((r.status_code, r.headers.get("x-cache-status")))
+    answers = []
+    with stack.client("community", transport=_from("127.0.0.1")) as a:
+        for n in range(4):
+            answers.append(a.get(path, params={"bust": str(n)}))  # ?bust=N: the same file, the same budget
+    statuses = [(r.status_code, r.headers.get("x-cache-status")) for r in answers]
     # Budget 3/hour: the gateway's bucket holds 3; cached answers count there (the origin saw one request).
     assert statuses == [(200, "MISS"), (200, "HIT"), (200, "HIT"), (429, None)], statuses
+    miss, hits, refused = answers[0], answers[1:3], answers[3]
+    assert miss.headers["ratelimit-limit"] == "3" and miss.headers["ratelimit-remaining"] == "2"  # the origin's
+    for hit in hits:  # a cached answer: no stale counts, its own request id
+        assert not set(RATELIMIT) & set(hit.headers), hit.headers
+    ids = [r.headers["x-request-id"] for r in answers]
+    assert len(set(ids)) == 4 and all(ids), ids
+    # The gateway's refusal is the origin's 429: problem+json, Retry-After, RateLimit-*.
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"] == "https://stella-ops.org/problems/quota-exceeded"
+    assert refused.json()["status"] == 429
+    assert int(refused.headers["retry-after"]) > 0 and refused.headers["ratelimit-remaining"] == "0"
+    assert refused.headers["ratelimit-limit"] == "3" and refused.headers["cache-control"] == "no-store"
+    # Another client address has its own budget, at the gateway and at the origin.
+    with stack.client("community", transport=_from("127.0.0.2")) as b:
+        other = b.get(path, params={"bust": "99"})
+        signature = b.get(path + ".jws")  # not cached yet: reaches the origin
+    assert other.status_code == 200 and other.headers["x-cache-status"] == "HIT"
+    assert signature.status_code == 200 and signature.headers["x-cache-status"] == "MISS"
     assert stack.get("primary", "/concelier/exports/mirror/primary/bundle.json",
                      auth=("alice", "alice-pw")).status_code == 200  # another domain's budget is its own
     log = [json.loads(line) for line in (stack.tmp / "nginx" / "access.log").read_text().splitlines()]
     assert {"cache", "status", "user", "requestId"} <= set(log[-1])
     assert all("alice-pw" not in json.dumps(line) for line in log)
+    # The origin counted the miss for the real client (X-Forwarded-For from its trusted gateway), not the gateway.
+    clients = _origin_clients(stack, signature.headers["x-request-id"])
+    assert clients[signature.headers["x-request-id"]] == "127.0.0.2"
+    assert clients[miss.headers["x-request-id"]] == "127.0.0.1"
+
+    # The origin's own 429 (asked directly, from a third address) has the same headers and body type.
+    def direct(address: str, forwarded: str | None = None) -> httpx.Response:
+        headers = {"Host": HOSTS["community"]}
+        if forwarded:
+            headers["X-Forwarded-For"] = forwarded
+        with httpx.Client(transport=_from(address), timeout=10) as c:
+            return c.get(stack.origin.url(path), headers=headers)
+
+    for _ in range(3):
+        assert direct("127.0.0.3").status_code == 200
+    origin_refused = direct("127.0.0.3")
+    assert origin_refused.status_code == 429
+    same = ("content-type", "cache-control", "retry-after", "x-request-id", *RATELIMIT)
+    assert {h: h in origin_refused.headers for h in same} == {h: h in refused.headers for h in same}
+    assert origin_refused.headers["content-type"] == refused.headers["content-type"]
+    assert set(origin_refused.json()) == set(refused.json())
+    assert origin_refused.json()["type"] == refused.json()["type"]
+
+
+def test_origin_reads_forwarded_for_only_from_trusted_peers(stack: Stack) -> None:
+    path = "/concelier/exports/mirror/community/bundle.json"
+
+    def direct(address: str, forwarded: str) -> httpx.Response:
+        with httpx.Client(transport=_from(address), timeout=10) as c:
+            return c.get(stack.origin.url(path), headers={"Host": HOSTS["community"], "X-Forwarded-For": forwarded})
+
+    # From the trusted gateway address: the rightmost untrusted hop is the client, each with its own budget.
+    assert [direct("127.0.0.1", "10.9.9.1").status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert direct("127.0.0.1", "10.9.9.2").status_code == 200
+    forged = direct("127.0.0.1", "10.9.9.1, 10.9.9.4, 127.0.0.1")  # left of the client's hop: its own words
+    assert forged.status_code == 200 and forged.headers["ratelimit-remaining"] == "2"
+    # From an untrusted peer the header is ignored: its own address is the client, whatever it claims.
+    untrusted = [direct("127.0.0.4", f"10.9.9.{n}") for n in range(10, 14)]
+    assert [r.status_code for r in untrusted] == [200, 200, 200, 429]
+    clients = _origin_clients(stack, forged.headers["x-request-id"])
+    assert clients[untrusted[0].headers["x-request-id"]] == "127.0.0.4"
+    assert clients[forged.headers["x-request-id"]] == "10.9.9.4"
 
 
 def test_smoke_passes_and_fails_by_name(stack: Stack) -> None:

@@ -23,7 +23,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -52,7 +52,6 @@ _METRICS_TOKEN: Refusal = (
     "/metrics needs its bearer token",
     {"WWW-Authenticate": "Bearer"},
 )
-VARY_AUTHORIZATION = (b"vary", b"Authorization")
 
 
 class ClientGone(Exception):
@@ -71,7 +70,7 @@ class Responder:
     A body sent in several messages is watched: once the server reports the client gone (``http.disconnect``
     from ``receive``), the next message is not sent and the response counts as aborted."""
 
-    __slots__ = ("aborted", "cache", "expected", "extra", "nbytes", "receive", "send", "status", "watch")
+    __slots__ = ("aborted", "cache", "expected", "extra", "nbytes", "receive", "send", "status", "vary", "watch")
 
     def __init__(self, send: Send, request_id: str, receive: Receive | None = None) -> None:
         self.send = send
@@ -86,6 +85,8 @@ class Responder:
         """Appended to every response; quota headers are put in front of the request id."""
         self.cache: bytes | None = None
         """``Cache-Control`` for cacheable statuses (set once the request reached its route)."""
+        self.vary = False
+        """Whether the answer depends on the credentials: ``Authorization`` joins the response's one ``Vary``."""
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
@@ -95,6 +96,8 @@ class Responder:
             for name, value in headers:
                 if name == b"content-length":
                     self.expected = int(value)
+            if self.vary:
+                headers = _vary_authorization(headers)
             if self.cache is not None and status in CACHEABLE:
                 message["headers"] = [*headers, (b"cache-control", self.cache), *self.extra]
             else:
@@ -136,6 +139,18 @@ class Responder:
         )
 
 
+def _vary_authorization(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` with ``Authorization`` in their ``Vary`` — one header line, as some shared caches read only
+    the first."""
+    out = list(headers)
+    for i, (name, value) in enumerate(out):
+        if name == b"vary":
+            out[i] = (name, value + b", Authorization")
+            return out
+    out.append((b"vary", b"Authorization"))
+    return out
+
+
 class Gateway:
     """Answers HTTP requests (lifespan is the application's business)."""
 
@@ -159,10 +174,11 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        ctx, authorization = self.access_log.begin(scope)
+        state = self.state()
+        ctx, authorization = self.access_log.begin(scope, state)
         out = Responder(send, ctx.request_id, receive)
         try:
-            await self._answer(scope, ctx, authorization, out)
+            await self._answer(scope, ctx, authorization, out, state)
         except ClientGone:
             pass
         except Exception:
@@ -175,12 +191,13 @@ class Gateway:
             aborted = out.incomplete(scope["method"] == "HEAD")
             self.access_log.finish(scope, ctx, out.status, out.nbytes, time.perf_counter() - started, aborted)
 
-    async def _answer(self, scope: Scope, ctx: RequestContext, authorization: str | None, out: Responder) -> None:
+    async def _answer(
+        self, scope: Scope, ctx: RequestContext, authorization: str | None, out: Responder, state: ServerState
+    ) -> None:
         if "upgrade" in ctx.extra:
             ctx.route = "invalid"
             await send_problem(out, *_UPGRADE)
             return
-        state = self.state()
         refusal = route_request(scope, ctx, state)
         if refusal is not None:
             await send_problem(out, *refusal)
@@ -196,14 +213,17 @@ class Gateway:
             return
         if ratelimit:
             out.extra[:0] = ratelimit
-        out.cache = cache_control(target, state.config.mirror.cache)
+        assert ctx.domain is not None
+        authenticated = self.auth.required(ctx.domain)
+        out.cache = cache_control(target, state.config.mirror.cache, authenticated)
+        # The answer depends on the credentials: an authenticated domain's, and a product-wide list that shows
+        # each caller the domains it may read.
+        out.vary = authenticated or (
+            target.handler in ("concelier.index", "excititor.domains") and restricted(state, target.product)
+        )
         if target.product == "concelier":
-            if target.handler == "concelier.index" and restricted(state, "concelier"):
-                out.extra.append(VARY_AUTHORIZATION)  # the index depends on the caller's credentials
             await routes_concelier.serve(scope, out, self.runtime, ctx, target, authorization)
         else:
-            if target.handler == "excititor.domains" and restricted(state, "excititor"):
-                out.extra.append(VARY_AUTHORIZATION)
             await routes_excititor.serve(scope, out, self.runtime, ctx, target, authorization)
 
     async def _ops(
