@@ -140,7 +140,8 @@ def test_auth_and_quotas_wired_with_metrics_and_access_log(tmp_path: Path) -> No
             r = c.get(url, auth=("alice", "alice-pw"))
             assert r.status_code == 200, r.text
             assert r.headers["ratelimit-limit"] == "3" and r.headers["ratelimit-remaining"] == str(2 - i)
-            assert r.headers["cache-control"] == "public, max-age=300, immutable"
+            assert r.headers["cache-control"] == "max-age=300, must-revalidate"  # never `public` here
+            assert "Authorization" in r.headers["vary"]
         r = c.get(url, auth=("alice", "alice-pw"))
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
         assert r.headers["cache-control"] == "no-store"
