@@ -8,6 +8,12 @@ the test short) has passed; 429 from limit_req; the
 bearer-only domain through the gateway; ``nginx -s reload`` and ``stella-mirror reload`` after rotating an
 htpasswd file and a certificate under a continuous request loop with no failed request; ``smoke`` passing, and
 failing by name on a tampered bundle and on wrong credentials; the community host's index not mentioning primary.
+
+Client identity and the edge (issue 19): two client addresses with their own budgets at the gateway and the
+origin (``mirror.trustedProxies``), ``?bust=N`` neither missing the cache nor escaping the quota, the gateway's
+429 the same as the origin's, fresh request ids and no stale ``RateLimit-*`` on cache hits; and a second nginx
+as a shared cache (docs/cdn.md's recipe, as written) that never hands primary's authenticated bundle to an
+anonymous caller.
 """
 
 from __future__ import annotations
@@ -422,3 +428,62 @@ def test_rotation_under_load_then_a_new_export_after_the_index_ttl(stack: Stack)
     while stack.get("community", index).json()["exportId"] != "e2":
         assert time.monotonic() < deadline
         time.sleep(0.5)
+
+
+def _cdn_recipe() -> str:
+    """The shared-cache configuration documented as runbook §5's recipe (docs/cdn.md), as written there."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cdn.md").read_text()
+    return text.split("```nginx\n", 1)[1].split("```", 1)[0]
+
+
+def test_a_shared_cache_in_front_of_the_gateway(stack: Stack) -> None:
+    cdn_port = free_port()
+    root = stack.tmp / "cdn"
+    root.mkdir()
+    recipe = (_cdn_recipe().replace("@CACHE_DIR@", str(root / "cache")).replace("@GATEWAY@", f"127.0.0.1:{stack.port}")
+              .replace("@LISTEN@", f"listen 127.0.0.1:{cdn_port};").replace("@HOSTS@", " ".join(HOSTS.values()))
+              .replace("@CA_FILE@", str(stack.cacert)))
+    assert "@" not in recipe
+    (root / "recipe.conf").write_text(recipe)
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = root / "nginx.conf"
+    conf.write_text(f"{user}worker_processes 1;\npid {root / 'nginx.pid'};\nevents {{ worker_connections 256; }}\n"
+                    f"http {{\n    access_log {root / 'access.log'};\n    include {root / 'recipe.conf'};\n}}\n")
+    cmd = [NGINX, "-p", str(root), "-e", str(root / "error.log"), "-c", str(conf)]
+    test = subprocess.run([*cmd, "-t"], capture_output=True, text=True)
+    assert test.returncode == 0, test.stderr
+    cdn = subprocess.Popen([*cmd, "-g", "daemon off;"], stderr=subprocess.PIPE)
+    try:
+        def get(domain: str, path: str, **kwargs: object) -> httpx.Response:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    return httpx.get(f"http://127.0.0.1:{cdn_port}{path}", headers={"Host": HOSTS[domain]},
+                                     timeout=10, **kwargs)  # type: ignore[arg-type]
+                except httpx.ConnectError:
+                    assert cdn.poll() is None and time.monotonic() < deadline, (root / "error.log").read_text()
+                    time.sleep(0.1)
+
+        bundle = "/concelier/exports/mirror/primary/bundle.json"
+        payload = (stack.croot / "latest" / "mirror" / "primary" / "bundle.json").read_bytes()
+        first = get("primary", bundle, auth=("alice", "alice-pw"))
+        assert first.status_code == 200 and first.content == payload
+        assert "public" not in first.headers["cache-control"] and "Authorization" in first.headers["vary"]
+        again = get("primary", bundle, auth=("alice", "alice-pw"))
+        assert again.status_code == 200 and again.headers["x-cdn-cache"] == "HIT"  # it is stored, for alice
+        anonymous = get("primary", bundle)
+        assert anonymous.status_code == 401 and payload not in anonymous.content
+        assert anonymous.headers["x-cdn-cache"] == "MISS"  # sent on, and refused by the gateway
+        other = get("primary", bundle, auth=("bob", "bob-pw"))  # community's user
+        assert other.status_code == 401 and payload not in other.content
+        busted = get("primary", bundle + "?bust=1")
+        assert busted.status_code == 401
+        # The open domain: its repeat request is answered by the shared cache.
+        manifest = "/concelier/exports/mirror/community/manifest.json"
+        assert get("community", manifest).status_code == 200
+        repeat = get("community", manifest, params={"bust": "2"})
+        assert repeat.status_code == 200 and repeat.headers["x-cdn-cache"] == "HIT"
+        assert repeat.headers["cache-control"] == "public, max-age=300, immutable"
+    finally:
+        cdn.terminate()
+        cdn.wait(10)
