@@ -36,6 +36,28 @@ def test_no_export_root_readiness_and_exact_log_line(tmp_path: Path) -> None:
         assert log_lines[0].split(": ", 1)[1] == LINE  # the message is exactly the runbook's
 
 
+def test_a_missing_export_root_is_logged_at_start_and_while_requests_arrive(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such"
+    with running(tmp_path / "srv", env={"CONCELIER__MIRROR__EXPORTROOT": str(missing),
+                                        "EXCITITOR__MIRROR__ENABLED": "false"}) as sp:
+
+        def lines() -> list[str]:
+            return [line for line in sp.stderr().splitlines() if line.split(": ", 1)[-1] == LINE]
+
+        at_start = len(lines())
+        assert at_start >= 1 and str(missing) in sp.stderr(), sp.stderr()
+        r = httpx.get(sp.url("/concelier/exports/index.json"))
+        assert r.status_code == 503
+        deadline = time.monotonic() + 5
+        while len(lines()) <= at_start:  # logged again now that requests arrive (then at most once a minute)
+            assert time.monotonic() < deadline, sp.stderr()
+            time.sleep(0.1)
+        for _ in range(5):
+            httpx.get(sp.url("/concelier/exports/index.json"))
+        time.sleep(0.3)
+        assert len(lines()) == at_start + 1
+
+
 def test_readiness_follows_the_export(tmp_path: Path) -> None:
     root = tmp_path / "concelier"
     root.mkdir()

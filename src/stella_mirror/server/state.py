@@ -170,6 +170,9 @@ def build_sites(config: MirrorConfig, service: Service | None = None) -> tuple[d
     for site in sites.values():
         if site.served and site.root is None:
             problems.append(f"{site.product}: {NOT_CONFIGURED}")
+        elif site.served and site.root is not None and not site.root.is_dir():
+            problems.append(f"{site.product}: {NOT_CONFIGURED}")
+            problems.append(f"{site.product}: the configured export root {site.root} does not exist")
     return sites, problems
 
 
