@@ -226,3 +226,34 @@ def test_service_selection_and_compress_command(tmp_path: Path) -> None:
         r = httpx.get(sp.url("/concelier/exports/mirror/primary/bundle.json"), headers={"Accept-Encoding": "zstd"})
         assert r.status_code == 200 and r.headers["content-encoding"] == "zstd"
         assert httpx.get(sp.url("/excititor/mirror/domains")).status_code == 404
+
+
+def test_the_product_index_counts_against_the_domain_whose_index_it_serves(tmp_path: Path) -> None:
+    """No host names: an anonymous caller may read only community, so /concelier/exports/index.json is
+    community's own signed index — and counts against community's index budget, like its own URL."""
+    root = tmp_path / "concelier"
+    key = generate_keypair(tmp_path / "keys")
+    publish_concelier(root, key, {"primary": [advisory("CVE-2024-1")], "community": [advisory("X-1")]}, "e1")
+    primary = tmp_path / "primary.htpasswd"
+    _htpasswd(primary, "alice", "alice-pw")
+    env = {
+        "CONCELIER__MIRROR__EXPORTROOT": str(root),
+        "CONCELIER__MIRROR__MAXINDEXREQUESTSPERHOUR": "100",
+        "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
+        "CONCELIER__MIRROR__DOMAINS__0__REQUIREAUTHENTICATION": "true",
+        "CONCELIER__MIRROR__DOMAINS__0__HTPASSWD": str(primary),
+        "CONCELIER__MIRROR__DOMAINS__1__ID": "community",
+        "CONCELIER__MIRROR__DOMAINS__1__MAXINDEXREQUESTSPERHOUR": "3",
+        "EXCITITOR__MIRROR__ENABLED": "false",
+    }
+    with running(tmp_path / "srv", env=env) as sp, httpx.Client(base_url=sp.base) as c:
+        wide = c.get("/concelier/exports/index.json")
+        assert wide.status_code == 200 and [d["domainId"] for d in wide.json()["domains"]] == ["community"]
+        assert wide.headers["ratelimit-limit"] == "3" and wide.headers["ratelimit-remaining"] == "2"
+        own = c.get("/concelier/exports/mirror/community/index.json")
+        assert own.headers["ratelimit-remaining"] == "1"  # one budget for both routes
+        assert c.get("/concelier/exports/index.json").headers["ratelimit-remaining"] == "0"
+        refused = c.get("/concelier/exports/index.json")
+        assert refused.status_code == 429 and "index request quota of 3" in refused.json()["detail"]
+        # Primary's own index is not community's budget.
+        assert c.get("/concelier/exports/mirror/primary/index.json", auth=("alice", "alice-pw")).status_code == 200

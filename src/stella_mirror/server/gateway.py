@@ -5,6 +5,7 @@
     route_request          route, product, domain — or 400/404/405/414               (middleware.domain)
     ops routes             /healthz /readyz /metrics (token) /status (rate limited)  (routes_ops, routes_status)
     AuthGate.admit         principal — or 401/403/503                               (middleware.auth)
+    index_domain           the Concelier index: the one domain whose index it serves  (routes_concelier)
     QuotaGate.admit        hourly budgets: RateLimit-* headers — or 429/503         (middleware.quotas)
     cache_control          Cache-Control by route class for 200/206/304             (middleware.caching)
     routes_*               the answer
@@ -208,6 +209,8 @@ class Gateway:
             return
         if not await self.auth.admit(ctx, authorization, out):
             return
+        if target.handler == "concelier.index":
+            await routes_concelier.index_domain(state, ctx, authorization)  # whose index, so whose budget
         ratelimit = await self.quotas.admit(ctx, out)
         if ratelimit is None:
             return
