@@ -487,3 +487,16 @@ def test_a_shared_cache_in_front_of_the_gateway(stack: Stack) -> None:
     finally:
         cdn.terminate()
         cdn.wait(10)
+
+
+def test_metrics_show_days_left_per_configured_certificate(stack: Stack) -> None:
+    from cryptography import x509
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(stack.origin.url("/metrics")).text
+    fam = next(f for f in text_string_to_metric_families(text) if f.name == "stella_mirror_tls_days_left")
+    days = {s.labels["domain"]: s.value for s in fam.samples}
+    assert set(days) == set(HOSTS)
+    for domain, crt in stack.certs.items():
+        not_after = x509.load_pem_x509_certificate(crt.read_bytes()).not_valid_after_utc.timestamp()
+        assert abs(days[domain] - (not_after - time.time()) / 86400) < 0.1, (domain, days)

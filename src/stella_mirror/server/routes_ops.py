@@ -90,6 +90,15 @@ class ActiveIndexes(FreshnessSource):
             if site.served:
                 yield site.product, site.root
 
+    def certificates(self) -> Iterator[tuple[str, Path]]:
+        config = self.rt.state().config
+        if config.mirror.tls.cert_file is not None:
+            yield "_default", config.mirror.tls.cert_file
+        for mirror in (config.concelier.mirror, config.excititor.mirror):
+            for dom in mirror.domains:
+                if dom.tls.cert_file is not None:
+                    yield dom.id, dom.tls.cert_file
+
     def _doc(self, export: ExportHandle, parts: tuple[str, ...]) -> dict[str, Any] | None:
         try:
             doc, _ = read_json(export, parts, self.rt)
