@@ -116,6 +116,7 @@ concelier:
   jwksFile: {jwks}
 mirror:
   trustedProxies: [127.0.0.1/32]
+  docsUrl: https://docs.mirror.test/runbook
   domains:
 {"".join(site(d) for d in HOSTS)}  cache: {{indexMaxAgeSeconds: {INDEX_MAX_AGE}}}
   gateway:
@@ -500,3 +501,12 @@ def test_metrics_show_days_left_per_configured_certificate(stack: Stack) -> None
     for domain, crt in stack.certs.items():
         not_after = x509.load_pem_x509_certificate(crt.read_bytes()).not_valid_after_utc.timestamp()
         assert abs(days[domain] - (not_after - time.time()) / 86400) < 0.1, (domain, days)
+
+
+def test_the_landing_page_links_status_and_indexes(stack: Stack) -> None:
+    r = stack.get("community", "/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    for href in ("/status", "/concelier/exports/index.json", "/excititor/mirror/domains",
+                 "https://docs.mirror.test/runbook"):
+        assert f"href='{href}'" in r.text
+    assert stack.get("community", "/nothing-here").status_code == 404

@@ -370,7 +370,7 @@ def _server(w: _Writer, host: Host, listen: int, token_auth: bool) -> None:
     # The status page answers per caller (it shows only what the caller may read): never cached.
     status_upstream = next(iter(host.routes))
     w()
-    w("location ~ ^/status(\\.json)?$ {")
+    w("location ~ ^/(status(\\.json)?)?$ {  # and the landing page")
     w("    proxy_cache off;")
     w(f"    proxy_pass http://mirror_{status_upstream};")
     w("}")
