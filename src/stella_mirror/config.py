@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import ipaddress
 import re
 import types
 import typing
@@ -348,6 +349,12 @@ class MirrorServer(_Model):
     keep_alive_seconds: float = Field(default=30.0, gt=0, le=60)
     """How long a connection may wait for a request's first byte and headers — a new connection, and an idle
     keep-alive one between requests (keep it above a load balancer's idle timeout, if any)."""
+    docs_url: str | None = None
+    """Where the landing page (``/``) points for documentation (e.g. the operators' runbook); unset: no link."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Networks (CIDRs, or single addresses) of the proxies in front of the server — the gateway. Only for a
+    request from one of them is ``X-Forwarded-For`` read: the client is its rightmost address outside these
+    networks (the quotas of anonymous callers and the access log use it). Empty: the peer address, always."""
     quotas: QuotaConfig = QuotaConfig()
     cache: CacheConfig = CacheConfig()
     limits: LimitsConfig = LimitsConfig()
@@ -356,6 +363,24 @@ class MirrorServer(_Model):
     domains: tuple[SiteDomain, ...] = ()
     """The domains' sites (host names, certificate, htpasswd), shared by both product lines; ids are unique
     (checked with the product domains, :meth:`MirrorConfig._sites`)."""
+
+    @field_validator("docs_url")
+    @classmethod
+    def _docs_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s<>\"']+$", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for item in value:
+            try:
+                out.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network (CIDR such as 10.0.0.0/8) or an address") from None
+        return tuple(out)
 
 
 class MirrorConfig(_Model):

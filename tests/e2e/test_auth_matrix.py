@@ -93,7 +93,9 @@ def test_challenges_and_rate_limit_headers(client: Client) -> None:
     assert head.status_code == 401 and head.content == b""
     ok = client.get(PRIMARY, headers={"Authorization": basic("alice", "pw-alice")})
     assert ok.status_code == 200 and ok.headers["RateLimit-Limit"] == "1000"
-    assert ok.headers["cache-control"] == "public, max-age=300, immutable"
+    # An authenticated domain's payload: no `public` (RFC 9111 §3.5), one Vary naming Authorization.
+    assert ok.headers["cache-control"] == "max-age=300, must-revalidate"
+    assert ok.headers.get_list("vary") == ["Accept-Encoding, Authorization"]
     assert ok.headers["x-mirror-export-id"] == "e1"
     assert client.get("/healthz").status_code == 200  # ops routes need no credentials
 

@@ -8,6 +8,12 @@ the test short) has passed; 429 from limit_req; the
 bearer-only domain through the gateway; ``nginx -s reload`` and ``stella-mirror reload`` after rotating an
 htpasswd file and a certificate under a continuous request loop with no failed request; ``smoke`` passing, and
 failing by name on a tampered bundle and on wrong credentials; the community host's index not mentioning primary.
+
+Client identity and the edge (issue 19): two client addresses with their own budgets at the gateway and the
+origin (``mirror.trustedProxies``), ``?bust=N`` neither missing the cache nor escaping the quota, the gateway's
+429 the same as the origin's, fresh request ids and no stale ``RateLimit-*`` on cache hits; and a second nginx
+as a shared cache (docs/cdn.md's recipe, as written) that never hands primary's authenticated bundle to an
+anonymous caller.
 """
 
 from __future__ import annotations
@@ -110,6 +116,8 @@ concelier:
   audiences: [stella-mirror]
   jwksFile: {jwks}
 mirror:
+  trustedProxies: [127.0.0.1/32]
+  docsUrl: https://docs.mirror.test/runbook
   domains:
 {"".join(site(d) for d in HOSTS)}  cache: {{indexMaxAgeSeconds: {INDEX_MAX_AGE}}}
   gateway:
@@ -187,7 +195,7 @@ def test_basic_auth_per_domain(stack: Stack) -> None:
     manifest = "/concelier/exports/mirror/{}/manifest.json"
     r = stack.get("primary", manifest.format("primary"))
     assert r.status_code == 401 and 'Basic realm="primary"' in r.headers["www-authenticate"]
-    assert "x-request-id" not in r.headers  # refused by nginx itself, before the origin
+    assert r.headers["content-type"] == "text/html"  # refused by nginx itself, before the origin
     assert stack.get("primary", manifest.format("primary"), auth=("alice", "wrong")).status_code == 401
     assert stack.get("primary", manifest.format("primary"), auth=("alice", "alice-pw")).status_code == 200
     # Community is open (no credentials needed), but primary's user is refused there: checked by the origin
@@ -219,20 +227,100 @@ def test_community_index_does_not_mention_primary(stack: Stack) -> None:
         own.with_name("index.json.jws").read_bytes()
 
 
-def test_cache_miss_then_hit_and_limit_req(stack: Stack) -> None:
+RATELIMIT = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy")
+
+
+def _from(address: str) -> httpx.HTTPTransport:
+    """A transport whose connections leave from ``address`` (like ``curl --interface``)."""
+    return httpx.HTTPTransport(local_address=address, verify=False)
+
+
+def _origin_clients(stack: Stack, last_id: str) -> dict[str, str]:
+    """Request id → client address in the origin's access log, once it has the line of ``last_id``
+    (the log is flushed every half second)."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [json.loads(line) for line in stack.origin.access_lines()]
+        clients = {e["requestId"]: e["client"] for e in lines}
+        if last_id in clients or time.monotonic() > deadline:
+            return clients
+        time.sleep(0.2)
+
+
+def test_two_clients_their_own_quota_and_query_strings_do_not_bust(stack: Stack) -> None:
     path = "/concelier/exports/mirror/community/bundle.json"
-    statuses = []
-    with stack.client("community") as c:
-        for _ in range(4):
-            r = c.get(path)
-            statuses.append((r.status_code, r.headers.get("x-cache-status")))
+    answers = []
+    with stack.client("community", transport=_from("127.0.0.1")) as a:
+        for n in range(4):
+            answers.append(a.get(path, params={"bust": str(n)}))  # ?bust=N: the same file, the same budget
+    statuses = [(r.status_code, r.headers.get("x-cache-status")) for r in answers]
     # Budget 3/hour: the gateway's bucket holds 3; cached answers count there (the origin saw one request).
     assert statuses == [(200, "MISS"), (200, "HIT"), (200, "HIT"), (429, None)], statuses
+    miss, hits, refused = answers[0], answers[1:3], answers[3]
+    assert miss.headers["ratelimit-limit"] == "3" and miss.headers["ratelimit-remaining"] == "2"  # the origin's
+    for hit in hits:  # a cached answer: no stale counts, its own request id
+        assert not set(RATELIMIT) & set(hit.headers), hit.headers
+    ids = [r.headers["x-request-id"] for r in answers]
+    assert len(set(ids)) == 4 and all(ids), ids
+    # The gateway's refusal is the origin's 429: problem+json, Retry-After, RateLimit-*.
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"] == "https://stella-ops.org/problems/quota-exceeded"
+    assert refused.json()["status"] == 429
+    assert int(refused.headers["retry-after"]) > 0 and refused.headers["ratelimit-remaining"] == "0"
+    assert refused.headers["ratelimit-limit"] == "3" and refused.headers["cache-control"] == "no-store"
+    # Another client address has its own budget, at the gateway and at the origin.
+    with stack.client("community", transport=_from("127.0.0.2")) as b:
+        other = b.get(path, params={"bust": "99"})
+        signature = b.get(path + ".jws")  # not cached yet: reaches the origin
+    assert other.status_code == 200 and other.headers["x-cache-status"] == "HIT"
+    assert signature.status_code == 200 and signature.headers["x-cache-status"] == "MISS"
     assert stack.get("primary", "/concelier/exports/mirror/primary/bundle.json",
                      auth=("alice", "alice-pw")).status_code == 200  # another domain's budget is its own
     log = [json.loads(line) for line in (stack.tmp / "nginx" / "access.log").read_text().splitlines()]
     assert {"cache", "status", "user", "requestId"} <= set(log[-1])
     assert all("alice-pw" not in json.dumps(line) for line in log)
+    # The origin counted the miss for the real client (X-Forwarded-For from its trusted gateway), not the gateway.
+    clients = _origin_clients(stack, signature.headers["x-request-id"])
+    assert clients[signature.headers["x-request-id"]] == "127.0.0.2"
+    assert clients[miss.headers["x-request-id"]] == "127.0.0.1"
+
+    # The origin's own 429 (asked directly, from a third address) has the same headers and body type.
+    def direct(address: str, forwarded: str | None = None) -> httpx.Response:
+        headers = {"Host": HOSTS["community"]}
+        if forwarded:
+            headers["X-Forwarded-For"] = forwarded
+        with httpx.Client(transport=_from(address), timeout=10) as c:
+            return c.get(stack.origin.url(path), headers=headers)
+
+    for _ in range(3):
+        assert direct("127.0.0.3").status_code == 200
+    origin_refused = direct("127.0.0.3")
+    assert origin_refused.status_code == 429
+    same = ("content-type", "cache-control", "retry-after", "x-request-id", *RATELIMIT)
+    assert {h: h in origin_refused.headers for h in same} == {h: h in refused.headers for h in same}
+    assert origin_refused.headers["content-type"] == refused.headers["content-type"]
+    assert set(origin_refused.json()) == set(refused.json())
+    assert origin_refused.json()["type"] == refused.json()["type"]
+
+
+def test_origin_reads_forwarded_for_only_from_trusted_peers(stack: Stack) -> None:
+    path = "/concelier/exports/mirror/community/bundle.json"
+
+    def direct(address: str, forwarded: str) -> httpx.Response:
+        with httpx.Client(transport=_from(address), timeout=10) as c:
+            return c.get(stack.origin.url(path), headers={"Host": HOSTS["community"], "X-Forwarded-For": forwarded})
+
+    # From the trusted gateway address: the rightmost untrusted hop is the client, each with its own budget.
+    assert [direct("127.0.0.1", "10.9.9.1").status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert direct("127.0.0.1", "10.9.9.2").status_code == 200
+    forged = direct("127.0.0.1", "10.9.9.1, 10.9.9.4, 127.0.0.1")  # left of the client's hop: its own words
+    assert forged.status_code == 200 and forged.headers["ratelimit-remaining"] == "2"
+    # From an untrusted peer the header is ignored: its own address is the client, whatever it claims.
+    untrusted = [direct("127.0.0.4", f"10.9.9.{n}") for n in range(10, 14)]
+    assert [r.status_code for r in untrusted] == [200, 200, 200, 429]
+    clients = _origin_clients(stack, forged.headers["x-request-id"])
+    assert clients[untrusted[0].headers["x-request-id"]] == "127.0.0.4"
+    assert clients[forged.headers["x-request-id"]] == "10.9.9.4"
 
 
 def test_smoke_passes_and_fails_by_name(stack: Stack) -> None:
@@ -345,3 +433,85 @@ def test_rotation_under_load_then_a_new_export_after_the_index_ttl(stack: Stack)
     while stack.get("community", index).json()["exportId"] != "e2":
         assert time.monotonic() < deadline
         time.sleep(0.5)
+
+
+def _cdn_recipe() -> str:
+    """The shared-cache configuration documented as runbook §5's recipe (docs/cdn.md), as written there."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cdn.md").read_text()
+    return text.split("```nginx\n", 1)[1].split("```", 1)[0]
+
+
+def test_a_shared_cache_in_front_of_the_gateway(stack: Stack) -> None:
+    cdn_port = free_port()
+    root = stack.tmp / "cdn"
+    root.mkdir()
+    recipe = (_cdn_recipe().replace("@CACHE_DIR@", str(root / "cache")).replace("@GATEWAY@", f"127.0.0.1:{stack.port}")
+              .replace("@LISTEN@", f"listen 127.0.0.1:{cdn_port};").replace("@HOSTS@", " ".join(HOSTS.values()))
+              .replace("@CA_FILE@", str(stack.cacert)))
+    assert "@" not in recipe
+    (root / "recipe.conf").write_text(recipe)
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = root / "nginx.conf"
+    conf.write_text(f"{user}worker_processes 1;\npid {root / 'nginx.pid'};\nevents {{ worker_connections 256; }}\n"
+                    f"http {{\n    access_log {root / 'access.log'};\n    include {root / 'recipe.conf'};\n}}\n")
+    cmd = [NGINX, "-p", str(root), "-e", str(root / "error.log"), "-c", str(conf)]
+    test = subprocess.run([*cmd, "-t"], capture_output=True, text=True)
+    assert test.returncode == 0, test.stderr
+    cdn = subprocess.Popen([*cmd, "-g", "daemon off;"], stderr=subprocess.PIPE)
+    try:
+        def get(domain: str, path: str, **kwargs: object) -> httpx.Response:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    return httpx.get(f"http://127.0.0.1:{cdn_port}{path}", headers={"Host": HOSTS[domain]},
+                                     timeout=10, **kwargs)  # type: ignore[arg-type]
+                except httpx.ConnectError:
+                    assert cdn.poll() is None and time.monotonic() < deadline, (root / "error.log").read_text()
+                    time.sleep(0.1)
+
+        bundle = "/concelier/exports/mirror/primary/bundle.json"
+        first = get("primary", bundle, auth=("steady", "steady-pw"))
+        export_id = first.headers["x-mirror-export-id"]  # the gateway may still hold an earlier export's copy
+        payload = (stack.croot / export_id / "mirror" / "primary" / "bundle.json").read_bytes()
+        assert first.status_code == 200 and first.content == payload
+        assert "public" not in first.headers["cache-control"] and "Authorization" in first.headers["vary"]
+        again = get("primary", bundle, auth=("steady", "steady-pw"))
+        assert again.status_code == 200 and again.headers["x-cdn-cache"] == "HIT"  # it is stored, for steady
+        anonymous = get("primary", bundle)
+        assert anonymous.status_code == 401 and payload not in anonymous.content
+        assert anonymous.headers["x-cdn-cache"] == "MISS"  # sent on, and refused by the gateway
+        other = get("primary", bundle, auth=("bob", "bob-pw"))  # community's user
+        assert other.status_code == 401 and payload not in other.content
+        busted = get("primary", bundle + "?bust=1")
+        assert busted.status_code == 401
+        # The open domain: its repeat request is answered by the shared cache.
+        manifest = "/concelier/exports/mirror/community/manifest.json"
+        assert get("community", manifest).status_code == 200
+        repeat = get("community", manifest, params={"bust": "2"})
+        assert repeat.status_code == 200 and repeat.headers["x-cdn-cache"] == "HIT"
+        assert repeat.headers["cache-control"] == "public, max-age=300, immutable"
+    finally:
+        cdn.terminate()
+        cdn.wait(10)
+
+
+def test_metrics_show_days_left_per_configured_certificate(stack: Stack) -> None:
+    from cryptography import x509
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(stack.origin.url("/metrics")).text
+    fam = next(f for f in text_string_to_metric_families(text) if f.name == "stella_mirror_tls_days_left")
+    days = {s.labels["domain"]: s.value for s in fam.samples}
+    assert set(days) == set(HOSTS)
+    for domain, crt in stack.certs.items():
+        not_after = x509.load_pem_x509_certificate(crt.read_bytes()).not_valid_after_utc.timestamp()
+        assert abs(days[domain] - (not_after - time.time()) / 86400) < 0.1, (domain, days)
+
+
+def test_the_landing_page_links_status_and_indexes(stack: Stack) -> None:
+    r = stack.get("community", "/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    for href in ("/status", "/concelier/exports/index.json", "/excititor/mirror/domains",
+                 "https://docs.mirror.test/runbook"):
+        assert f"href='{href}'" in r.text
+    assert stack.get("community", "/nothing-here").status_code == 404

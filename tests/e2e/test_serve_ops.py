@@ -36,6 +36,28 @@ def test_no_export_root_readiness_and_exact_log_line(tmp_path: Path) -> None:
         assert log_lines[0].split(": ", 1)[1] == LINE  # the message is exactly the runbook's
 
 
+def test_a_missing_export_root_is_logged_at_start_and_while_requests_arrive(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such"
+    with running(tmp_path / "srv", env={"CONCELIER__MIRROR__EXPORTROOT": str(missing),
+                                        "EXCITITOR__MIRROR__ENABLED": "false"}) as sp:
+
+        def lines() -> list[str]:
+            return [line for line in sp.stderr().splitlines() if line.split(": ", 1)[-1] == LINE]
+
+        at_start = len(lines())
+        assert at_start >= 1 and str(missing) in sp.stderr(), sp.stderr()
+        r = httpx.get(sp.url("/concelier/exports/index.json"))
+        assert r.status_code == 503
+        deadline = time.monotonic() + 5
+        while len(lines()) <= at_start:  # logged again now that requests arrive (then at most once a minute)
+            assert time.monotonic() < deadline, sp.stderr()
+            time.sleep(0.1)
+        for _ in range(5):
+            httpx.get(sp.url("/concelier/exports/index.json"))
+        time.sleep(0.3)
+        assert len(lines()) == at_start + 1
+
+
 def test_readiness_follows_the_export(tmp_path: Path) -> None:
     root = tmp_path / "concelier"
     root.mkdir()
@@ -144,7 +166,8 @@ def test_auth_and_quotas_wired_with_metrics_and_access_log(tmp_path: Path) -> No
             r = c.get(url, auth=("alice", "alice-pw"))
             assert r.status_code == 200, r.text
             assert r.headers["ratelimit-limit"] == "3" and r.headers["ratelimit-remaining"] == str(2 - i)
-            assert r.headers["cache-control"] == "public, max-age=300, immutable"
+            assert r.headers["cache-control"] == "max-age=300, must-revalidate"  # never `public` here
+            assert "Authorization" in r.headers["vary"]
         r = c.get(url, auth=("alice", "alice-pw"))
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
         assert r.headers["cache-control"] == "no-store"
@@ -216,3 +239,34 @@ def test_service_selection_and_compress_command(tmp_path: Path) -> None:
         r = httpx.get(sp.url("/concelier/exports/mirror/primary/bundle.json"), headers={"Accept-Encoding": "zstd"})
         assert r.status_code == 200 and r.headers["content-encoding"] == "zstd"
         assert httpx.get(sp.url("/excititor/mirror/domains")).status_code == 404
+
+
+def test_the_product_index_counts_against_the_domain_whose_index_it_serves(tmp_path: Path) -> None:
+    """No host names: an anonymous caller may read only community, so /concelier/exports/index.json is
+    community's own signed index — and counts against community's index budget, like its own URL."""
+    root = tmp_path / "concelier"
+    key = generate_keypair(tmp_path / "keys")
+    publish_concelier(root, key, {"primary": [advisory("CVE-2024-1")], "community": [advisory("X-1")]}, "e1")
+    primary = tmp_path / "primary.htpasswd"
+    _htpasswd(primary, "alice", "alice-pw")
+    env = {
+        "CONCELIER__MIRROR__EXPORTROOT": str(root),
+        "CONCELIER__MIRROR__MAXINDEXREQUESTSPERHOUR": "100",
+        "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
+        "CONCELIER__MIRROR__DOMAINS__0__REQUIREAUTHENTICATION": "true",
+        "CONCELIER__MIRROR__DOMAINS__0__HTPASSWD": str(primary),
+        "CONCELIER__MIRROR__DOMAINS__1__ID": "community",
+        "CONCELIER__MIRROR__DOMAINS__1__MAXINDEXREQUESTSPERHOUR": "3",
+        "EXCITITOR__MIRROR__ENABLED": "false",
+    }
+    with running(tmp_path / "srv", env=env) as sp, httpx.Client(base_url=sp.base) as c:
+        wide = c.get("/concelier/exports/index.json")
+        assert wide.status_code == 200 and [d["domainId"] for d in wide.json()["domains"]] == ["community"]
+        assert wide.headers["ratelimit-limit"] == "3" and wide.headers["ratelimit-remaining"] == "2"
+        own = c.get("/concelier/exports/mirror/community/index.json")
+        assert own.headers["ratelimit-remaining"] == "1"  # one budget for both routes
+        assert c.get("/concelier/exports/index.json").headers["ratelimit-remaining"] == "0"
+        refused = c.get("/concelier/exports/index.json")
+        assert refused.status_code == 429 and "index request quota of 3" in refused.json()["detail"]
+        # Primary's own index is not community's budget.
+        assert c.get("/concelier/exports/mirror/primary/index.json", auth=("alice", "alice-pw")).status_code == 200

@@ -177,3 +177,67 @@ def test_one_server_per_product_still_shows_both_products(site: tuple[ServerProc
             concelier.stop()
     finally:
         excititor.stop()
+
+
+def _chromium(tmp_path: Path, width: int = 1400) -> webdriver.Chrome:
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver_path, "chromium and chromium-driver are installed by .ci/run"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}")
+    options.add_argument(f"--window-size={width},900")
+    options.add_argument("--blink-settings=scriptEnabled=false")
+    return webdriver.Chrome(options=options, service=Service(driver_path))
+
+
+def test_status_on_an_authenticated_host_asks_for_credentials(site: tuple[ServerProc, Path, Path],
+                                                              tmp_path: Path) -> None:
+    _, croot, _ = site
+    pw = tmp_path / "primary.htpasswd"
+    htpasswd(pw, {"alice": "alice-pw"})
+    env = {
+        "CONCELIER__MIRROR__EXPORTROOT": str(croot),
+        "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
+        "CONCELIER__MIRROR__DOMAINS__0__REQUIREAUTHENTICATION": "true",
+        "CONCELIER__MIRROR__DOMAINS__0__HTPASSWD": str(pw),
+        "EXCITITOR__MIRROR__ENABLED": "false",
+    }
+    sp = start_server(tmp_path / "srv", env=env, ready_path="/readyz")
+    try:
+        anonymous = httpx.get(sp.url("/status"))
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"].startswith('Basic realm="primary"')
+        assert anonymous.headers["content-type"] == "application/problem+json" and "primary" not in anonymous.text
+        assert httpx.get(sp.url("/status"), auth=("alice", "wrong")).status_code == 401
+        driver = _chromium(tmp_path, 1280)
+        try:
+            driver.get(sp.url("/status"))  # no credentials: the browser is refused (and would show its login)
+            assert driver.title != "Mirror status" and "primary" not in driver.page_source.lower()
+            # Credentials in the URL are only sent when the server asks for them (a 401 with a Basic challenge).
+            driver.get(sp.url("/status").replace("http://", "http://alice:alice-pw@"))
+            assert driver.title == "Mirror status"
+            row = driver.find_element(By.ID, "concelier-primary")
+            assert row.is_displayed() and "Primary" in row.text
+            size = row.find_elements(By.TAG_NAME, "td")[6].text
+            assert size.endswith(("B", "KiB", "MiB")) and "," not in size  # human units
+            assert driver.find_element(By.CLASS_NAME, "generated").text.startswith("Generated at 20")
+            table = driver.find_element(By.TAG_NAME, "table")
+            assert table.rect["x"] + table.rect["width"] <= 1280  # fits, problems column included
+        finally:
+            driver.quit()
+    finally:
+        sp.stop()
+
+
+def test_status_page_fits_1280_pixels_with_long_problems(site: tuple[ServerProc, Path, Path],
+                                                         tmp_path: Path) -> None:
+    sp, _, _ = site
+    driver = _chromium(tmp_path, 1280)
+    try:
+        driver.get(sp.url("/status"))
+        for table in driver.find_elements(By.TAG_NAME, "table"):
+            assert table.rect["x"] + table.rect["width"] <= 1280, table.rect
+    finally:
+        driver.quit()

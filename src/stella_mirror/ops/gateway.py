@@ -13,14 +13,21 @@ What is rendered, per host name of a domain (runbook §2, §5; DESIGN S6, S7):
   ``serve``: Basic Auth at the gateway where the domain requires authentication and has an htpasswd file
   (bearer tokens then pass through to the origin, which checks them); none on open or bearer-only domains;
 * ``proxy_cache`` honouring the origin's ``Cache-Control`` (indexes 60 s, payloads 300 s) with
-  ``proxy_cache_lock`` and ``X-Cache-Status``. The key is scheme, host, URI and the user nginx
-  authenticated, so one domain's (or user's) answers never reach another's clients; a request carrying a
+  ``proxy_cache_lock`` and ``X-Cache-Status``. The key is scheme, host, path (never the query string: the
+  origin ignores it, so ``?bust=N`` is the same file and a cache hit) and the user nginx authenticated, so
+  one domain's (or user's) answers never reach another's clients; a request carrying a
   credential nginx did not check itself (a bearer token; any credential on a domain without gateway Basic
   Auth) bypasses the cache, since only the origin can judge it;
 * ``limit_req`` per domain and budget matching the origin's hourly quotas: a bucket of the hourly budget that
   refills at budget/hour (nginx counts at least one request a minute), keyed like the origin's quotas by user,
-  else by address; cached answers count here too, which the origin never sees;
-* a JSON access log with the cache status, and a request id forwarded to the origin (``X-Request-ID``).
+  else by address; cached answers count here too, which the origin never sees. Its refusals are the origin's
+  429: ``application/problem+json`` (the same ``quota-exceeded`` body), ``Retry-After`` and ``RateLimit-*``;
+* the client's address forwarded in ``X-Forwarded-For`` (the origin reads it from the peers in
+  ``mirror.trustedProxies``, which must hold the gateway's address);
+* on every answer a fresh ``X-Request-ID`` (the one forwarded to the origin), and ``RateLimit-*`` only when
+  the origin counted this very request — a cached answer never repeats the counts of the request that filled
+  the cache;
+* a JSON access log with the cache status.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from pathlib import Path
 from stella_mirror.config import MirrorConfig, ProductMirror
 from stella_mirror.errors import ConfigError
 from stella_mirror.server.context import DomainPolicy, Product
+from stella_mirror.server.middleware.quotas import exceeded_detail
+from stella_mirror.server.problems import MEDIA_TYPE, problem_body
 from stella_mirror.server.state import build_sites
 
 CONFIG_NAME = "nginx.conf"
@@ -56,6 +65,13 @@ class Budget:
 
     zone: str
     per_hour: int
+    name: str = "download"
+    """``index`` or ``download``, as the origin names it in its 429."""
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds until the bucket holds a request again (nginx refills one every minute / rate)."""
+        return math.ceil(60 / max(1, math.ceil(self.per_hour / 60)))
 
     @property
     def rate(self) -> str:
@@ -118,8 +134,8 @@ def _route(config: MirrorConfig, policy: DomainPolicy, key_path: str) -> Route:
         domain_id=domain_id,
         key_path=key_path,
         basic_file=policy.htpasswd if required else None,
-        index=Budget(_zone(product, domain_id, "index"), index) if index else None,
-        download=Budget(_zone(product, domain_id, "download"), download) if download else None,
+        index=Budget(_zone(product, domain_id, "index"), index, "index") if index else None,
+        download=Budget(_zone(product, domain_id, "download"), download, "download") if download else None,
     )
 
 
@@ -249,6 +265,18 @@ def render(config: MirrorConfig) -> str:
     w("proxy_set_header X-Request-ID $request_id;")
     w("proxy_read_timeout 60s;")
     w()
+    w("# Every answer gets this request's id (a cached one would repeat the id of the request that filled the")
+    w("# cache), and RateLimit-* only when the origin counted this very request (never a cached answer's).")
+    w("proxy_hide_header X-Request-ID;")
+    for name in _RATELIMIT:
+        w(f"proxy_hide_header {name};")
+    for name in _RATELIMIT:
+        var = name.lower().replace("-", "_")
+        w(f'map "$upstream_cache_status:$upstream_http_{var}" $mirror_{var} {{')
+        w('    "~^(MISS|BYPASS|EXPIRED)?:(?<value>.+)$" $value;')
+        w('    default "";')
+        w("}")
+    w()
     w("# Quotas (runbook §5 step 5, §7): per user like the origin, else per address.")
     w("map $remote_user $mirror_client {")
     w('    "" $binary_remote_addr;')
@@ -266,6 +294,7 @@ def render(config: MirrorConfig) -> str:
         w('    "~*^bearer " 1;')
         w('    default "";')
         w("}")
+    w("# Refusals are answered like the origin's (a problem+json per budget, at the end of each server).")
     w("limit_req_status 429;")
     budgets = sorted(
         {b for h in gp.hosts for r in h.routes.values() for b in (r.index, r.download) if b is not None},
@@ -288,6 +317,11 @@ def render(config: MirrorConfig) -> str:
         w(f"return 308 https://$host{port}$request_uri;")
         w.close()
         w()
+    if not config.mirror.trusted_proxies:
+        w("# WARNING: mirror.trustedProxies is empty: the origins will count every client behind this gateway as")
+        w("# one (the gateway's address). Set it to this gateway's address (MIRROR__TRUSTEDPROXIES__0=...).")
+    else:
+        w(f"# The origins read X-Forwarded-For from mirror.trustedProxies: {' '.join(config.mirror.trusted_proxies)}")
     w("# TLS for names that no domain claims: refuse the handshake.")
     w.open("server")
     w(f"listen {gw.listen} ssl default_server;")
@@ -321,8 +355,9 @@ def _server(w: _Writer, host: Host, listen: int, token_auth: bool) -> None:
     w(f"server_name {host.name};")
     w(f"ssl_certificate     {_quote(host.cert)};")
     w(f"ssl_certificate_key {_quote(host.key)};")
-    w("add_header X-Cache-Status $upstream_cache_status always;")
-    w('add_header Strict-Transport-Security "max-age=31536000" always;')
+    _common_headers(w)
+    for name in _RATELIMIT:
+        w(f"add_header {name} $mirror_{name.lower().replace('-', '_')} always;")
     for product, route in host.routes.items():
         w()
         w(f"# {product} domain {route.domain_id} ({route.key_path})")
@@ -335,11 +370,48 @@ def _server(w: _Writer, host: Host, listen: int, token_auth: bool) -> None:
     # The status page answers per caller (it shows only what the caller may read): never cached.
     status_upstream = next(iter(host.routes))
     w()
-    w("location ~ ^/status(\\.json)?$ {")
+    w("location ~ ^/(status(\\.json)?)?$ {  # and the landing page")
     w("    proxy_cache off;")
     w(f"    proxy_pass http://mirror_{status_upstream};")
     w("}")
     w("location / { return 404; }")
+    budgets = sorted(
+        {b for r in host.routes.values() for b in (r.index, r.download) if b is not None}, key=lambda b: b.zone
+    )
+    for budget in budgets:
+        _refusal(w, budget)
+    w.close()
+
+
+_RATELIMIT = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy")
+
+
+def _common_headers(w: _Writer) -> None:
+    w("add_header X-Cache-Status $upstream_cache_status always;")
+    w('add_header Strict-Transport-Security "max-age=31536000" always;')
+    w("add_header X-Request-ID $request_id always;")
+
+
+def _refusal(w: _Writer, budget: Budget) -> None:
+    """The named location answering ``limit_req``'s 429 for ``budget`` as the origin does (problem+json,
+    ``Retry-After``, ``RateLimit-*``; add_header here replaces the server's, so they are repeated)."""
+    body = problem_body(
+        429, "quota-exceeded", "Too many requests", exceeded_detail(budget.name, budget.per_hour, 3600)
+    ).decode()
+    if "'" in body or "$" in body or "\\" in body:
+        raise ConfigError("", f"cannot write the quota refusal of {budget.zone} into nginx configuration")
+    w()
+    w(f"# {budget.zone}: over quota, answered like the origin's 429.")
+    w.open(f"location @{budget.zone}_refused")
+    _common_headers(w)
+    w("add_header Cache-Control no-store always;")
+    w(f"add_header Retry-After {budget.retry_after} always;")
+    w(f"add_header RateLimit-Limit {budget.per_hour} always;")
+    w("add_header RateLimit-Remaining 0 always;")
+    w(f"add_header RateLimit-Reset {budget.retry_after} always;")
+    w(f'add_header RateLimit-Policy "{budget.per_hour};w=3600" always;')
+    w(f"default_type {MEDIA_TYPE};")
+    w(f"return 429 '{body}';")
     w.close()
 
 
@@ -348,16 +420,17 @@ def _proxy(w: _Writer, route: Route, budget: Budget | None, token_auth: bool) ->
         realm = f"${route.realm_var}" if token_auth else f'"{_quote(route.domain_id)}"'
         w(f"auth_basic {realm};")
         w(f"auth_basic_user_file {_quote(route.basic_file)};")
-        w('proxy_cache_key "$scheme://$host$request_uri $remote_user";')
+        w('proxy_cache_key "$scheme://$host$uri $remote_user";')
         if token_auth:
             w("proxy_cache_bypass $mirror_bearer;")
             w("proxy_no_cache $mirror_bearer;")
     else:
-        w('proxy_cache_key "$scheme://$host$request_uri";')
+        w('proxy_cache_key "$scheme://$host$uri";')
         w("proxy_cache_bypass $http_authorization;")
         w("proxy_no_cache $http_authorization;")
     if budget is not None:
         w(f"limit_req zone={budget.zone} burst={budget.burst} nodelay;")
+        w(f"error_page 429 @{budget.zone}_refused;")
     w(f"proxy_pass http://mirror_{route.product};")
 
 

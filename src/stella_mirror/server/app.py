@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import signal
 from collections.abc import Callable
@@ -100,6 +101,7 @@ def build_state(
         generation=state.generation,
         problems=problems,
         metrics_token=_metrics_token(config),
+        trusted_proxies=tuple(ipaddress.ip_network(n) for n in config.mirror.trusted_proxies),
     )
     return dataclasses.replace(complete, restricted=restricted_products(complete))
 

@@ -5,6 +5,7 @@
     route_request          route, product, domain — or 400/404/405/414               (middleware.domain)
     ops routes             /healthz /readyz /metrics (token) /status (rate limited)  (routes_ops, routes_status)
     AuthGate.admit         principal — or 401/403/503                               (middleware.auth)
+    index_domain           the Concelier index: the one domain whose index it serves  (routes_concelier)
     QuotaGate.admit        hourly budgets: RateLimit-* headers — or 429/503         (middleware.quotas)
     cache_control          Cache-Control by route class for 200/206/304             (middleware.caching)
     routes_*               the answer
@@ -23,7 +24,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -52,7 +53,6 @@ _METRICS_TOKEN: Refusal = (
     "/metrics needs its bearer token",
     {"WWW-Authenticate": "Bearer"},
 )
-VARY_AUTHORIZATION = (b"vary", b"Authorization")
 
 
 class ClientGone(Exception):
@@ -71,7 +71,7 @@ class Responder:
     A body sent in several messages is watched: once the server reports the client gone (``http.disconnect``
     from ``receive``), the next message is not sent and the response counts as aborted."""
 
-    __slots__ = ("aborted", "cache", "expected", "extra", "nbytes", "receive", "send", "status", "watch")
+    __slots__ = ("aborted", "cache", "expected", "extra", "nbytes", "receive", "send", "status", "vary", "watch")
 
     def __init__(self, send: Send, request_id: str, receive: Receive | None = None) -> None:
         self.send = send
@@ -86,6 +86,8 @@ class Responder:
         """Appended to every response; quota headers are put in front of the request id."""
         self.cache: bytes | None = None
         """``Cache-Control`` for cacheable statuses (set once the request reached its route)."""
+        self.vary = False
+        """Whether the answer depends on the credentials: ``Authorization`` joins the response's one ``Vary``."""
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
@@ -95,6 +97,8 @@ class Responder:
             for name, value in headers:
                 if name == b"content-length":
                     self.expected = int(value)
+            if self.vary:
+                headers = _vary_authorization(headers)
             if self.cache is not None and status in CACHEABLE:
                 message["headers"] = [*headers, (b"cache-control", self.cache), *self.extra]
             else:
@@ -136,6 +140,18 @@ class Responder:
         )
 
 
+def _vary_authorization(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` with ``Authorization`` in their ``Vary`` — one header line, as some shared caches read only
+    the first."""
+    out = list(headers)
+    for i, (name, value) in enumerate(out):
+        if name == b"vary":
+            out[i] = (name, value + b", Authorization")
+            return out
+    out.append((b"vary", b"Authorization"))
+    return out
+
+
 class Gateway:
     """Answers HTTP requests (lifespan is the application's business)."""
 
@@ -159,10 +175,11 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        ctx, authorization = self.access_log.begin(scope)
+        state = self.state()
+        ctx, authorization = self.access_log.begin(scope, state)
         out = Responder(send, ctx.request_id, receive)
         try:
-            await self._answer(scope, ctx, authorization, out)
+            await self._answer(scope, ctx, authorization, out, state)
         except ClientGone:
             pass
         except Exception:
@@ -175,12 +192,13 @@ class Gateway:
             aborted = out.incomplete(scope["method"] == "HEAD")
             self.access_log.finish(scope, ctx, out.status, out.nbytes, time.perf_counter() - started, aborted)
 
-    async def _answer(self, scope: Scope, ctx: RequestContext, authorization: str | None, out: Responder) -> None:
+    async def _answer(
+        self, scope: Scope, ctx: RequestContext, authorization: str | None, out: Responder, state: ServerState
+    ) -> None:
         if "upgrade" in ctx.extra:
             ctx.route = "invalid"
             await send_problem(out, *_UPGRADE)
             return
-        state = self.state()
         refusal = route_request(scope, ctx, state)
         if refusal is not None:
             await send_problem(out, *refusal)
@@ -191,19 +209,24 @@ class Gateway:
             return
         if not await self.auth.admit(ctx, authorization, out):
             return
+        if target.handler == "concelier.index":
+            await routes_concelier.index_domain(state, ctx, authorization)  # whose index, so whose budget
         ratelimit = await self.quotas.admit(ctx, out)
         if ratelimit is None:
             return
         if ratelimit:
             out.extra[:0] = ratelimit
-        out.cache = cache_control(target, state.config.mirror.cache)
+        assert ctx.domain is not None
+        authenticated = self.auth.required(ctx.domain)
+        out.cache = cache_control(target, state.config.mirror.cache, authenticated)
+        # The answer depends on the credentials: an authenticated domain's, and a product-wide list that shows
+        # each caller the domains it may read.
+        out.vary = authenticated or (
+            target.handler in ("concelier.index", "excititor.domains") and restricted(state, target.product)
+        )
         if target.product == "concelier":
-            if target.handler == "concelier.index" and restricted(state, "concelier"):
-                out.extra.append(VARY_AUTHORIZATION)  # the index depends on the caller's credentials
             await routes_concelier.serve(scope, out, self.runtime, ctx, target, authorization)
         else:
-            if target.handler == "excititor.domains" and restricted(state, "excititor"):
-                out.extra.append(VARY_AUTHORIZATION)
             await routes_excititor.serve(scope, out, self.runtime, ctx, target, authorization)
 
     async def _ops(

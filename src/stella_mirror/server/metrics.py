@@ -181,6 +181,33 @@ class FreshnessSource:
     def roots(self) -> Iterator[tuple[str, Path | None]]:
         return iter(())
 
+    def certificates(self) -> Iterator[tuple[str, Path]]:
+        """``(domain, certificate file)`` of every configured certificate (``_default``: ``mirror.tls``)."""
+        return iter(())
+
+
+_CERT_EXPIRY: dict[tuple[Path, int, int], float | None] = {}
+
+
+def certificate_expiry(path: Path) -> float | None:
+    """The notAfter of the first certificate in a PEM file (unix seconds), None when it cannot be read; parsed
+    once per file version (path, size, mtime)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _CERT_EXPIRY:
+        from cryptography import x509
+
+        if len(_CERT_EXPIRY) > 256:
+            _CERT_EXPIRY.clear()
+        try:
+            _CERT_EXPIRY[key] = x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc.timestamp()
+        except (OSError, ValueError):
+            _CERT_EXPIRY[key] = None
+    return _CERT_EXPIRY[key]
+
 
 class MirrorCollector(Collector):
     """Turns summed snapshots plus the freshness source into metric families at scrape time."""
@@ -280,6 +307,24 @@ class MirrorCollector(Collector):
                 seq.add_metric(labels, float(doc["sequence"]))
         yield from (age, expires, seq, up)
         yield from self._sync(now)
+        yield self._tls(now)
+
+    def _tls(self, now: float) -> GaugeMetricFamily:
+        """Days left on each configured certificate (negative once expired; no series for an unreadable file)."""
+        fam = GaugeMetricFamily(
+            "stella_mirror_tls_days_left",
+            "Days until the configured certificate expires (negative: expired)",
+            labels=["domain"],
+        )
+        seen = set()
+        for domain, path in self.freshness.certificates():
+            if domain in seen:
+                continue
+            seen.add(domain)
+            expiry = certificate_expiry(path)
+            if expiry is not None:
+                fam.add_metric([domain], round((expiry - now) / 86400, 2))
+        return fam
 
     def _sync(self, now: float) -> Iterator[Any]:
         """The last sync into each served root, from its status file (no series for a root without one)."""

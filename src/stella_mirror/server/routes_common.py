@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -64,6 +66,25 @@ async def not_found(send: Send, detail: str = "not found in this export") -> Non
     await send_problem(send, 404, "not-found", "Not found", detail)
 
 
+_ROOT_LOG_INTERVAL = 60.0
+_root_logged: dict[str, float] = {}
+
+
+def report_missing_root(product: Product, root: os.PathLike[str] | None) -> None:
+    """Log runbook §7's exact line (``Mirror export root is not configured``, the alert greps for it) — and
+    which root is missing — at most once a minute per product while requests find no export root."""
+    if root is not None and os.path.isdir(root):
+        return  # the root is there: another problem (nothing published yet, unreadable), answered 503 with it
+    now = time.monotonic()
+    if now - _root_logged.get(product, float("-inf")) < _ROOT_LOG_INTERVAL:
+        return
+    _root_logged[product] = now
+    logger = logging.getLogger(f"stella_mirror.{product}")
+    logger.error(NOT_CONFIGURED)
+    if root is not None:
+        logger.error("the configured export root %s does not exist", root)
+
+
 async def answer_from_export(
     send: Send,
     rt: Runtime,
@@ -79,8 +100,10 @@ async def answer_from_export(
     resolver forgets its cached handle and the request is tried once more before it is a 404.
     ``explain_missing`` puts the lookup's own reason into that 404's detail.
     """
-    resolver = rt.state().site(product).resolver
+    site = rt.state().site(product)
+    resolver = site.resolver
     if resolver is None:
+        report_missing_root(product, None)
         await export_unavailable(send, NOT_CONFIGURED)
         return
     for attempt in (1, 2):
@@ -90,6 +113,7 @@ async def answer_from_export(
             await not_found(send, exc.reason)
             return
         except RootUnavailable as exc:
+            report_missing_root(product, site.root)
             await export_unavailable(send, str(exc))
             return
         try:

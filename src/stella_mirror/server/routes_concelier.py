@@ -31,6 +31,7 @@ from stella_mirror.server.context import RequestContext
 from stella_mirror.server.exports import ExportHandle
 from stella_mirror.server.middleware.domain import Target, request_host
 from stella_mirror.server.routes_common import Runtime, answer_from_export, not_found, read_json, serve_file
+from stella_mirror.server.state import WIDE_DOMAIN_ID, ServerState
 from stella_mirror.server.visibility import readable, restricted
 
 INDEX = "index.json"
@@ -39,13 +40,30 @@ IndexAnswer = tuple[str, ...] | bytes | None
 """A file to serve (its parts), the bytes of a filtered unsigned index, or None (404: no signed form)."""
 
 
+async def index_domain(state: ServerState, ctx: RequestContext, authorization: str | None) -> None:
+    """Before quotas, for ``concelier.index`` on a host no domain claims: decide which domains the caller may
+    read (kept in ``ctx.extra["readable"]`` for :func:`serve`), and when that is one domain — whose own signed
+    index is then served — count the request against *that* domain's index budget, as
+    ``/concelier/exports/mirror/<domain>/index.json`` is."""
+    if not restricted(state, "concelier") or ctx.domain is None or ctx.domain.domain_id != WIDE_DOMAIN_ID:
+        return
+    allowed = await readable(state, "concelier", request_host(ctx), authorization)
+    ctx.extra["readable"] = allowed
+    if len(allowed) == 1:
+        policy = state.site("concelier").domain(next(iter(allowed)))
+        if policy is not None:
+            ctx.domain = policy
+
+
 async def serve(
     scope: Scope, send: Send, rt: Runtime, ctx: RequestContext, target: Target, authorization: str | None = None
 ) -> None:
     """Answer ``concelier.index`` and ``concelier.file`` targets."""
     state = rt.state()
     if target.handler == "concelier.index" and restricted(state, "concelier"):
-        allowed = await readable(state, "concelier", request_host(ctx), authorization)
+        allowed = ctx.extra.get("readable")
+        if allowed is None:
+            allowed = await readable(state, "concelier", request_host(ctx), authorization)
 
         async def answer_index(export: ExportHandle) -> None:
             answer = index_answer(rt, export, allowed, target.parts[-1].removeprefix(INDEX))

@@ -8,6 +8,7 @@ root it says exactly ``Mirror export root is not configured`` — while ``/healt
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,15 @@ class ActiveIndexes(FreshnessSource):
             if site.served:
                 yield site.product, site.root
 
+    def certificates(self) -> Iterator[tuple[str, Path]]:
+        config = self.rt.state().config
+        if config.mirror.tls.cert_file is not None:
+            yield "_default", config.mirror.tls.cert_file
+        for mirror in (config.concelier.mirror, config.excititor.mirror):
+            for dom in mirror.domains:
+                if dom.tls.cert_file is not None:
+                    yield dom.id, dom.tls.cert_file
+
     def _doc(self, export: ExportHandle, parts: tuple[str, ...]) -> dict[str, Any] | None:
         try:
             doc, _ = read_json(export, parts, self.rt)
@@ -126,9 +136,33 @@ async def metrics(send: Send, rt: Runtime, registry: Metrics) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def landing_page(state: ServerState) -> bytes:
+    """``/``: what this server is and where to go — the status page, each served product's index, the docs."""
+    links = [("/status", "Mirror status"), ("/status.json", "Mirror status (JSON)")]
+    if state.site("concelier").served:
+        links.append(("/concelier/exports/index.json", "Concelier mirror index"))
+    if state.site("excititor").served:
+        links.append(("/excititor/mirror/domains", "Excititor mirror domains"))
+    docs = state.config.mirror.docs_url
+    if docs:
+        links.append((docs, "Documentation"))
+    items = "".join(f"<li><a href='{html.escape(href)}'>{html.escape(text)}</a></li>" for href, text in links)
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>StellaOps mirror</title></head>"
+        "<body style='font-family:system-ui,sans-serif;margin:2em'><h1>StellaOps mirror</h1>"
+        "<p>Signed Concelier advisory and Excititor VEX exports. Some domains need credentials (Basic or an "
+        "Authority token); verify what you download with the mirror's public key (<code>stella-mirror verify"
+        "</code>).</p>"
+        f"<ul>{items}</ul></body></html>\n"
+    ).encode()
+
+
 async def serve(scope: Scope, send: Send, rt: Runtime, handler: str, registry: Metrics | None) -> None:
     """Answer ``ops.*`` targets."""
-    if handler == "ops.healthz":
+    if handler == "ops.home":
+        body = landing_page(rt.state())
+        await send_uncached(send, 200, b"text/html; charset=utf-8", body)
+    elif handler == "ops.healthz":
         await healthz(send)
     elif handler == "ops.readyz":
         await readyz(send, rt)

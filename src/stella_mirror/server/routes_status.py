@@ -23,17 +23,20 @@ from stella_mirror.server.authn.authenticator import CheckBudget
 from stella_mirror.server.context import RequestContext
 from stella_mirror.server.metrics import Metrics, request_counts
 from stella_mirror.server.middleware.domain import request_host
+from stella_mirror.server.problems import send_problem
 from stella_mirror.server.routes_common import Runtime
-from stella_mirror.server.visibility import readable
+from stella_mirror.server.visibility import readable, served_on
 from stella_mirror.timeutil import utcnow
 
 PEER_TIMEOUT = 3.0
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin-bottom:2em}
-th,td{border:1px solid #bbb;padding:.35em .7em;text-align:left}
+table{border-collapse:collapse;margin-bottom:2em;max-width:100%}
+th,td{border:1px solid #bbb;padding:.35em .7em;text-align:left;overflow-wrap:anywhere}
 th{background:#eee}
+td.problems{max-width:22em;overflow-wrap:anywhere}
+td.num{text-align:right;white-space:nowrap}
 tr.stale td{background:#c62828;color:#fff}
 .badge{font-weight:bold}
 tr.fresh .badge{color:#1b5e20}
@@ -74,7 +77,17 @@ def without_paths(root: dict[str, Any]) -> dict[str, Any]:
     return {**root, "root": None, "problems": scrub(root.get("problems")), "domains": domains}
 
 
-def render_html(roots: list[dict[str, Any]]) -> bytes:
+def human_size(size: int) -> str:
+    """A byte count in binary units, e.g. ``20.0 MiB`` (the exact figure is in ``/status.json``)."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def render_html(roots: list[dict[str, Any]], generated_at: str = "") -> bytes:
     """The status page from the ``/status.json`` model: one table per product, a stale domain's row marked STALE
     in red."""
     e = html.escape
@@ -85,6 +98,7 @@ def render_html(roots: list[dict[str, Any]]) -> bytes:
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Mirror status</title>",
         f"<style>{_STYLE}</style></head><body><h1>Mirror status</h1>",
+        f"<p class='generated'>Generated at <time>{e(generated_at)}</time></p>" if generated_at else "",
     ]
     if not roots:
         parts.append("<p>No mirror domain is visible with these credentials on this host.</p>")
@@ -117,14 +131,30 @@ def render_html(roots: list[dict[str, Any]]) -> bytes:
                 f"<td>{e(str(d.get('displayName') or d.get('domainId')))}</td>"
                 f"<td><code>{dash(d.get('exportId'))}</code></td><td>{dash(d.get('sequence'))}</td>"
                 f"<td>{age_text(d.get('ageSeconds'))}</td><td>{dash(d.get('expiresAt'))}</td>"
-                f"<td>{int(d.get('sizeBytes') or 0):,} B</td><td>{dash(d.get('items'))}</td>"
+                f"<td class='num' title='{int(d.get('sizeBytes') or 0)} bytes'>"
+                f"{human_size(int(d.get('sizeBytes') or 0))}</td><td>{dash(d.get('items'))}</td>"
                 f"<td><code>{e(', '.join(d.get('keyIds') or [])) or '-'}</code></td>"
                 f"<td>{dash(d.get('requests'))}</td><td>{dash(d.get('quotaRejections'))}</td>"
-                f"<td>{e('; '.join(d.get('problems') or []))}</td></tr>"
+                f"<td class='problems'>{e('; '.join(d.get('problems') or []))}</td></tr>"
             )
         parts.append("</table>")
     parts.append("</body></html>\n")
     return "".join(parts).encode()
+
+
+def _challenge(rt: Runtime, ctx: RequestContext) -> str | None:
+    """The ``WWW-Authenticate`` of the first domain served on this host that requires authentication, if any."""
+    state = rt.state()
+    auth = state.authenticator
+    if auth is None:
+        return None
+    host = request_host(ctx)
+    for product, site in state.sites.items():
+        if site.served:
+            for policy in served_on(state, product, host):
+                if auth.required(policy):
+                    return auth.challenge(policy)
+    return None
 
 
 PEER_HEADER = b"x-mirror-status-peer"
@@ -178,7 +208,8 @@ async def serve(
     authorization: str | None,
     metrics: Metrics | None,
 ) -> None:
-    """Answer ``ops.status`` (HTML) and ``ops.status.json``."""
+    """Answer ``ops.status`` (HTML) and ``ops.status.json``: 401 with a challenge when the caller sees no domain
+    and some domain served on this host requires authentication (so a browser asks for credentials)."""
     roots, everything = await statuses(rt, ctx, authorization)
     if metrics is not None:
         counts = request_counts(metrics)
@@ -186,13 +217,26 @@ async def serve(
             for d in r.domains:
                 d.requests, d.rejected = counts.get((d.product, d.domain_id), (0, 0))
     model = [r.as_dict() for r in roots] + await peer_roots(rt, scope, authorization)
+    if not any(r.get("domains") for r in model):
+        challenge = _challenge(rt, ctx)
+        if challenge is not None:
+            await send_problem(
+                send,
+                401,
+                "unauthorized",
+                "Authentication required",
+                "no mirror domain on this host is visible without credentials",
+                {"WWW-Authenticate": challenge, "Vary": "Authorization"},
+            )
+            return
     if not everything:
         model = [without_paths(r) for r in model]
     model.sort(key=lambda r: r["product"] != "concelier")
     if handler == "ops.status.json":
         body, ctype = orjson.dumps({"roots": model}), b"application/json"
     else:
-        body, ctype = render_html(model), b"text/html; charset=utf-8"
+        generated = utcnow().strftime("%Y-%m-%d %H:%M:%S UTC")
+        body, ctype = render_html(model, generated), b"text/html; charset=utf-8"
     headers = [
         (b"content-type", ctype),
         (b"content-length", b"%d" % len(body)),

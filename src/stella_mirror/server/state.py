@@ -8,6 +8,7 @@ they started with, new ones see the new one, and a reload that fails leaves the 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,8 @@ class ServerState:
     """Configuration problems found while building (also logged), e.g. a missing export root."""
     metrics_token: bytes | None = None
     """What ``/metrics`` asks for as a bearer token (``mirror.limits.metricsTokenFile``), None: open."""
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    """``mirror.trustedProxies``: peers whose ``X-Forwarded-For`` names the client (:func:`client_address`)."""
     restricted: frozenset[Product] = frozenset()
     """Products whose callers may see different domains (:func:`stella_mirror.server.visibility.restricted`)."""
     visibility: dict[tuple[str, str, bytes | None], tuple[float, frozenset[str]]] = field(default_factory=dict)
@@ -128,6 +131,34 @@ class ServerState:
         return out
 
 
+def client_address(peer: str, forwarded: str | None, trusted: ServerState | None) -> str:
+    """The client of a request: the peer address, or — when the peer is a trusted proxy and sent
+    ``X-Forwarded-For`` — the rightmost address of that list outside the trusted networks (each trusted proxy
+    appends the address it saw, so everything left of the first untrusted hop could be forged by the client).
+    A hop that is not an IP address ends the walk at the last trusted address seen."""
+    networks = trusted.trusted_proxies if trusted is not None else ()
+    if not networks or not forwarded or not _trusted(peer, networks):
+        return peer
+    client = peer
+    for hop in reversed(forwarded.split(",")):
+        hop = hop.strip()
+        if not _trusted(hop, networks):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return client
+        client = hop
+    return client
+
+
+def _trusted(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
 def build_sites(config: MirrorConfig, service: Service | None = None) -> tuple[dict[Product, ProductSite], list[str]]:
     """Both product sites and the problems to report (logged by the caller)."""
     svc: Service = service or config.mirror.service
@@ -139,6 +170,9 @@ def build_sites(config: MirrorConfig, service: Service | None = None) -> tuple[d
     for site in sites.values():
         if site.served and site.root is None:
             problems.append(f"{site.product}: {NOT_CONFIGURED}")
+        elif site.served and site.root is not None and not site.root.is_dir():
+            problems.append(f"{site.product}: {NOT_CONFIGURED}")
+            problems.append(f"{site.product}: the configured export root {site.root} does not exist")
     return sites, problems
 
 

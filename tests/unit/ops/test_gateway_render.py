@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -49,7 +50,9 @@ def test_basic_auth_only_where_the_domain_requires_it() -> None:
     assert "auth_basic" not in community and "auth_basic" not in partner
     assert "ssl_certificate     /tls/community.crt;" in community
     # Only what nginx authenticated itself is cached per user; unchecked credentials bypass the cache.
-    assert '"$scheme://$host$request_uri $remote_user"' in primary
+    # The path, never the query string, keys the cache (?bust=N is the same file).
+    assert '"$scheme://$host$uri $remote_user"' in primary
+    assert all("$request_uri" not in line for line in text.splitlines() if "proxy_cache_key" in line)
     assert "proxy_no_cache $http_authorization;" in partner and "proxy_no_cache $http_authorization;" in community
     assert "proxy_set_header Authorization $http_authorization;" in text
     assert "proxy_cache_lock on;" in text and "add_header X-Cache-Status $upstream_cache_status always;" in primary
@@ -75,6 +78,16 @@ def test_limit_req_follows_the_quotas() -> None:
     assert "limit_req zone=concelier_primary_download burst=1199 nodelay;" in primary
     assert "limit_req zone=concelier_primary_index burst=29 nodelay;" in primary
     assert "limit_req" not in _server(text, "community.mirror.test")  # 0: unlimited
+    # Refusals answered like the origin's 429: problem+json with the origin's body, Retry-After, RateLimit-*.
+    assert "error_page 429 @concelier_primary_index_refused;" in primary
+    found = re.search(r"location @concelier_primary_index_refused \{(.*?)\n\s*\}\n", text, re.S)
+    assert found is not None
+    refusal = found.group(1)
+    assert "default_type application/problem+json;" in refusal and "add_header Retry-After 60 always;" in refusal
+    assert "add_header RateLimit-Limit 30 always;" in refusal and "add_header RateLimit-Remaining 0 always;" in refusal
+    body = json.loads(refusal.split("return 429 '", 1)[1].split("';", 1)[0])
+    assert body == {"type": "https://stella-ops.org/problems/quota-exceeded", "title": "Too many requests",
+                    "status": 429, "detail": "the index request quota of 30 per 3600 s for this domain is used up"}
 
 
 @pytest.mark.parametrize(("extra", "key_path"), [

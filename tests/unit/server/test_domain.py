@@ -49,7 +49,7 @@ def test_routes(path: str, handler: str, route: str, kind: str, cache: str | Non
 
 
 @pytest.mark.parametrize("path", [
-    "/", "/concelier", "/concelier/exports", "/concelier/exports/", "/concelier/exports/mirror/p/other.json",
+    "/concelier", "/concelier/exports", "/concelier/exports/", "/concelier/exports/mirror/p/other.json",
     "/concelier/exports/mirror/p/../index.json", "/concelier/exports/mirror/.p/bundle.json",
     "/concelier/exports/mirror//bundle.json", "/concelier/exports/mirror/p/bundle.json/",
     "/concelier/exports/@/index.json", "/concelier/exports/@../index.json", "/concelier/exports/@@x/index.json",
@@ -94,7 +94,7 @@ def test_normalise_host() -> None:
 
 def test_policies_inherit_product_settings_and_map_hosts() -> None:
     cfg = load_config(None, {
-        "CONCELIER__MIRROR__EXPORTROOT": "/r",
+        "CONCELIER__MIRROR__EXPORTROOT": "/",
         "CONCELIER__MIRROR__REQUIREAUTHENTICATION": "true",
         "CONCELIER__MIRROR__MAXINDEXREQUESTSPERHOUR": "100",
         "CONCELIER__MIRROR__DOMAINS__0__ID": "primary",
@@ -117,3 +117,6 @@ def test_policies_inherit_product_settings_and_map_hosts() -> None:
     sites, problems = build_sites(load_config(None, {}), "concelier")
     assert not sites["excititor"].served
     assert problems == ["concelier: Mirror export root is not configured"]
+    _, problems = build_sites(load_config(None, {"CONCELIER__MIRROR__EXPORTROOT": "/no/such/root"}), "concelier")
+    assert problems == ["concelier: Mirror export root is not configured",
+                        "concelier: the configured export root /no/such/root does not exist"]

@@ -40,6 +40,7 @@ from starlette.types import Scope
 from stella_mirror.server.context import CONTEXT_KEY, RequestContext
 from stella_mirror.server.metrics import Metrics
 from stella_mirror.server.middleware.domain import normalise_host
+from stella_mirror.server.state import ServerState, client_address
 
 log = logging.getLogger("stella_mirror.server")
 
@@ -137,15 +138,18 @@ class AccessLog:
         self._ids = itertools.count(1)
         self._id_prefix = f"{secrets.token_hex(4)}{os.getpid():x}-"
 
-    def begin(self, scope: Scope) -> tuple[RequestContext, str | None]:
+    def begin(self, scope: Scope, state: ServerState | None = None) -> tuple[RequestContext, str | None]:
         """The request's context (stored in the scope) and its ``Authorization`` header, from one pass over the
-        request headers. ``ctx.extra`` gets ``host``, ``ua``, ``range``, ``conditional`` and ``accept`` (the
+        request headers. The client is the peer, or the address a trusted proxy forwarded
+        (:func:`~stella_mirror.server.state.client_address`, ``mirror.trustedProxies`` of ``state``).
+        ``ctx.extra`` gets ``host``, ``ua``, ``range``, ``conditional`` and ``accept`` (the
         ``Accept-Encoding`` value) when present."""
         client = scope.get("client")
         ctx = RequestContext(request_id="", client=client[0] if client else "")
         extra = ctx.extra
         request_id = None
         authorization = None
+        forwarded: str | None = None
         for name, value in scope["headers"]:
             if name == b"host":
                 extra["host"] = normalise_host(value)
@@ -163,6 +167,12 @@ class AccessLog:
                 extra["conditional"] = True
             elif name == b"upgrade":
                 extra["upgrade"] = True
+            elif name == b"x-forwarded-for":
+                # Several header lines form one list (RFC 9110 §5.3), in order.
+                text = bytes(value[:1024]).decode("latin-1")
+                forwarded = text if forwarded is None else f"{forwarded},{text}"
+        if forwarded is not None and state is not None:
+            ctx.client = client_address(ctx.client, forwarded, state)
         ctx.request_id = request_id or f"{self._id_prefix}{next(self._ids):x}"
         scope[CONTEXT_KEY] = ctx
         return ctx, authorization

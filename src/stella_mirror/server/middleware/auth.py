@@ -15,7 +15,7 @@ from starlette.types import Send
 from stella_mirror.errors import ConfigError
 from stella_mirror.server.authn.authenticator import Authenticator
 from stella_mirror.server.authn.failure import AuthFailure
-from stella_mirror.server.context import RequestContext
+from stella_mirror.server.context import DomainPolicy, RequestContext
 from stella_mirror.server.problems import send_problem
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,10 @@ class AuthGate:
         self.authenticator = authenticator
         self.on_failure = on_failure
         self._config_logged_at = float("-inf")
+
+    def required(self, domain: DomainPolicy) -> bool:
+        """Whether ``domain`` refuses anonymous callers (its answers then depend on the credentials)."""
+        return self.authenticator().required(domain)
 
     async def admit(self, ctx: RequestContext, authorization: str | None, send: Send) -> bool:
         """Authenticate a request to ``ctx.domain`` (which must be set); False when answered here."""

@@ -79,6 +79,7 @@ class Target:
 
 
 OPS = {
+    "/": Target("ops.home", None, "home", "ops", None),
     "/healthz": Target("ops.healthz", None, "healthz", "ops", None),
     "/readyz": Target("ops.readyz", None, "readyz", "ops", None),
     "/metrics": Target("ops.metrics", None, "metrics", "ops", None),

@@ -42,6 +42,11 @@ def quota_key(ctx: RequestContext, budget: str) -> str:
     return f"{ctx.product or ctx.domain.product}:{ctx.domain.domain_id}:{budget}:{who}"
 
 
+def exceeded_detail(budget: str, limit: int, window_seconds: int) -> str:
+    """The ``detail`` of a 429 ``quota-exceeded`` problem (the origin's, and the gateway's rendered copy)."""
+    return f"the {budget} request quota of {limit} per {window_seconds} s for this domain is used up"
+
+
 def ratelimit_headers(decision: QuotaDecision, window_seconds: int) -> dict[str, str]:
     """The ``RateLimit-*`` headers for a decision."""
     return {
@@ -147,7 +152,7 @@ class QuotaGate:
                 429,
                 "quota-exceeded",
                 "Too many requests",
-                f"the {budget} request quota of {limit} per {self.window} s for this domain is used up",
+                exceeded_detail(budget, limit, self.window),
                 {**ratelimit_headers(decision, self.window), "Retry-After": str(decision.reset_seconds)},
             )
         return ratelimit_raw(decision, self.window)
