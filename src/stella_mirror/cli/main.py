@@ -73,7 +73,7 @@ server_commands.register(app)
 app.add_typer(gateway.app, name="gateway")
 app.command("smoke")(smoke.smoke)
 app.command("status")(status.status)
-app.command("pull")(pull.pull)
+app.command("pull", cls=ArgumentUsageCommand)(pull.pull)
 
 
 def report_error(exc: StellaMirrorError) -> int:

@@ -14,7 +14,9 @@ from stella_mirror.cli.remote_options import CaCert, PasswordFile, ResolveOpt, T
 
 
 def pull(
-    url: Annotated[str, typer.Argument(help="https://…/concelier/exports or https://…/excititor/mirror")],
+    url: Annotated[
+        str, typer.Argument(help="https://…/concelier/exports or https://…/excititor/mirror", metavar="URL")
+    ],
     domain: Annotated[str, typer.Option("--domain", help="The domain to fetch.")],
     out: Annotated[Path, typer.Option("--out", help="Local export root (latest -> the last verified copy).")],
     key: Annotated[list[Path], typer.Option("--key", help="Trusted public key (PEM or JWKS); repeat for rotation.")],
