@@ -31,7 +31,7 @@ from stella_mirror.sync.config import SourceOptions
 from stella_mirror.sync.report import Reporter
 from stella_mirror.sync.retry import with_retries
 from stella_mirror.sync.sources.interface import Source
-from stella_mirror.sync.sources.rsync import TRANSIENT, RsyncSource
+from stella_mirror.sync.sources.rsync import TRANSIENT, RsyncSource, rsync_command
 from stella_mirror.upload.plan import Plan
 from stella_mirror.upload.target import CURRENT, Outcome, Target, check_not_older
 
@@ -56,13 +56,7 @@ class RsyncTarget(Target):
 
     def _rsync(self, args: Sequence[str], stdin: str | None = None) -> str:
         """One run of rsync (retried on its transient exit codes); its standard output."""
-        timeout = int(self.options.timeout_seconds)
-        cmd = ["rsync", "--no-motd", f"--timeout={timeout}"]
-        if self.daemon:
-            cmd.append(f"--contimeout={timeout}")
-            if self.options.password_file is not None:
-                cmd.append(f"--password-file={self.options.password_file}")
-        cmd += args
+        cmd = rsync_command(self.options, self.daemon, args)
 
         def once() -> str:
             try:

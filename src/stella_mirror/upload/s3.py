@@ -30,12 +30,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from stella_mirror.errors import ConfigError, DigestError, HTTPStatusError, SourceError, UnreachableError
+from stella_mirror.errors import ConfigError, DigestError, SourceError
 from stella_mirror.publish import check_export_id
 from stella_mirror.sync.config import SourceOptions
 from stella_mirror.sync.report import Reporter
 from stella_mirror.sync.retry import with_retries
 from stella_mirror.sync.sources.interface import Source
+from stella_mirror.sync.sources.s3 import s3_error
 from stella_mirror.upload.plan import Item, Plan
 from stella_mirror.upload.target import CURRENT, Outcome, Target, check_not_older
 
@@ -78,25 +79,11 @@ class S3Target(Target):
     # --- requests, retried, with botocore's exceptions turned into ours --------------------------------
 
     def _call(self, what: str, request: Callable[[], T]) -> T:
-        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
-
         def once() -> T:
             try:
                 return request()
-            except ClientError as exc:
-                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-                code = str(exc.response.get("Error", {}).get("Code", ""))
-                if code in ("NoSuchKey", "404", "NotFound"):
-                    raise FileNotFoundError(what) from None
-                if code == "NoSuchBucket":
-                    raise SourceError(f"{self.url}: no such bucket") from None
-                raise HTTPStatusError(f"{self.url}: {what} ({code})", status) from None
-            except (ConnectionError, HTTPClientError) as exc:
-                raise UnreachableError(f"{self.url}: {type(exc).__name__}") from None
-            except BotoCoreError as exc:
-                if "credential" in type(exc).__name__.lower():
-                    raise ConfigError("--to", f"{self.url}: no usable AWS credentials ({type(exc).__name__})") from None
-                raise UnreachableError(f"{self.url}: {type(exc).__name__}") from None
+            except Exception as exc:
+                raise s3_error(exc, self.url, what, "--to") from None
 
         return with_retries(once)
 

@@ -37,6 +37,18 @@ MISSING = {23, 24}
 _LINE = re.compile(r"^([dl-])\S*\s+(\d+)\s+(\S+ \S+)\s+(.+)$")
 
 
+def rsync_command(options: SourceOptions, daemon: bool, args: Sequence[str]) -> list[str]:
+    """The rsync command line with the connection settings of ``options`` (the sync's source and ``publish``'s
+    target run rsync the same way): I/O and connect timeouts, and a daemon's password file."""
+    timeout = int(options.timeout_seconds)
+    cmd = ["rsync", "--no-motd", f"--timeout={timeout}"]
+    if daemon:
+        cmd.append(f"--contimeout={timeout}")
+        if options.password_file is not None:
+            cmd.append(f"--password-file={options.password_file}")
+    return [*cmd, *args]
+
+
 class RsyncSource(Source):
     def __init__(self, url: str, options: SourceOptions, safe_url: str) -> None:
         self.url = safe_url
@@ -68,13 +80,7 @@ class RsyncSource(Source):
     def _rsync(self, args: Sequence[str], stdin: str | None = None, size: int = 0) -> subprocess.CompletedProcess[str]:
         """One rsync run, retried while it fails transiently; it must finish within the time ``size`` bytes
         may take at the minimum throughput (:class:`~stella_mirror.sync.sources.interface.Pace`)."""
-        timeout = int(self.options.timeout_seconds)
-        cmd = ["rsync", "--no-motd", f"--timeout={timeout}"]
-        if self.daemon:
-            cmd.append(f"--contimeout={timeout}")
-            if self.options.password_file is not None:
-                cmd.append(f"--password-file={self.options.password_file}")
-        cmd += args
+        cmd = rsync_command(self.options, self.daemon, args)
 
         def once() -> subprocess.CompletedProcess[str]:
             pace = self.pace("rsync")

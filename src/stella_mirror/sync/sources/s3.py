@@ -46,6 +46,38 @@ def _client(region: str | None, endpoint_url: str | None, timeout: float, creds:
     )
 
 
+def s3_range_unsatisfiable(exc: Exception) -> bool:
+    """Whether a botocore error is S3's answer to a Range past the object's end (416)."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return str(exc.response.get("Error", {}).get("Code", "")) == "InvalidRange" or status == 416
+
+
+def s3_error(exc: Exception, url: str, what: str, key_path: str) -> Exception:
+    """The one translation of botocore's exceptions into ours, for the sync's source and ``publish``'s target
+    (``key_path`` names the setting a credential problem belongs to); anything else is returned unchanged."""
+    from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return FileNotFoundError(what)
+        if code == "NoSuchBucket":
+            return SourceError(f"{url}: no such bucket")
+        return HTTPStatusError(f"{url}: {what} ({code})", status)
+    if isinstance(exc, (ConnectionError, HTTPClientError)):
+        return UnreachableError(f"{url}: {type(exc).__name__}")
+    if isinstance(exc, BotoCoreError):
+        if "credential" in type(exc).__name__.lower():
+            return ConfigError(key_path, f"{url}: no usable AWS credentials ({type(exc).__name__})")
+        return UnreachableError(f"{url}: {type(exc).__name__}")
+    return exc
+
+
 class S3Source(StreamSource):
     def __init__(self, bucket: str, prefix: str, options: SourceOptions, url: str) -> None:
         self.url = url
@@ -65,26 +97,12 @@ class S3Source(StreamSource):
     # --- requests, with botocore's exceptions turned into ours ------------------------------------------
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
-
         try:
             return fn(Bucket=self.bucket, **kwargs)
-        except ClientError as exc:
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("NoSuchKey", "404", "NotFound"):
-                raise FileNotFoundError(what) from None
-            if code == "InvalidRange" or status == 416:
+        except Exception as exc:
+            if s3_range_unsatisfiable(exc):
                 return None
-            if code == "NoSuchBucket":
-                raise SourceError(f"{self.url}: no such bucket") from None
-            raise HTTPStatusError(f"{self.url}: {what} ({code})", status) from None
-        except (ConnectionError, HTTPClientError) as exc:
-            raise UnreachableError(f"{self.url}: {type(exc).__name__}") from None
-        except BotoCoreError as exc:
-            if "credential" in type(exc).__name__.lower():
-                raise ConfigError("source", f"{self.url}: no usable AWS credentials ({type(exc).__name__})") from None
-            raise UnreachableError(f"{self.url}: {type(exc).__name__}") from None
+            raise s3_error(exc, self.url, what, "source") from None
 
     def listing(self) -> dict[str, tuple[int, str]]:
         """Every object under the prefix: relative path → (size, ETag without quotes); once a run."""
