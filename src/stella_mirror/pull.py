@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 import httpx
 import orjson
 
-from stella_mirror.bundle import chunks, store
+from stella_mirror.bundle import chunks, layout, store
 from stella_mirror.bundle.signing import TrustedKeys
 from stella_mirror.bundle.verify import Verdict, safe_relpath, verify_index
 from stella_mirror.bundle.writer import read_sequence
@@ -51,7 +50,6 @@ from stella_mirror.transfer.readers import http_range_reader
 INDEX_CAP = 64 << 20
 SIGNATURE_CAP = 64 << 10
 PARTIAL = ".partial"
-_DOMAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PRODUCTS = {"/concelier/exports": "concelier", "/excititor/mirror": "excititor"}
 
 
@@ -339,7 +337,7 @@ def pull(
     client: httpx.Client, site: Site, out: Path, keys: TrustedKeys, opts: Options, min_sequence: int | None = None
 ) -> PullResult:
     """Fetch ``site``'s domain into the export root ``out`` (see the module docstring)."""
-    if not _DOMAIN.match(site.domain):
+    if not layout.safe_segment(site.domain):
         raise ConfigError("--domain", f"{site.domain!r} is not a domain id")
     root = ExportRoot(out)
     wire = Wire()

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import stat
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
 from pathlib import Path
 
-LATEST = "latest"
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from stella_mirror.bundle.layout import LATEST, safe_segment
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
@@ -39,11 +38,6 @@ class ExportNotFound(Exception):
 
 class RootUnavailable(Exception):
     """The export root itself is missing or unreadable, or nothing is published (server-side problem)."""
-
-
-def safe_segment(name: str) -> bool:
-    """A path segment we are willing to open: a bounded alphabet, no leading dot (so never ``..``)."""
-    return bool(_SEGMENT.match(name))
 
 
 class ExportHandle:

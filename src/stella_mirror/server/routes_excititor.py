@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 from starlette.types import Scope, Send
 
+from stella_mirror.bundle.layout import safe_segment
 from stella_mirror.server.context import DomainPolicy, RequestContext
-from stella_mirror.server.exports import ExportHandle, ExportNotFound, safe_segment
+from stella_mirror.server.exports import ExportHandle, ExportNotFound
 from stella_mirror.server.files import send_bytes
 from stella_mirror.server.middleware.domain import Target, request_host
 from stella_mirror.server.routes_common import Runtime, answer_from_export, export_unavailable, read_json, serve_file

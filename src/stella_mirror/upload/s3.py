@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from stella_mirror.bundle.layout import LATEST
 from stella_mirror.errors import ConfigError, DigestError, SourceError
 from stella_mirror.publish import check_export_id
 from stella_mirror.sync.config import SourceOptions
@@ -41,7 +42,6 @@ from stella_mirror.upload.plan import Item, Plan
 from stella_mirror.upload.target import CURRENT, Outcome, Target, check_not_older
 
 T = TypeVar("T")
-LATEST = "latest"
 META = "sha256"
 """User metadata holding the object's SHA-256 (hex): ``x-amz-meta-sha256``."""
 MAX_PUT = 5 << 30

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 from starlette.types import Scope
 
+from stella_mirror.bundle.layout import safe_segment
 from stella_mirror.server.context import Product, RequestContext, RouteKind
-from stella_mirror.server.exports import safe_segment
 from stella_mirror.server.state import ServerState
 
 MAX_TARGET = 4096
