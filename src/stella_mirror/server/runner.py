@@ -50,7 +50,7 @@ from typing import Any
 import uvicorn
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
-from granian.server.mp import MPServer as Granian
+from granian.server import MPServer as Granian  # re-exported there; workers are forked processes
 
 from stella_mirror.config import MirrorConfig, TlsFiles
 from stella_mirror.errors import ConfigError, StellaMirrorError
