@@ -33,6 +33,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def tree_rss_kib(pid: int) -> int:
+    """Resident memory (KiB) of a process and all its descendants: ``serve``'s supervisor and its workers."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        status = Path(f"/proc/{p}/status").read_text()
+        total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+        for task in Path(f"/proc/{p}/task").iterdir():
+            todo += [int(c) for c in (task / "children").read_text().split()]
+    return total
+
+
 def hermetic_env(extra: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith(OUR_PREFIXES)}
     env.pop("STELLA_MIRROR_CONFIG", None)

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from mirrorsite import PRIMARY, Site, basic, build_site
-from serverproc import CLI, ServerProc, hermetic_env, start_server
+from serverproc import CLI, ServerProc, hermetic_env, start_server, tree_rss_kib
 
 pytestmark = [
     pytest.mark.e2e,
@@ -73,17 +73,6 @@ def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 
 def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
-
-
-def tree_rss_mib(pid: int) -> float:
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        status = Path(f"/proc/{p}/status").read_text()
-        total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
-        for task in Path(f"/proc/{p}/task").iterdir():
-            todo += [int(c) for c in (task / "children").read_text().split()]
-    return total / 1024
 
 
 def test_request_line_header_block_and_header_count_are_limited(served: tuple[Site, ServerProc]) -> None:
@@ -168,7 +157,7 @@ def test_slow_readers_of_a_large_bundle_cost_bounded_memory(served: tuple[Site, 
     request = f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
     with httpx.Client(base_url=sp.base, timeout=30) as c:
         assert len(c.get(BUNDLE).content) == BIG  # its digest (the ETag) is computed once, before measuring
-    before = tree_rss_mib(sp.proc.pid)
+    before = tree_rss_kib(sp.proc.pid) / 1024
     peaks = []
     for _ in range(2):
         readers = []
@@ -181,7 +170,7 @@ def test_slow_readers_of_a_large_bundle_cost_bounded_memory(served: tuple[Site, 
             readers.append(s)
         assert all(s.recv(1) == b"H" for s in readers)
         time.sleep(3)
-        peaks.append(tree_rss_mib(sp.proc.pid) - before)
+        peaks.append(tree_rss_kib(sp.proc.pid) / 1024 - before)
         for s in readers:
             s.close()
         time.sleep(2)

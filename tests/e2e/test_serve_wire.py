@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from serverproc import ServerProc, start_server
+from serverproc import ServerProc, start_server, tree_rss_kib
 from stella_mirror.bundle.keyfiles import generate_keypair
 from treebuilder import advisory, publish_concelier
 
@@ -235,18 +235,6 @@ def test_a_long_keep_alive_run_is_answered_and_logged_once_per_request(site: Sit
     assert all(line["bytes"] == len(index) for line in ours)
 
 
-def _tree_rss_kib(pid: int) -> int:
-    """Resident memory of a process and its children (the supervisor and its worker)."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        status = Path(f"/proc/{p}/status").read_text()
-        total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
-        for task in Path(f"/proc/{p}/task").iterdir():
-            todo += [int(c) for c in (task / "children").read_text().split()]
-    return total
-
-
 @pytest.mark.parametrize("extra", ["", 'If-None-Match: "not-this-one"\r\n'], ids=["plain", "conditional"])
 def test_a_client_that_never_reads_cannot_make_the_server_buffer_without_bound(site: Site, extra: str) -> None:
     """Pipelined requests whose responses would be ~300 MB: once the client's socket is full the server must
@@ -256,7 +244,7 @@ def test_a_client_that_never_reads_cannot_make_the_server_buffer_without_bound(s
     conn = Conn(site.sp.port)
     conn.send(get(INDEX))
     conn.read()  # the answer is memoised: the rest would be immediate
-    before = _tree_rss_kib(site.sp.proc.pid)
+    before = tree_rss_kib(site.sp.proc.pid)
     batch = get(INDEX, extra) * 1000
     sent = 0
     conn.sock.settimeout(0.5)
@@ -268,7 +256,7 @@ def test_a_client_that_never_reads_cannot_make_the_server_buffer_without_bound(s
                 break
             sent += 1000
         time.sleep(0.5)
-        growth_mib = (_tree_rss_kib(site.sp.proc.pid) - before) / 1024
+        growth_mib = (tree_rss_kib(site.sp.proc.pid) - before) / 1024
         # (Kernel socket buffers may absorb all the requests, so how many were sent says little; memory does.)
         assert growth_mib < 64, f"server grew by {growth_mib:.0f} MiB with {sent} requests sent"
     finally:
