@@ -45,18 +45,13 @@ def verify(
     fetched as a consumer sees it (the index it is given, every listed domain's files) and then verified."""
     keys = keyfiles.load_trusted_keys(key)
     try:
-        if path.startswith(("https://", "http://")) and path.rstrip("/").endswith("/excititor/mirror"):
+        if path.startswith(("https://", "http://")):
             from stella_mirror.pull import split_url
 
-            base, _ = split_url(path)
+            base, product = split_url(path)
             source = remote(base, user, password_file, token_file, resolve, cacert)
-            verdict = _verify_excititor_url(source, keys, min_sequence)
-        elif path.startswith(("https://", "http://")):
-            from stella_mirror.ops.remote import split_exports_url
-
-            base, _ = split_exports_url(path)
-            source = remote(base, user, password_file, token_file, resolve, cacert)
-            verdict = _verify_url(source, keys, min_sequence)
+            check = _verify_excititor_url if product == "excititor" else _verify_url
+            verdict = check(source, keys, min_sequence)
         else:
             verdict = store.verify_path(Path(path), keys, utcnow(), min_sequence)
     except BundleError as exc:

@@ -96,14 +96,6 @@ def get(client: httpx.Client, path: str, method: str = "GET") -> httpx.Response:
     return response
 
 
-def split_exports_url(url: str) -> tuple[str, str]:
-    """``https://host[:port]/prefix/concelier/exports`` → (``https://host[:port]/prefix``, ``/concelier/exports``)."""
-    trimmed = url.rstrip("/")
-    if not trimmed.endswith(CONCELIER_EXPORTS) or not trimmed.startswith(("https://", "http://")):
-        raise ConfigError("url", f"{url!r} is not an http(s)://…/concelier/exports URL")
-    return trimmed.removesuffix(CONCELIER_EXPORTS), CONCELIER_EXPORTS
-
-
 def fetch_concelier(client: httpx.Client, into: Path) -> Path:
     """Download the index the mirror gives this caller, its signatures, and every file it lists (what
     :func:`stella_mirror.bundle.layout.listed_files` names: manifests, bundles and their signatures, each domain's
