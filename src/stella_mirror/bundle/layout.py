@@ -118,7 +118,7 @@ def file_ref(ref: Any, where: str, prefix: str = "", signed: bool = False) -> Li
     return Listed(rel, size, digest, signed)
 
 
-def encodings(ref: dict[str, Any], payload: Listed, where: str, prefix: str = "") -> list[Listed]:
+def encodings(ref: dict[str, Any], payload_rel: str, where: str, prefix: str = "") -> list[Listed]:
     """A payload reference's precompressed variants (``encodings: [{encoding, path, sizeBytes, digest}]``):
     each must be the zstd form at ``<payload>.zst``. They are optional — a tree synced before variants were
     listed lacks them — and unsigned themselves: their size and digest come from the signed reference."""
@@ -131,9 +131,9 @@ def encodings(ref: dict[str, Any], payload: Listed, where: str, prefix: str = ""
         if not isinstance(variant, dict) or variant.get("encoding") != "zstd":
             raise MalformedBundleError(vwhere, "encoding must be 'zstd'")
         item = file_ref(variant, vwhere, prefix)
-        if item.rel != payload.rel + ".zst":
-            raise MalformedBundleError(vwhere, f"path must name {payload.rel}.zst")
-        out.append(Listed(item.rel, item.size, item.digest, signed=False, optional=True, variant_of=payload.rel))
+        if item.rel != payload_rel + ".zst":
+            raise MalformedBundleError(vwhere, f"path must name {payload_rel}.zst")
+        out.append(Listed(item.rel, item.size, item.digest, signed=False, optional=True, variant_of=payload_rel))
     return out
 
 
@@ -164,14 +164,14 @@ def listed_files(indexes: Mapping[str, dict[str, Any]]) -> Iterator[Listed]:
                 where = f"{index_rel}#/domains/{i}"
                 manifest, bundle, own = concelier_domain(doc, dom, where)
                 yield from (manifest, bundle, own)
-                yield from encodings(dom["bundle"], bundle, where + "/bundle")
+                yield from encodings(dom["bundle"], bundle.rel, where + "/bundle")
         else:  # Excititor: mirror/<domain>/index.json lists artifacts relative to the domain directory
             prefix = index_rel.rsplit("/", 1)[0] + "/"
             exports = doc.get("exports")
             for i, entry in enumerate(exports if isinstance(exports, list) else []):
                 artifact = file_ref(entry, f"{index_rel}#/exports/{i}", prefix, True)
                 yield artifact
-                yield from encodings(entry, artifact, f"{index_rel}#/exports/{i}", prefix)
+                yield from encodings(entry, artifact.rel, f"{index_rel}#/exports/{i}", prefix)
 
 
 def domains_of(indexes: Mapping[str, dict[str, Any]]) -> list[str]:
